@@ -1,0 +1,82 @@
+// Math shared by the softmax cross-entropy kernels on every device.
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+#include "dtypes.h"
+
+namespace paddle_ops {
+
+// exp for fp32 without libm, written as straight-line code so that a compiler can vectorise the
+// loops that call it (glibc's expf stops the auto-vectoriser and is the bottleneck of a naive
+// forward; see ../shared/DESIGN.md 6b).
+//   x = n ln2 + r, |r| <= ln2 / 2, n = round(x / ln2)
+//   exp(x) = 2^n * exp(r), exp(r) by its degree-7 Taylor polynomial (truncation error
+//   r^8/8! < 2e-9 relative, below fp32 rounding).
+// ln2 is split Cody-Waite style into a high part with trailing zero bits (n * ln2_hi is exact for
+// |n| < 2^11) and a low correction, so r carries no cancellation error.
+// Rounding to n uses the 1.5 * 2^23 trick: adding it leaves round(x / ln2) in the low mantissa bits,
+// so there is no float -> int conversion (which is undefined behaviour for NaN).
+// Results: exp(-inf) = 0 exactly, exp(NaN) = NaN, x > 88.72 gives inf, x < -87.33 gives 0
+// (those values are below FLT_MIN; flushing them changes a sum of exponentials whose largest term
+// is 1 by less than 1e-38).
+PO_HD float exp_f32(float x) {
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2Hi = 0.693145751953125f;
+  constexpr float kLn2Lo = 1.428606765330187045e-06f;
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
+  constexpr float kHi = 88.72283935546875f;
+  constexpr float kLo = -87.33654022216797f;
+  const float xc = x > kHi ? kHi : (x < kLo ? kLo : x);  // NaN passes through unchanged
+  const float t = xc * kLog2e + kRound;
+  const float n = t - kRound;
+  const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  // n is in [-126, 128] here; 2^n is built in two halves so that n = 128 (x near kHi) and
+  // n = -126 both stay representable.
+  const int32_t ni = static_cast<int32_t>(float_bits(t) & 0x7fffffu) - 0x400000;
+  const int32_t n1 = ni / 2;
+  const int32_t n2 = ni - n1;
+  const float s1 = bits_float(static_cast<uint32_t>(n1 + 127) << 23);
+  const float s2 = bits_float(static_cast<uint32_t>(n2 + 127) << 23);
+  float y = p * s1 * s2;
+  y = x > kHi ? std::numeric_limits<float>::infinity() : y;
+  y = x < kLo ? 0.0f : y;
+  return y;
+}
+
+PO_HD float exp_acc(float x) { return exp_f32(x); }
+PO_HD double exp_acc(double x) { return std::exp(x); }
+
+// Merge the online-softmax state (m, s) = (running max, sum of exp(x - m)) with a block whose
+// maximum is block_max. Returns the shift to use for the block's own terms. A state whose max is
+// -inf (everything so far masked) uses shift 0 so that a masked entry gives exp(-inf - 0) = 0
+// rather than exp(-inf - (-inf)) = NaN, while a NaN entry still gives NaN (Milakov and Gimelshein,
+// "Online normalizer calculation for softmax", arXiv:1805.02867).
+template <typename A>
+PO_HD A online_softmax_rescale(A& m, A& s, A block_max) {
+  if (block_max > m) {
+    s *= exp_acc(m - block_max);
+    m = block_max;
+  }
+  return m == -std::numeric_limits<A>::infinity() ? A(0) : m;
+}
+
+// Label smoothing as Paddle's label_smooth defines it: q_j = (1 - eps) [j == y] + eps / C.
+template <typename A>
+struct Smoothing {
+  A on;   // weight of the target class on top of `off`
+  A off;  // weight of every class
+  PO_HD Smoothing(double eps, int64_t classes)
+      : on(static_cast<A>(1.0 - eps)), off(static_cast<A>(eps / static_cast<double>(classes))) {}
+};
+
+}  // namespace paddle_ops

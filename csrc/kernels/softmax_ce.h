@@ -1,0 +1,64 @@
+// Fused softmax cross-entropy: framework-free parameters and CPU launchers.
+//
+// Logits are viewed as [outer, classes, inner] (the class axis in the middle; inner = 1 when it is
+// the last axis). A "row" is one (o, i) pair, numbered r = o * inner + i; its classes are `inner`
+// elements apart. rows = outer * inner.
+//
+// Per row, with x the logits, lse = log sum_j exp(x_j), q the target distribution
+// (one-hot for hard labels, smoothed one-hot with label_smoothing, given for soft labels) and
+// w_row the row weight (class weights contracted with q, 1 without weights, 0 for ignored rows):
+//   loss = w_row * (sum_{j: q_j != 0} q_j (lse - x_j) + z_loss * lse^2)
+//   dloss/dx_j = w_row * ((sum_j q_j + 2 z_loss lse) softmax_j - q_j)
+// With use_softmax = false the logits already hold probabilities p and
+//   loss = w_row * sum_{j: q_j != 0} -q_j log p_j,   dloss/dp_j = -w_row q_j / p_j.
+// Terms with q_j = 0 are skipped, so a masked logit (-inf) that is not a target adds nothing
+// (0 * log 0 = 0). A row whose logits are all -inf has lse = -inf; it gets loss +inf when it is not
+// ignored and a zero gradient.
+#pragma once
+
+#include <cstdint>
+
+#include "dtypes.h"
+
+namespace paddle_ops {
+
+struct SoftmaxCEParams {
+  int64_t outer = 0;
+  int64_t classes = 0;
+  int64_t inner = 1;
+  int64_t ignore_index = -100;  // hard labels only: rows with this label are ignored
+  double label_smoothing = 0.0;  // hard labels only, in [0, 1]
+  double z_loss = 0.0;           // needs use_softmax
+  bool use_softmax = true;
+  int num_threads = 0;  // 0: default_num_threads()
+
+  int64_t rows() const { return outer * inner; }
+};
+
+// Outcome of a forward launch: the first (lowest row index) hard label outside [0, classes) that
+// is not ignore_index, or bad_row = -1 when every label is valid. Nothing is computed when a label
+// is bad.
+struct SoftmaxCEStatus {
+  int64_t bad_row = -1;
+  int64_t bad_label = 0;
+  bool ok() const { return bad_row < 0; }
+};
+
+// T: logits storage type (float, double, fp16, bf16).
+// L: int32_t / int64_t for hard labels ([rows] values), or a floating type for soft labels
+//    (T or acc_t<T>, laid out like the logits).
+// weight: [classes] class weights or nullptr.
+// Outputs, [rows] each: loss (weighted, see above), lse (0 when !use_softmax), row_weight.
+template <typename T, typename L>
+SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,
+                                   const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
+                                   acc_t<T>* row_weight);
+
+// loss_grad: [rows] upstream gradient of `loss`, or nullptr (treated as zero).
+// logits_grad: [outer, classes, inner], written completely.
+template <typename T, typename L>
+void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,
+                        const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
+                        T* logits_grad);
+
+}  // namespace paddle_ops

@@ -1,0 +1,101 @@
+// The one place where Paddle dtypes meet kernel types. Every op binding dispatches through here.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "paddle/extension.h"
+
+#include "../kernels/dtypes.h"
+
+namespace paddle_ops {
+
+template <typename T>
+struct Tag {
+  using type = T;
+};
+
+// Kernel storage type -> Paddle element type (same size and bit layout).
+template <typename K>
+struct PaddleElem {
+  using type = K;
+};
+template <>
+struct PaddleElem<fp16> {
+  using type = paddle::float16;
+};
+template <>
+struct PaddleElem<bf16> {
+  using type = paddle::bfloat16;
+};
+
+template <typename K>
+const K* data_ptr(const paddle::Tensor& t) {
+  return reinterpret_cast<const K*>(t.data<typename PaddleElem<K>::type>());
+}
+template <typename K>
+K* data_ptr(paddle::Tensor& t) {
+  return reinterpret_cast<K*>(t.data<typename PaddleElem<K>::type>());
+}
+
+template <typename K>
+paddle::DataType paddle_dtype() {
+  if constexpr (std::is_same<K, float>::value) return paddle::DataType::FLOAT32;
+  if constexpr (std::is_same<K, double>::value) return paddle::DataType::FLOAT64;
+  if constexpr (std::is_same<K, fp16>::value) return paddle::DataType::FLOAT16;
+  if constexpr (std::is_same<K, bf16>::value) return paddle::DataType::BFLOAT16;
+  if constexpr (std::is_same<K, int32_t>::value) return paddle::DataType::INT32;
+  if constexpr (std::is_same<K, int64_t>::value) return paddle::DataType::INT64;
+}
+
+// Accumulation / statistics dtype for a logits dtype: FLOAT64 for FLOAT64, FLOAT32 otherwise.
+inline paddle::DataType acc_dtype(paddle::DataType logits) {
+  return logits == paddle::DataType::FLOAT64 ? paddle::DataType::FLOAT64
+                                             : paddle::DataType::FLOAT32;
+}
+
+inline bool is_float_dtype(paddle::DataType t) {
+  return t == paddle::DataType::FLOAT32 || t == paddle::DataType::FLOAT64 ||
+         t == paddle::DataType::FLOAT16 || t == paddle::DataType::BFLOAT16;
+}
+
+// Calls f(Tag<K>{}) with K the kernel type of a floating dtype.
+template <typename F>
+decltype(auto) dispatch_float(paddle::DataType t, const char* what, F&& f) {
+  switch (t) {
+    case paddle::DataType::FLOAT32:
+      return f(Tag<float>{});
+    case paddle::DataType::FLOAT64:
+      return f(Tag<double>{});
+    case paddle::DataType::FLOAT16:
+      return f(Tag<fp16>{});
+    case paddle::DataType::BFLOAT16:
+      return f(Tag<bf16>{});
+    default:
+      PD_THROW(what, " must be float32, float64, float16 or bfloat16, got ",
+               phi::DataTypeToString(t));
+  }
+}
+
+// Calls f(Tag<K>{}) with K = int32_t or int64_t.
+template <typename F>
+decltype(auto) dispatch_index(paddle::DataType t, const char* what, F&& f) {
+  switch (t) {
+    case paddle::DataType::INT32:
+      return f(Tag<int32_t>{});
+    case paddle::DataType::INT64:
+      return f(Tag<int64_t>{});
+    default:
+      PD_THROW(what, " must be int32 or int64, got ", phi::DataTypeToString(t));
+  }
+}
+
+// Normalises a possibly negative axis of a rank-`rank` tensor; throws when out of range.
+inline int64_t normalize_axis(int64_t axis, int64_t rank) {
+  PD_CHECK(rank >= 1, "input must have at least one dimension");
+  PD_CHECK(axis >= -rank && axis < rank, "axis ", axis, " is out of range for a tensor of rank ",
+           rank, " (expected [", -rank, ", ", rank - 1, "])");
+  return axis < 0 ? axis + rank : axis;
+}
+
+}  // namespace paddle_ops

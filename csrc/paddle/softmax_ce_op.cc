@@ -1,0 +1,193 @@
+// Paddle bindings of the fused softmax cross-entropy: shape/dtype checks, dtype dispatch, and the
+// forward/grad op registration. All math is in csrc/kernels/softmax_ce*.
+//
+// Forward  paddle_ops_softmax_ce(X, Label, Weight?) -> Loss, LSE, RowWeight
+//   X       [d0, ..., C (at `axis`), ..., dk]   float32/float64/float16/bfloat16
+//   Label   hard: int32/int64 with X's element count divided by C (any shape, e.g. X's shape
+//           without the axis or with it of size 1); soft: X's shape, dtype X's or float32
+//   Weight  [C], optional, in X's accumulation dtype (float64 for float64, else float32)
+//   Loss, LSE, RowWeight: X's shape without `axis`, accumulation dtype.
+// Grad     paddle_ops_softmax_ce_grad(X, Label, Weight?, LSE, Loss@GRAD) -> X@GRAD
+#include <vector>
+
+#include "paddle/extension.h"
+
+#include "../kernels/softmax_ce.h"
+#include "dispatch.h"
+
+namespace paddle_ops {
+namespace {
+
+SoftmaxCEParams make_params(const std::vector<int64_t>& shape, int axis, int64_t ignore_index,
+                            float label_smoothing, float z_loss, bool use_softmax) {
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  const int64_t a = normalize_axis(axis, rank);
+  SoftmaxCEParams p;
+  p.outer = 1;
+  for (int64_t d = 0; d < a; ++d) p.outer *= shape[d];
+  p.classes = shape[a];
+  p.inner = 1;
+  for (int64_t d = a + 1; d < rank; ++d) p.inner *= shape[d];
+  p.ignore_index = ignore_index;
+  p.label_smoothing = label_smoothing;
+  p.z_loss = z_loss;
+  p.use_softmax = use_softmax;
+  return p;
+}
+
+std::vector<int64_t> drop_axis(const std::vector<int64_t>& shape, int axis) {
+  const int64_t a = normalize_axis(axis, static_cast<int64_t>(shape.size()));
+  std::vector<int64_t> out;
+  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d)
+    if (d != a) out.push_back(shape[d]);
+  return out;
+}
+
+void check_inputs(const paddle::Tensor& x, const paddle::Tensor& label,
+                  const paddle::optional<paddle::Tensor>& weight, const SoftmaxCEParams& p) {
+  PD_CHECK(x.is_cpu(), "paddle_ops: this build has CPU kernels only; logits are on ", x.place());
+  PD_CHECK(is_float_dtype(x.dtype()), "logits must be a floating tensor, got ",
+           phi::DataTypeToString(x.dtype()));
+  PD_CHECK(x.is_contiguous() && label.is_contiguous() && (!weight || weight->is_contiguous()),
+           "paddle_ops kernels need contiguous tensors (call .contiguous() first)");
+  const bool soft = is_float_dtype(label.dtype());
+  if (soft) {
+    PD_CHECK(label.numel() == x.numel(), "soft label must have the logits' shape: ",
+             label.numel(), " elements for ", x.numel(), " logits");
+    const bool half = x.dtype() == paddle::DataType::FLOAT16 ||
+                      x.dtype() == paddle::DataType::BFLOAT16;
+    PD_CHECK(label.dtype() == x.dtype() || (half && label.dtype() == paddle::DataType::FLOAT32),
+             "soft label dtype must be the logits' dtype (or float32 for 16-bit logits), got ",
+             phi::DataTypeToString(label.dtype()), " for ", phi::DataTypeToString(x.dtype()),
+             " logits");
+  } else {
+    PD_CHECK(label.numel() == p.rows(), "label has ", label.numel(), " elements, expected ",
+             p.rows(), " (one per row of the logits)");
+  }
+  if (weight) {
+    PD_CHECK(weight->numel() == p.classes, "weight has ", weight->numel(),
+             " elements, expected one per class (", p.classes, ")");
+    PD_CHECK(weight->dtype() == acc_dtype(x.dtype()), "weight dtype must be ",
+             phi::DataTypeToString(acc_dtype(x.dtype())), ", got ",
+             phi::DataTypeToString(weight->dtype()));
+  }
+}
+
+// Calls f(Tag<T>{}, Tag<L>{}) with the logits' and labels' kernel types.
+template <typename F>
+void dispatch_logits_label(const paddle::Tensor& x, const paddle::Tensor& label, F&& f) {
+  dispatch_float(x.dtype(), "logits", [&](auto t) {
+    using T = typename decltype(t)::type;
+    if (!is_float_dtype(label.dtype())) {
+      dispatch_index(label.dtype(), "label", [&](auto l) { f(t, l); });
+    } else if (label.dtype() == x.dtype()) {
+      f(t, Tag<T>{});
+    } else if constexpr (std::is_same<T, fp16>::value || std::is_same<T, bf16>::value) {
+      f(t, Tag<float>{});
+    } else {
+      PD_THROW("unsupported soft label dtype ", phi::DataTypeToString(label.dtype()));
+    }
+  });
+}
+
+std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const paddle::Tensor& label,
+                                             const paddle::optional<paddle::Tensor>& weight,
+                                             int axis, int64_t ignore_index, float label_smoothing,
+                                             float z_loss, bool use_softmax) {
+  SoftmaxCEParams p =
+      make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
+  check_inputs(x, label, weight, p);
+  const auto out_shape = drop_axis(x.shape(), axis);
+  const auto stat = acc_dtype(x.dtype());
+  auto loss = paddle::empty(out_shape, stat, x.place());
+  auto lse = paddle::empty(out_shape, stat, x.place());
+  auto row_weight = paddle::empty(out_shape, stat, x.place());
+  if (p.rows() == 0) return {loss, lse, row_weight};
+  PD_CHECK(p.classes > 0, "logits have zero classes along axis ", axis);
+  dispatch_logits_label(x, label, [&](auto t, auto l) {
+    using T = typename decltype(t)::type;
+    using L = typename decltype(l)::type;
+    using A = acc_t<T>;
+    const SoftmaxCEStatus st = softmax_ce_fwd_cpu<T, L>(
+        p, data_ptr<T>(x), data_ptr<L>(label), weight ? data_ptr<A>(*weight) : nullptr,
+        data_ptr<A>(loss), data_ptr<A>(lse), data_ptr<A>(row_weight));
+    PD_CHECK(st.ok(), "label value ", st.bad_label, " at position ", st.bad_row,
+             " is out of range: expected a class index in [0, ", p.classes,
+             ") or ignore_index (", p.ignore_index, ")");
+  });
+  return {loss, lse, row_weight};
+}
+
+std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const paddle::Tensor& label,
+                                              const paddle::optional<paddle::Tensor>& weight,
+                                              const paddle::Tensor& lse,
+                                              const paddle::Tensor& loss_grad, int axis,
+                                              int64_t ignore_index, float label_smoothing,
+                                              float z_loss, bool use_softmax) {
+  SoftmaxCEParams p =
+      make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
+  auto grad = paddle::empty(x.shape(), x.dtype(), x.place());
+  if (x.numel() == 0) return {grad};
+  // An upstream gradient that was never produced (only LSE or RowWeight was used) is zero.
+  const bool has_grad = loss_grad.initialized() && loss_grad.numel() == p.rows();
+  dispatch_logits_label(x, label, [&](auto t, auto l) {
+    using T = typename decltype(t)::type;
+    using L = typename decltype(l)::type;
+    using A = acc_t<T>;
+    softmax_ce_bwd_cpu<T, L>(p, data_ptr<T>(x), data_ptr<L>(label),
+                             weight ? data_ptr<A>(*weight) : nullptr, data_ptr<A>(lse),
+                             has_grad ? data_ptr<A>(loss_grad) : nullptr, data_ptr<T>(grad));
+  });
+  return {grad};
+}
+
+std::vector<std::vector<int64_t>> SoftmaxCEForwardShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>& label,
+    const paddle::optional<std::vector<int64_t>>& weight, int axis, int64_t ignore_index,
+    float label_smoothing, float z_loss, bool use_softmax) {
+  const auto out = drop_axis(x, axis);
+  return {out, out, out};
+}
+
+std::vector<paddle::DataType> SoftmaxCEForwardDtype(
+    const paddle::DataType& x, const paddle::DataType& label,
+    const paddle::optional<paddle::DataType>& weight) {
+  const auto stat = acc_dtype(x);
+  return {stat, stat, stat};
+}
+
+std::vector<std::vector<int64_t>> SoftmaxCEBackwardShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>& label,
+    const paddle::optional<std::vector<int64_t>>& weight, const std::vector<int64_t>& lse,
+    const std::vector<int64_t>& loss_grad, int axis, int64_t ignore_index,
+    float label_smoothing, float z_loss, bool use_softmax) {
+  return {x};
+}
+
+std::vector<paddle::DataType> SoftmaxCEBackwardDtype(
+    const paddle::DataType& x, const paddle::DataType& label,
+    const paddle::optional<paddle::DataType>& weight, const paddle::DataType& lse,
+    const paddle::DataType& loss_grad) {
+  return {x};
+}
+
+}  // namespace
+}  // namespace paddle_ops
+
+PD_BUILD_OP(paddle_ops_softmax_ce)
+    .Inputs({"X", "Label", paddle::Optional("Weight")})
+    .Outputs({"Loss", "LSE", "RowWeight"})
+    .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: float", "z_loss: float",
+            "use_softmax: bool"})
+    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEForwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEForwardDtype));
+
+PD_BUILD_GRAD_OP(paddle_ops_softmax_ce)
+    .Inputs({"X", "Label", paddle::Optional("Weight"), "LSE", paddle::Grad("Loss")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: float", "z_loss: float",
+            "use_softmax: bool"})
+    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEBackward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEBackwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEBackwardDtype));

@@ -1,0 +1,58 @@
+"""Argument checks shared by the Python wrappers: one message style, one set of exception types."""
+
+import paddle
+
+FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
+INDEX_DTYPES = ("int32", "int64")
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def dtype_name(x):
+    """'float32', 'bfloat16', ... for a dygraph tensor or a static-graph value."""
+    return str(x.dtype).replace("paddle.", "")
+
+
+def acc_dtype(x):
+    """Dtype of the fp32/fp64 statistics the kernels produce for input x."""
+    return "float64" if dtype_name(x) == "float64" else "float32"
+
+
+def is_tensor(x):
+    return isinstance(x, (paddle.Tensor, paddle.pir.Value, paddle.static.Variable))
+
+
+def check_tensor(x, what):
+    if not is_tensor(x):
+        raise TypeError(f"{what} must be a paddle.Tensor, got {type(x).__name__}")
+
+
+def check_float(x, what):
+    check_tensor(x, what)
+    if dtype_name(x) not in FLOAT_DTYPES:
+        raise TypeError(f"{what} must have a floating dtype {FLOAT_DTYPES}, got {dtype_name(x)}")
+
+
+def check_reduction(reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def normalize_axis(axis, rank, what="axis"):
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise TypeError(f"{what} must be an int, got {type(axis).__name__}")
+    if not -rank <= axis < rank:
+        raise ValueError(f"{what} {axis} is out of range for a tensor of rank {rank} "
+                         f"(expected [{-rank}, {rank - 1}])")
+    return axis % rank
+
+
+def dims_match(a, b):
+    """Shapes equal, treating a static-graph -1 as matching anything."""
+    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
+
+
+def contiguous(x):
+    """The kernels read raw memory; a strided dygraph view (slice, transpose) is copied first."""
+    if x is not None and paddle.in_dynamic_mode() and not x.is_contiguous():
+        return x.contiguous()
+    return x

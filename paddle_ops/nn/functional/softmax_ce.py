@@ -1,0 +1,157 @@
+r"""Fused softmax cross-entropy: drop-in replacements for paddle.nn.functional.cross_entropy and
+softmax_with_cross_entropy.
+
+For logits :math:`x` (classes along ``axis``), :math:`\mathrm{lse} = \log\sum_j e^{x_j}`, target
+distribution :math:`q` (one-hot, smoothed one-hot :math:`(1-\varepsilon)\,\mathrm{onehot}(y) +
+\varepsilon / C`, or a given soft label) and row weight :math:`w` (the class weights contracted with
+:math:`q`; 1 without weights; 0 for ignored rows):
+
+.. math::
+    \ell = w\Big(\sum_{j:\,q_j\neq 0} q_j(\mathrm{lse} - x_j) + z\,\mathrm{lse}^2\Big),\qquad
+    \frac{\partial \ell}{\partial x_j} = w\big((\textstyle\sum_k q_k + 2z\,\mathrm{lse})\,
+    \mathrm{softmax}(x)_j - q_j\big)
+
+``mean`` divides the sum of :math:`\ell` by the sum of :math:`w` (so ignored rows count in neither;
+if that sum is 0 the result is 0, as in Paddle). One kernel computes the loss and the fp32
+log-sum-exp in a single read of the logits; backward recomputes the softmax from the logits and
+that saved LSE, so nothing of the logits' size is kept between forward and backward.
+"""
+
+import paddle
+
+from ... import _checks, _ops
+
+
+def _prepare_label(input, label, soft_label, axis, rank):
+    """Returns (label for the kernel, whether the class axis is kept in reduction='none')."""
+    _checks.check_tensor(label, "label")
+    shape = list(input.shape)
+    lshape = list(label.shape)
+    if soft_label:
+        if _checks.dtype_name(label) not in _checks.FLOAT_DTYPES:
+            raise TypeError("soft_label=True needs a floating label (class probabilities), got "
+                            f"{_checks.dtype_name(label)}")
+        if not _checks.dims_match(lshape, shape):
+            raise ValueError(f"soft label shape {lshape} must equal the input shape {shape}")
+        dt = _checks.dtype_name(input)
+        allowed = {dt, "float32"} if dt in ("float16", "bfloat16") else {dt}
+        if _checks.dtype_name(label) not in allowed:
+            label = label.astype(_checks.acc_dtype(input) if dt in ("float16", "bfloat16") else dt)
+        return label, True
+    if _checks.dtype_name(label) in _checks.FLOAT_DTYPES:
+        raise TypeError(f"hard labels must be integers (int32 or int64), got "
+                        f"{_checks.dtype_name(label)}; pass soft_label=True for probabilities")
+    if _checks.dtype_name(label) not in _checks.INDEX_DTYPES:
+        label = label.astype("int64")
+    rows_shape = shape[:axis] + shape[axis + 1:]
+    if _checks.dims_match(lshape, rows_shape):
+        return label, False
+    if len(lshape) == rank and lshape[axis] in (1, -1) and _checks.dims_match(
+            lshape[:axis] + lshape[axis + 1:], rows_shape):
+        return label, True
+    raise ValueError(f"label shape {lshape} does not fit input shape {shape} with axis={axis}: "
+                     f"expected {rows_shape} or the input shape with dimension {axis} of size 1")
+
+
+def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softmax,
+                label_smoothing, z_loss):
+    """Validates arguments and runs the op. Returns (loss, lse, row_weight, keep_axis, axis),
+    the first three with the input's shape minus the class axis."""
+    _checks.check_float(input, "input")
+    rank = len(input.shape)
+    if rank == 0:
+        raise ValueError("input must have at least one dimension (the classes), got a 0-D tensor")
+    axis = _checks.normalize_axis(axis, rank)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    label_smoothing = float(label_smoothing)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    z_loss = float(z_loss)
+    if not z_loss >= 0.0:
+        raise ValueError(f"z_loss must be >= 0, got {z_loss}")
+    if not use_softmax and z_loss > 0.0:
+        raise ValueError("z_loss needs use_softmax=True (it penalises the log-sum-exp of logits)")
+    label, keep_axis = _prepare_label(input, label, soft_label, axis, rank)
+    classes = input.shape[axis]
+    if soft_label and label_smoothing > 0.0:
+        # Paddle's label_smooth on a soft target; materialised only because the user passed a
+        # dense target already.
+        label = label * (1.0 - label_smoothing) + label_smoothing / classes
+        label_smoothing = 0.0
+    if weight is not None:
+        _checks.check_float(weight, "weight")
+        if len(weight.shape) != 1 or (classes != -1 and weight.shape[0] not in (classes, -1)):
+            raise ValueError(f"weight must have shape [{classes}] (one per class), got "
+                             f"{list(weight.shape)}")
+        if _checks.dtype_name(weight) != _checks.acc_dtype(input):
+            weight = weight.astype(_checks.acc_dtype(input))
+    loss, lse, row_weight = _ops.softmax_ce(
+        _checks.contiguous(input), _checks.contiguous(label), _checks.contiguous(weight), axis,
+        ignore_index, label_smoothing, z_loss, bool(use_softmax))
+    lse.stop_gradient = True
+    row_weight.stop_gradient = True
+    return loss, lse, row_weight, keep_axis, axis
+
+
+def _mean(loss, row_weight):
+    total = row_weight.sum()
+    return loss.sum() / paddle.where(total == 0, paddle.ones_like(total), total)
+
+
+def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean',
+                  soft_label=False, axis=-1, use_softmax=True, label_smoothing=0.0, name=None, *,
+                  z_loss=0.0, return_lse=False):
+    r"""Softmax cross-entropy with Paddle's signature, fused into one forward and one backward
+    kernel.
+
+    Args:
+        input: logits (probabilities when ``use_softmax=False``), float32/float64/float16/bfloat16,
+            classes along ``axis``.
+        label: int32/int64 class indices with the input's shape minus ``axis`` (or with ``axis`` of
+            size 1); with ``soft_label=True`` probabilities of the input's shape (no gradient).
+        weight: optional ``[C]`` class weights.
+        ignore_index: label value (any integer) whose positions add nothing to the loss, the
+            gradient, or the ``mean`` denominator. Hard labels only.
+        reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+        soft_label, axis, use_softmax, label_smoothing, name: as in Paddle.
+        z_loss: keyword-only; adds ``z_loss * lse**2`` to each row's loss (PaLM's auxiliary loss),
+            weighted like the row.
+        return_lse: keyword-only; also return the per-row log-sum-exp (fp32 for 16-bit inputs,
+            shape of the input minus ``axis``, ``stop_gradient=True``).
+
+    Returns:
+        The loss (fp32 for float16/bfloat16 inputs, fp64 for fp64, else fp32): a scalar for
+        ``mean``/``sum``; for ``none`` the label's shape (input's shape with ``axis`` of size 1 for
+        soft labels). With ``return_lse=True`` a tuple ``(loss, lse)``.
+    """
+    _checks.check_reduction(reduction)
+    if return_lse and not use_softmax:
+        raise ValueError("return_lse needs use_softmax=True (the input holds probabilities)")
+    loss, lse, row_weight, keep_axis, axis = _softmax_ce(
+        input, label, weight, ignore_index, soft_label, axis, use_softmax, label_smoothing, z_loss)
+    if reduction == 'sum':
+        out = loss.sum()
+    elif reduction == 'mean':
+        out = _mean(loss, row_weight)
+    else:
+        out = loss.unsqueeze(axis) if keep_axis else loss
+    return (out, lse) if return_lse else out
+
+
+def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-100,
+                               numeric_stable_mode=True, return_softmax=False, axis=-1):
+    """Paddle's ``softmax_with_cross_entropy``: per-position loss with the class axis kept (size 1).
+
+    ``numeric_stable_mode`` is accepted for compatibility; the kernel is always max-shifted.
+    With ``return_softmax=True`` the softmax is recomputed from the saved log-sum-exp (one extra
+    pass, only when asked for) and, unlike Paddle's, carries gradient.
+    """
+    loss, lse, _, _, axis = _softmax_ce(logits, label, None, ignore_index, soft_label, axis, True,
+                                        0.0, 0.0)
+    loss = loss.unsqueeze(axis)
+    if not return_softmax:
+        return loss
+    stat = _checks.acc_dtype(logits)
+    softmax = paddle.exp(logits.astype(stat) - lse.unsqueeze(axis)).astype(logits.dtype)
+    return loss, softmax

@@ -1,0 +1,3 @@
+from .loss import CrossEntropyLoss
+
+__all__ = ["CrossEntropyLoss"]
