@@ -4,6 +4,7 @@ The generated functions take every input and attribute positionally, with no def
 wrappers in paddle_ops.nn.functional call them.
 """
 
+import functools
 import importlib.machinery
 import os
 import warnings
@@ -17,6 +18,10 @@ with warnings.catch_warnings():
         _custom_api_content,
         load_op_meta_info_and_register_op,
     )
+    from paddle.jit.marker import unified
+
+# Must equal PO_ARG_ERROR in csrc/paddle/dispatch.h.
+_ARG_ERROR = "paddle_ops: invalid argument: "
 
 
 def _find_library():
@@ -34,12 +39,31 @@ def _find_library():
 LIBRARY_PATH = _find_library()
 
 
+def _raise_value_errors(op):
+    """Paddle reports a C++ exception from a custom op as OSError; ours that are argument errors
+    become ValueError carrying the kernel's message (without Paddle's source-location suffix)."""
+
+    @unified
+    @functools.wraps(op)
+    def call(*args):
+        try:
+            return op(*args)
+        except OSError as e:
+            text = str(e)
+            if _ARG_ERROR not in text:
+                raise
+            message = text.split(_ARG_ERROR, 1)[1].split("\n")[0].strip()
+            raise ValueError(message) from None
+
+    return call
+
+
 def _register():
     names = load_op_meta_info_and_register_op(LIBRARY_PATH)
     namespace = {}
     for name in names:
         exec(_custom_api_content(name), namespace)  # Paddle's own generated wrapper source
-    return {name: namespace[name] for name in names}
+    return {name: _raise_value_errors(namespace[name]) for name in names}
 
 
 OPS = _register()

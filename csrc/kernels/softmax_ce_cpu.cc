@@ -173,7 +173,9 @@ struct RowKernels {
     // A fully masked row: sum q (lse - x) would be (-inf) - (-inf); its target has probability
     // 0 under any reading, so the loss is +inf.
     if (p.use_softmax && l == -kInf) ce = kInf;
-    loss[r] = w * (ce + static_cast<A>(p.z_loss) * l * l);
+    // The z-loss term is added only when enabled: 0 * lse^2 would turn lse = -inf into NaN.
+    if (p.z_loss != 0) ce += static_cast<A>(p.z_loss) * l * l;
+    loss[r] = w * ce;
     lse[r] = l;
     row_weight[r] = w;
   }

@@ -8,6 +8,12 @@
 
 #include "../kernels/dtypes.h"
 
+// Paddle turns every C++ exception from a custom op into a Python OSError. Argument errors carry
+// this prefix so that paddle_ops/_ops.py can re-raise them as ValueError with the same message.
+#define PO_ARG_ERROR "paddle_ops: invalid argument: "
+#define PO_CHECK(cond, ...) PD_CHECK(cond, PO_ARG_ERROR, __VA_ARGS__)
+#define PO_THROW(...) PD_THROW(PO_ARG_ERROR, __VA_ARGS__)
+
 namespace paddle_ops {
 
 template <typename T>
@@ -72,7 +78,7 @@ decltype(auto) dispatch_float(paddle::DataType t, const char* what, F&& f) {
     case paddle::DataType::BFLOAT16:
       return f(Tag<bf16>{});
     default:
-      PD_THROW(what, " must be float32, float64, float16 or bfloat16, got ",
+      PO_THROW(what, " must be float32, float64, float16 or bfloat16, got ",
                phi::DataTypeToString(t));
   }
 }
@@ -86,14 +92,14 @@ decltype(auto) dispatch_index(paddle::DataType t, const char* what, F&& f) {
     case paddle::DataType::INT64:
       return f(Tag<int64_t>{});
     default:
-      PD_THROW(what, " must be int32 or int64, got ", phi::DataTypeToString(t));
+      PO_THROW(what, " must be int32 or int64, got ", phi::DataTypeToString(t));
   }
 }
 
 // Normalises a possibly negative axis of a rank-`rank` tensor; throws when out of range.
 inline int64_t normalize_axis(int64_t axis, int64_t rank) {
-  PD_CHECK(rank >= 1, "input must have at least one dimension");
-  PD_CHECK(axis >= -rank && axis < rank, "axis ", axis, " is out of range for a tensor of rank ",
+  PO_CHECK(rank >= 1, "input must have at least one dimension");
+  PO_CHECK(axis >= -rank && axis < rank, "axis ", axis, " is out of range for a tensor of rank ",
            rank, " (expected [", -rank, ", ", rank - 1, "])");
   return axis < 0 ? axis + rank : axis;
 }

@@ -19,7 +19,7 @@ namespace paddle_ops {
 namespace {
 
 SoftmaxCEParams make_params(const std::vector<int64_t>& shape, int axis, int64_t ignore_index,
-                            float label_smoothing, float z_loss, bool use_softmax) {
+                            double label_smoothing, double z_loss, bool use_softmax) {
   const int64_t rank = static_cast<int64_t>(shape.size());
   const int64_t a = normalize_axis(axis, rank);
   SoftmaxCEParams p;
@@ -45,29 +45,29 @@ std::vector<int64_t> drop_axis(const std::vector<int64_t>& shape, int axis) {
 
 void check_inputs(const paddle::Tensor& x, const paddle::Tensor& label,
                   const paddle::optional<paddle::Tensor>& weight, const SoftmaxCEParams& p) {
-  PD_CHECK(x.is_cpu(), "paddle_ops: this build has CPU kernels only; logits are on ", x.place());
-  PD_CHECK(is_float_dtype(x.dtype()), "logits must be a floating tensor, got ",
+  PO_CHECK(x.is_cpu(), "paddle_ops: this build has CPU kernels only; logits are on ", x.place());
+  PO_CHECK(is_float_dtype(x.dtype()), "logits must be a floating tensor, got ",
            phi::DataTypeToString(x.dtype()));
-  PD_CHECK(x.is_contiguous() && label.is_contiguous() && (!weight || weight->is_contiguous()),
+  PO_CHECK(x.is_contiguous() && label.is_contiguous() && (!weight || weight->is_contiguous()),
            "paddle_ops kernels need contiguous tensors (call .contiguous() first)");
   const bool soft = is_float_dtype(label.dtype());
   if (soft) {
-    PD_CHECK(label.numel() == x.numel(), "soft label must have the logits' shape: ",
+    PO_CHECK(label.numel() == x.numel(), "soft label must have the logits' shape: ",
              label.numel(), " elements for ", x.numel(), " logits");
     const bool half = x.dtype() == paddle::DataType::FLOAT16 ||
                       x.dtype() == paddle::DataType::BFLOAT16;
-    PD_CHECK(label.dtype() == x.dtype() || (half && label.dtype() == paddle::DataType::FLOAT32),
+    PO_CHECK(label.dtype() == x.dtype() || (half && label.dtype() == paddle::DataType::FLOAT32),
              "soft label dtype must be the logits' dtype (or float32 for 16-bit logits), got ",
              phi::DataTypeToString(label.dtype()), " for ", phi::DataTypeToString(x.dtype()),
              " logits");
   } else {
-    PD_CHECK(label.numel() == p.rows(), "label has ", label.numel(), " elements, expected ",
+    PO_CHECK(label.numel() == p.rows(), "label has ", label.numel(), " elements, expected ",
              p.rows(), " (one per row of the logits)");
   }
   if (weight) {
-    PD_CHECK(weight->numel() == p.classes, "weight has ", weight->numel(),
+    PO_CHECK(weight->numel() == p.classes, "weight has ", weight->numel(),
              " elements, expected one per class (", p.classes, ")");
-    PD_CHECK(weight->dtype() == acc_dtype(x.dtype()), "weight dtype must be ",
+    PO_CHECK(weight->dtype() == acc_dtype(x.dtype()), "weight dtype must be ",
              phi::DataTypeToString(acc_dtype(x.dtype())), ", got ",
              phi::DataTypeToString(weight->dtype()));
   }
@@ -85,15 +85,15 @@ void dispatch_logits_label(const paddle::Tensor& x, const paddle::Tensor& label,
     } else if constexpr (std::is_same<T, fp16>::value || std::is_same<T, bf16>::value) {
       f(t, Tag<float>{});
     } else {
-      PD_THROW("unsupported soft label dtype ", phi::DataTypeToString(label.dtype()));
+      PO_THROW("unsupported soft label dtype ", phi::DataTypeToString(label.dtype()));
     }
   });
 }
 
 std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const paddle::Tensor& label,
                                              const paddle::optional<paddle::Tensor>& weight,
-                                             int axis, int64_t ignore_index, float label_smoothing,
-                                             float z_loss, bool use_softmax) {
+                                             int axis, int64_t ignore_index, double label_smoothing,
+                                             double z_loss, bool use_softmax) {
   SoftmaxCEParams p =
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
   check_inputs(x, label, weight, p);
@@ -103,7 +103,7 @@ std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const padd
   auto lse = paddle::empty(out_shape, stat, x.place());
   auto row_weight = paddle::empty(out_shape, stat, x.place());
   if (p.rows() == 0) return {loss, lse, row_weight};
-  PD_CHECK(p.classes > 0, "logits have zero classes along axis ", axis);
+  PO_CHECK(p.classes > 0, "logits have zero classes along axis ", axis);
   dispatch_logits_label(x, label, [&](auto t, auto l) {
     using T = typename decltype(t)::type;
     using L = typename decltype(l)::type;
@@ -111,7 +111,7 @@ std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const padd
     const SoftmaxCEStatus st = softmax_ce_fwd_cpu<T, L>(
         p, data_ptr<T>(x), data_ptr<L>(label), weight ? data_ptr<A>(*weight) : nullptr,
         data_ptr<A>(loss), data_ptr<A>(lse), data_ptr<A>(row_weight));
-    PD_CHECK(st.ok(), "label value ", st.bad_label, " at position ", st.bad_row,
+    PO_CHECK(st.ok(), "label value ", st.bad_label, " at position ", st.bad_row,
              " is out of range: expected a class index in [0, ", p.classes,
              ") or ignore_index (", p.ignore_index, ")");
   });
@@ -122,8 +122,8 @@ std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const pad
                                               const paddle::optional<paddle::Tensor>& weight,
                                               const paddle::Tensor& lse,
                                               const paddle::Tensor& loss_grad, int axis,
-                                              int64_t ignore_index, float label_smoothing,
-                                              float z_loss, bool use_softmax) {
+                                              int64_t ignore_index, double label_smoothing,
+                                              double z_loss, bool use_softmax) {
   SoftmaxCEParams p =
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
   auto grad = paddle::empty(x.shape(), x.dtype(), x.place());
@@ -144,7 +144,7 @@ std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const pad
 std::vector<std::vector<int64_t>> SoftmaxCEForwardShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& label,
     const paddle::optional<std::vector<int64_t>>& weight, int axis, int64_t ignore_index,
-    float label_smoothing, float z_loss, bool use_softmax) {
+    double label_smoothing, double z_loss, bool use_softmax) {
   const auto out = drop_axis(x, axis);
   return {out, out, out};
 }
@@ -160,7 +160,7 @@ std::vector<std::vector<int64_t>> SoftmaxCEBackwardShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& label,
     const paddle::optional<std::vector<int64_t>>& weight, const std::vector<int64_t>& lse,
     const std::vector<int64_t>& loss_grad, int axis, int64_t ignore_index,
-    float label_smoothing, float z_loss, bool use_softmax) {
+    double label_smoothing, double z_loss, bool use_softmax) {
   return {x};
 }
 
@@ -177,7 +177,7 @@ std::vector<paddle::DataType> SoftmaxCEBackwardDtype(
 PD_BUILD_OP(paddle_ops_softmax_ce)
     .Inputs({"X", "Label", paddle::Optional("Weight")})
     .Outputs({"Loss", "LSE", "RowWeight"})
-    .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: float", "z_loss: float",
+    .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: double", "z_loss: double",
             "use_softmax: bool"})
     .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEForward))
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEForwardShape))
@@ -186,7 +186,7 @@ PD_BUILD_OP(paddle_ops_softmax_ce)
 PD_BUILD_GRAD_OP(paddle_ops_softmax_ce)
     .Inputs({"X", "Label", paddle::Optional("Weight"), "LSE", paddle::Grad("Loss")})
     .Outputs({paddle::Grad("X")})
-    .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: float", "z_loss: float",
+    .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: double", "z_loss: double",
             "use_softmax: bool"})
     .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEBackward))
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEBackwardShape))

@@ -75,9 +75,10 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
     label, keep_axis = _prepare_label(input, label, soft_label, axis, rank)
     classes = input.shape[axis]
     if soft_label and label_smoothing > 0.0:
-        # Paddle's label_smooth on a soft target; materialised only because the user passed a
-        # dense target already.
-        label = label * (1.0 - label_smoothing) + label_smoothing / classes
+        # Paddle's label_smooth on a soft target, computed in the accumulation dtype (fp32 for
+        # 16-bit inputs, which the kernel accepts) so that the smoothed target is not rounded.
+        label = label.astype(_checks.acc_dtype(input)) * (1.0 - label_smoothing) + (
+            label_smoothing / classes)
         label_smoothing = 0.0
     if weight is not None:
         _checks.check_float(weight, "weight")
@@ -144,14 +145,14 @@ def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-10
     """Paddle's ``softmax_with_cross_entropy``: per-position loss with the class axis kept (size 1).
 
     ``numeric_stable_mode`` is accepted for compatibility; the kernel is always max-shifted.
-    With ``return_softmax=True`` the softmax is recomputed from the saved log-sum-exp (one extra
-    pass, only when asked for) and, unlike Paddle's, carries gradient.
+    With ``return_softmax=True`` the softmax is computed by ``paddle.nn.functional.softmax`` in
+    fp32 (one extra pass, only when asked for) and, unlike Paddle's, carries gradient.
     """
-    loss, lse, _, _, axis = _softmax_ce(logits, label, None, ignore_index, soft_label, axis, True,
+    loss, _, _, _, axis = _softmax_ce(logits, label, None, ignore_index, soft_label, axis, True,
                                         0.0, 0.0)
     loss = loss.unsqueeze(axis)
     if not return_softmax:
         return loss
     stat = _checks.acc_dtype(logits)
-    softmax = paddle.exp(logits.astype(stat) - lse.unsqueeze(axis)).astype(logits.dtype)
+    softmax = paddle.nn.functional.softmax(logits.astype(stat), axis=axis).astype(logits.dtype)
     return loss, softmax

@@ -1,0 +1,157 @@
+"""Benchmark of the softmax cross-entropy family on CPU: paddle_ops.nn.functional.cross_entropy
+against Paddle's built-in paddle.nn.functional.cross_entropy, in the same run.
+
+Configurations: reduction='mean', uniformly random int64 hard labels, standard-normal logits,
+shapes [4096, 32000] (a language model's vocabulary) and [16384, 1000] (many rows of a small
+class count); float32 for both providers and bfloat16 for paddle_ops only (Paddle has no CPU
+bfloat16 cross-entropy kernel). Modes: fwd (forward with gradients enabled, as in training), bwd
+(backward alone, the forward runs untimed before each repetition) and full (forward + backward).
+
+    python benchmarks/bench_softmax_ce.py              # full run, about 2-3 minutes on 2 cores
+    python benchmarks/bench_softmax_ce.py --quick      # CI smoke run on small shapes
+    python benchmarks/bench_softmax_ce.py --quick --compare --no-plot
+
+Before timing, each configuration checks on its first rows that both providers agree with the
+tests' reference (tests/reference.py), so a broken build is never timed.
+"""
+
+import importlib.util
+import os
+import sys
+import warnings
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
+sys.path.insert(0, REPO_ROOT)
+warnings.filterwarnings("ignore", message="No ccache found")
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+
+import harness  # noqa: E402
+import paddle_ops  # noqa: E402
+import paddle_ops.nn.functional as POF  # noqa: E402
+
+OP = "softmax_ce"
+DEFAULT_SHAPES = [(4096, 32000), (16384, 1000)]
+QUICK_SHAPES = [(256, 32000), (1024, 1000)]
+DEFAULT_DTYPES = ["float32", "bfloat16"]
+# Dtypes Paddle's built-in CPU cross-entropy has a kernel for.
+BASELINE_DTYPES = {"float32", "float64"}
+ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+CHECK_ROWS = 64
+# Loss and gradient tolerances of the agreement check: fp32 accumulation over up to 32000
+# classes for float32; for bfloat16, the gradient's own rounding (8 bits of mantissa).
+CHECK_TOL = {"float32": (1e-5, 1e-4), "float64": (1e-10, 1e-8), "float16": (1e-4, 1e-2),
+             "bfloat16": (1e-4, 1e-2)}
+
+
+def _load_reference():
+    """tests/reference.py, loaded by path (tests/ is not a package)."""
+    path = os.path.join(REPO_ROOT, "tests", "reference.py")
+    spec = importlib.util.spec_from_file_location("paddle_ops_tests_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REFERENCE = _load_reference()
+
+
+def paddle_builtin(x, label):
+    """The baseline that is timed. tests/reference.py's `paddle_cross_entropy` wraps this same call
+    but takes and returns NumPy arrays and always runs forward and backward together, so timing it
+    would add host copies of the whole logits and gradient and make fwd and bwd inseparable; it is
+    used for the agreement check instead."""
+    return paddle.nn.functional.cross_entropy(x, label, reduction="mean")
+
+
+def paddle_ops_ce(x, label):
+    return POF.cross_entropy(x, label, reduction="mean")
+
+
+def make_inputs(shape, dtype, rng):
+    """Logits as a leaf tensor of `dtype` requiring gradients, and int64 labels in [0, classes)."""
+    rows, classes = shape
+    x = paddle.to_tensor(rng.standard_normal(shape, dtype=np.float32))
+    if dtype != "float32":
+        x = x.astype(dtype)
+    x.stop_gradient = False
+    label = paddle.to_tensor(rng.integers(0, classes, size=rows, dtype=np.int64))
+    return x, label
+
+
+def check_agreement(x, label, dtype):
+    """paddle_ops (and, where it has a kernel, the built-in) on the first CHECK_ROWS rows against
+    tests/reference.py's Paddle built-in run in float32 on the same (rounded) values."""
+    xs = x[:CHECK_ROWS].detach()
+    ls = label[:CHECK_ROWS]
+    x32 = xs.astype("float32").numpy()
+    ref_loss, ref_grad = REFERENCE.paddle_cross_entropy(x32, ls.numpy(), reduction="mean")
+    providers = [("paddle_ops", paddle_ops_ce)]
+    if dtype in BASELINE_DTYPES:
+        providers.append(("paddle", paddle_builtin))
+    loss_tol, grad_tol = CHECK_TOL[dtype]
+    for name, fn in providers:
+        xt = xs.clone()
+        xt.stop_gradient = False
+        loss = fn(xt, ls)
+        loss.backward()
+        grad = xt.grad.astype("float32").numpy()
+        np.testing.assert_allclose(float(loss), float(ref_loss), rtol=loss_tol, atol=loss_tol,
+                                   err_msg=f"{name} {dtype}: loss disagrees with the reference")
+        np.testing.assert_allclose(grad, ref_grad, rtol=grad_tol,
+                                   atol=grad_tol * float(np.abs(ref_grad).max()),
+                                   err_msg=f"{name} {dtype}: gradient disagrees with the reference")
+
+
+def build_cases(shape, dtype, x, label, versions):
+    """One case per mode and provider; within a mode the providers run back to back so that their
+    ratio is taken over the same stretch of machine load."""
+    providers = [("paddle_ops", paddle_ops_ce)]
+    if dtype in BASELINE_DTYPES:
+        providers.append(("paddle", paddle_builtin))
+    cases = []
+    for mode in harness.MODES:
+        for provider, fn in providers:
+            setup, call = harness.training_modes(lambda fn=fn: fn(x, label), [x])[mode]
+            cases.append(harness.Case(
+                op=OP, provider=provider, mode=mode, dtype=dtype, shape=shape,
+                nbytes=harness.ideal_bytes(mode, shape[0], shape[1], ITEMSIZE[dtype]),
+                fn=call, setup=setup, version=versions[provider]))
+    return cases
+
+
+def main(argv=None):
+    parser = harness.make_parser(__doc__.splitlines()[0], DEFAULT_SHAPES, QUICK_SHAPES)
+    parser.add_argument("--dtypes", type=lambda s: [d for d in s.split(",") if d],
+                        default=DEFAULT_DTYPES, help="comma-separated (default float32,bfloat16)")
+    args = harness.finalize_args(parser.parse_args(argv))
+    for d in args.dtypes:
+        if d not in ITEMSIZE:
+            parser.error(f"unknown dtype {d!r}; choose from {', '.join(ITEMSIZE)}")
+
+    device = harness.cpu_description()
+    versions = {"paddle_ops": harness.git_version(paddle_ops.__version__),
+                "paddle": f"paddle {paddle.__version__}"}
+    print(f"{OP}: device {device}; paddle_ops {versions['paddle_ops']}, {versions['paddle']}",
+          file=sys.stderr)
+    bw = harness.measure_bandwidth()
+    print(f"  bandwidth: read {bw['read_gbps']:.1f} GB/s, copy {bw['copy_gbps']:.1f} GB/s",
+          file=sys.stderr)
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for shape in args.shapes:
+        if len(shape) != 2:
+            parser.error(f"shapes are rows x classes, got {harness.shape_str(shape)}")
+        for dtype in args.dtypes:
+            x, label = make_inputs(shape, dtype, rng)
+            check_agreement(x, label, dtype)
+            rows += harness.run_cases(build_cases(shape, dtype, x, label, versions), args, device)
+            del x, label
+    return harness.finish(args, rows, bw, OP)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
