@@ -37,10 +37,14 @@ def _extension():
         glob.glob(os.path.join(ROOT, "csrc", "kernels", "*.cc"))
         + glob.glob(os.path.join(ROOT, "csrc", "paddle", "*.cc"))
     )
+    # Headers and this file (the flags) are dependencies too: editing any of them rebuilds.
     headers = _rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*.h"), recursive=True))
+    headers.append("setup.py")
     # -O3 lets the vectorisable loops vectorise for the baseline ISA (SSE2 on x86-64); no
-    # -march=native: the library must run on any x86-64 CPU.
-    flags = ["-std=c++17", "-O3", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=1", "-Wall", "-Wextra",
+    # -march=native: the library must run on any x86-64 CPU. -fno-trapping-math lets GCC turn
+    # the selects in exp_f32 (ce_math.h) into blends (about 3x faster); it changes no result, only
+    # the assumption that floating-point exceptions are observed, which nothing here does.
+    flags = ["-std=c++17", "-O3", "-fno-trapping-math", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=1", "-Wall", "-Wextra",
              "-Wno-unused-parameter", "-pthread"]
     kwargs = normalize_extension_kwargs(
         {"sources": sources, "extra_compile_args": flags, "depends": headers}, use_cuda=False

@@ -12,6 +12,7 @@ and matplotlib (only for the plot).
 
 import argparse
 import csv
+import ctypes
 import dataclasses
 import datetime
 import os
@@ -45,9 +46,26 @@ MEMBW_PROVIDER = "numpy"
 # Timing
 
 
+def _timed_call(fn: Callable[[Any], Any], setup: Optional[Callable[[], Any]]) -> tuple:
+    """One call of `fn(setup())`: (ms inside the clock, ms including setup and cleanup)."""
+    w0 = time.perf_counter()
+    state = setup() if setup is not None else None
+    t0 = time.perf_counter()
+    out = fn(state)
+    t1 = time.perf_counter()
+    del out, state
+    return (t1 - t0) * 1e3, (time.perf_counter() - w0) * 1e3
+
+
+def _summary(times: list) -> dict:
+    p20, p50, p80 = np.percentile(times, [20, 50, 80])
+    return {"p20": float(p20), "p50": float(p50), "p80": float(p80), "reps": len(times)}
+
+
 def time_fn(fn: Callable[[Any], Any], warmup: int = 1, reps: int = 5,
             setup: Optional[Callable[[], Any]] = None) -> dict:
-    """Times `fn(setup())` and returns {'p20', 'p50', 'p80'} in milliseconds and 'reps'.
+    """Times `fn(setup())` and returns {'p20', 'p50', 'p80'} in milliseconds, 'reps', and
+    'wall_ms', the mean cost of one repetition including setup (to size a time budget).
 
     `setup` runs before every call, outside the clock (for example the forward pass when only the
     backward is measured). Whatever `fn` returns is dropped after the clock stops, so freeing the
@@ -57,28 +75,20 @@ def time_fn(fn: Callable[[Any], Any], warmup: int = 1, reps: int = 5,
     p20/p80 show the spread on a shared machine.
     """
     for _ in range(warmup):
-        state = setup() if setup is not None else None
-        out = fn(state)
-        del out, state
-    times = []
-    for _ in range(max(1, reps)):
-        state = setup() if setup is not None else None
-        t0 = time.perf_counter()
-        out = fn(state)
-        t1 = time.perf_counter()
-        del out, state
-        times.append((t1 - t0) * 1e3)
-    p20, p50, p80 = np.percentile(times, [20, 50, 80])
-    return {"p20": float(p20), "p50": float(p50), "p80": float(p80), "reps": len(times)}
+        _timed_call(fn, setup)
+    calls = [_timed_call(fn, setup) for _ in range(max(1, reps))]
+    out = _summary([c[0] for c in calls])
+    out["wall_ms"] = float(np.mean([c[1] for c in calls]))
+    return out
 
 
-def auto_reps(ms_per_call: float, budget_s: float, lo: int, hi: int) -> int:
-    """How many timed repetitions fit in `budget_s`, clamped to [lo, hi]: Paddle's built-in takes
-    most of a second per call at [4096, 32000], so a fixed count would either starve the small
-    shapes of samples or make the large ones take minutes."""
-    if ms_per_call <= 0:
+def auto_reps(ms_per_rep: float, budget_s: float, lo: int, hi: int) -> int:
+    """How many repetitions of `ms_per_rep` fit in `budget_s`, clamped to [lo, hi]: Paddle's
+    built-in takes most of a second per call at [4096, 32000], so a fixed count would either starve
+    the small shapes of samples or make the large ones take minutes."""
+    if ms_per_rep <= 0:
         return hi
-    return int(min(hi, max(lo, round(budget_s * 1e3 / ms_per_call))))
+    return int(min(hi, max(lo, round(budget_s * 1e3 / ms_per_rep))))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,6 +104,18 @@ def _status_kb(field: str) -> Optional[int]:
     except OSError:
         return None
     return None
+
+
+def _malloc_trim() -> None:
+    """Returns the C heap's free memory to the OS (glibc `malloc_trim(0)`; a no-op elsewhere).
+
+    glibc keeps freed blocks below its (adaptive, up to 32 MB) mmap threshold in the heap, resident;
+    a later call that reuses them raises RSS by nothing, so without this a call that allocates a
+    few MB, repeated after warm-up, would show a peak of 0."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_hwm() -> bool:
@@ -114,11 +136,11 @@ class PeakRSS:
     memory the call needs at its worst moment: its outputs, the tensors autograd saves for
     backward, and workspaces, whoever allocates them (Paddle's allocator, malloc, the kernel). It
     does not count memory that was already resident (the inputs), and it counts only pages that
-    were touched. A thread samples VmRSS every `interval_s` (Paddle releases the GIL while an op
-    runs, so the sampler keeps running during the kernel); where the kernel allows it, the exact
-    high-water mark VmHWM is also reset before the body and read after it, so a spike shorter than
-    the sampling interval is not missed. Paddle's CPU allocator returns large blocks to the OS on
-    free, so a call after warm-up still shows its full peak.
+    were touched. Free heap memory is returned to the OS first (`_malloc_trim`), so memory that the
+    allocator kept from earlier calls counts again when the call reuses it. A thread samples VmRSS
+    every `interval_s` (Paddle releases the GIL while an op runs, so the sampler keeps running
+    during the kernel); where the kernel allows it, the exact high-water mark VmHWM is also reset
+    before the body and read after it, so a spike shorter than the sampling interval is not missed.
 
     The sampler competes for the CPU with the kernel, so peak memory is measured on a separate
     call, never on a timed one.
@@ -141,6 +163,7 @@ class PeakRSS:
             self._stop.wait(self.interval_s)
 
     def __enter__(self):
+        _malloc_trim()
         self._base_kb = _status_kb("VmRSS")
         if self._base_kb is None:
             return self
@@ -232,6 +255,18 @@ def _best_ms(fn: Callable[[], None], repeats: int) -> float:
         fn()
         best = min(best, (time.perf_counter() - t0) * 1e3)
     return best
+
+
+def best_bandwidth(*measurements: dict) -> dict:
+    """The fastest of several `measure_bandwidth` results, read and copy separately: taken at the
+    start and the end of a run, so that a burst of load from other processes during one of them
+    does not lower the bandwidth that every kernel is related to."""
+    out = dict(measurements[0])
+    for m in measurements[1:]:
+        for name in ("read", "copy"):
+            if m[name + "_gbps"] > out[name + "_gbps"]:
+                out[name + "_gbps"], out[name + "_ms"] = m[name + "_gbps"], m[name + "_ms"]
+    return out
 
 
 def bandwidth_rows(bw: dict, device: str) -> list:
@@ -356,27 +391,52 @@ def training_modes(forward: Callable[[], Any], leaves) -> dict:
     return {"fwd": (clear, forward_only), "bwd": (setup_bwd, backward), "full": (clear, full)}
 
 
-def run_cases(cases, args, device: str) -> list:
-    """Times every case (after `args.warmup` untimed calls), measures its peak memory on one extra
-    call, and returns result rows. With `args.reps` unset, each case gets as many repetitions as fit
-    in `args.budget_s` of measured time, between `args.min_reps` and `args.max_reps`."""
-    rows = []
+def _groups(cases) -> list:
+    """Consecutive cases that differ only in the provider."""
+    groups = []
     for c in cases:
-        probe = time_fn(c.fn, warmup=0, reps=max(1, args.warmup), setup=c.setup)
-        reps = args.reps or auto_reps(probe["p50"], args.budget_s, args.min_reps, args.max_reps)
-        t = time_fn(c.fn, warmup=0, reps=reps, setup=c.setup)
-        peak = peak_rss_mb(c.fn, c.setup)
-        gbps = c.nbytes / (t["p50"] * 1e-3) / 1e9
-        row = {
-            "op": c.op, "provider": c.provider, "mode": c.mode, "dtype": c.dtype,
-            "shape": shape_str(c.shape), "p50_ms": t["p50"], "p20_ms": t["p20"], "p80_ms": t["p80"],
-            "unit": "ms", "gbps": gbps, "peak_mb": peak, "device": device, "timestamp": _now(),
-            "version": c.version,
-        }
-        rows.append(row)
-        print(f"  {c.op:<11} {c.provider:<10} {c.mode:<4} {c.dtype:<8} {row['shape']:>11}  "
-              f"p50 {t['p50']:9.2f} ms  [{t['p20']:.2f}, {t['p80']:.2f}]  {gbps:6.2f} GB/s  "
-              f"peak {peak:7.1f} MB  ({t['reps']} reps)", file=sys.stderr, flush=True)
+        if groups and (groups[-1][0].op, groups[-1][0].mode, groups[-1][0].dtype,
+                       groups[-1][0].shape) == (c.op, c.mode, c.dtype, c.shape):
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+    return groups
+
+
+def run_cases(cases, args, device: str) -> list:
+    """Times the cases and measures each one's peak memory on one extra call; returns result rows.
+
+    Cases that differ only in the provider are timed interleaved, one call of each per round, in
+    alternating order (A B, B A, ...): load from other processes on a shared machine then falls on
+    every provider alike, which is what makes their ratio meaningful. Each case first gets
+    `args.warmup` untimed calls. With `args.reps` unset, a group gets as many rounds as fit in
+    `args.budget_s` per case of wall time (setup included), between `args.min_reps` and
+    `args.max_reps`.
+    """
+    rows = []
+    for group in _groups(cases):
+        probes = [time_fn(c.fn, warmup=0, reps=max(1, args.warmup), setup=c.setup) for c in group]
+        round_ms = sum(p["wall_ms"] for p in probes)
+        reps = args.reps or auto_reps(round_ms, args.budget_s * len(group), args.min_reps,
+                                      args.max_reps)
+        times = [[] for _ in group]
+        for r in range(reps):
+            order = range(len(group)) if r % 2 == 0 else reversed(range(len(group)))
+            for i in order:
+                times[i].append(_timed_call(group[i].fn, group[i].setup)[0])
+        for c, ts in zip(group, times):
+            t = _summary(ts)
+            peak = peak_rss_mb(c.fn, c.setup)
+            gbps = c.nbytes / (t["p50"] * 1e-3) / 1e9
+            rows.append({
+                "op": c.op, "provider": c.provider, "mode": c.mode, "dtype": c.dtype,
+                "shape": shape_str(c.shape), "p50_ms": t["p50"], "p20_ms": t["p20"],
+                "p80_ms": t["p80"], "unit": "ms", "gbps": gbps, "peak_mb": peak, "device": device,
+                "timestamp": _now(), "version": c.version,
+            })
+            print(f"  {c.op:<11} {c.provider:<10} {c.mode:<4} {c.dtype:<8} {shape_str(c.shape):>11}"
+                  f"  p50 {t['p50']:9.2f} ms  [{t['p20']:.2f}, {t['p80']:.2f}]  {gbps:6.2f} GB/s"
+                  f"  peak {peak:7.1f} MB  ({t['reps']} reps)", file=sys.stderr, flush=True)
     return rows
 
 
@@ -549,19 +609,21 @@ def plot(csv_path: str = RESULTS_CSV, png_path: str = RESULTS_PNG, op: Optional[
     full) from the CSV into `png_path`, with the read bandwidth measured on the same device as a
     horizontal line. Rows come from `device` (default: this machine; all rows if it has none).
     Where several shapes share a class count, the one with the most elements is drawn (the
-    --quick shapes are smaller and less representative)."""
+    --quick shapes are smaller and less representative); the x ticks name the shapes drawn."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = read_csv(csv_path)
     device = device or cpu_description()
     if not any(r["device"] == device for r in rows):
         device = None
     rows = [r for r in rows if device is None or r["device"] == device]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     colors = {OURS: "tab:blue", BASELINE: "tab:orange"}
     styles = {"fwd": "-o", "full": "--s"}
+    ticks = {}
     for provider in (OURS, BASELINE):
         for mode in ("fwd", "full"):
             best = {}
@@ -580,18 +642,21 @@ def plot(csv_path: str = RESULTS_CSV, png_path: str = RESULTS_PNG, op: Optional[
             ax.plot(xs, [best[x][1] for x in xs], styles[mode], color=colors[provider],
                     label=f"{provider} {mode}")
             for x in xs:
-                ax.annotate(best[x][2], (x, best[x][1]), fontsize=7, textcoords="offset points",
-                            xytext=(4, 4))
+                ticks.setdefault(x, set()).add(best[x][2])
     read = [float(r["gbps"]) for r in rows if r["op"] == MEMBW_OP and r["mode"] == "read"]
     if read:
         ax.axhline(read[-1], color="gray", linestyle=":",
                    label=f"measured read bandwidth ({read[-1]:.1f} GB/s)")
     ax.set_xscale("log")
-    ax.set_xlabel("classes")
+    ax.set_yscale("log")
+    if ticks:
+        ax.set_xticks(sorted(ticks), [" / ".join(sorted(ticks[x])) for x in sorted(ticks)])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("classes (ticks: the shape drawn, rows x classes)")
     ax.set_ylabel("achieved GB/s (ideal bytes / p50)")
     ax.set_title(f"{op or 'all ops'}, float32" + (f"\n{device}" if device else ""), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
     plt.close(fig)
@@ -614,7 +679,7 @@ def make_parser(description: str, default_shapes, quick_shapes) -> argparse.Argu
                    help="timed repetitions per case (default: as many as fit in --budget-s)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per case (default 1)")
     p.add_argument("--budget-s", type=float, default=None,
-                   help="measured seconds per case when --reps is unset (default 2, quick 0.3)")
+                   help="seconds per case, setup included, when --reps is unset (default 2, quick 0.3)")
     p.add_argument("--compare", action="store_true",
                    help="compare paddle_ops speedups with the committed CSV; exit 1 on a drop")
     p.add_argument("--threshold", type=float, default=0.25,
@@ -637,8 +702,10 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def finish(args: argparse.Namespace, rows: list, bw: dict, op: str) -> int:
-    """Stores the run's rows (and the bandwidth rows), prints the table, draws the plot and, with
-    --compare, checks for regressions. Returns the process exit code."""
+    """Measures the bandwidth again (keeping the best of that and `bw`, taken at the start), stores
+    the run's rows and the bandwidth rows, prints the table, draws the plot and, with --compare,
+    checks for regressions. Returns the process exit code."""
+    bw = best_bandwidth(bw, measure_bandwidth())
     reference, source = committed_rows(args.csv)
     if reference is None:
         reference = read_csv(args.csv)

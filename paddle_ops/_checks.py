@@ -1,5 +1,6 @@
 """Argument checks shared by the Python wrappers: one message style, one set of exception types."""
 
+import numpy as np
 import paddle
 
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -56,3 +57,10 @@ def contiguous(x):
     if x is not None and paddle.in_dynamic_mode() and not x.is_contiguous():
         return x.contiguous()
     return x
+
+
+def double_attr(value):
+    """A float option as the (hi, lo) float32 pair the ops take (PIR has no double attributes);
+    hi + lo carries 48 significant bits. Must match join_double in csrc/paddle/dispatch.h."""
+    hi = np.float32(value)
+    return [float(hi), float(np.float32(value - float(hi)))]

@@ -96,6 +96,15 @@ decltype(auto) dispatch_index(paddle::DataType t, const char* what, F&& f) {
   }
 }
 
+// Paddle's static graph (PIR) has no double attributes, so a double option travels as the pair
+// (hi, lo) of floats with hi = float(v), lo = float(v - hi): 48 significant bits, enough for the
+// fp64 kernels (paddle_ops/_checks.py: double_attr).
+inline double join_double(const std::vector<float>& pair, const char* what) {
+  PO_CHECK(pair.size() == 2, what, " must be passed as a (hi, lo) float pair, got ", pair.size(),
+           " values");
+  return static_cast<double>(pair[0]) + static_cast<double>(pair[1]);
+}
+
 // Normalises a possibly negative axis of a rank-`rank` tensor; throws when out of range.
 inline int64_t normalize_axis(int64_t axis, int64_t rank) {
   PO_CHECK(rank >= 1, "input must have at least one dimension");

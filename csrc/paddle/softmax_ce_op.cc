@@ -19,7 +19,7 @@ namespace paddle_ops {
 namespace {
 
 SoftmaxCEParams make_params(const std::vector<int64_t>& shape, int axis, int64_t ignore_index,
-                            double label_smoothing, double z_loss, bool use_softmax) {
+                            const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax) {
   const int64_t rank = static_cast<int64_t>(shape.size());
   const int64_t a = normalize_axis(axis, rank);
   SoftmaxCEParams p;
@@ -29,8 +29,8 @@ SoftmaxCEParams make_params(const std::vector<int64_t>& shape, int axis, int64_t
   p.inner = 1;
   for (int64_t d = a + 1; d < rank; ++d) p.inner *= shape[d];
   p.ignore_index = ignore_index;
-  p.label_smoothing = label_smoothing;
-  p.z_loss = z_loss;
+  p.label_smoothing = join_double(label_smoothing, "label_smoothing");
+  p.z_loss = join_double(z_loss, "z_loss");
   p.use_softmax = use_softmax;
   return p;
 }
@@ -92,8 +92,8 @@ void dispatch_logits_label(const paddle::Tensor& x, const paddle::Tensor& label,
 
 std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const paddle::Tensor& label,
                                              const paddle::optional<paddle::Tensor>& weight,
-                                             int axis, int64_t ignore_index, double label_smoothing,
-                                             double z_loss, bool use_softmax) {
+                                             int axis, int64_t ignore_index, const std::vector<float>& label_smoothing,
+                                             const std::vector<float>& z_loss, bool use_softmax) {
   SoftmaxCEParams p =
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
   check_inputs(x, label, weight, p);
@@ -122,8 +122,8 @@ std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const pad
                                               const paddle::optional<paddle::Tensor>& weight,
                                               const paddle::Tensor& lse,
                                               const paddle::Tensor& loss_grad, int axis,
-                                              int64_t ignore_index, double label_smoothing,
-                                              double z_loss, bool use_softmax) {
+                                              int64_t ignore_index, const std::vector<float>& label_smoothing,
+                                              const std::vector<float>& z_loss, bool use_softmax) {
   SoftmaxCEParams p =
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
   auto grad = paddle::empty(x.shape(), x.dtype(), x.place());
@@ -144,7 +144,7 @@ std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const pad
 std::vector<std::vector<int64_t>> SoftmaxCEForwardShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& label,
     const paddle::optional<std::vector<int64_t>>& weight, int axis, int64_t ignore_index,
-    double label_smoothing, double z_loss, bool use_softmax) {
+    const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax) {
   const auto out = drop_axis(x, axis);
   return {out, out, out};
 }
@@ -160,7 +160,7 @@ std::vector<std::vector<int64_t>> SoftmaxCEBackwardShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& label,
     const paddle::optional<std::vector<int64_t>>& weight, const std::vector<int64_t>& lse,
     const std::vector<int64_t>& loss_grad, int axis, int64_t ignore_index,
-    double label_smoothing, double z_loss, bool use_softmax) {
+    const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax) {
   return {x};
 }
 
@@ -177,7 +177,8 @@ std::vector<paddle::DataType> SoftmaxCEBackwardDtype(
 PD_BUILD_OP(paddle_ops_softmax_ce)
     .Inputs({"X", "Label", paddle::Optional("Weight")})
     .Outputs({"Loss", "LSE", "RowWeight"})
-    .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: double", "z_loss: double",
+    .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: std::vector<float>",
+            "z_loss: std::vector<float>",
             "use_softmax: bool"})
     .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEForward))
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEForwardShape))
@@ -186,7 +187,8 @@ PD_BUILD_OP(paddle_ops_softmax_ce)
 PD_BUILD_GRAD_OP(paddle_ops_softmax_ce)
     .Inputs({"X", "Label", paddle::Optional("Weight"), "LSE", paddle::Grad("Loss")})
     .Outputs({paddle::Grad("X")})
-    .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: double", "z_loss: double",
+    .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: std::vector<float>",
+            "z_loss: std::vector<float>",
             "use_softmax: bool"})
     .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEBackward))
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEBackwardShape))

@@ -89,15 +89,16 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
             weight = weight.astype(_checks.acc_dtype(input))
     loss, lse, row_weight = _ops.softmax_ce(
         _checks.contiguous(input), _checks.contiguous(label), _checks.contiguous(weight), axis,
-        ignore_index, label_smoothing, z_loss, bool(use_softmax))
+        ignore_index, _checks.double_attr(label_smoothing), _checks.double_attr(z_loss),
+        bool(use_softmax))
     lse.stop_gradient = True
     row_weight.stop_gradient = True
     return loss, lse, row_weight, keep_axis, axis
 
 
 def _mean(loss, row_weight):
-    total = row_weight.sum()
-    return loss.sum() / paddle.where(total == 0, paddle.ones_like(total), total)
+    total = paddle.sum(row_weight)
+    return paddle.sum(loss) / paddle.where(total == 0, paddle.ones_like(total), total)
 
 
 def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean',
@@ -132,7 +133,7 @@ def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean'
     loss, lse, row_weight, keep_axis, axis = _softmax_ce(
         input, label, weight, ignore_index, soft_label, axis, use_softmax, label_smoothing, z_loss)
     if reduction == 'sum':
-        out = loss.sum()
+        out = paddle.sum(loss)
     elif reduction == 'mean':
         out = _mean(loss, row_weight)
     else:
