@@ -30,7 +30,7 @@ venv: $(STAMP)
 # setuptools rebuilds the library whenever a source or header is newer than it, and stops on
 # the first compile error (see setup.py).
 build: $(STAMP)
-	$(PY) setup.py --quiet build_ext --inplace
+	$(PY) setup.py --quiet build_ext --inplace --parallel $(JOBS)
 
 demo: build
 	$(PY) -m paddle_ops.demo

@@ -12,10 +12,37 @@ in `depends` is newer than the library.
 
 import glob
 import os
+import platform
 
 from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# Kernel files compiled for one instruction set each, chosen by file-name suffix; the library picks
+# one at run time (csrc/kernels/cpu_isa.cc checks exactly these extensions). Everything else is
+# compiled for the baseline ISA. CMakeLists.txt uses the same table.
+ISA_FLAGS = {
+    "_avx2.cc": ["-mavx2", "-mfma", "-mf16c"],
+    "_avx512.cc": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma",
+                   "-mf16c", "-mprefer-vector-width=512"],
+}
+IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+class BuildExt(build_ext):
+    """build_ext with the per-file ISA flags above."""
+
+    def build_extensions(self):
+        compile_one = self.compiler._compile
+
+        def compile_with_isa(obj, src, ext, cc_args, extra_postargs, pp_opts):
+            extra = [f for suffix, flags in ISA_FLAGS.items() if src.endswith(suffix)
+                     for f in flags] if IS_X86_64 else []
+            compile_one(obj, src, ext, cc_args, list(extra_postargs) + extra, pp_opts)
+
+        self.compiler._compile = compile_with_isa
+        super().build_extensions()
 
 
 def _rel(paths):
@@ -61,6 +88,7 @@ setup(
     description="Fused loss operators for PaddlePaddle (C++ CPU kernels, optional CUDA)",
     packages=find_packages(include=["paddle_ops", "paddle_ops.*"]),
     ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExt},
     python_requires=">=3.9",
     install_requires=["numpy"],
     zip_safe=False,

@@ -10,8 +10,13 @@
 #include <cstring>
 #include <type_traits>
 
+// Helpers shared by host and device code. On the host they are always inlined: the per-ISA kernel
+// files (softmax_ce_cpu_impl.h) compile them with different -m flags, and an out-of-line copy
+// could be merged across ISAs by the linker.
 #if defined(__CUDACC__)
 #define PO_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__) || defined(__clang__)
+#define PO_HD inline __attribute__((always_inline))
 #else
 #define PO_HD inline
 #endif

@@ -17,8 +17,7 @@ int default_num_threads() {
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
-void parallel_for(int64_t n, int64_t cost_per_item, int num_threads,
-                  const std::function<void(int64_t, int64_t)>& fn) {
+void parallel_for(int64_t n, int64_t cost_per_item, int num_threads, RangeFn fn, const void* ctx) {
   if (n <= 0) return;
   // Starting a thread costs tens of microseconds; below ~64k element-operations per thread the
   // work is cheaper than that.
@@ -28,7 +27,7 @@ void parallel_for(int64_t n, int64_t cost_per_item, int num_threads,
   const int requested = num_threads > 0 ? num_threads : default_num_threads();
   const int64_t threads = std::min<int64_t>({static_cast<int64_t>(requested), n, by_work});
   if (threads <= 1) {
-    fn(0, n);
+    fn(ctx, 0, n);
     return;
   }
   std::vector<std::thread> pool;
@@ -39,9 +38,9 @@ void parallel_for(int64_t n, int64_t cost_per_item, int num_threads,
   for (int64_t t = 0; t < threads; ++t) {
     const int64_t end = begin + base + (t < extra ? 1 : 0);
     if (t == threads - 1) {
-      fn(begin, end);
+      fn(ctx, begin, end);
     } else {
-      pool.emplace_back(fn, begin, end);
+      pool.emplace_back(fn, ctx, begin, end);
     }
     begin = end;
   }

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 
 namespace paddle_ops {
 
@@ -14,9 +13,20 @@ namespace paddle_ops {
 // integer, otherwise std::thread::hardware_concurrency().
 int default_num_threads();
 
-// Calls fn(begin, end) on disjoint ranges covering [0, n). Runs inline when n * cost_per_item is
-// too small to pay for starting threads. Exceptions must not escape fn.
-void parallel_for(int64_t n, int64_t cost_per_item, int num_threads,
-                  const std::function<void(int64_t, int64_t)>& fn);
+// Calls fn(ctx, begin, end) on disjoint ranges covering [0, n). Runs inline when
+// n * cost_per_item is too small to pay for starting threads. Exceptions must not escape fn.
+// A plain function pointer, not std::function: the per-ISA kernel files must not instantiate
+// shared library templates (see softmax_ce_cpu_impl.h).
+using RangeFn = void (*)(const void* ctx, int64_t begin, int64_t end);
+void parallel_for(int64_t n, int64_t cost_per_item, int num_threads, RangeFn fn, const void* ctx);
+
+// parallel_for over a callable f(begin, end).
+template <typename F>
+void parallel_for(int64_t n, int64_t cost_per_item, int num_threads, const F& f) {
+  parallel_for(
+      n, cost_per_item, num_threads,
+      [](const void* ctx, int64_t begin, int64_t end) { (*static_cast<const F*>(ctx))(begin, end); },
+      &f);
+}
 
 }  // namespace paddle_ops
