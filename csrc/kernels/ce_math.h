@@ -1,8 +1,9 @@
 // Math shared by the softmax cross-entropy kernels on every device.
 #pragma once
 
+#include <math.h>
+
 #include <cmath>
-#include <limits>
 
 #include "dtypes.h"
 
@@ -48,13 +49,21 @@ PO_HD float exp_f32(float x) {
   const float s1 = bits_float(static_cast<uint32_t>(n1 + 127) << 23);
   const float s2 = bits_float(static_cast<uint32_t>(n2 + 127) << 23);
   float y = p * s1 * s2;
-  y = x > kHi ? std::numeric_limits<float>::infinity() : y;
+  y = x > kHi ? INFINITY : y;
   y = x < kLo ? 0.0f : y;
   return y;
 }
 
 PO_HD float exp_acc(float x) { return exp_f32(x); }
-PO_HD double exp_acc(double x) { return std::exp(x); }
+// libm's C functions, not std:: overloads: those are inline wrappers that an unoptimised build
+// emits once per ISA file and the linker may merge (softmax_ce_cpu_impl.h).
+PO_HD double exp_acc(double x) { return ::exp(x); }
+PO_HD float log_acc(float x) { return ::logf(x); }
+PO_HD double log_acc(double x) { return ::log(x); }
+
+// +inf of type A as a constant expression (no std::numeric_limits call, for the same reason).
+template <typename A>
+constexpr A kInfinity = static_cast<A>(INFINITY);
 
 // Merge the online-softmax state (m, s) = (running max, sum of exp(x - m)) with a block whose
 // maximum is block_max. Returns the shift to use for the block's own terms. A state whose max is
@@ -67,7 +76,7 @@ PO_HD A online_softmax_rescale(A& m, A& s, A block_max) {
     s *= exp_acc(m - block_max);
     m = block_max;
   }
-  return m == -std::numeric_limits<A>::infinity() ? A(0) : m;
+  return m == -kInfinity<A> ? A(0) : m;
 }
 
 // Label smoothing as Paddle's label_smooth defines it: q_j = (1 - eps) [j == y] + eps / C.

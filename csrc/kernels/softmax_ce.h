@@ -32,7 +32,7 @@ struct SoftmaxCEParams {
   bool use_softmax = true;
   int num_threads = 0;  // 0: default_num_threads()
 
-  int64_t rows() const { return outer * inner; }
+  PO_HD int64_t rows() const { return outer * inner; }
 };
 
 // Outcome of a forward launch: the first (lowest row index) hard label outside [0, classes) that

@@ -4,9 +4,9 @@
 //
 // Everything defined here lives in namespace paddle_ops::PO_CPU_ISA, so the per-ISA copies never
 // share a symbol; the helpers it uses from dtypes.h and ce_math.h are always inlined (PO_HD), and
-// the only standard-library code it calls out of line is libm and std::function, neither compiled
-// here. No std algorithm templates are used: their weak instantiations could otherwise be merged
-// across ISAs by the linker.
+// the only code it calls out of line is libm's C functions. No standard-library templates or inline
+// wrappers (std::log, std::numeric_limits, algorithms) are used: an unoptimised build emits those
+// once per ISA file and the linker keeps one, which could then run AVX-512 code on the base path.
 //
 // Forward reads each row once from memory: the row is processed in blocks of kBlock elements that
 // stay in L1 while a max pass and an exp-sum pass run over them (online softmax across blocks).
@@ -17,8 +17,6 @@
 #error "define PO_CPU_ISA (base, avx2 or avx512) before including softmax_ce_cpu_impl.h"
 #endif
 
-#include <cmath>
-#include <limits>
 #include <type_traits>
 
 #include "ce_math.h"
@@ -75,7 +73,7 @@ A lane_sum(int64_t n, F&& f) {
 // Log-sum-exp of one row in a single read; with kSumX also sum_j x_j (for label smoothing).
 template <bool kSumX, typename Row, typename A>
 void row_lse(const Row& x, int64_t classes, A& lse, A& sum_x) {
-  constexpr A kNegInf = -std::numeric_limits<A>::infinity();
+  constexpr A kNegInf = -kInfinity<A>;
   A m = kNegInf;
   A s = 0;
   sum_x = 0;
@@ -101,14 +99,14 @@ void row_lse(const Row& x, int64_t classes, A& lse, A& sum_x) {
     const A shift = online_softmax_rescale(m, s, tree_max(mv));
     s += lane_sum<A>(n, [&](int64_t i) { return exp_acc(x[b + i] - shift); });
   }
-  lse = m + std::log(s);
+  lse = m + log_acc(s);
 }
 
 template <typename T, typename L, bool kContig>
 struct RowKernels {
   using A = acc_t<T>;
   static constexpr bool kHard = std::is_integral<L>::value;
-  static constexpr A kInf = std::numeric_limits<A>::infinity();
+  static constexpr A kInf = kInfinity<A>;
 
   const SoftmaxCEParams& p;
   const T* logits;
@@ -162,8 +160,8 @@ struct RowKernels {
           ce = l - x[y];
         }
       } else {
-        ce = -sm.on * std::log(x[y]);
-        if (smoothing) ce -= sm.off * lane_sum<A>(C, [&](int64_t j) { return std::log(x[j]); });
+        ce = -sm.on * log_acc(x[y]);
+        if (smoothing) ce -= sm.off * lane_sum<A>(C, [&](int64_t j) { return log_acc(x[j]); });
       }
     } else {
       const auto q = label_row(r);
@@ -178,7 +176,7 @@ struct RowKernels {
       } else {
         ce = lane_sum<A>(C, [&](int64_t j) {
           const A qj = q[j];
-          return qj != 0 ? -qj * std::log(x[j]) : A(0);
+          return qj != 0 ? -qj * log_acc(x[j]) : A(0);
         });
       }
     }

@@ -118,31 +118,31 @@ TEST_P(Fp16Rounding, FromFloat) {
 // fp16 bits = sign << 15 | (exponent + 15) << 10 | mantissa; a step of the 10-bit mantissa in
 // [1, 2) is 2^-10, so 2^-11 above a value is exactly halfway to the next one.
 const Rounding kFp16Cases[] = {
-    {"one", 1.0f, 0x3c00},                                // exponent 0 -> 15 << 10
-    {"minus_two", -2.0f, 0xc000},                         // sign, exponent 1 -> 16 << 10
-    {"tenth", 0.1f, 0x2e66},                              // 1.6 * 2^-4: 0.6 * 1024 = 614.4 -> 614
-    {"tie_to_even_down", 1.0f + 0x1p-11f, 0x3c00},       // halfway 0 | 1: mantissa 0 is even
-    {"tie_to_even_up", 1.0f + 3 * 0x1p-11f, 0x3c02},     // halfway 1 | 2: mantissa 2 is even
-    {"above_tie", 1.0f + 0x1p-11f + 0x1p-23f, 0x3c01},   // one fp32 ulp past the tie rounds up
-    {"below_tie", 1.0f + 0x1p-11f - 0x1p-23f, 0x3c00},   // one fp32 ulp short of it rounds down
-    {"max_normal", 65504.0f, 0x7bff},                     // 2^15 * (2 - 2^-10): exponent 30, m 1023
-    {"below_overflow_tie", 65519.99f, 0x7bff},            // fp32 65519.9921875 < 65520: stays finite
-    {"overflow_tie", 65520.0f, 0x7c00},                   // halfway 65504 (m odd) | 2^16: even is inf
+    {"one", 1.0f, 0x3c00},                              // exponent 0 -> 15 << 10
+    {"minus_two", -2.0f, 0xc000},                       // sign, exponent 1 -> 16 << 10
+    {"tenth", 0.1f, 0x2e66},                            // 1.6 * 2^-4: 0.6 * 1024 = 614.4 -> 614
+    {"tie_to_even_down", 1.0f + 0x1p-11f, 0x3c00},      // halfway 0 | 1: mantissa 0 is even
+    {"tie_to_even_up", 1.0f + 3 * 0x1p-11f, 0x3c02},    // halfway 1 | 2: mantissa 2 is even
+    {"above_tie", 1.0f + 0x1p-11f + 0x1p-23f, 0x3c01},  // one fp32 ulp past the tie rounds up
+    {"below_tie", 1.0f + 0x1p-11f - 0x1p-23f, 0x3c00},  // one fp32 ulp short of it rounds down
+    {"max_normal", 65504.0f, 0x7bff},                   // 2^15 * (2 - 2^-10): exponent 30, m 1023
+    {"below_overflow_tie", 65519.99f, 0x7bff},          // fp32 65519.9921875 < 65520: stays finite
+    {"overflow_tie", 65520.0f, 0x7c00},                 // halfway 65504 (m odd) | 2^16: even is inf
     {"negative_overflow_tie", -65520.0f, 0xfc00},
     {"large", 1e6f, 0x7c00},
     {"inf", std::numeric_limits<float>::infinity(), 0x7c00},
     {"negative_inf", -std::numeric_limits<float>::infinity(), 0xfc00},
-    {"min_normal", 0x1p-14f, 0x0400},                     // exponent field 1, mantissa 0
-    {"max_subnormal", 0x1p-14f - 0x1p-24f, 0x03ff},       // 1023 steps of 2^-24
+    {"min_normal", 0x1p-14f, 0x0400},                          // exponent field 1, mantissa 0
+    {"max_subnormal", 0x1p-14f - 0x1p-24f, 0x03ff},            // 1023 steps of 2^-24
     {"subnormal_tie_to_normal", 0x1p-14f - 0x1p-25f, 0x0400},  // halfway 0x3ff | 0x400: even
-    {"min_subnormal", 0x1p-24f, 0x0001},                  // one step of 2^-24
+    {"min_subnormal", 0x1p-24f, 0x0001},                       // one step of 2^-24
     {"half_min_subnormal_ties_to_zero", 0x1p-25f, 0x0000},     // halfway 0 | 1 step: 0 is even
     {"above_half_min_subnormal", 0x1p-25f + 0x1p-35f, 0x0001},
-    {"three_half_steps_tie_to_even", 3 * 0x1p-25f, 0x0002},    // halfway 1 | 2 steps: 2 = 2^-23
+    {"three_half_steps_tie_to_even", 3 * 0x1p-25f, 0x0002},  // halfway 1 | 2 steps: 2 = 2^-23
     {"negative_min_subnormal", -0x1p-24f, 0x8001},
-    {"fp32_subnormal_underflows", 0x1p-149f, 0x0000},     // far below half a step
+    {"fp32_subnormal_underflows", 0x1p-149f, 0x0000},  // far below half a step
     {"zero", 0.0f, 0x0000},
-    {"negative_zero", -0.0f, 0x8000},                     // the sign survives underflow
+    {"negative_zero", -0.0f, 0x8000},  // the sign survives underflow
 };
 
 INSTANTIATE_TEST_SUITE_P(Cases, Fp16Rounding, ::testing::ValuesIn(kFp16Cases), rounding_name);
@@ -156,20 +156,20 @@ TEST_P(Bf16Rounding, FromFloat) {
 // bf16 keeps the top 16 bits of the fp32 pattern; the dropped low half decides the rounding, with
 // 0x8000 exactly halfway.
 const Rounding kBf16Cases[] = {
-    {"one", 1.0f, 0x3f80},                                // fp32 0x3f800000
-    {"minus_one_and_a_half", -1.5f, 0xbfc0},              // fp32 0xbfc00000
-    {"tenth", 0.1f, 0x3dcd},                              // fp32 0x3dcccccd: 0xcccd > 0x8000, up
-    {"tie_to_even_down", 1.0f + 0x1p-8f, 0x3f80},        // 0x3f808000: halfway, 0x3f80 even
-    {"tie_to_even_up", 1.0f + 3 * 0x1p-8f, 0x3f82},      // 0x3f818000: halfway, 0x3f82 even
-    {"above_tie", 1.0f + 0x1p-8f + 0x1p-23f, 0x3f81},    // 0x3f808001
-    {"max_finite", f32(0x7f7f0000u), 0x7f7f},             // exactly representable
+    {"one", 1.0f, 0x3f80},                             // fp32 0x3f800000
+    {"minus_one_and_a_half", -1.5f, 0xbfc0},           // fp32 0xbfc00000
+    {"tenth", 0.1f, 0x3dcd},                           // fp32 0x3dcccccd: 0xcccd > 0x8000, up
+    {"tie_to_even_down", 1.0f + 0x1p-8f, 0x3f80},      // 0x3f808000: halfway, 0x3f80 even
+    {"tie_to_even_up", 1.0f + 3 * 0x1p-8f, 0x3f82},    // 0x3f818000: halfway, 0x3f82 even
+    {"above_tie", 1.0f + 0x1p-8f + 0x1p-23f, 0x3f81},  // 0x3f808001
+    {"max_finite", f32(0x7f7f0000u), 0x7f7f},          // exactly representable
     {"below_overflow_tie", f32(0x7f7f7fffu), 0x7f7f},
-    {"overflow_tie", f32(0x7f7f8000u), 0x7f80},           // halfway 0x7f7f (odd) | inf (even)
-    {"fp32_max_overflows", f32(0x7f7fffffu), 0x7f80},     // above the tie
+    {"overflow_tie", f32(0x7f7f8000u), 0x7f80},        // halfway 0x7f7f (odd) | inf (even)
+    {"fp32_max_overflows", f32(0x7f7fffffu), 0x7f80},  // above the tie
     {"negative_fp32_max_overflows", f32(0xff7fffffu), 0xff80},
     {"inf", std::numeric_limits<float>::infinity(), 0x7f80},
     {"negative_inf", -std::numeric_limits<float>::infinity(), 0xff80},
-    {"min_subnormal", f32(0x00010000u), 0x0001},          // 2^-133
+    {"min_subnormal", f32(0x00010000u), 0x0001},  // 2^-133
     {"half_min_subnormal_ties_to_zero", f32(0x00008000u), 0x0000},
     {"three_half_steps_tie_to_even", f32(0x00018000u), 0x0002},
     {"fp32_min_subnormal_underflows", f32(0x00000001u), 0x0000},
@@ -180,8 +180,8 @@ INSTANTIATE_TEST_SUITE_P(Cases, Bf16Rounding, ::testing::ValuesIn(kBf16Cases), r
 
 // NaN inputs, including signalling NaNs and a NaN whose payload lies only in the low 16 bits
 // (plain truncation or rounding would turn 0x7f800001 into infinity).
-const uint32_t kNaNs[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff800001u, 0x7fbfffffu,
-                          0x7fffffffu};
+const uint32_t kNaNs[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u,
+                          0xff800001u, 0x7fbfffffu, 0x7fffffffu};
 
 class NaNInput : public ::testing::TestWithParam<uint32_t> {};
 

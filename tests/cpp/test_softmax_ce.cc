@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <limits>
 #include <random>
 #include <sstream>
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "ce_math.h"
+#include "cpu_isa.h"
 #include "dtypes.h"
 #include "softmax_ce.h"
 
@@ -40,6 +43,21 @@ uint32_t bits32(float f) {
   uint32_t u;
   std::memcpy(&u, &f, sizeof(u));
   return u;
+}
+
+// The kernels run for the instruction set CTest asks for (PADDLE_OPS_CPU_ISA), or a lower one when
+// this CPU lacks it: the runs registered per ISA really test different code.
+TEST(CpuIsa, EnvironmentCanOnlyLowerTheChoice) {
+  const char* env = std::getenv("PADDLE_OPS_CPU_ISA");
+  const std::string wanted = env ? env : "";
+  const CpuIsa isa = cpu_isa();
+  std::cout << "[          ] softmax CE kernels use the " << cpu_isa_name(isa) << " ISA\n";
+  if (wanted == "base") {
+    EXPECT_EQ(isa, CpuIsa::kBase);
+  }
+  if (wanted == "avx2") {
+    EXPECT_NE(isa, CpuIsa::kAvx512);
+  }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -70,14 +88,14 @@ TEST(ExpF32, EvenlySpacedSweepOfItsRange) {
   EXPECT_LT(worst, kExpRelTol) << "at x = " << worst_x;
 }
 
-// Every 97th fp32 bit pattern of [-87, 88] and of [-2^-20, 2^-20]: the evenly spaced sweep skips
-// the tiny magnitudes, where exp(x) = 1 + x hinges on the reduction staying exact.
+// Every 997th fp32 bit pattern of [-87, 88]: the evenly spaced sweep skips the tiny magnitudes,
+// where exp(x) = 1 + x hinges on the reduction staying exact.
 TEST(ExpF32, BitPatternSweepOfItsRange) {
   const std::pair<float, float> ranges[] = {{0.0f, 88.0f}, {-0.0f, -87.0f}};
   LD worst = 0;
   float worst_x = 0;
   for (const auto& [from, to] : ranges) {
-    for (uint32_t b = bits32(from); b <= bits32(to); b += 97) {
+    for (uint32_t b = bits32(from); b <= bits32(to); b += 997) {
       const float x = f32(b);
       const LD err = exp_rel_error(x);
       if (!(err <= worst)) {
@@ -107,7 +125,8 @@ TEST(ExpF32, EveryValueNearTheEndsOfTheRange) {
   for (float x = -87.0f; x >= -88.0f; x = std::nextafter(x, -100.0f)) {
     const float got = exp_f32(x);
     const LD want = std::exp(static_cast<LD>(x));
-    const bool ok = x < -87.33654022216797f ? got == 0.0f : std::fabs(got - want) / want < kExpRelTol;
+    const bool ok =
+        x < -87.33654022216797f ? got == 0.0f : std::fabs(got - want) / want < kExpRelTol;
     failures += ok ? 0 : 1;
     if (!ok && failures < 5) ADD_FAILURE() << "exp_f32(" << x << ") = " << got << ", want " << want;
   }
@@ -133,9 +152,11 @@ TEST(ExpF32, SpecialValues) {
 template <typename T>
 constexpr bool kHard = std::is_integral<T>::value;
 
-// Per dtype: loss/lse/row-weight tolerance (the statistics are acc_t: fp32 for 16-bit inputs)
-// and gradient tolerance |got - want| <= grad_rel |want| + grad_abs * scale + grad_floor, where
-// scale = |g w_row| (sum q + 2 z lse) bounds the row's softmax term.
+// Per dtype: loss/lse/row-weight tolerance |got - want| <= loss_abs + loss_rel |want| (these are
+// acc_t: fp32 for 16-bit inputs), and gradient tolerance
+// |got - want| <= grad_rel |want| + grad_abs * scale + grad_floor, where
+// scale = |g w_row| (|sum q| + |2 z lse|) bounds the row's softmax term (|g w_row| without
+// softmax).
 struct Tol {
   LD loss_rel, loss_abs, grad_rel, grad_abs, grad_floor;
 };
@@ -177,10 +198,10 @@ struct Case {
   double z_loss = 0;
   bool use_softmax = true;
   bool weights = false;
-  bool random_grad = false;    // upstream gradient uniform in [-2, 2] instead of 1
-  double mask_fraction = 0;    // share of non-target logits set to -inf
-  int64_t mask_prefix = 0;     // classes [0, mask_prefix) are -inf in every row (targets after)
-  bool unnormalised = false;   // soft labels: each row's target sums to U(0.25, 2), not 1
+  bool random_grad = false;   // upstream gradient uniform in [-2, 2] instead of 1
+  double mask_fraction = 0;   // share of non-target logits set to -inf
+  int64_t mask_prefix = 0;    // classes [0, mask_prefix) are -inf in every row (targets after)
+  bool unnormalised = false;  // soft labels: each row's target sums to U(0.25, 2), not 1
 
   Case(std::string n, int64_t o, int64_t c, int64_t i = 1)
       : name(std::move(n)), outer(o), classes(c), inner(i) {}
@@ -250,10 +271,10 @@ template <typename T, typename L>
 struct Problem {
   using A = acc_t<T>;
   SoftmaxCEParams p;
-  std::vector<T> logits;      // [outer, classes, inner]
-  std::vector<L> label;       // hard: [rows]; soft: [outer, classes, inner]
-  std::vector<A> weight;      // [classes] or empty
-  std::vector<A> loss_grad;   // [rows]
+  std::vector<T> logits;     // [outer, classes, inner]
+  std::vector<L> label;      // hard: [rows]; soft: [outer, classes, inner]
+  std::vector<A> weight;     // [classes] or empty
+  std::vector<A> loss_grad;  // [rows]
 
   const A* weight_ptr() const { return weight.empty() ? nullptr : weight.data(); }
 };
@@ -269,7 +290,7 @@ Problem<T, L> make_problem(const Case& c) {
   p.label_smoothing = c.label_smoothing;
   p.z_loss = c.z_loss;
   p.use_softmax = c.use_softmax;
-  p.num_threads = 2;  // the build machines have two cores
+  p.num_threads = 2;  // the determinism tests vary this
   const int64_t rows = p.rows();
   const int64_t C = p.classes;
 
@@ -292,7 +313,10 @@ Problem<T, L> make_problem(const Case& c) {
       // Probabilities: a softmax of N(0, 1) logits, at least ~1e-3 for the small class counts
       // used, so 1/p stays far from fp16's overflow.
       double s = 0;
-      for (double& v : x) s += (v = std::exp(v / 2));
+      for (double& v : x) {
+        v = std::exp(v / 2);
+        s += v;
+      }
       for (double& v : x) v /= s;
     }
     for (int64_t j = 0; j < C; ++j) pr.logits[at(p, r, j)] = encode<T>(x[j]);
@@ -306,14 +330,16 @@ Problem<T, L> make_problem(const Case& c) {
       double s = 0;
       for (int64_t j = 0; j < C; ++j) {
         const bool zero = std::isinf(x[j]) || (j != y && unit(rng) < 0.2);
-        s += (q[j] = zero ? 0.0 : 0.05 + unit(rng));
+        q[j] = zero ? 0.0 : 0.05 + unit(rng);
+        s += q[j];
       }
       const double total = c.unnormalised ? 0.25 + 1.75 * unit(rng) : 1.0;
       for (int64_t j = 0; j < C; ++j) pr.label[at(p, r, j)] = encode<L>(q[j] * total / s);
     }
   }
   if (c.weights) {
-    for (int64_t j = 0; j < C; ++j) pr.weight.push_back(static_cast<acc_t<T>>(0.5 + 1.5 * unit(rng)));
+    for (int64_t j = 0; j < C; ++j)
+      pr.weight.push_back(static_cast<acc_t<T>>(0.5 + 1.5 * unit(rng)));
   }
   for (int64_t r = 0; r < rows; ++r) {
     pr.loss_grad.push_back(static_cast<acc_t<T>>(c.random_grad ? 4 * unit(rng) - 2 : 1.0));
@@ -344,7 +370,8 @@ Reference reference(const Problem<T, L>& pr) {
       ignored = y == p.ignore_index;
       // Label smoothing: q = (1 - eps) onehot(y) + eps / C.
       for (int64_t j = 0; j < C; ++j) {
-        q[j] = static_cast<LD>(p.label_smoothing) / C + (j == y ? 1 - static_cast<LD>(p.label_smoothing) : 0);
+        q[j] = static_cast<LD>(p.label_smoothing) / C +
+               (j == y ? 1 - static_cast<LD>(p.label_smoothing) : 0);
       }
     } else {
       for (int64_t j = 0; j < C; ++j) q[j] = value(pr.label[at(p, r, j)]);
@@ -399,11 +426,10 @@ Reference reference(const Problem<T, L>& pr) {
     ref.lse.push_back(lse);
     ref.row_weight.push_back(w);
     // Rows with an exactly zero gradient get no slack (and no NaN from 0 * (-inf)).
-    ref.grad_scale.push_back(zero_grad ? 0
-                                       : std::fabs(g * w) * (p.use_softmax
-                                                                 ? std::fabs(q_sum) +
-                                                                       std::fabs(2 * z * lse)
-                                                                 : 1));
+    ref.grad_scale.push_back(
+        zero_grad
+            ? 0
+            : std::fabs(g * w) * (p.use_softmax ? std::fabs(q_sum) + std::fabs(2 * z * lse) : 1));
   }
   return ref;
 }
@@ -468,15 +494,16 @@ class Mismatches {
 template <typename T, typename L>
 ::testing::AssertionResult matches_reference(const Problem<T, L>& pr, const Outputs<T>& out) {
   if (!out.status.ok()) {
-    return ::testing::AssertionFailure() << "bad label " << out.status.bad_label << " in row "
-                                         << out.status.bad_row;
+    return ::testing::AssertionFailure()
+           << "bad label " << out.status.bad_label << " in row " << out.status.bad_row;
   }
   const Reference ref = reference(pr);
   const Tol tol = tolerance<T>();
   Mismatches m;
   const int64_t rows = pr.p.rows();
   for (int64_t r = 0; r < rows; ++r) {
-    m.check("loss", r, out.loss[r], ref.loss[r], tol.loss_abs + tol.loss_rel * std::fabs(ref.loss[r]));
+    m.check("loss", r, out.loss[r], ref.loss[r],
+            tol.loss_abs + tol.loss_rel * std::fabs(ref.loss[r]));
     m.check("lse", r, out.lse[r], ref.lse[r], tol.loss_abs + tol.loss_rel * std::fabs(ref.lse[r]));
     m.check("row_weight", r, out.row_weight[r], ref.row_weight[r],
             tol.loss_rel * std::fabs(ref.row_weight[r]));
@@ -540,14 +567,14 @@ Kernel kernel() {
   return {kernel_name<T, L>(), &check_case<T, L>};
 }
 
-const std::vector<Kernel> kHardKernels = {
-    kernel<float, int32_t>(), kernel<float, int64_t>(), kernel<double, int32_t>(),
-    kernel<double, int64_t>(), kernel<fp16, int32_t>(), kernel<fp16, int64_t>(),
-    kernel<bf16, int32_t>(),  kernel<bf16, int64_t>()};
+const std::vector<Kernel> kHardKernels = {kernel<float, int32_t>(),  kernel<float, int64_t>(),
+                                          kernel<double, int32_t>(), kernel<double, int64_t>(),
+                                          kernel<fp16, int32_t>(),   kernel<fp16, int64_t>(),
+                                          kernel<bf16, int32_t>(),   kernel<bf16, int64_t>()};
 
-const std::vector<Kernel> kSoftKernels = {
-    kernel<float, float>(), kernel<double, double>(), kernel<fp16, fp16>(),
-    kernel<fp16, float>(),  kernel<bf16, bf16>(),     kernel<bf16, float>()};
+const std::vector<Kernel> kSoftKernels = {kernel<float, float>(), kernel<double, double>(),
+                                          kernel<fp16, fp16>(),   kernel<fp16, float>(),
+                                          kernel<bf16, bf16>(),   kernel<bf16, float>()};
 
 using CaseAndKernel = std::tuple<Case, Kernel>;
 
@@ -629,12 +656,13 @@ struct KernelNames {
   }
 };
 
-using AllKernels = ::testing::Types<
-    std::pair<float, int32_t>, std::pair<float, int64_t>, std::pair<double, int32_t>,
-    std::pair<double, int64_t>, std::pair<fp16, int32_t>, std::pair<fp16, int64_t>,
-    std::pair<bf16, int32_t>, std::pair<bf16, int64_t>, std::pair<float, float>,
-    std::pair<double, double>, std::pair<fp16, fp16>, std::pair<fp16, float>,
-    std::pair<bf16, bf16>, std::pair<bf16, float>>;
+using AllKernels =
+    ::testing::Types<std::pair<float, int32_t>, std::pair<float, int64_t>,
+                     std::pair<double, int32_t>, std::pair<double, int64_t>,
+                     std::pair<fp16, int32_t>, std::pair<fp16, int64_t>, std::pair<bf16, int32_t>,
+                     std::pair<bf16, int64_t>, std::pair<float, float>, std::pair<double, double>,
+                     std::pair<fp16, fp16>, std::pair<fp16, float>, std::pair<bf16, bf16>,
+                     std::pair<bf16, float>>;
 TYPED_TEST_SUITE(EveryKernel, AllKernels, KernelNames);
 
 // An upstream gradient that never arrived (nullptr) is zero: the whole gradient is written as 0.
@@ -719,7 +747,12 @@ void check_thread_determinism(const Case& c) {
 
 TYPED_TEST(EveryKernel, ThreadCountDoesNotChangeBitsManyRows) {
   check_thread_determinism<typename TypeParam::first_type, typename TypeParam::second_type>(
-      Case("many_rows", 461, 1009).weighted().smoothing(0.1).zloss(1e-3).upstream().ignore(-100, 0.1));
+      Case("many_rows", 461, 1009)
+          .weighted()
+          .smoothing(0.1)
+          .zloss(1e-3)
+          .upstream()
+          .ignore(-100, 0.1));
 }
 
 TYPED_TEST(EveryKernel, ThreadCountDoesNotChangeBitsFewRows) {
@@ -765,9 +798,8 @@ void check_bad_labels(const BadLabels& b) {
   for (size_t r = 0; r < b.labels.size(); ++r) pr.label[r] = static_cast<L>(b.labels[r]);
   const acc_t<T> sentinel = static_cast<acc_t<T>>(-12345.0);
   std::vector<acc_t<T>> loss(8, sentinel), lse(8, sentinel), row_weight(8, sentinel);
-  const SoftmaxCEStatus s = softmax_ce_fwd_cpu<T, L>(pr.p, pr.logits.data(), pr.label.data(),
-                                                     nullptr, loss.data(), lse.data(),
-                                                     row_weight.data());
+  const SoftmaxCEStatus s = softmax_ce_fwd_cpu<T, L>(
+      pr.p, pr.logits.data(), pr.label.data(), nullptr, loss.data(), lse.data(), row_weight.data());
   EXPECT_FALSE(s.ok());
   EXPECT_EQ(s.bad_row, b.bad_row);
   EXPECT_EQ(s.bad_label, b.bad_label);
@@ -780,7 +812,9 @@ void check_bad_labels(const BadLabels& b) {
 
 class BadLabel : public ::testing::TestWithParam<BadLabels> {};
 
-TEST_P(BadLabel, ReportsFirstBadRowAndWritesNothing) { check_bad_labels<float, int64_t>(GetParam()); }
+TEST_P(BadLabel, ReportsFirstBadRowAndWritesNothing) {
+  check_bad_labels<float, int64_t>(GetParam());
+}
 
 INSTANTIATE_TEST_SUITE_P(SoftmaxCE, BadLabel, ::testing::ValuesIn(kBadLabels),
                          [](const ::testing::TestParamInfo<BadLabels>& info) {
@@ -791,10 +825,10 @@ INSTANTIATE_TEST_SUITE_P(SoftmaxCE, BadLabel, ::testing::ValuesIn(kBadLabels),
 template <typename P>
 class HardKernel : public ::testing::Test {};
 
-using HardKernels = ::testing::Types<
-    std::pair<float, int32_t>, std::pair<float, int64_t>, std::pair<double, int32_t>,
-    std::pair<double, int64_t>, std::pair<fp16, int32_t>, std::pair<fp16, int64_t>,
-    std::pair<bf16, int32_t>, std::pair<bf16, int64_t>>;
+using HardKernels = ::testing::Types<std::pair<float, int32_t>, std::pair<float, int64_t>,
+                                     std::pair<double, int32_t>, std::pair<double, int64_t>,
+                                     std::pair<fp16, int32_t>, std::pair<fp16, int64_t>,
+                                     std::pair<bf16, int32_t>, std::pair<bf16, int64_t>>;
 TYPED_TEST_SUITE(HardKernel, HardKernels, KernelNames);
 
 TYPED_TEST(HardKernel, ReportsFirstBadRowAndWritesNothing) {
