@@ -68,3 +68,6 @@ def _register():
 
 OPS = _register()
 softmax_ce = OPS["paddle_ops_softmax_ce"]
+kl_logits = OPS["paddle_ops_kl_logits"]
+softmax_entropy = OPS["paddle_ops_softmax_entropy"]
+kl_div = OPS["paddle_ops_kl_div"]

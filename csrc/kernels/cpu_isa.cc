@@ -9,7 +9,7 @@ namespace {
 CpuIsa detect() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
-  // Exactly the extensions softmax_ce_cpu_avx512.cc / _avx2.cc are compiled with.
+  // Exactly the extensions kernels_cpu_avx512.cc / _avx2.cc are compiled with.
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {

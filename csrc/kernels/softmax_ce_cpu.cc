@@ -1,7 +1,6 @@
 // Public CPU entry points of the softmax cross-entropy: pick the per-ISA kernels at run time.
-#include "cpu_isa.h"
+#include "kernels_cpu_isa.h"
 #include "softmax_ce.h"
-#include "softmax_ce_cpu_isa.h"
 
 namespace paddle_ops {
 
@@ -9,14 +8,7 @@ template <typename T, typename L>
 SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,
                                    const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
                                    acc_t<T>* row_weight) {
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512:
-      return avx512::softmax_ce_fwd_cpu(p, logits, label, weight, loss, lse, row_weight);
-    case CpuIsa::kAvx2:
-      return avx2::softmax_ce_fwd_cpu(p, logits, label, weight, loss, lse, row_weight);
-    default:
-      return base::softmax_ce_fwd_cpu(p, logits, label, weight, loss, lse, row_weight);
-  }
+  PO_CPU_DISPATCH(softmax_ce_fwd_cpu, p, logits, label, weight, loss, lse, row_weight)
 }
 
 template <typename T, typename L>
@@ -28,14 +20,7 @@ void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* labe
     for (int64_t i = 0; i < n; ++i) logits_grad[i] = from_acc<T>(0);
     return;
   }
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512:
-      return avx512::softmax_ce_bwd_cpu(p, logits, label, weight, lse, loss_grad, logits_grad);
-    case CpuIsa::kAvx2:
-      return avx2::softmax_ce_bwd_cpu(p, logits, label, weight, lse, loss_grad, logits_grad);
-    default:
-      return base::softmax_ce_bwd_cpu(p, logits, label, weight, lse, loss_grad, logits_grad);
-  }
+  PO_CPU_DISPATCH(softmax_ce_bwd_cpu, p, logits, label, weight, lse, loss_grad, logits_grad)
 }
 
 #define PO_INSTANTIATE(T, L)                                                                    \

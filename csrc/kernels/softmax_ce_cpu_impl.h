@@ -1,5 +1,5 @@
 // CPU kernels of the fused softmax cross-entropy (formulas in softmax_ce.h), compiled once per
-// instruction set: softmax_ce_cpu_{base,avx2,avx512}.cc define PO_CPU_ISA and include this file
+// instruction set: kernels_cpu_{base,avx2,avx512}.cc define PO_CPU_ISA and include this file
 // with their own -m flags, and softmax_ce_cpu.cc picks one at run time (cpu_isa.h).
 //
 // Everything defined here lives in namespace paddle_ops::PO_CPU_ISA, so the per-ISA copies never
@@ -20,87 +20,13 @@
 #include <type_traits>
 
 #include "ce_math.h"
+#include "cpu_rows_impl.h"
 #include "parallel.h"
 #include "softmax_ce.h"
 
 namespace paddle_ops {
 namespace PO_CPU_ISA {
 namespace {
-
-constexpr int kLanes = 16;
-constexpr int64_t kBlock = 2048;
-
-template <typename T, bool kContig>
-struct RowIn {
-  const T* ptr;
-  int64_t stride;
-  acc_t<T> operator[](int64_t j) const { return to_float(ptr[kContig ? j : j * stride]); }
-};
-
-template <typename T, bool kContig>
-struct RowOut {
-  T* ptr;
-  int64_t stride;
-  void set(int64_t j, acc_t<T> v) const { ptr[kContig ? j : j * stride] = from_acc<T>(v); }
-};
-
-template <typename A>
-A tree_sum(A (&v)[kLanes]) {
-  for (int w = kLanes / 2; w > 0; w /= 2)
-    for (int k = 0; k < w; ++k) v[k] += v[k + w];
-  return v[0];
-}
-
-// Max that ignores NaN (NaN still reaches the result through the exp-sum).
-template <typename A>
-A tree_max(A (&v)[kLanes]) {
-  for (int w = kLanes / 2; w > 0; w /= 2)
-    for (int k = 0; k < w; ++k) v[k] = v[k + w] > v[k] ? v[k + w] : v[k];
-  return v[0];
-}
-
-// sum_{j < n} f(j) with a fixed, thread-independent order.
-template <typename A, typename F>
-A lane_sum(int64_t n, F&& f) {
-  A acc[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) acc[k] += f(j + k);
-  for (; j < n; ++j) acc[j - (n / kLanes) * kLanes] += f(j);
-  return tree_sum(acc);
-}
-
-// Log-sum-exp of one row in a single read; with kSumX also sum_j x_j (for label smoothing).
-template <bool kSumX, typename Row, typename A>
-void row_lse(const Row& x, int64_t classes, A& lse, A& sum_x) {
-  constexpr A kNegInf = -kInfinity<A>;
-  A m = kNegInf;
-  A s = 0;
-  sum_x = 0;
-  for (int64_t b = 0; b < classes; b += kBlock) {
-    const int64_t n = classes - b < kBlock ? classes - b : kBlock;
-    A mv[kLanes];
-    A sv[kLanes] = {};
-    for (int k = 0; k < kLanes; ++k) mv[k] = kNegInf;
-    int64_t j = 0;
-    for (; j + kLanes <= n; j += kLanes) {
-      for (int k = 0; k < kLanes; ++k) {
-        const A v = x[b + j + k];
-        mv[k] = v > mv[k] ? v : mv[k];
-        if (kSumX) sv[k] += v;
-      }
-    }
-    for (; j < n; ++j) {
-      const A v = x[b + j];
-      mv[0] = v > mv[0] ? v : mv[0];
-      if (kSumX) sv[0] += v;
-    }
-    if (kSumX) sum_x += tree_sum(sv);
-    const A shift = online_softmax_rescale(m, s, tree_max(mv));
-    s += lane_sum<A>(n, [&](int64_t i) { return exp_acc(x[b + i] - shift); });
-  }
-  lse = m + log_acc(s);
-}
 
 template <typename T, typename L, bool kContig>
 struct RowKernels {
@@ -115,14 +41,10 @@ struct RowKernels {
   A weight_sum;  // sum of class weights, for smoothed row weights
 
   RowIn<T, kContig> logits_row(int64_t r) const {
-    const int64_t o = r / p.inner;
-    const int64_t i = r - o * p.inner;
-    return {logits + o * p.classes * p.inner + i, p.inner};
+    return row_in<kContig>(logits, r, p.classes, p.inner);
   }
   RowIn<L, kContig> label_row(int64_t r) const {
-    const int64_t o = r / p.inner;
-    const int64_t i = r - o * p.inner;
-    return {label + o * p.classes * p.inner + i, p.inner};
+    return row_in<kContig>(label, r, p.classes, p.inner);
   }
 
   A hard_row_weight(int64_t y, const Smoothing<A>& sm, bool smoothing) const {
@@ -192,8 +114,7 @@ struct RowKernels {
 
   void backward(int64_t r, const A* lse, const A* loss_grad, T* grad) const {
     const auto x = logits_row(r);
-    const int64_t o = r / p.inner;
-    const RowOut<T, kContig> out{grad + o * p.classes * p.inner + (r - o * p.inner), p.inner};
+    const auto out = row_out<kContig>(grad, r, p.classes, p.inner);
     const int64_t C = p.classes;
     const A g = loss_grad[r];
     const A l = lse[r];

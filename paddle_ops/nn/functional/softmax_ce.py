@@ -75,6 +75,9 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
     label, keep_axis = _prepare_label(input, label, soft_label, axis, rank)
     classes = input.shape[axis]
     if soft_label and label_smoothing > 0.0:
+        if classes == -1:
+            raise ValueError("label_smoothing with soft labels needs a known class count; the "
+                             f"input's dimension {axis} is dynamic (-1)")
         # Paddle's label_smooth on a soft target, computed in the accumulation dtype (fp32 for
         # 16-bit inputs, which the kernel accepts) so that the smoothed target is not rounded.
         label = label.astype(_checks.acc_dtype(input)) * (1.0 - label_smoothing) + (

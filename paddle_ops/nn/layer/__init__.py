@@ -1,3 +1,5 @@
-from .loss import CrossEntropyLoss
+from .loss import (CrossEntropyLoss, JensenShannonWithLogitsLoss, KLDivLoss,
+                   KLDivWithLogitsLoss, SoftmaxEntropy)
 
-__all__ = ["CrossEntropyLoss"]
+__all__ = ["CrossEntropyLoss", "KLDivLoss", "KLDivWithLogitsLoss", "JensenShannonWithLogitsLoss",
+           "SoftmaxEntropy"]

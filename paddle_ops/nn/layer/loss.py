@@ -27,3 +27,69 @@ class CrossEntropyLoss(paddle.nn.Layer):
                                axis=self.axis, use_softmax=self.use_softmax,
                                label_smoothing=self.label_smoothing, name=self.name,
                                z_loss=self.z_loss)
+
+
+class KLDivLoss(paddle.nn.Layer):
+    """paddle.nn.KLDivLoss backed by the fused kernel (the label also gets a gradient)."""
+
+    def __init__(self, reduction='mean', log_target=False):
+        super().__init__()
+        self.reduction = reduction
+        self.log_target = log_target
+
+    def forward(self, input, label):
+        return F.kl_div(input, label, reduction=self.reduction, log_target=self.log_target)
+
+
+class KLDivWithLogitsLoss(paddle.nn.Layer):
+    """Distillation loss KL(softmax(label / T) || softmax(input / T)) from logits; see
+    paddle_ops.nn.functional.kl_div_with_logits. forward(input, label, target_index=None)."""
+
+    def __init__(self, temperature=1.0, reduction='batchmean', reverse=False, ignore_index=-100,
+                 axis=-1, scale_t2=False):
+        super().__init__()
+        self.temperature = temperature
+        self.reduction = reduction
+        self.reverse = reverse
+        self.ignore_index = ignore_index
+        self.axis = axis
+        self.scale_t2 = scale_t2
+
+    def forward(self, input, label, target_index=None):
+        return F.kl_div_with_logits(input, label, temperature=self.temperature,
+                                    reduction=self.reduction, reverse=self.reverse,
+                                    ignore_index=self.ignore_index, target_index=target_index,
+                                    axis=self.axis, scale_t2=self.scale_t2)
+
+
+class JensenShannonWithLogitsLoss(paddle.nn.Layer):
+    """Generalised Jensen-Shannon divergence from logits; see
+    paddle_ops.nn.functional.jensen_shannon_with_logits. forward(input, label, target_index=None)."""
+
+    def __init__(self, beta=0.5, temperature=1.0, reduction='batchmean', ignore_index=-100,
+                 axis=-1):
+        super().__init__()
+        self.beta = beta
+        self.temperature = temperature
+        self.reduction = reduction
+        self.ignore_index = ignore_index
+        self.axis = axis
+
+    def forward(self, input, label, target_index=None):
+        return F.jensen_shannon_with_logits(input, label, beta=self.beta,
+                                            temperature=self.temperature,
+                                            reduction=self.reduction,
+                                            ignore_index=self.ignore_index,
+                                            target_index=target_index, axis=self.axis)
+
+
+class SoftmaxEntropy(paddle.nn.Layer):
+    """Entropy of softmax(x) along `axis`; see paddle_ops.nn.functional.softmax_entropy."""
+
+    def __init__(self, axis=-1, reduction='none'):
+        super().__init__()
+        self.axis = axis
+        self.reduction = reduction
+
+    def forward(self, x):
+        return F.softmax_entropy(x, axis=self.axis, reduction=self.reduction)

@@ -1,0 +1,5 @@
+// Every CPU kernel family compiled for the base instruction set (flags by file-name suffix in
+// setup.py and CMakeLists.txt; the dispatchers in <family>_cpu.cc choose at run time).
+#define PO_CPU_ISA base
+#include "kl_cpu_impl.h"
+#include "softmax_ce_cpu_impl.h"

@@ -1,0 +1,85 @@
+// The KL family: divergences between two softmax distributions given by logits, the entropy of
+// one, and Paddle's elementwise kl_div. Framework-free parameters and CPU launchers.
+//
+// Logits are viewed as [outer, classes, inner] as in softmax_ce.h; a row is one (o, i) pair.
+// With T the temperature, s the student logits (`input`), t the teacher logits (`label`),
+//   q = softmax(s / T) (student), p = softmax(t / T) (teacher), per row:
+//   kForward  KL(p || q) = sum_j p_j (log p_j - log q_j)
+//             dL/ds_j = (q_j - p_j) / T
+//             dL/dt_j = p_j (log p_j - log q_j - KL) / T
+//   kReverse  KL(q || p) = sum_j q_j (log q_j - log p_j)
+//             dL/ds_j = q_j (log q_j - log p_j - KL) / T
+//             dL/dt_j = (p_j - q_j) / T
+//   kJSD      JSD_beta = beta KL(p || m) + (1 - beta) KL(q || m),  m = beta p + (1 - beta) q
+//             (beta = 1/2: the symmetric Jensen-Shannon divergence; beta = 0 or 1: 0)
+//             dL/ds_j = (1 - beta) q_j (log q_j - log m_j - KL(q || m)) / T
+//             dL/dt_j = beta p_j (log p_j - log m_j - KL(p || m)) / T
+//   kEntropy  H(q) = -sum_j q_j log q_j (no teacher)
+//             dL/ds_j = -q_j (log q_j + H) / T
+// Terms with a zero probability contribute 0 (x log x -> 0), so a class masked (-inf) in both rows,
+// or in the row that weights the term, adds nothing. A row whose student (or teacher) logits are
+// all -inf has no distribution: its loss and gradient are 0.
+#pragma once
+
+#include <cstdint>
+
+#include "dtypes.h"
+
+namespace paddle_ops {
+
+enum class KLMode : int { kForward = 0, kReverse = 1, kJSD = 2, kEntropy = 3 };
+
+struct KLParams {
+  int64_t outer = 0;
+  int64_t classes = 0;
+  int64_t inner = 1;
+  KLMode mode = KLMode::kForward;
+  double temperature = 1.0;     // > 0; both logit rows are divided by it
+  double beta = 0.5;            // kJSD: weight of the teacher distribution in m, in [0, 1]
+  int64_t ignore_index = -100;  // rows whose row_index equals it give 0 loss and 0 gradient
+  int num_threads = 0;          // 0: default_num_threads()
+
+  PO_HD int64_t rows() const { return outer * inner; }
+};
+
+// Per-row statistics saved for backward, kKLStats values per row:
+//   [0] log-sum-exp of s / T, [1] log-sum-exp of t / T (0 for kEntropy),
+//   [2] the divergence the student gradient needs (KL, KL(q || m) or H),
+//   [3] the divergence the teacher gradient needs (KL or KL(p || m)).
+constexpr int kKLStats = 4;
+
+// s, t: [outer, classes, inner] (t = nullptr for kEntropy). row_index: [rows] int32/int64 or
+// nullptr (no row excluded). loss: [rows]; stats: [rows, kKLStats].
+template <typename T, typename I>
+void kl_logits_fwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_index,
+                       acc_t<T>* loss, acc_t<T>* stats);
+
+// loss_grad: [rows] or nullptr (zero). s_grad / t_grad: [outer, classes, inner], each written
+// completely when not nullptr.
+template <typename T, typename I>
+void kl_logits_bwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_index,
+                       const acc_t<T>* stats, const acc_t<T>* loss_grad, T* s_grad, T* t_grad);
+
+// Paddle's kl_div, elementwise over [rows, cols] with x = input (log-probabilities) and y = label:
+//   log_target = false: loss = y (log y - x) where y > 0, else 0
+//   log_target = true:  loss = exp(y) (y - x)
+//   dL/dx = -y (or -exp(y)), dL/dy = log y + 1 - x (or exp(y) (y - x + 1)); 0 where y <= 0.
+struct KLDivParams {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  bool log_target = false;
+  int num_threads = 0;
+};
+
+// Writes the elementwise loss to loss_elem ([rows, cols]) when it is not nullptr, and each row's
+// sum to loss_rows ([rows]) when that is not nullptr.
+template <typename T>
+void kl_div_fwd_cpu(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,
+                    acc_t<T>* loss_rows);
+
+// grad: [rows, cols] elementwise upstream gradient, or [rows] (one per row) when per_row.
+template <typename T>
+void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
+                    bool per_row, T* x_grad, T* y_grad);
+
+}  // namespace paddle_ops

@@ -1,0 +1,386 @@
+// Paddle bindings of the KL family (math in csrc/kernels/kl*):
+//   paddle_ops_kl_logits(S, T, RowIndex?) -> Loss, Stats       divergences between softmax(S / temp)
+//                                                               and softmax(T / temp), per row
+//   paddle_ops_softmax_entropy(X) -> Loss, Stats               entropy of softmax(X), per row
+//   paddle_ops_kl_div(X, Y) -> Loss                            Paddle's elementwise kl_div
+// S, T, X: [d0, ..., C (at `axis`), ..., dk], float32/float64/float16/bfloat16; RowIndex: int32/int64
+// with one value per row. Loss: the logits' shape without `axis` (kl_div: X's shape, or one value
+// per row of the last dimension with reduce_rows); Stats: Loss's shape + [kKLStats]; both in the
+// accumulation dtype. `label_grad` = false skips computing the gradient of T (Y), which is then
+// returned as an empty tensor.
+#include <vector>
+
+#include "paddle/extension.h"
+
+#include "../kernels/kl.h"
+#include "dispatch.h"
+
+namespace paddle_ops {
+namespace {
+
+struct RowLayout {
+  int64_t outer = 1;
+  int64_t classes = 1;
+  int64_t inner = 1;
+};
+
+RowLayout row_layout(const std::vector<int64_t>& shape, int axis) {
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  const int64_t a = normalize_axis(axis, rank);
+  RowLayout l;
+  for (int64_t d = 0; d < a; ++d) l.outer *= shape[d];
+  l.classes = shape[a];
+  for (int64_t d = a + 1; d < rank; ++d) l.inner *= shape[d];
+  return l;
+}
+
+std::vector<int64_t> without_axis(const std::vector<int64_t>& shape, int axis) {
+  const int64_t a = normalize_axis(axis, static_cast<int64_t>(shape.size()));
+  std::vector<int64_t> out;
+  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d)
+    if (d != a) out.push_back(shape[d]);
+  return out;
+}
+
+std::vector<int64_t> with_stats(std::vector<int64_t> rows_shape) {
+  rows_shape.push_back(kKLStats);
+  return rows_shape;
+}
+
+void check_float_input(const paddle::Tensor& x, const char* what) {
+  PO_CHECK(x.is_cpu(), "paddle_ops: this build has CPU kernels only; ", what, " is on ",
+           x.place());
+  PO_CHECK(is_float_dtype(x.dtype()), what, " must be a floating tensor, got ",
+           phi::DataTypeToString(x.dtype()));
+  PO_CHECK(x.is_contiguous(), what, " must be contiguous (call .contiguous() first)");
+}
+
+void check_pair(const paddle::Tensor& x, const paddle::Tensor& y, const char* xn,
+                const char* yn) {
+  check_float_input(x, xn);
+  check_float_input(y, yn);
+  PO_CHECK(x.shape() == y.shape(), xn, " and ", yn, " must have the same shape");
+  PO_CHECK(x.dtype() == y.dtype(), xn, " and ", yn, " must have the same dtype, got ",
+           phi::DataTypeToString(x.dtype()), " and ", phi::DataTypeToString(y.dtype()));
+}
+
+KLParams kl_params(const paddle::Tensor& s, int mode, int axis,
+                   const std::vector<float>& temperature, const std::vector<float>& beta,
+                   int64_t ignore_index) {
+  const RowLayout l = row_layout(s.shape(), axis);
+  KLParams p;
+  p.outer = l.outer;
+  p.classes = l.classes;
+  p.inner = l.inner;
+  PO_CHECK(mode >= 0 && mode <= static_cast<int>(KLMode::kJSD), "unknown KL mode ", mode);
+  p.mode = static_cast<KLMode>(mode);
+  p.temperature = join_double(temperature, "temperature");
+  p.beta = join_double(beta, "beta");
+  p.ignore_index = ignore_index;
+  PO_CHECK(p.temperature > 0, "temperature must be > 0, got ", p.temperature);
+  PO_CHECK(p.beta >= 0 && p.beta <= 1, "beta must be in [0, 1], got ", p.beta);
+  return p;
+}
+
+// Calls f(Tag<T>{}, Tag<I>{}) with I the row-index type (int64_t when there is none).
+template <typename F>
+void dispatch_kl(const paddle::Tensor& s, const paddle::optional<paddle::Tensor>& index, F&& f) {
+  dispatch_float(s.dtype(), "logits", [&](auto t) {
+    if (index) {
+      dispatch_index(index->dtype(), "target_index", [&](auto i) { f(t, i); });
+    } else {
+      f(t, Tag<int64_t>{});
+    }
+  });
+}
+
+std::vector<paddle::Tensor> KLLogitsForward(const paddle::Tensor& s, const paddle::Tensor& t,
+                                            const paddle::optional<paddle::Tensor>& index,
+                                            int mode, int axis,
+                                            const std::vector<float>& temperature,
+                                            const std::vector<float>& beta,
+                                            int64_t ignore_index, bool label_grad) {
+  check_pair(s, t, "input", "label");
+  const KLParams p = kl_params(s, mode, axis, temperature, beta, ignore_index);
+  if (index) {
+    PO_CHECK(index->numel() == p.rows(), "target_index has ", index->numel(),
+             " elements, expected one per row (", p.rows(), ")");
+    PO_CHECK(index->is_contiguous(), "target_index must be contiguous");
+  }
+  const auto rows_shape = without_axis(s.shape(), axis);
+  const auto stat = acc_dtype(s.dtype());
+  auto loss = paddle::empty(rows_shape, stat, s.place());
+  auto stats = paddle::empty(with_stats(rows_shape), stat, s.place());
+  if (p.rows() == 0) return {loss, stats};
+  PO_CHECK(p.classes > 0, "logits have zero classes along axis ", axis);
+  dispatch_kl(s, index, [&](auto tt, auto it) {
+    using T = typename decltype(tt)::type;
+    using I = typename decltype(it)::type;
+    using A = acc_t<T>;
+    kl_logits_fwd_cpu<T, I>(p, data_ptr<T>(s), data_ptr<T>(t),
+                            index ? data_ptr<I>(*index) : nullptr, data_ptr<A>(loss),
+                            data_ptr<A>(stats));
+  });
+  return {loss, stats};
+}
+
+std::vector<paddle::Tensor> KLLogitsBackward(const paddle::Tensor& s, const paddle::Tensor& t,
+                                             const paddle::optional<paddle::Tensor>& index,
+                                             const paddle::Tensor& stats,
+                                             const paddle::Tensor& loss_grad, int mode, int axis,
+                                             const std::vector<float>& temperature,
+                                             const std::vector<float>& beta,
+                                             int64_t ignore_index, bool label_grad) {
+  const KLParams p = kl_params(s, mode, axis, temperature, beta, ignore_index);
+  auto s_grad = paddle::empty(s.shape(), s.dtype(), s.place());
+  paddle::Tensor t_grad =
+      label_grad ? paddle::empty(t.shape(), t.dtype(), t.place()) : paddle::empty({0}, t.dtype(), t.place());
+  if (s.numel() == 0) return {s_grad, t_grad};
+  // An upstream gradient that was never produced (only Stats was used) is zero.
+  const bool has_grad = loss_grad.initialized() && loss_grad.numel() == p.rows();
+  dispatch_kl(s, index, [&](auto tt, auto it) {
+    using T = typename decltype(tt)::type;
+    using I = typename decltype(it)::type;
+    using A = acc_t<T>;
+    kl_logits_bwd_cpu<T, I>(p, data_ptr<T>(s), data_ptr<T>(t),
+                            index ? data_ptr<I>(*index) : nullptr, data_ptr<A>(stats),
+                            has_grad ? data_ptr<A>(loss_grad) : nullptr, data_ptr<T>(s_grad),
+                            label_grad ? data_ptr<T>(t_grad) : nullptr);
+  });
+  return {s_grad, t_grad};
+}
+
+std::vector<std::vector<int64_t>> KLLogitsForwardShape(
+    const std::vector<int64_t>& s, const std::vector<int64_t>& t,
+    const paddle::optional<std::vector<int64_t>>& index, int mode, int axis,
+    const std::vector<float>& temperature, const std::vector<float>& beta, int64_t ignore_index,
+    bool label_grad) {
+  const auto rows_shape = without_axis(s, axis);
+  return {rows_shape, with_stats(rows_shape)};
+}
+
+std::vector<paddle::DataType> KLLogitsForwardDtype(const paddle::DataType& s,
+                                                   const paddle::DataType& t,
+                                                   const paddle::optional<paddle::DataType>& i) {
+  return {acc_dtype(s), acc_dtype(s)};
+}
+
+std::vector<std::vector<int64_t>> KLLogitsBackwardShape(
+    const std::vector<int64_t>& s, const std::vector<int64_t>& t,
+    const paddle::optional<std::vector<int64_t>>& index, const std::vector<int64_t>& stats,
+    const std::vector<int64_t>& loss_grad, int mode, int axis,
+    const std::vector<float>& temperature, const std::vector<float>& beta, int64_t ignore_index,
+    bool label_grad) {
+  return {s, t};
+}
+
+std::vector<paddle::DataType> KLLogitsBackwardDtype(
+    const paddle::DataType& s, const paddle::DataType& t,
+    const paddle::optional<paddle::DataType>& index, const paddle::DataType& stats,
+    const paddle::DataType& loss_grad) {
+  return {s, t};
+}
+
+// ---- softmax entropy ----
+
+KLParams entropy_params(const paddle::Tensor& x, int axis) {
+  const RowLayout l = row_layout(x.shape(), axis);
+  KLParams p;
+  p.outer = l.outer;
+  p.classes = l.classes;
+  p.inner = l.inner;
+  p.mode = KLMode::kEntropy;
+  return p;
+}
+
+std::vector<paddle::Tensor> EntropyForward(const paddle::Tensor& x, int axis) {
+  check_float_input(x, "x");
+  const KLParams p = entropy_params(x, axis);
+  const auto rows_shape = without_axis(x.shape(), axis);
+  const auto stat = acc_dtype(x.dtype());
+  auto loss = paddle::empty(rows_shape, stat, x.place());
+  auto stats = paddle::empty(with_stats(rows_shape), stat, x.place());
+  if (p.rows() == 0) return {loss, stats};
+  PO_CHECK(p.classes > 0, "x has zero classes along axis ", axis);
+  dispatch_float(x.dtype(), "x", [&](auto tt) {
+    using T = typename decltype(tt)::type;
+    using A = acc_t<T>;
+    kl_logits_fwd_cpu<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr, data_ptr<A>(loss),
+                                  data_ptr<A>(stats));
+  });
+  return {loss, stats};
+}
+
+std::vector<paddle::Tensor> EntropyBackward(const paddle::Tensor& x, const paddle::Tensor& stats,
+                                            const paddle::Tensor& loss_grad, int axis) {
+  const KLParams p = entropy_params(x, axis);
+  auto grad = paddle::empty(x.shape(), x.dtype(), x.place());
+  if (x.numel() == 0) return {grad};
+  const bool has_grad = loss_grad.initialized() && loss_grad.numel() == p.rows();
+  dispatch_float(x.dtype(), "x", [&](auto tt) {
+    using T = typename decltype(tt)::type;
+    using A = acc_t<T>;
+    kl_logits_bwd_cpu<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr, data_ptr<A>(stats),
+                                  has_grad ? data_ptr<A>(loss_grad) : nullptr,
+                                  data_ptr<T>(grad), nullptr);
+  });
+  return {grad};
+}
+
+std::vector<std::vector<int64_t>> EntropyForwardShape(const std::vector<int64_t>& x, int axis) {
+  const auto rows_shape = without_axis(x, axis);
+  return {rows_shape, with_stats(rows_shape)};
+}
+
+std::vector<paddle::DataType> EntropyForwardDtype(const paddle::DataType& x) {
+  return {acc_dtype(x), acc_dtype(x)};
+}
+
+std::vector<std::vector<int64_t>> EntropyBackwardShape(const std::vector<int64_t>& x,
+                                                       const std::vector<int64_t>& stats,
+                                                       const std::vector<int64_t>& loss_grad,
+                                                       int axis) {
+  return {x};
+}
+
+std::vector<paddle::DataType> EntropyBackwardDtype(const paddle::DataType& x,
+                                                   const paddle::DataType& stats,
+                                                   const paddle::DataType& loss_grad) {
+  return {x};
+}
+
+// ---- elementwise kl_div ----
+
+KLDivParams kl_div_params(const std::vector<int64_t>& shape, bool log_target) {
+  KLDivParams p;
+  p.cols = shape.empty() ? 1 : shape.back();
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  p.rows = p.cols == 0 ? 0 : n / p.cols;
+  p.log_target = log_target;
+  return p;
+}
+
+std::vector<int64_t> kl_div_loss_shape(const std::vector<int64_t>& x, bool reduce_rows) {
+  if (!reduce_rows) return x;
+  if (x.empty()) return {1};
+  return std::vector<int64_t>(x.begin(), x.end() - 1);
+}
+
+std::vector<paddle::Tensor> KLDivForward(const paddle::Tensor& x, const paddle::Tensor& y,
+                                         bool log_target, bool reduce_rows, bool label_grad) {
+  check_pair(x, y, "input", "label");
+  const KLDivParams p = kl_div_params(x.shape(), log_target);
+  const auto stat = acc_dtype(x.dtype());
+  auto loss = paddle::empty(kl_div_loss_shape(x.shape(), reduce_rows), stat, x.place());
+  if (p.rows == 0) return {loss};
+  dispatch_float(x.dtype(), "input", [&](auto tt) {
+    using T = typename decltype(tt)::type;
+    using A = acc_t<T>;
+    kl_div_fwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(y), reduce_rows ? nullptr : data_ptr<A>(loss),
+                      reduce_rows ? data_ptr<A>(loss) : nullptr);
+  });
+  return {loss};
+}
+
+std::vector<paddle::Tensor> KLDivBackward(const paddle::Tensor& x, const paddle::Tensor& y,
+                                          const paddle::Tensor& loss_grad, bool log_target,
+                                          bool reduce_rows, bool label_grad) {
+  const KLDivParams p = kl_div_params(x.shape(), log_target);
+  auto x_grad = paddle::empty(x.shape(), x.dtype(), x.place());
+  paddle::Tensor y_grad =
+      label_grad ? paddle::empty(y.shape(), y.dtype(), y.place()) : paddle::empty({0}, y.dtype(), y.place());
+  if (p.rows == 0) return {x_grad, y_grad};
+  const bool has_grad = loss_grad.initialized();
+  dispatch_float(x.dtype(), "input", [&](auto tt) {
+    using T = typename decltype(tt)::type;
+    using A = acc_t<T>;
+    kl_div_bwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(y),
+                      has_grad ? data_ptr<A>(loss_grad) : nullptr, reduce_rows,
+                      data_ptr<T>(x_grad), label_grad ? data_ptr<T>(y_grad) : nullptr);
+  });
+  return {x_grad, y_grad};
+}
+
+std::vector<std::vector<int64_t>> KLDivForwardShape(const std::vector<int64_t>& x,
+                                                    const std::vector<int64_t>& y,
+                                                    bool log_target, bool reduce_rows,
+                                                    bool label_grad) {
+  return {kl_div_loss_shape(x, reduce_rows)};
+}
+
+std::vector<paddle::DataType> KLDivForwardDtype(const paddle::DataType& x,
+                                                const paddle::DataType& y) {
+  return {acc_dtype(x)};
+}
+
+std::vector<std::vector<int64_t>> KLDivBackwardShape(const std::vector<int64_t>& x,
+                                                     const std::vector<int64_t>& y,
+                                                     const std::vector<int64_t>& loss_grad,
+                                                     bool log_target, bool reduce_rows,
+                                                     bool label_grad) {
+  return {x, y};
+}
+
+std::vector<paddle::DataType> KLDivBackwardDtype(const paddle::DataType& x,
+                                                 const paddle::DataType& y,
+                                                 const paddle::DataType& loss_grad) {
+  return {x, y};
+}
+
+}  // namespace
+}  // namespace paddle_ops
+
+#define PO_KL_LOGITS_ATTRS                                                             \
+  {"mode: int", "axis: int", "temperature: std::vector<float>", "beta: std::vector<float>", \
+   "ignore_index: int64_t", "label_grad: bool"}
+
+PD_BUILD_OP(paddle_ops_kl_logits)
+    .Inputs({"S", "T", paddle::Optional("RowIndex")})
+    .Outputs({"Loss", "Stats"})
+    .Attrs(PO_KL_LOGITS_ATTRS)
+    .SetKernelFn(PD_KERNEL(paddle_ops::KLLogitsForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::KLLogitsForwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::KLLogitsForwardDtype));
+
+PD_BUILD_GRAD_OP(paddle_ops_kl_logits)
+    .Inputs({"S", "T", paddle::Optional("RowIndex"), "Stats", paddle::Grad("Loss")})
+    .Outputs({paddle::Grad("S"), paddle::Grad("T")})
+    .Attrs(PO_KL_LOGITS_ATTRS)
+    .SetKernelFn(PD_KERNEL(paddle_ops::KLLogitsBackward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::KLLogitsBackwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::KLLogitsBackwardDtype));
+
+PD_BUILD_OP(paddle_ops_softmax_entropy)
+    .Inputs({"X"})
+    .Outputs({"Loss", "Stats"})
+    .Attrs({"axis: int"})
+    .SetKernelFn(PD_KERNEL(paddle_ops::EntropyForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::EntropyForwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::EntropyForwardDtype));
+
+PD_BUILD_GRAD_OP(paddle_ops_softmax_entropy)
+    .Inputs({"X", "Stats", paddle::Grad("Loss")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"axis: int"})
+    .SetKernelFn(PD_KERNEL(paddle_ops::EntropyBackward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::EntropyBackwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::EntropyBackwardDtype));
+
+#define PO_KL_DIV_ATTRS {"log_target: bool", "reduce_rows: bool", "label_grad: bool"}
+
+PD_BUILD_OP(paddle_ops_kl_div)
+    .Inputs({"X", "Y"})
+    .Outputs({"Loss"})
+    .Attrs(PO_KL_DIV_ATTRS)
+    .SetKernelFn(PD_KERNEL(paddle_ops::KLDivForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::KLDivForwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::KLDivForwardDtype));
+
+PD_BUILD_GRAD_OP(paddle_ops_kl_div)
+    .Inputs({"X", "Y", paddle::Grad("Loss")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Y")})
+    .Attrs(PO_KL_DIV_ATTRS)
+    .SetKernelFn(PD_KERNEL(paddle_ops::KLDivBackward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::KLDivBackwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::KLDivBackwardDtype));
