@@ -93,3 +93,207 @@ def paddle_cross_entropy(x, label, grad_out=None, **kwargs):
         np.asarray(grad_out).reshape(loss.shape), dtype=loss.dtype)
     paddle.autograd.backward([loss], [g])
     return loss.numpy(), xt.grad.numpy()
+
+
+# ---- the KL family ----
+
+def _class_rows(x, axis):
+    """x (float64) with the class axis moved last and flattened to [rows, classes]."""
+    xm = np.moveaxis(np.asarray(x, np.float64), axis, -1)
+    return xm.reshape(-1, xm.shape[-1]), xm.shape
+
+
+def _from_class_rows(rows, moved_shape, axis):
+    """Inverse of _class_rows for a [rows, classes] array."""
+    return np.moveaxis(rows.reshape(moved_shape), -1, axis)
+
+
+def _log_softmax_rows(z):
+    """log softmax of each row and its log-sum-exp; a row of only -inf has lse -inf (no
+    distribution) and its log-probabilities are left -inf."""
+    m = z.max(axis=1) if z.size else np.zeros(z.shape[0])
+    shift = np.where(m == -np.inf, 0.0, m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lse = shift + np.log(np.exp(z - shift[:, None]).sum(axis=1))
+        logp = np.where(lse[:, None] == -np.inf, -np.inf, z - lse[:, None])
+    return logp, lse
+
+
+def _plogr(p, logp, logr):
+    """Elementwise p * (log p - log r) with the convention 0 * log(0 / r) = 0."""
+    with np.errstate(invalid="ignore"):
+        return np.where(p != 0, p * (logp - logr), 0.0)
+
+
+def _row_upstream(reduction, grad_out, rows_shape, n_rows, denom):
+    """d(loss)/d(per-row divergence) times the upstream gradient, one value per row."""
+    if reduction == "none":
+        return np.broadcast_to(np.asarray(grad_out, np.float64), rows_shape).reshape(-1)
+    scale = 1.0 if reduction == "sum" else 1.0 / denom
+    return np.full(n_rows, float(grad_out) * scale)
+
+
+def kl_logits_ref(s, t, mode="forward", temperature=1.0, beta=0.5, reduction="batchmean",
+                  ignore_index=-100, target_index=None, axis=-1, scale_t2=False, grad_out=1.0):
+    """Divergence between q = softmax(s / T) (student) and p = softmax(t / T) (teacher), per row:
+    mode 'forward' KL(p || q), 'reverse' KL(q || p), 'jsd' beta KL(p || m) + (1 - beta) KL(q || m)
+    with m = beta p + (1 - beta) q. Returns (loss, dloss/ds, dloss/dt) in float64, the gradients
+    multiplied by grad_out (the loss's shape).
+
+    Terms with a zero weighting probability are 0; a JSD half whose weight (beta or 1 - beta) is
+    0 is dropped, so beta in {0, 1} is exactly 0 as the definition says. Rows whose target_index
+    is ignore_index, and rows whose student or teacher logits are all -inf, have loss 0 and
+    gradient 0. 'batchmean' divides the sum by the rows that are not ignored, 'mean' by those rows
+    times the class count (a zero count divides by 1); scale_t2 multiplies the loss by T^2.
+    """
+    axis = axis % np.ndim(s)
+    S, moved = _class_rows(s, axis)
+    Tt, _ = _class_rows(t, axis)
+    n_rows, classes = S.shape
+    rows_shape = moved[:-1]
+    logq, ls = _log_softmax_rows(S / temperature)
+    logp, lt = _log_softmax_rows(Tt / temperature)
+    q = np.exp(logq)
+    p = np.exp(logp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if mode == "forward":
+            div = _plogr(p, logp, logq).sum(axis=1)
+            ds = q - p
+            dt = np.where(p != 0, p * (logp - logq - div[:, None]), 0.0)
+        elif mode == "reverse":
+            div = _plogr(q, logq, logp).sum(axis=1)
+            ds = np.where(q != 0, q * (logq - logp - div[:, None]), 0.0)
+            dt = p - q
+        elif mode == "jsd":
+            logm = np.log(beta * p + (1.0 - beta) * q)
+            kl_pm = _plogr(p, logp, logm).sum(axis=1)
+            kl_qm = _plogr(q, logq, logm).sum(axis=1)
+            div = np.zeros(n_rows)
+            ds = np.zeros_like(S)
+            dt = np.zeros_like(S)
+            if beta != 0.0:
+                div = div + beta * kl_pm
+                dt = beta * np.where(p != 0, p * (logp - logm - kl_pm[:, None]), 0.0)
+            if beta != 1.0:
+                div = div + (1.0 - beta) * kl_qm
+                ds = (1.0 - beta) * np.where(q != 0, q * (logq - logm - kl_qm[:, None]), 0.0)
+        else:
+            raise ValueError(f"unknown mode {mode!r}")
+    ds = ds / temperature
+    dt = dt / temperature
+    counted = np.ones(n_rows, bool)
+    if target_index is not None:
+        counted = np.asarray(target_index).reshape(-1) != ignore_index
+    live = counted & (ls != -np.inf) & (lt != -np.inf)
+    factor = temperature * temperature if scale_t2 else 1.0
+    loss_rows = np.where(live, factor * div, 0.0)
+    n_counted = int(counted.sum())
+    denom = (n_counted * classes if reduction == "mean" else n_counted) or 1
+    if reduction == "none":
+        loss = loss_rows.reshape(rows_shape)
+    elif reduction == "sum":
+        loss = loss_rows.sum()
+    else:
+        loss = loss_rows.sum() / denom
+    g = factor * _row_upstream(reduction, grad_out, rows_shape, n_rows, denom)
+    live = live[:, None]
+    with np.errstate(invalid="ignore"):
+        ds = np.where(live, g[:, None] * ds, 0.0)
+        dt = np.where(live, g[:, None] * dt, 0.0)
+    return loss, _from_class_rows(ds, moved, axis), _from_class_rows(dt, moved, axis)
+
+
+def softmax_entropy_ref(x, axis=-1, reduction="none", grad_out=1.0):
+    """Entropy H = -sum_j q_j log q_j of q = softmax(x) along axis, and dH/dx_j = -q_j (log q_j
+    + H), times grad_out; 0 * log 0 = 0, and a row of only -inf has H = 0 and gradient 0.
+    Returns (loss, dloss/dx) in float64; 'mean' averages over the rows."""
+    axis = axis % np.ndim(x)
+    X, moved = _class_rows(x, axis)
+    n_rows = X.shape[0]
+    logq, lse = _log_softmax_rows(X)
+    q = np.exp(logq)
+    with np.errstate(invalid="ignore"):
+        h = -np.where(q != 0, q * logq, 0.0).sum(axis=1)
+        dx = np.where(q != 0, -q * (logq + h[:, None]), 0.0)
+    live = lse != -np.inf
+    h = np.where(live, h, 0.0)
+    if reduction == "none":
+        loss = h.reshape(moved[:-1])
+    elif reduction == "sum":
+        loss = h.sum()
+    else:
+        loss = h.sum() / (n_rows or 1)
+    g = _row_upstream(reduction, grad_out, moved[:-1], n_rows, n_rows or 1)
+    dx = np.where(live[:, None], g[:, None] * dx, 0.0)
+    return loss, _from_class_rows(dx, moved, axis)
+
+
+def kl_div_ref(x, y, reduction="mean", log_target=False, grad_out=1.0):
+    """Paddle's kl_div from its definition: elementwise y (log y - x), 0 where y <= 0 (or
+    exp(y) (y - x) with log_target). Returns (loss, dloss/dx, dloss/dy) in float64, the gradients
+    multiplied by grad_out (the loss's shape). 'mean' divides by the element count, 'batchmean' by
+    x.shape[0] (nothing for a 0-D input). A NaN label stays NaN."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if log_target:
+            ey = np.exp(y)
+            elem = ey * (y - x)
+            dx = -ey
+            dy = ey * (y - x + 1.0)
+        else:
+            off = y <= 0
+            logy = np.log(np.where(off, 1.0, y))
+            elem = np.where(off, 0.0, y * (logy - x))
+            dx = np.where(off, 0.0, -y)
+            dy = np.where(off, 0.0, logy + 1.0 - x)
+    if reduction == "none":
+        return elem, grad_out * dx, grad_out * dy
+    denom = 1.0
+    if reduction == "mean":
+        denom = max(x.size, 1)
+    elif reduction == "batchmean" and x.ndim > 0:
+        denom = x.shape[0] or 1
+    g = float(grad_out) / denom
+    return elem.sum() / denom, g * dx, g * dy
+
+
+def paddle_kl_logits_composition(s, t, temperature=1.0, reduction="batchmean", reverse=False):
+    """The unfused Paddle baseline for kl_div_with_logits on [rows, classes] tensors:
+    kl_div(log_softmax(s / T), softmax(t / T)); reverse=True swaps the roles, giving KL(q || p).
+    Paddle's kl_div gives its label no gradient, so the side passed through softmax gets none."""
+    F = paddle.nn.functional
+    if reverse:
+        return F.kl_div(F.log_softmax(t / temperature, axis=-1),
+                        F.softmax(s / temperature, axis=-1), reduction=reduction)
+    return F.kl_div(F.log_softmax(s / temperature, axis=-1), F.softmax(t / temperature, axis=-1),
+                    reduction=reduction)
+
+
+def paddle_jsd_composition(s, t, beta=0.5, temperature=1.0, reduction="batchmean"):
+    """The unfused Paddle baseline for jensen_shannon_with_logits on [rows, classes] tensors:
+    beta * KL(p || m) + (1 - beta) * KL(q || m), m = beta p + (1 - beta) q, q = softmax(s / T),
+    p = softmax(t / T), from log_softmax, exp and log. Written out rather than through
+    paddle.nn.functional.kl_div, whose label gets no gradient: here the student's q is weighted
+    by itself in its half, so its gradient must flow through both places. Meant for finite
+    logits (a zero probability would make its term 0 * -inf = NaN)."""
+    F = paddle.nn.functional
+    logq = F.log_softmax(s / temperature, axis=-1)
+    logp = F.log_softmax(t / temperature, axis=-1)
+    q = paddle.exp(logq)
+    p = paddle.exp(logp)
+    logm = paddle.log(beta * p + (1.0 - beta) * q)
+    rows = (beta * paddle.sum(p * (logp - logm), axis=-1)
+            + (1.0 - beta) * paddle.sum(q * (logq - logm), axis=-1))
+    if reduction == "none":
+        return rows
+    total = paddle.sum(rows)
+    if reduction == "sum":
+        return total
+    n_rows, classes = s.shape[0], s.shape[-1]
+    return total / (n_rows * classes if reduction == "mean" else n_rows)
+
+
+def paddle_builtin_kl_div(input, label, **kwargs):
+    """Paddle's built-in kl_div, which tests compare against and benchmarks time."""
+    return paddle.nn.functional.kl_div(input, label, **kwargs)

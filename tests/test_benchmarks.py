@@ -24,3 +24,29 @@ def test_bench_softmax_ce_smoke(tmp_path):
     expected |= {("paddle", m, "float32") for m in ("fwd", "bwd", "full")}
     assert got == expected
     assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)
+
+
+def test_bench_kl_smoke(tmp_path):
+    # Tiny shapes for every op of the family; 500 classes keeps the log_softmax-based
+    # compositions (quadratic in the class count on CPU) well under a second.
+    out = tmp_path / "results.csv"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_kl.py"),
+         "--shapes", "32x500", "--reps", "2", "--warmup", "0", "--no-plot", "--csv", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ops = ("kl_logits", "jsd_logits", "softmax_entropy", "kl_div")
+    with open(out) as f:
+        rows = [r for r in csv.DictReader(f) if r["op"] in ops]
+    modes = ("fwd", "bwd", "full")
+    # Both providers in float32 for every op; bfloat16 only for kl_logits and only paddle_ops
+    # (Paddle has no CPU bfloat16 softmax, log_softmax or kl_div).
+    expected = {(op, p, m, "float32") for op in ops for p in ("paddle_ops", "paddle")
+                for m in modes}
+    expected |= {("kl_logits", "paddle_ops", m, "bfloat16") for m in modes}
+    got = {(r["op"], r["provider"], r["mode"], r["dtype"]) for r in rows}
+    assert got == expected
+    assert len(rows) == len(expected)
+    assert all(r["shape"] == "32x500" for r in rows)
+    assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)
+    assert all(float(r["gbps"]) > 0 for r in rows)

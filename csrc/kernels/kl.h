@@ -17,8 +17,10 @@
 //   kEntropy  H(q) = -sum_j q_j log q_j (no teacher)
 //             dL/ds_j = -q_j (log q_j + H) / T
 // Terms with a zero probability contribute 0 (x log x -> 0), so a class masked (-inf) in both rows,
-// or in the row that weights the term, adds nothing. A row whose student (or teacher) logits are
-// all -inf has no distribution: its loss and gradient are 0.
+// or in the row that weights the term, adds nothing; a JSD half with weight 0 is left out. A row
+// whose student (or teacher) logits are all -inf has no distribution: its loss and gradient are 0.
+// A class masked in only the row a KL divides by (the student for forward KL, the teacher for
+// reverse) makes the divergence +inf, its true value; the other row's gradient is then NaN.
 #pragma once
 
 #include <cstdint>

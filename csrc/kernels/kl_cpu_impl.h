@@ -91,7 +91,9 @@ struct KLRows {
       });
       st[2] = kl_qm;
       st[3] = kl_pm;
-      loss[r] = beta * kl_pm + (1 - beta) * kl_qm;
+      // A half with weight 0 is left out rather than multiplied by 0: at beta = 0 (m = q) a class
+      // the student masks but the teacher does not makes KL(p || m) infinite, and 0 * inf is NaN.
+      loss[r] = (beta != 0 ? beta * kl_pm : A(0)) + (beta != 1 ? (1 - beta) * kl_qm : A(0));
       return;
     }
     const bool reverse = p.mode == KLMode::kReverse;
@@ -146,8 +148,9 @@ struct KLRows {
         const A q = exp_acc(lq);
         const A pj = exp_acc(lp);
         const A lm = log_acc(beta * pj + (1 - beta) * q);
-        if (s_grad) so.set(j, q != 0 ? g * (1 - beta) * q * (lq - lm - ds) : A(0));
-        if (t_grad) to.set(j, pj != 0 ? g * beta * pj * (lp - lm - dt) : A(0));
+        // As in forward, a side whose weight is 0 gets exactly 0 (not 0 * inf).
+        if (s_grad) so.set(j, q != 0 && beta != 1 ? g * (1 - beta) * q * (lq - lm - ds) : A(0));
+        if (t_grad) to.set(j, pj != 0 && beta != 0 ? g * beta * pj * (lp - lm - dt) : A(0));
       }
       return;
     }

@@ -157,7 +157,9 @@ def softmax_entropy(x, axis=-1, reduction='none', name=None):
     if reduction == "sum":
         return paddle.sum(loss)
     if reduction == "mean":
-        return paddle.mean(loss)
+        # An empty batch averages to 0, as for the other paddle_ops losses.
+        count = paddle.numel(loss).astype(loss.dtype)
+        return paddle.sum(loss) / paddle.where(count == 0, paddle.ones_like(count), count)
     return loss
 
 
