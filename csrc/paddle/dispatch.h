@@ -113,4 +113,30 @@ inline int64_t normalize_axis(int64_t axis, int64_t rank) {
   return axis < 0 ? axis + rank : axis;
 }
 
+// A tensor viewed as [outer, classes (at `axis`), inner], the layout every row kernel takes.
+struct RowLayout {
+  int64_t outer = 1;
+  int64_t classes = 1;
+  int64_t inner = 1;
+};
+
+inline RowLayout row_layout(const std::vector<int64_t>& shape, int64_t axis) {
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  const int64_t a = normalize_axis(axis, rank);
+  RowLayout l;
+  for (int64_t d = 0; d < a; ++d) l.outer *= shape[d];
+  l.classes = shape[a];
+  for (int64_t d = a + 1; d < rank; ++d) l.inner *= shape[d];
+  return l;
+}
+
+// The shape without `axis` (one entry per row); -1 (dynamic) dimensions pass through.
+inline std::vector<int64_t> drop_axis(const std::vector<int64_t>& shape, int64_t axis) {
+  const int64_t a = normalize_axis(axis, static_cast<int64_t>(shape.size()));
+  std::vector<int64_t> out;
+  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d)
+    if (d != a) out.push_back(shape[d]);
+  return out;
+}
+
 }  // namespace paddle_ops

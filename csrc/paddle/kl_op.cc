@@ -18,30 +18,6 @@
 namespace paddle_ops {
 namespace {
 
-struct RowLayout {
-  int64_t outer = 1;
-  int64_t classes = 1;
-  int64_t inner = 1;
-};
-
-RowLayout row_layout(const std::vector<int64_t>& shape, int axis) {
-  const int64_t rank = static_cast<int64_t>(shape.size());
-  const int64_t a = normalize_axis(axis, rank);
-  RowLayout l;
-  for (int64_t d = 0; d < a; ++d) l.outer *= shape[d];
-  l.classes = shape[a];
-  for (int64_t d = a + 1; d < rank; ++d) l.inner *= shape[d];
-  return l;
-}
-
-std::vector<int64_t> without_axis(const std::vector<int64_t>& shape, int axis) {
-  const int64_t a = normalize_axis(axis, static_cast<int64_t>(shape.size()));
-  std::vector<int64_t> out;
-  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d)
-    if (d != a) out.push_back(shape[d]);
-  return out;
-}
-
 std::vector<int64_t> with_stats(std::vector<int64_t> rows_shape) {
   rows_shape.push_back(kKLStats);
   return rows_shape;
@@ -107,7 +83,7 @@ std::vector<paddle::Tensor> KLLogitsForward(const paddle::Tensor& s, const paddl
              " elements, expected one per row (", p.rows(), ")");
     PO_CHECK(index->is_contiguous(), "target_index must be contiguous");
   }
-  const auto rows_shape = without_axis(s.shape(), axis);
+  const auto rows_shape = drop_axis(s.shape(), axis);
   const auto stat = acc_dtype(s.dtype());
   auto loss = paddle::empty(rows_shape, stat, s.place());
   auto stats = paddle::empty(with_stats(rows_shape), stat, s.place());
@@ -155,7 +131,7 @@ std::vector<std::vector<int64_t>> KLLogitsForwardShape(
     const paddle::optional<std::vector<int64_t>>& index, int mode, int axis,
     const std::vector<float>& temperature, const std::vector<float>& beta, int64_t ignore_index,
     bool label_grad) {
-  const auto rows_shape = without_axis(s, axis);
+  const auto rows_shape = drop_axis(s, axis);
   return {rows_shape, with_stats(rows_shape)};
 }
 
@@ -196,7 +172,7 @@ KLParams entropy_params(const paddle::Tensor& x, int axis) {
 std::vector<paddle::Tensor> EntropyForward(const paddle::Tensor& x, int axis) {
   check_float_input(x, "x");
   const KLParams p = entropy_params(x, axis);
-  const auto rows_shape = without_axis(x.shape(), axis);
+  const auto rows_shape = drop_axis(x.shape(), axis);
   const auto stat = acc_dtype(x.dtype());
   auto loss = paddle::empty(rows_shape, stat, x.place());
   auto stats = paddle::empty(with_stats(rows_shape), stat, x.place());
@@ -228,7 +204,7 @@ std::vector<paddle::Tensor> EntropyBackward(const paddle::Tensor& x, const paddl
 }
 
 std::vector<std::vector<int64_t>> EntropyForwardShape(const std::vector<int64_t>& x, int axis) {
-  const auto rows_shape = without_axis(x, axis);
+  const auto rows_shape = drop_axis(x, axis);
   return {rows_shape, with_stats(rows_shape)};
 }
 

@@ -19,28 +19,18 @@ namespace paddle_ops {
 namespace {
 
 SoftmaxCEParams make_params(const std::vector<int64_t>& shape, int axis, int64_t ignore_index,
-                            const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax) {
-  const int64_t rank = static_cast<int64_t>(shape.size());
-  const int64_t a = normalize_axis(axis, rank);
+                            const std::vector<float>& label_smoothing,
+                            const std::vector<float>& z_loss, bool use_softmax) {
+  const RowLayout l = row_layout(shape, axis);
   SoftmaxCEParams p;
-  p.outer = 1;
-  for (int64_t d = 0; d < a; ++d) p.outer *= shape[d];
-  p.classes = shape[a];
-  p.inner = 1;
-  for (int64_t d = a + 1; d < rank; ++d) p.inner *= shape[d];
+  p.outer = l.outer;
+  p.classes = l.classes;
+  p.inner = l.inner;
   p.ignore_index = ignore_index;
   p.label_smoothing = join_double(label_smoothing, "label_smoothing");
   p.z_loss = join_double(z_loss, "z_loss");
   p.use_softmax = use_softmax;
   return p;
-}
-
-std::vector<int64_t> drop_axis(const std::vector<int64_t>& shape, int axis) {
-  const int64_t a = normalize_axis(axis, static_cast<int64_t>(shape.size()));
-  std::vector<int64_t> out;
-  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d)
-    if (d != a) out.push_back(shape[d]);
-  return out;
 }
 
 void check_inputs(const paddle::Tensor& x, const paddle::Tensor& label,
