@@ -20,7 +20,8 @@
 // or in the row that weights the term, adds nothing; a JSD half with weight 0 is left out. A row
 // whose student (or teacher) logits are all -inf has no distribution: its loss and gradient are 0.
 // A class masked in only the row a KL divides by (the student for forward KL, the teacher for
-// reverse) makes the divergence +inf, its true value; the other row's gradient is then NaN.
+// reverse) makes the divergence +inf, its true value; the other row's gradient is then +-inf where
+// its probability is positive and NaN on the masked class.
 #pragma once
 
 #include <cstdint>

@@ -134,6 +134,7 @@ struct KLRows {
         const A lq = sr[j] - ls;
         const A q = exp_acc(lq);
         so.set(j, q != 0 ? -g * q * (lq + h) : A(0));
+        if (t_grad) to.set(j, 0);  // there is no teacher; a requested gradient is still written
       }
       return;
     }

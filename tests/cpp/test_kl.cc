@@ -1,0 +1,1161 @@
+// KL-family CPU kernels (csrc/kernels/kl.h): kl_logits_fwd_cpu / kl_logits_bwd_cpu in the four
+// modes and Paddle's elementwise kl_div_fwd_cpu / kl_div_bwd_cpu, against a long-double reference
+// written out in this file from the formulas of kl.h.
+//
+// 16-bit inputs are stored with from_float and decoded with to_float (test_dtypes.cc checks both
+// bit-exactly); every expected value is computed from the decoded inputs with <cmath> in long
+// double, two-pass log-sum-exp, never with the kernels' own helpers.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <iostream>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "dtypes.h"
+#include "kl.h"
+
+namespace paddle_ops {
+namespace {
+
+using LD = long double;
+constexpr LD kInfLD = std::numeric_limits<LD>::infinity();
+constexpr LD kNaNLD = std::numeric_limits<LD>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+template <typename T>
+T encode(double v) {
+  if constexpr (std::is_same<T, double>::value || std::is_same<T, float>::value) {
+    return static_cast<T>(v);
+  } else {
+    return from_float<T>(static_cast<float>(v));
+  }
+}
+
+template <typename T>
+LD value(T v) {
+  return static_cast<LD>(to_float(v));
+}
+
+template <typename T>
+std::string type_name() {
+  if constexpr (std::is_same<T, float>::value) {
+    return "f32";
+  } else if constexpr (std::is_same<T, double>::value) {
+    return "f64";
+  } else if constexpr (std::is_same<T, fp16>::value) {
+    return "f16";
+  } else if constexpr (std::is_same<T, bf16>::value) {
+    return "bf16";
+  } else if constexpr (std::is_same<T, int32_t>::value) {
+    return "i32";
+  } else {
+    static_assert(std::is_same<T, int64_t>::value, "no name for this type");
+    return "i64";
+  }
+}
+
+// |x| for finite x and 0 otherwise: a log-probability of -inf belongs to a zero-probability term,
+// which contributes nothing and so carries no rounding error either.
+LD finite_abs(LD x) { return std::isfinite(x) ? std::fabs(x) : 0; }
+
+// The kl.h convention for weighted logarithms: a zero weight gives 0 even against an infinite or
+// NaN factor (x log x -> 0), while a NaN weight stays NaN.
+LD weighted(LD w, LD d) { return w == 0 ? 0 : w * d; }
+
+// ------------------------------------------------------------------------------------------------
+// Tolerances
+//
+// Every expected value comes with an error scale worked out from the inputs (see the references).
+// A result passes when |got - want| <= units * u * scale + out_rel * |want| + out_floor, where u is
+// the unit roundoff of the accumulation type and out_rel / out_floor the one rounding of a gradient
+// to its 16-bit storage type (relative half-ulp, and half the subnormal step below the normals).
+struct Precision {
+  LD u, out_rel, out_floor;
+};
+
+template <typename T>
+Precision precision();
+template <>
+Precision precision<double>() {
+  return {0x1p-53L, 0, 0};
+}
+template <>
+Precision precision<float>() {
+  return {0x1p-24L, 0, 0};
+}
+// fp16: 10 stored mantissa bits; subnormal step 2^-24.
+template <>
+Precision precision<fp16>() {
+  return {0x1p-24L, 0x1p-11L, 0x1p-25L};
+}
+// bf16: 7 stored mantissa bits; subnormal step 2^-133.
+template <>
+Precision precision<bf16>() {
+  return {0x1p-24L, 0x1p-8L, 0x1p-134L};
+}
+
+// Logit rows. A log-probability a_j - lse is a difference of numbers of magnitude up to M (the
+// row's largest |logit / T| or |lse|), so it carries an absolute error of a few ulps of M; exp()
+// turns that into the same relative error of the probability. Each weighted term w (l1 - l2 - D)
+// therefore errs by about u M w (1 + |l1| + |l2| + |D|), and the lane sums add a few more
+// roundings of the terms' magnitudes. The scales below are those bounds without their constant;
+// the worst cases measured over this file's problems, every ISA, were 1.9 u scale for losses and
+// statistics and 1.8 u scale for gradients (beyond their storage rounding), so 8 units leave a
+// factor of 4. A temperature off by 1e-5 relative in the reference fails every KLLogits case.
+constexpr LD kLogitUnits = 8;
+
+// kl_div terms take a log or exp and two or three roundings per element (measured worst 1.2 u
+// scale for losses, 2.2 u scale for gradients). A row sum adds, in each of 16 lanes, one rounding
+// per accumulated term, about cols / 16 of them, so rows get (kDivUnits + cols / 16) u of the
+// summed term scales (measured worst 1.8 u of those sums).
+constexpr LD kDivUnits = 8;
+
+bool close(LD got, LD want, LD tol) {
+  if (std::isnan(want)) return std::isnan(got);
+  if (std::isinf(want)) return got == want;
+  return std::fabs(got - want) <= tol;
+}
+
+// Gathers mismatches and prints the first few, so that a broken kernel reports readably.
+class Mismatches {
+ public:
+  void check(const char* what, int64_t index, LD got, LD want, LD tol) {
+    if (close(got, want, tol)) return;
+    ++count_;
+    if (count_ <= 8) {
+      text_ << "\n  " << what << "[" << index << "]: got " << static_cast<double>(got) << ", want "
+            << static_cast<double>(want) << " (tol " << static_cast<double>(tol) << ")";
+    }
+  }
+  ::testing::AssertionResult result() const {
+    if (count_ == 0) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << count_ << " mismatches:" << text_.str();
+  }
+
+ private:
+  int64_t count_ = 0;
+  std::ostringstream text_;
+};
+
+// ------------------------------------------------------------------------------------------------
+// kl_logits: problems
+
+std::string mode_name(KLMode m) {
+  switch (m) {
+    case KLMode::kForward:
+      return "forward";
+    case KLMode::kReverse:
+      return "reverse";
+    case KLMode::kJSD:
+      return "jsd";
+    case KLMode::kEntropy:
+      return "entropy";
+  }
+  return "unknown";
+}
+
+struct KLCase {
+  std::string name;
+  int64_t outer = 1;
+  int64_t classes = 1;
+  int64_t inner = 1;
+  KLMode mode = KLMode::kForward;
+  double temperature = 1.0;
+  double beta = 0.5;
+  bool with_index = false;  // false: row_index = nullptr
+  int64_t ignore_index = -100;
+  double ignore_fraction = 0;  // share of rows whose row_index is ignore_index
+  double mask_fraction = 0;    // share of classes that are -inf in both rows of a row pair
+  bool random_grad = false;    // upstream gradient uniform in [-2, 2] instead of 1
+
+  KLCase(std::string n, int64_t o, int64_t c, int64_t i = 1)
+      : name(std::move(n)), outer(o), classes(c), inner(i) {}
+  KLCase& in_mode(KLMode m) {
+    mode = m;
+    name += "_" + mode_name(m);
+    return *this;
+  }
+  KLCase& temp(double t) {
+    temperature = t;
+    return *this;
+  }
+  KLCase& jsd_beta(double b) {
+    beta = b;
+    return *this;
+  }
+  KLCase& ignore(int64_t index, double fraction) {
+    with_index = true;
+    ignore_index = index;
+    ignore_fraction = fraction;
+    return *this;
+  }
+  KLCase& masked(double fraction) {
+    mask_fraction = fraction;
+    return *this;
+  }
+  KLCase& upstream() {
+    random_grad = true;
+    return *this;
+  }
+};
+
+std::ostream& operator<<(std::ostream& os, const KLCase& c) { return os << c.name; }
+
+// Offset of (row r, class j) in an [outer, classes, inner] tensor; row r is (r / inner, r % inner).
+int64_t at(int64_t classes, int64_t inner, int64_t r, int64_t j) {
+  return ((r / inner) * classes + j) * inner + r % inner;
+}
+
+template <typename T, typename I>
+struct KLProblem {
+  using A = acc_t<T>;
+  KLParams p;
+  std::vector<T> s;          // student logits, [outer, classes, inner]
+  std::vector<T> t;          // teacher logits; empty for kEntropy (passed as nullptr)
+  std::vector<I> index;      // [rows]; empty: nullptr
+  std::vector<A> loss_grad;  // [rows]
+
+  const T* t_ptr() const { return t.empty() ? nullptr : t.data(); }
+  const I* index_ptr() const { return index.empty() ? nullptr : index.data(); }
+  bool teacher() const { return p.mode != KLMode::kEntropy; }
+  bool ignored(int64_t r) const {
+    return !index.empty() && static_cast<int64_t>(index[r]) == p.ignore_index;
+  }
+  int64_t off(int64_t r, int64_t j) const { return at(p.classes, p.inner, r, j); }
+  void set_s(int64_t r, int64_t j, double v) { s[off(r, j)] = encode<T>(v); }
+  void set_t(int64_t r, int64_t j, double v) { t[off(r, j)] = encode<T>(v); }
+};
+
+template <typename T, typename I>
+KLProblem<T, I> make_kl_problem(const KLCase& c) {
+  KLProblem<T, I> pr;
+  KLParams& p = pr.p;
+  p.outer = c.outer;
+  p.classes = c.classes;
+  p.inner = c.inner;
+  p.mode = c.mode;
+  p.temperature = c.temperature;
+  p.beta = c.beta;
+  p.ignore_index = c.ignore_index;
+  p.num_threads = 2;  // the determinism tests vary this
+  const int64_t rows = p.rows();
+  const int64_t C = p.classes;
+  const size_t n = static_cast<size_t>(rows * C);
+
+  std::mt19937_64 rng(0x6b1d0000u + static_cast<uint64_t>(C * 131 + rows));
+  std::normal_distribution<double> normal(0.0, 2.0);
+  std::normal_distribution<double> noise(0.0, 1.5);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  std::uniform_int_distribution<int64_t> any_class(0, C - 1);
+
+  pr.s.resize(n);
+  if (pr.teacher()) pr.t.resize(n);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t kept = any_class(rng);  // one class is never masked, so both rows stay defined
+    for (int64_t j = 0; j < C; ++j) {
+      // Teacher logits correlated with the student's, as in distillation: divergences of order 1.
+      const double sv = normal(rng);
+      const double tv = 0.6 * sv + noise(rng);
+      const bool masked = j != kept && unit(rng) < c.mask_fraction;
+      pr.set_s(r, j, masked ? -kInf : sv);
+      if (pr.teacher()) pr.set_t(r, j, masked ? -kInf : tv);
+    }
+  }
+  if (c.with_index) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const bool drop = unit(rng) < c.ignore_fraction;
+      pr.index.push_back(static_cast<I>(drop ? c.ignore_index : any_class(rng)));
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    pr.loss_grad.push_back(static_cast<acc_t<T>>(c.random_grad ? 4 * unit(rng) - 2 : 1.0));
+  }
+  return pr;
+}
+
+// ------------------------------------------------------------------------------------------------
+// kl_logits: reference, straight from kl.h
+
+struct KLRef {
+  std::vector<LD> loss, loss_scale;  // [rows]
+  std::vector<LD> stats;             // [rows, kKLStats]; NaN where kl.h leaves it open
+  std::vector<char> stat_defined;    // [rows, kKLStats]
+  std::vector<LD> stat_scale;        // [rows, kKLStats]
+  std::vector<LD> s_grad, t_grad;    // [outer, classes, inner]
+  std::vector<LD> grad_scale;        // error scale of both gradients, [outer, classes, inner]
+};
+
+// Two-pass log-sum-exp: NaN if any entry is NaN, -inf if every entry is -inf.
+LD reference_lse(const std::vector<LD>& a) {
+  LD m = -kInfLD;
+  for (LD v : a) {
+    if (std::isnan(v)) return kNaNLD;
+    m = std::max(m, v);
+  }
+  if (m == -kInfLD) return -kInfLD;
+  LD sum = 0;
+  for (LD v : a) sum += std::exp(v - m);
+  return m + std::log(sum);
+}
+
+template <typename T, typename I>
+KLRef kl_reference(const KLProblem<T, I>& pr) {
+  const KLParams& p = pr.p;
+  const int64_t rows = p.rows();
+  const int64_t C = p.classes;
+  const size_t n = static_cast<size_t>(rows * C);
+  const LD temp = p.temperature;
+  const LD beta = p.beta;
+  const bool teacher = pr.teacher();
+
+  KLRef ref;
+  ref.loss.assign(static_cast<size_t>(rows), 0);
+  ref.loss_scale.assign(static_cast<size_t>(rows), 0);
+  ref.stats.assign(static_cast<size_t>(rows * kKLStats), kNaNLD);
+  ref.stat_defined.assign(static_cast<size_t>(rows * kKLStats), 0);
+  ref.stat_scale.assign(static_cast<size_t>(rows * kKLStats), 0);
+  ref.s_grad.assign(n, 0);
+  ref.t_grad.assign(n, 0);
+  ref.grad_scale.assign(n, 0);
+
+  std::vector<LD> a(static_cast<size_t>(C)), b(static_cast<size_t>(C));
+  std::vector<LD> lq(static_cast<size_t>(C)), lp(static_cast<size_t>(C));
+  std::vector<LD> lm(static_cast<size_t>(C)), q(static_cast<size_t>(C));
+  std::vector<LD> pt(static_cast<size_t>(C));
+  for (int64_t r = 0; r < rows; ++r) {
+    // Ignored rows: loss and both gradients 0 (already so); kl.h leaves their statistics open.
+    if (pr.ignored(r)) continue;
+    LD* st = &ref.stats[static_cast<size_t>(r * kKLStats)];
+    char* def = &ref.stat_defined[static_cast<size_t>(r * kKLStats)];
+    LD* st_scale = &ref.stat_scale[static_cast<size_t>(r * kKLStats)];
+    for (int64_t j = 0; j < C; ++j) {
+      a[j] = value(pr.s[pr.off(r, j)]) / temp;
+      b[j] = teacher ? value(pr.t[pr.off(r, j)]) / temp : -kInfLD;
+    }
+    // Error scales (see kLogitUnits): M bounds the magnitudes whose rounding every log-probability
+    // inherits; the log-sum-exps themselves are good to a few ulps of M.
+    LD M = 1;
+    for (int64_t j = 0; j < C; ++j) M = std::max({M, finite_abs(a[j]), finite_abs(b[j])});
+    const LD ls = reference_lse(a);
+    M = std::max(M, finite_abs(ls));
+    st[0] = ls;
+    def[0] = 1;
+    st_scale[0] = M;
+    if (ls == -kInfLD) continue;  // no student distribution: loss and gradients 0
+    LD lt = 0;
+    if (teacher) {
+      lt = reference_lse(b);
+      M = std::max(M, finite_abs(lt));
+      st[1] = lt;
+      def[1] = 1;
+      st_scale[1] = M;
+      if (lt == -kInfLD) continue;  // no teacher distribution
+    } else {
+      st[1] = 0;
+      def[1] = 1;
+    }
+    for (int64_t j = 0; j < C; ++j) {
+      lq[j] = a[j] - ls;
+      q[j] = std::exp(lq[j]);
+      lp[j] = teacher ? b[j] - lt : -kInfLD;
+      pt[j] = teacher ? std::exp(lp[j]) : 0;
+      lm[j] = p.mode == KLMode::kJSD ? std::log(beta * pt[j] + (1 - beta) * q[j]) : 0;
+    }
+
+    LD loss = 0;
+    LD ds = 0;  // divergence in the student gradient
+    LD dt = 0;  // divergence in the teacher gradient
+    switch (p.mode) {
+      case KLMode::kForward:
+        for (int64_t j = 0; j < C; ++j) loss += weighted(pt[j], lp[j] - lq[j]);
+        ds = dt = loss;
+        break;
+      case KLMode::kReverse:
+        for (int64_t j = 0; j < C; ++j) loss += weighted(q[j], lq[j] - lp[j]);
+        ds = dt = loss;
+        break;
+      case KLMode::kJSD: {
+        LD kl_pm = 0;
+        LD kl_qm = 0;
+        for (int64_t j = 0; j < C; ++j) {
+          kl_pm += weighted(pt[j], lp[j] - lm[j]);
+          kl_qm += weighted(q[j], lq[j] - lm[j]);
+        }
+        // beta = 0 or 1 weighs a divergence out entirely (kl.h: JSD_0 = JSD_1 = 0), even one that
+        // is infinite because the other distribution has a zero where this one has mass.
+        loss = weighted(beta, kl_pm) + weighted(1 - beta, kl_qm);
+        ds = kl_qm;
+        dt = kl_pm;
+        break;
+      }
+      case KLMode::kEntropy:
+        for (int64_t j = 0; j < C; ++j) loss -= weighted(q[j], lq[j]);
+        ds = loss;
+        break;
+    }
+    ref.loss[r] = loss;
+    st[2] = ds;
+    def[2] = 1;
+    if (teacher) {
+      st[3] = dt;
+      def[3] = 1;
+    }
+
+    // lambda sums the row's weighted log magnitudes, which the lane sums accumulate.
+    LD lambda = 1 + finite_abs(ds) + finite_abs(dt);
+    for (int64_t j = 0; j < C; ++j) {
+      lambda += (q[j] + pt[j]) * (finite_abs(lq[j]) + finite_abs(lp[j]) + finite_abs(lm[j]));
+    }
+    ref.loss_scale[r] = M * lambda;
+    st_scale[2] = st_scale[3] = M * lambda;
+
+    const LD g = static_cast<LD>(pr.loss_grad[r]) / temp;
+    for (int64_t j = 0; j < C; ++j) {
+      LD sg = 0;
+      LD tg = 0;
+      switch (p.mode) {
+        case KLMode::kForward:
+          sg = q[j] - pt[j];
+          tg = weighted(pt[j], lp[j] - lq[j] - dt);
+          break;
+        case KLMode::kReverse:
+          sg = weighted(q[j], lq[j] - lp[j] - ds);
+          tg = pt[j] - q[j];
+          break;
+        case KLMode::kJSD:
+          sg = weighted(1 - beta, weighted(q[j], lq[j] - lm[j] - ds));
+          tg = weighted(beta, weighted(pt[j], lp[j] - lm[j] - dt));
+          break;
+        case KLMode::kEntropy:
+          sg = -weighted(q[j], lq[j] + ds);
+          break;
+      }
+      const size_t k = static_cast<size_t>(pr.off(r, j));
+      ref.s_grad[k] = g * sg;
+      ref.t_grad[k] = g * tg;
+      ref.grad_scale[k] = std::fabs(g) * (q[j] + pt[j]) * M *
+                          (1 + finite_abs(lq[j]) + finite_abs(lp[j]) + finite_abs(lm[j]) + lambda);
+    }
+  }
+  return ref;
+}
+
+// ------------------------------------------------------------------------------------------------
+// kl_logits: running the kernels and comparing
+
+template <typename T>
+struct KLOut {
+  std::vector<acc_t<T>> loss, stats;
+  std::vector<T> s_grad, t_grad;  // one call with both gradients (t_grad empty for kEntropy)
+  std::vector<T> s_only;          // t_grad = nullptr
+  std::vector<T> t_only;          // s_grad = nullptr (teacher modes only)
+};
+
+// Outputs start as NaN so that an entry the kernels leave unwritten shows up. Without
+// all_gradient_subsets only the call with both gradients runs (s_only / t_only stay empty).
+template <typename T, typename I>
+KLOut<T> run_kl(const KLProblem<T, I>& pr, bool all_gradient_subsets = true) {
+  using A = acc_t<T>;
+  const KLParams& p = pr.p;
+  const size_t rows = static_cast<size_t>(p.rows());
+  const size_t n = static_cast<size_t>(p.rows() * p.classes);
+  const T nan = encode<T>(kNaN);
+  KLOut<T> out;
+  out.loss.assign(rows, static_cast<A>(kNaN));
+  out.stats.assign(rows * kKLStats, static_cast<A>(kNaN));
+  kl_logits_fwd_cpu<T, I>(p, pr.s.data(), pr.t_ptr(), pr.index_ptr(), out.loss.data(),
+                          out.stats.data());
+  const A* g = pr.loss_grad.data();
+  out.s_grad.assign(n, nan);
+  if (pr.teacher()) out.t_grad.assign(n, nan);
+  kl_logits_bwd_cpu<T, I>(p, pr.s.data(), pr.t_ptr(), pr.index_ptr(), out.stats.data(), g,
+                          out.s_grad.data(), pr.teacher() ? out.t_grad.data() : nullptr);
+  if (!all_gradient_subsets) return out;
+  out.s_only.assign(n, nan);
+  if (pr.teacher()) out.t_only.assign(n, nan);
+  kl_logits_bwd_cpu<T, I>(p, pr.s.data(), pr.t_ptr(), pr.index_ptr(), out.stats.data(), g,
+                          out.s_only.data(), nullptr);
+  if (pr.teacher()) {
+    kl_logits_bwd_cpu<T, I>(p, pr.s.data(), pr.t_ptr(), pr.index_ptr(), out.stats.data(), g,
+                            nullptr, out.t_only.data());
+  }
+  return out;
+}
+
+template <typename T, typename I>
+::testing::AssertionResult kl_matches_reference(const KLProblem<T, I>& pr, const KLOut<T>& out) {
+  const KLRef ref = kl_reference(pr);
+  const Precision pc = precision<T>();
+  const LD units = kLogitUnits * pc.u;
+  Mismatches m;
+  const int64_t rows = pr.p.rows();
+  for (int64_t r = 0; r < rows; ++r) {
+    const LD tol = units * ref.loss_scale[r];
+    m.check("loss", r, out.loss[r], ref.loss[r], tol);
+    for (int k = 0; k < kKLStats; ++k) {
+      const int64_t i = r * kKLStats + k;
+      if (ref.stat_defined[i]) {
+        m.check("stats", i, out.stats[i], ref.stats[i], units * ref.stat_scale[i]);
+      }
+    }
+  }
+  const auto grads = [&](const char* what, const std::vector<T>& got, const std::vector<LD>& want,
+                         const std::vector<LD>& scale) {
+    for (size_t k = 0; k < got.size(); ++k) {
+      const LD tol =
+          units * scale[k] * (1 + pc.out_rel) + pc.out_rel * std::fabs(want[k]) + pc.out_floor;
+      m.check(what, static_cast<int64_t>(k), value(got[k]), want[k], tol);
+    }
+  };
+  grads("s_grad", out.s_grad, ref.s_grad, ref.grad_scale);
+  grads("s_grad(alone)", out.s_only, ref.s_grad, ref.grad_scale);
+  grads("t_grad", out.t_grad, ref.t_grad, ref.grad_scale);
+  grads("t_grad(alone)", out.t_only, ref.t_grad, ref.grad_scale);
+  return m.result();
+}
+
+template <typename T, typename I>
+void check_kl_case(const KLCase& c) {
+  const auto pr = make_kl_problem<T, I>(c);
+  EXPECT_TRUE(kl_matches_reference(pr, run_kl(pr)));
+}
+
+struct KLKernel {
+  std::string name;
+  void (*check)(const KLCase&);
+};
+
+std::ostream& operator<<(std::ostream& os, const KLKernel& k) { return os << k.name; }
+
+template <typename T, typename I>
+KLKernel kl_kernel() {
+  return {type_name<T>() + "_" + type_name<I>(), &check_kl_case<T, I>};
+}
+
+const std::vector<KLKernel> kKLKernels = {
+    kl_kernel<float, int32_t>(),  kl_kernel<float, int64_t>(), kl_kernel<double, int32_t>(),
+    kl_kernel<double, int64_t>(), kl_kernel<fp16, int32_t>(),  kl_kernel<fp16, int64_t>(),
+    kl_kernel<bf16, int32_t>(),   kl_kernel<bf16, int64_t>()};
+
+constexpr KLMode kModes[] = {KLMode::kForward, KLMode::kReverse, KLMode::kJSD, KLMode::kEntropy};
+
+// Every base case in every mode, then the beta values of JSD.
+std::vector<KLCase> kl_cases() {
+  const KLCase base[] = {
+      KLCase("basic", 64, 37),
+      KLCase("temp_0p7", 64, 37).temp(0.7).upstream(),
+      KLCase("temp_2p5_ignore", 64, 37).temp(2.5).upstream().ignore(-100, 0.25),
+      // An ignore value that is also a valid row_index value: only rows holding 3 are dropped.
+      KLCase("ignore_positive", 64, 37).upstream().ignore(3, 0.3),
+      KLCase("axis_middle", 3, 5, 7).temp(1.5).upstream().ignore(-100, 0.2),
+      KLCase("axis_middle_masked", 3, 5, 7).masked(0.3).upstream(),
+      KLCase("odd_7x1271", 7, 1271).temp(0.9).upstream(),
+      // 2053 classes span two 2048-class blocks of the online log-sum-exp, read with stride 3.
+      KLCase("strided_two_blocks", 2, 2053, 3).temp(1.3).masked(0.1).upstream(),
+      KLCase("one_class", 1, 1).upstream(),
+      KLCase("two_classes", 5, 2).temp(0.5).upstream(),
+      KLCase("masked", 64, 37).temp(0.8).masked(0.3).upstream().ignore(-1, 0.1),
+  };
+  std::vector<KLCase> cases;
+  for (const KLCase& c : base) {
+    for (KLMode m : kModes) cases.push_back(KLCase(c).in_mode(m));
+  }
+  cases.push_back(
+      KLCase("beta_0p2", 64, 37).jsd_beta(0.2).temp(1.2).upstream().in_mode(KLMode::kJSD));
+  cases.push_back(KLCase("beta_0p85", 3, 5, 7)
+                      .jsd_beta(0.85)
+                      .upstream()
+                      .ignore(-100, 0.2)
+                      .in_mode(KLMode::kJSD));
+  cases.push_back(KLCase("beta_0", 16, 37).jsd_beta(0).upstream().in_mode(KLMode::kJSD));
+  cases.push_back(KLCase("beta_1", 16, 37).jsd_beta(1).upstream().in_mode(KLMode::kJSD));
+  return cases;
+}
+
+using KLCaseAndKernel = std::tuple<KLCase, KLKernel>;
+
+class KLLogits : public ::testing::TestWithParam<KLCaseAndKernel> {};
+
+TEST_P(KLLogits, MatchReference) { std::get<1>(GetParam()).check(std::get<0>(GetParam())); }
+
+INSTANTIATE_TEST_SUITE_P(KL, KLLogits,
+                         ::testing::Combine(::testing::ValuesIn(kl_cases()),
+                                            ::testing::ValuesIn(kKLKernels)),
+                         [](const ::testing::TestParamInfo<KLCaseAndKernel>& info) {
+                           return std::get<0>(info.param).name + "_" + std::get<1>(info.param).name;
+                         });
+
+// ------------------------------------------------------------------------------------------------
+// kl_logits: properties for every instantiation
+
+template <typename P>
+class KLEveryKernel : public ::testing::Test {};
+
+struct KLKernelNames {
+  template <typename P>
+  static std::string GetName(int) {
+    return type_name<typename P::first_type>() + "_" + type_name<typename P::second_type>();
+  }
+};
+
+using KLKernelTypes = ::testing::Types<std::pair<float, int32_t>, std::pair<float, int64_t>,
+                                       std::pair<double, int32_t>, std::pair<double, int64_t>,
+                                       std::pair<fp16, int32_t>, std::pair<fp16, int64_t>,
+                                       std::pair<bf16, int32_t>, std::pair<bf16, int64_t>>;
+TYPED_TEST_SUITE(KLEveryKernel, KLKernelTypes, KLKernelNames);
+
+template <typename T>
+bool all_zero(const std::vector<T>& v) {
+  return std::all_of(v.begin(), v.end(), [](T x) { return value(x) == 0; });
+}
+
+template <typename V>
+bool any_nan(const V& v, size_t begin, size_t end) {
+  for (size_t k = begin; k < end; ++k) {
+    if (std::isnan(value(v[k]))) return true;
+  }
+  return false;
+}
+
+// An upstream gradient that never arrived (loss_grad = nullptr) is zero: both gradients are
+// written as 0 in full, the teacher one too when the mode has no teacher.
+TYPED_TEST(KLEveryKernel, NullLossGradGivesZeroGradients) {
+  using T = typename TypeParam::first_type;
+  using I = typename TypeParam::second_type;
+  for (KLMode mode : kModes) {
+    SCOPED_TRACE(mode_name(mode));
+    const auto pr = make_kl_problem<T, I>(
+        KLCase("null_grad", 3, 5, 7).in_mode(mode).temp(0.6).ignore(-100, 0.3));
+    const size_t n = pr.s.size();
+    std::vector<acc_t<T>> loss(static_cast<size_t>(pr.p.rows())),
+        stats(static_cast<size_t>(pr.p.rows() * kKLStats));
+    kl_logits_fwd_cpu<T, I>(pr.p, pr.s.data(), pr.t_ptr(), pr.index_ptr(), loss.data(),
+                            stats.data());
+    std::vector<T> s_grad(n, encode<T>(kNaN)), t_grad(n, encode<T>(kNaN));
+    kl_logits_bwd_cpu<T, I>(pr.p, pr.s.data(), pr.t_ptr(), pr.index_ptr(), stats.data(), nullptr,
+                            s_grad.data(), t_grad.data());
+    EXPECT_TRUE(all_zero(s_grad));
+    EXPECT_TRUE(all_zero(t_grad));
+  }
+}
+
+// Rows of a 3 x 2053 x 2 problem (strided, two blocks per row):
+//   0: 30% of the classes -inf in both rows (those terms add nothing);
+//   1: every logit -inf in both rows; 2: student all -inf; 3: teacher all -inf (no distribution:
+//      loss 0 and zero gradients; for kEntropy row 3 is an ordinary row);
+//   4: one finite class in both rows (q = p = one-hot: every divergence and H are 0);
+//   5: 30% of the classes -inf only in the row that weights the terms (the teacher for kForward,
+//      the student for kReverse and kEntropy, each on its own classes for kJSD).
+// Nothing may be NaN, and everything matches the reference.
+template <typename T, typename I>
+KLProblem<T, I> masked_problem(KLMode mode, double beta) {
+  auto pr = make_kl_problem<T, I>(
+      KLCase("masks", 3, 2053, 2).in_mode(mode).jsd_beta(beta).temp(0.8).upstream());
+  const int64_t C = pr.p.classes;
+  const bool teacher = pr.teacher();
+  std::mt19937_64 rng(99);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  for (int64_t j = 0; j < C; ++j) {
+    // Class 0 stays finite in rows 0 and 5, so each keeps a distribution.
+    if (j > 0 && unit(rng) < 0.3) {
+      pr.set_s(0, j, -kInf);
+      if (teacher) pr.set_t(0, j, -kInf);
+    }
+    pr.set_s(1, j, -kInf);
+    if (teacher) pr.set_t(1, j, -kInf);
+    pr.set_s(2, j, -kInf);
+    if (teacher) pr.set_t(3, j, -kInf);
+    if (j != 1234) {
+      pr.set_s(4, j, -kInf);
+      if (teacher) pr.set_t(4, j, -kInf);
+    }
+    if (j > 0 && unit(rng) < 0.3) {
+      const bool mask_teacher =
+          mode == KLMode::kForward || (mode == KLMode::kJSD && unit(rng) < 0.5);
+      if (mask_teacher) {
+        pr.set_t(5, j, -kInf);
+      } else {
+        pr.set_s(5, j, -kInf);
+      }
+    }
+  }
+  return pr;
+}
+
+template <typename T, typename I>
+void check_masks(KLMode mode, double beta) {
+  const auto pr = masked_problem<T, I>(mode, beta);
+  const auto out = run_kl(pr);
+  const int64_t C = pr.p.classes;
+  const bool teacher = pr.teacher();
+  const std::vector<int64_t> empty_rows =
+      teacher ? std::vector<int64_t>{1, 2, 3} : std::vector<int64_t>{1, 2};
+  for (int64_t r : empty_rows) {
+    EXPECT_EQ(out.loss[r], 0) << "row " << r;
+    for (int64_t j = 0; j < C; ++j) {
+      ASSERT_EQ(value(out.s_grad[pr.off(r, j)]), 0) << "row " << r << " class " << j;
+      if (teacher) {
+        ASSERT_EQ(value(out.t_grad[pr.off(r, j)]), 0) << "row " << r << " class " << j;
+      }
+    }
+  }
+  EXPECT_NEAR(out.loss[4], 0, 1e-6);
+  EXPECT_FALSE(any_nan(out.loss, 0, out.loss.size()));
+  EXPECT_FALSE(any_nan(out.s_grad, 0, out.s_grad.size()));
+  EXPECT_FALSE(any_nan(out.t_grad, 0, out.t_grad.size()));
+  EXPECT_TRUE(kl_matches_reference(pr, out));
+}
+
+TYPED_TEST(KLEveryKernel, MaskedClassesAndRows) {
+  for (KLMode mode : kModes) {
+    SCOPED_TRACE(mode_name(mode));
+    check_masks<typename TypeParam::first_type, typename TypeParam::second_type>(mode, 0.3);
+  }
+}
+
+// kl.h: JSD_0 = JSD_1 = 0, and a half with weight 0 is left out. With the one-sided masks of row 5
+// above, the half weighed out is infinite (p has mass where m = q is 0, or the reverse); leaving it
+// out keeps the loss and the gradient it scales at 0 rather than 0 * inf = NaN.
+TYPED_TEST(KLEveryKernel, JSDEndpointBetasWithOneSidedMasks) {
+  for (double beta : {0.0, 1.0}) {
+    SCOPED_TRACE("beta = " + std::to_string(beta));
+    check_masks<typename TypeParam::first_type, typename TypeParam::second_type>(KLMode::kJSD,
+                                                                                 beta);
+  }
+}
+
+// kl.h: a class masked only in the row a KL divides by (the student for kForward, the teacher for
+// kReverse) makes that divergence +inf. The gradient of the weighting row, w (l_w - l_d - KL),
+// is then -inf times the sign of the upstream gradient wherever w > 0 and NaN (inf - inf) on the
+// masked class; the dividing row's gradient (q - p) / T stays finite. Other rows are untouched.
+TYPED_TEST(KLEveryKernel, MaskedOnlyInTheDividingRowGivesInfiniteDivergence) {
+  using T = typename TypeParam::first_type;
+  using I = typename TypeParam::second_type;
+  for (KLMode mode : {KLMode::kForward, KLMode::kReverse}) {
+    SCOPED_TRACE(mode_name(mode));
+    auto pr = make_kl_problem<T, I>(KLCase("one_sided", 4, 37).in_mode(mode).temp(1.4).upstream());
+    const bool forward = mode == KLMode::kForward;
+    if (forward) {
+      pr.set_s(1, 11, -kInf);
+    } else {
+      pr.set_t(1, 11, -kInf);
+    }
+    const auto out = run_kl(pr);
+    for (int64_t r = 0; r < pr.p.rows(); ++r) {
+      EXPECT_EQ(std::isinf(out.loss[r]), r == 1) << "row " << r;
+    }
+    EXPECT_GT(out.loss[1], 0);
+    const std::vector<T>& divided = forward ? out.s_grad : out.t_grad;
+    const std::vector<T>& weighting = forward ? out.t_grad : out.s_grad;
+    for (int64_t j = 0; j < pr.p.classes; ++j) {
+      EXPECT_TRUE(std::isfinite(value(divided[pr.off(1, j)]))) << "class " << j;
+      EXPECT_FALSE(std::isfinite(value(weighting[pr.off(1, j)]))) << "class " << j;
+    }
+    EXPECT_TRUE(std::isnan(value(weighting[pr.off(1, 11)])));
+    EXPECT_TRUE(kl_matches_reference(pr, out));
+  }
+}
+
+// A NaN student logit in row 1 (in the second block) and a NaN teacher logit in row 2 make those
+// rows' losses and gradients NaN and leave every other row as the reference has it. kEntropy has
+// no teacher, so only row 1 turns NaN there.
+TYPED_TEST(KLEveryKernel, NaNPoisonsOnlyItsRow) {
+  using T = typename TypeParam::first_type;
+  using I = typename TypeParam::second_type;
+  for (KLMode mode : kModes) {
+    SCOPED_TRACE(mode_name(mode));
+    auto pr = make_kl_problem<T, I>(KLCase("nan", 4, 2053).in_mode(mode).temp(1.1).upstream());
+    const int64_t C = pr.p.classes;
+    pr.set_s(1, 2050, kNaN);
+    if (pr.teacher()) pr.set_t(2, 7, kNaN);
+    const auto out = run_kl(pr);
+    for (int64_t r = 0; r < pr.p.rows(); ++r) {
+      const bool poisoned = r == 1 || (r == 2 && pr.teacher());
+      EXPECT_EQ(std::isnan(out.loss[r]), poisoned) << "row " << r;
+      const size_t begin = static_cast<size_t>(r * C);
+      const size_t end = begin + static_cast<size_t>(C);
+      EXPECT_EQ(any_nan(out.s_grad, begin, end), poisoned) << "row " << r;
+    }
+    // NaN exactly where the reference is NaN (both gradients of a poisoned row), close elsewhere.
+    EXPECT_TRUE(kl_matches_reference(pr, out));
+  }
+}
+
+// kl.h: "s_grad / t_grad ... each written completely when not nullptr". The entropy has no
+// teacher, so a teacher gradient requested anyway is all zeros.
+TYPED_TEST(KLEveryKernel, EntropyWritesZeroTeacherGradient) {
+  using T = typename TypeParam::first_type;
+  using I = typename TypeParam::second_type;
+  const auto pr = make_kl_problem<T, I>(
+      KLCase("entropy_t_grad", 3, 5, 7).in_mode(KLMode::kEntropy).upstream().ignore(-100, 0.3));
+  const size_t n = pr.s.size();
+  std::vector<acc_t<T>> loss(static_cast<size_t>(pr.p.rows())),
+      stats(static_cast<size_t>(pr.p.rows() * kKLStats));
+  kl_logits_fwd_cpu<T, I>(pr.p, pr.s.data(), nullptr, pr.index_ptr(), loss.data(), stats.data());
+  std::vector<T> s_grad(n, encode<T>(kNaN)), t_grad(n, encode<T>(kNaN));
+  kl_logits_bwd_cpu<T, I>(pr.p, pr.s.data(), nullptr, pr.index_ptr(), stats.data(),
+                          pr.loss_grad.data(), s_grad.data(), t_grad.data());
+  EXPECT_TRUE(all_zero(t_grad));
+  EXPECT_FALSE(any_nan(s_grad, 0, n));
+}
+
+TYPED_TEST(KLEveryKernel, EmptyBatch) {
+  using T = typename TypeParam::first_type;
+  using I = typename TypeParam::second_type;
+  for (KLMode mode : kModes) {
+    const auto pr = make_kl_problem<T, I>(KLCase("empty", 0, 5).in_mode(mode).ignore(-100, 0));
+    const auto out = run_kl(pr);
+    EXPECT_TRUE(out.loss.empty());
+    EXPECT_TRUE(out.s_grad.empty());
+  }
+}
+
+template <typename V>
+bool same_bits(const V& a, const V& b) {
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0);
+}
+
+// Bitwise equal results for 1, 2, 3 and 7 threads. parallel_for splits only work of at least
+// 2^16 element-operations per thread, counted as 2 * classes per row here: 461 rows x 500 classes
+// (461,000 >= 7 * 2^16) really starts 7 threads, and 5 strided rows of 33,001 classes
+// (330,010 >= 5 * 2^16) start 5, one per row, fewer than asked for.
+template <typename T, typename I>
+void check_kl_thread_determinism(const KLCase& c) {
+  auto pr = make_kl_problem<T, I>(c);
+  pr.p.num_threads = 1;
+  const auto one = run_kl(pr, /*all_gradient_subsets=*/false);
+  for (int threads : {2, 3, 7}) {
+    SCOPED_TRACE("num_threads = " + std::to_string(threads));
+    pr.p.num_threads = threads;
+    const auto many = run_kl(pr, false);
+    EXPECT_TRUE(same_bits(one.loss, many.loss));
+    EXPECT_TRUE(same_bits(one.stats, many.stats));
+    EXPECT_TRUE(same_bits(one.s_grad, many.s_grad));
+    EXPECT_TRUE(same_bits(one.t_grad, many.t_grad));
+  }
+}
+
+template <typename T>
+class KLEveryType : public ::testing::Test {};
+
+struct TypeNames {
+  template <typename T>
+  static std::string GetName(int) {
+    return type_name<T>();
+  }
+};
+
+using FloatTypes = ::testing::Types<float, double, fp16, bf16>;
+TYPED_TEST_SUITE(KLEveryType, FloatTypes, TypeNames);
+
+// The position of T in FloatTypes. The determinism problems are large for ASan, so each type runs
+// them in one mode, rotated so that every mode meets both problem shapes. What they vary is how
+// rows are split over threads, and that split is shared by all modes.
+template <typename T>
+int type_slot() {
+  if constexpr (std::is_same<T, float>::value) {
+    return 0;
+  } else if constexpr (std::is_same<T, double>::value) {
+    return 1;
+  } else if constexpr (std::is_same<T, fp16>::value) {
+    return 2;
+  } else {
+    return 3;
+  }
+}
+
+TYPED_TEST(KLEveryType, ThreadCountDoesNotChangeBitsManyRows) {
+  const KLMode mode = kModes[type_slot<TypeParam>()];
+  check_kl_thread_determinism<TypeParam, int64_t>(KLCase("many_rows", 461, 500)
+                                                      .in_mode(mode)
+                                                      .temp(0.9)
+                                                      .jsd_beta(0.3)
+                                                      .masked(0.05)
+                                                      .upstream()
+                                                      .ignore(-100, 0.1));
+}
+
+TYPED_TEST(KLEveryType, ThreadCountDoesNotChangeBitsFewRows) {
+  const KLMode mode = kModes[(type_slot<TypeParam>() + 2) % 4];
+  check_kl_thread_determinism<TypeParam, int32_t>(
+      KLCase("few_rows", 1, 33001, 5).in_mode(mode).temp(1.7).upstream());
+}
+
+// ------------------------------------------------------------------------------------------------
+// kl_div: problems and reference
+
+struct DivCase {
+  std::string name;
+  int64_t rows = 1;
+  int64_t cols = 1;
+  bool log_target = false;
+  bool per_row = false;  // upstream gradient [rows] instead of [rows, cols]
+};
+
+std::ostream& operator<<(std::ostream& os, const DivCase& c) { return os << c.name; }
+
+template <typename T>
+struct DivProblem {
+  using A = acc_t<T>;
+  KLDivParams p;
+  bool per_row = false;
+  std::vector<T> x, y;  // [rows, cols]
+  std::vector<A> grad;  // [rows] or [rows, cols]
+};
+
+// x: log-probabilities (a log-softmax of N(0, 2) logits). y: probabilities with about 15% exact
+// zeros and 5% negative entries (both give 0 terms), or log-probabilities for log_target.
+template <typename T>
+DivProblem<T> make_div_problem(const DivCase& c) {
+  DivProblem<T> pr;
+  pr.p.rows = c.rows;
+  pr.p.cols = c.cols;
+  pr.p.log_target = c.log_target;
+  pr.p.num_threads = 2;
+  pr.per_row = c.per_row;
+  std::mt19937_64 rng(0xd1f0000u + static_cast<uint64_t>(c.rows * 1009 + c.cols));
+  std::normal_distribution<double> normal(0.0, 2.0);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  const auto log_softmax = [&](int64_t n) {
+    std::vector<double> v(static_cast<size_t>(n));
+    double m = -kInf;
+    for (double& e : v) {
+      e = normal(rng);
+      m = std::max(m, e);
+    }
+    double s = 0;
+    for (double e : v) s += std::exp(e - m);
+    for (double& e : v) e -= m + std::log(s);
+    return v;
+  };
+  for (int64_t r = 0; r < c.rows; ++r) {
+    for (double v : log_softmax(c.cols)) pr.x.push_back(encode<T>(v));
+    const std::vector<double> ly = log_softmax(c.cols);
+    for (double v : ly) {
+      double yv = c.log_target ? v : std::exp(v);
+      if (!c.log_target) {
+        const double u = unit(rng);
+        if (u < 0.15) {
+          yv = 0;
+        } else if (u < 0.2) {
+          yv = -0.5 * unit(rng);
+        }
+      }
+      pr.y.push_back(encode<T>(yv));
+    }
+  }
+  const int64_t ng = c.per_row ? c.rows : c.rows * c.cols;
+  for (int64_t i = 0; i < ng; ++i) pr.grad.push_back(static_cast<acc_t<T>>(4 * unit(rng) - 2));
+  return pr;
+}
+
+struct DivRef {
+  std::vector<LD> elem, elem_scale;  // [rows, cols]
+  std::vector<LD> rows, rows_scale;  // [rows]
+  std::vector<LD> x_grad, x_scale;   // [rows, cols]
+  std::vector<LD> y_grad, y_scale;   // [rows, cols]
+};
+
+// kl.h: loss = y (log y - x) for y > 0 and 0 otherwise (exp(y) (y - x) for log_target);
+// dL/dx = -y, dL/dy = log y + 1 - x (or -exp(y) and exp(y) (y - x + 1)), 0 where y <= 0.
+template <typename T>
+DivRef div_reference(const DivProblem<T>& pr) {
+  const int64_t R = pr.p.rows;
+  const int64_t C = pr.p.cols;
+  DivRef ref;
+  ref.rows.assign(static_cast<size_t>(R), 0);
+  ref.rows_scale.assign(static_cast<size_t>(R), 0);
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t j = 0; j < C; ++j) {
+      const size_t i = static_cast<size_t>(r * C + j);
+      const LD x = value(pr.x[i]);
+      const LD y = value(pr.y[i]);
+      const LD g = pr.grad[pr.per_row ? static_cast<size_t>(r) : i];
+      LD loss = 0, dx = 0, dy = 0, scale = 0, dy_mag = 0;
+      if (pr.p.log_target) {
+        const LD e = std::exp(y);
+        loss = e * (y - x);
+        dx = -e;
+        dy = e * (y - x + 1);
+        // One rounding each of the exp, the differences and the products.
+        scale = e * (1 + std::fabs(y) + std::fabs(x));
+        dy_mag = scale;
+      } else if (!(y <= 0)) {
+        const LD ly = std::log(y);
+        loss = y * (ly - x);
+        dx = -y;
+        dy = ly + 1 - x;
+        scale = y * (1 + std::fabs(ly) + std::fabs(x));
+        dy_mag = 1 + std::fabs(ly) + std::fabs(x);
+      }
+      ref.elem.push_back(loss);
+      ref.elem_scale.push_back(scale);
+      ref.x_grad.push_back(g * dx);
+      ref.x_scale.push_back(std::fabs(g * dx));
+      ref.y_grad.push_back(g * dy);
+      ref.y_scale.push_back(std::fabs(g) * dy_mag);
+      ref.rows[r] += loss;
+      ref.rows_scale[r] += scale;
+    }
+    // 16 lanes of about cols / 16 sequential additions each, then a 4-level tree: the tolerance
+    // units * u * rows_scale becomes (kDivUnits + cols / 16) u times the summed term scales.
+    ref.rows_scale[r] *= 1 + static_cast<LD>(C) / 16 / kDivUnits;
+  }
+  return ref;
+}
+
+template <typename T>
+struct DivOut {
+  std::vector<acc_t<T>> elem, rows;            // one call writing both
+  std::vector<acc_t<T>> elem_only, rows_only;  // loss_rows = nullptr / loss_elem = nullptr
+  std::vector<T> x_grad, y_grad;
+};
+
+// Without all_output_subsets only the forward call writing both losses runs (elem_only and
+// rows_only stay empty).
+template <typename T>
+DivOut<T> run_div(const DivProblem<T>& pr, bool all_output_subsets = true) {
+  using A = acc_t<T>;
+  const size_t R = static_cast<size_t>(pr.p.rows);
+  const size_t n = static_cast<size_t>(pr.p.rows * pr.p.cols);
+  const A nan = static_cast<A>(kNaN);
+  DivOut<T> out;
+  out.elem.assign(n, nan);
+  out.rows.assign(R, nan);
+  out.x_grad.assign(n, encode<T>(kNaN));
+  out.y_grad.assign(n, encode<T>(kNaN));
+  kl_div_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), out.elem.data(), out.rows.data());
+  if (all_output_subsets) {
+    out.elem_only.assign(n, nan);
+    out.rows_only.assign(R, nan);
+    kl_div_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), out.elem_only.data(), nullptr);
+    kl_div_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), nullptr, out.rows_only.data());
+  }
+  kl_div_bwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), pr.grad.data(), pr.per_row, out.x_grad.data(),
+                    out.y_grad.data());
+  return out;
+}
+
+template <typename T>
+::testing::AssertionResult div_matches_reference(const DivProblem<T>& pr, const DivOut<T>& out) {
+  const DivRef ref = div_reference(pr);
+  const Precision pc = precision<T>();
+  const LD units = kDivUnits * pc.u;
+  const auto grad_tol = [&](LD want, LD scale) {
+    return units * scale * (1 + pc.out_rel) + pc.out_rel * std::fabs(want) + pc.out_floor;
+  };
+  Mismatches m;
+  for (size_t i = 0; i < ref.elem.size(); ++i) {
+    const LD tol = units * ref.elem_scale[i];
+    m.check("loss_elem", static_cast<int64_t>(i), out.elem[i], ref.elem[i], tol);
+    m.check("loss_elem(alone)", static_cast<int64_t>(i), out.elem_only[i], ref.elem[i], tol);
+    m.check("x_grad", static_cast<int64_t>(i), value(out.x_grad[i]), ref.x_grad[i],
+            grad_tol(ref.x_grad[i], ref.x_scale[i]));
+    m.check("y_grad", static_cast<int64_t>(i), value(out.y_grad[i]), ref.y_grad[i],
+            grad_tol(ref.y_grad[i], ref.y_scale[i]));
+  }
+  for (size_t r = 0; r < ref.rows.size(); ++r) {
+    const LD tol = units * ref.rows_scale[r];
+    m.check("loss_rows", static_cast<int64_t>(r), out.rows[r], ref.rows[r], tol);
+    m.check("loss_rows(alone)", static_cast<int64_t>(r), out.rows_only[r], ref.rows[r], tol);
+  }
+  return m.result();
+}
+
+template <typename T>
+void check_div_case(const DivCase& c) {
+  const auto pr = make_div_problem<T>(c);
+  EXPECT_TRUE(div_matches_reference(pr, run_div(pr)));
+}
+
+struct DivKernel {
+  std::string name;
+  void (*check)(const DivCase&);
+};
+
+std::ostream& operator<<(std::ostream& os, const DivKernel& k) { return os << k.name; }
+
+template <typename T>
+DivKernel div_kernel() {
+  return {type_name<T>(), &check_div_case<T>};
+}
+
+const DivKernel kDivKernels[] = {div_kernel<float>(), div_kernel<double>(), div_kernel<fp16>(),
+                                 div_kernel<bf16>()};
+
+const DivCase kDivCases[] = {
+    {"per_row", 64, 37, false, true},
+    {"elementwise", 64, 37, false, false},
+    {"log_target_per_row", 64, 37, true, true},
+    {"log_target_elementwise", 64, 37, true, false},
+    {"odd_41x1271", 41, 1271, false, false},
+    {"odd_41x1271_log_target", 41, 1271, true, true},
+    {"one_element_log_target", 1, 1, true, true},
+    {"one_row_17", 1, 17, true, false},
+};
+
+using DivCaseAndKernel = std::tuple<DivCase, DivKernel>;
+
+class KLDiv : public ::testing::TestWithParam<DivCaseAndKernel> {};
+
+TEST_P(KLDiv, MatchReference) { std::get<1>(GetParam()).check(std::get<0>(GetParam())); }
+
+INSTANTIATE_TEST_SUITE_P(KL, KLDiv,
+                         ::testing::Combine(::testing::ValuesIn(kDivCases),
+                                            ::testing::ValuesIn(kDivKernels)),
+                         [](const ::testing::TestParamInfo<DivCaseAndKernel>& info) {
+                           return std::get<0>(info.param).name + "_" + std::get<1>(info.param).name;
+                         });
+
+// A NaN input x at a positive label makes that loss term, its row sum and dL/dy NaN; dL/dx = -y
+// does not involve x and stays finite, and a NaN x under a zero label gives 0 (the term is 0).
+TYPED_TEST(KLEveryType, KLDivNaNInputPoisonsOnlyItsTermAndRow) {
+  auto pr = make_div_problem<TypeParam>({"nan", 6, 37, false, false});
+  const int64_t C = pr.p.cols;
+  pr.y[2 * C + 5] = encode<TypeParam>(0.25);
+  pr.x[2 * C + 5] = encode<TypeParam>(kNaN);
+  pr.y[4 * C + 9] = encode<TypeParam>(0.0);
+  pr.x[4 * C + 9] = encode<TypeParam>(kNaN);
+  const auto out = run_div(pr);
+  for (int64_t r = 0; r < pr.p.rows; ++r) EXPECT_EQ(std::isnan(out.rows[r]), r == 2) << "row " << r;
+  EXPECT_TRUE(std::isnan(out.elem[2 * C + 5]));
+  EXPECT_TRUE(std::isnan(value(out.y_grad[2 * C + 5])));
+  EXPECT_FALSE(std::isnan(value(out.x_grad[2 * C + 5])));
+  EXPECT_EQ(out.elem[4 * C + 9], 0);
+  EXPECT_TRUE(div_matches_reference(pr, out));
+}
+
+// Bitwise equal results for 1, 2, 3 and 7 threads; 461 x 1009 = 465,149 >= 7 * 2^16
+// element-operations, enough for 7 threads. Rotated like the logit tests: probabilities with an
+// elementwise upstream gradient for fp32 and fp16, log-targets with a per-row one for fp64 and
+// bf16.
+TYPED_TEST(KLEveryType, KLDivThreadCountDoesNotChangeBits) {
+  const bool log_target = type_slot<TypeParam>() % 2 == 1;
+  auto pr = make_div_problem<TypeParam>({"threads", 461, 1009, log_target, log_target});
+  pr.p.num_threads = 1;
+  const auto one = run_div(pr, false);
+  for (int threads : {2, 3, 7}) {
+    SCOPED_TRACE("num_threads = " + std::to_string(threads));
+    pr.p.num_threads = threads;
+    const auto many = run_div(pr, false);
+    EXPECT_TRUE(same_bits(one.elem, many.elem));
+    EXPECT_TRUE(same_bits(one.rows, many.rows));
+    EXPECT_TRUE(same_bits(one.x_grad, many.x_grad));
+    EXPECT_TRUE(same_bits(one.y_grad, many.y_grad));
+  }
+}
+
+}  // namespace
+}  // namespace paddle_ops
