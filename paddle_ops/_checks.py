@@ -47,6 +47,19 @@ def normalize_axis(axis, rank, what="axis"):
     return axis % rank
 
 
+def class_axis(x, axis, what):
+    """The normalised class axis of logits x; x must have at least one dimension."""
+    if len(x.shape) == 0:
+        raise ValueError(f"{what} must have at least one dimension (the classes), got a 0-D "
+                         "tensor")
+    return normalize_axis(axis, len(x.shape))
+
+
+def check_ignore_index(ignore_index):
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+
+
 def dims_match(a, b):
     """Shapes equal, treating a static-graph -1 as matching anything."""
     return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))

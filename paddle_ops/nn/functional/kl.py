@@ -39,10 +39,7 @@ def _check_logit_pair(input, label, axis):
     if _checks.dtype_name(input) != _checks.dtype_name(label):
         raise TypeError(f"input ({_checks.dtype_name(input)}) and label "
                         f"({_checks.dtype_name(label)}) must have the same dtype")
-    rank = len(input.shape)
-    if rank == 0:
-        raise ValueError("input must have at least one dimension (the classes), got a 0-D tensor")
-    return _checks.normalize_axis(axis, rank)
+    return _checks.class_axis(input, axis, "input")
 
 
 def _check_positive(value, what):
@@ -78,8 +75,7 @@ def _logit_divergence(input, label, mode, temperature, beta, reduction, ignore_i
     beta = float(beta)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    _checks.check_ignore_index(ignore_index)
     rows_shape = list(input.shape[:axis]) + list(input.shape[axis + 1:])
     if target_index is not None:
         _checks.check_tensor(target_index, "target_index")
@@ -148,10 +144,7 @@ def softmax_entropy(x, axis=-1, reduction='none', name=None):
     """
     _checks.check_reduction(reduction)
     _checks.check_float(x, "x")
-    rank = len(x.shape)
-    if rank == 0:
-        raise ValueError("x must have at least one dimension (the classes), got a 0-D tensor")
-    axis = _checks.normalize_axis(axis, rank)
+    axis = _checks.class_axis(x, axis, "x")
     loss, stats = _ops.softmax_entropy(_checks.contiguous(x), axis)
     stats.stop_gradient = True
     if reduction == "sum":

@@ -33,10 +33,10 @@ def _prepare_label(input, label, soft_label, axis, rank):
                             f"{_checks.dtype_name(label)}")
         if not _checks.dims_match(lshape, shape):
             raise ValueError(f"soft label shape {lshape} must equal the input shape {shape}")
-        dt = _checks.dtype_name(input)
-        allowed = {dt, "float32"} if dt in ("float16", "bfloat16") else {dt}
-        if _checks.dtype_name(label) not in allowed:
-            label = label.astype(_checks.acc_dtype(input) if dt in ("float16", "bfloat16") else dt)
+        # The kernel takes soft labels in the logits' dtype or in the accumulation dtype (fp32
+        # for 16-bit logits, which keeps the target unrounded); anything else is cast to the latter.
+        if _checks.dtype_name(label) not in (_checks.dtype_name(input), _checks.acc_dtype(input)):
+            label = label.astype(_checks.acc_dtype(input))
         return label, True
     if _checks.dtype_name(label) in _checks.FLOAT_DTYPES:
         raise TypeError(f"hard labels must be integers (int32 or int64), got "
@@ -58,12 +58,9 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
     """Validates arguments and runs the op. Returns (loss, lse, row_weight, keep_axis, axis),
     the first three with the input's shape minus the class axis."""
     _checks.check_float(input, "input")
+    axis = _checks.class_axis(input, axis, "input")
     rank = len(input.shape)
-    if rank == 0:
-        raise ValueError("input must have at least one dimension (the classes), got a 0-D tensor")
-    axis = _checks.normalize_axis(axis, rank)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    _checks.check_ignore_index(ignore_index)
     label_smoothing = float(label_smoothing)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
