@@ -85,4 +85,25 @@ template <typename T>
 void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
                     bool per_row, T* x_grad, T* y_grad);
 
+// Explicit instantiations of every launcher above, in the namespace where it is expanded (the
+// public dispatchers in kl_cpu.cc and each per-ISA copy in kl_cpu_impl.h).
+#define PO_INSTANTIATE_KL(T)                                                                      \
+  template void kl_logits_fwd_cpu<T, int32_t>(const KLParams&, const T*, const T*, const int32_t*, \
+                                              acc_t<T>*, acc_t<T>*);                              \
+  template void kl_logits_fwd_cpu<T, int64_t>(const KLParams&, const T*, const T*, const int64_t*, \
+                                              acc_t<T>*, acc_t<T>*);                              \
+  template void kl_logits_bwd_cpu<T, int32_t>(const KLParams&, const T*, const T*, const int32_t*, \
+                                              const acc_t<T>*, const acc_t<T>*, T*, T*);          \
+  template void kl_logits_bwd_cpu<T, int64_t>(const KLParams&, const T*, const T*, const int64_t*, \
+                                              const acc_t<T>*, const acc_t<T>*, T*, T*);          \
+  template void kl_div_fwd_cpu<T>(const KLDivParams&, const T*, const T*, acc_t<T>*, acc_t<T>*);  \
+  template void kl_div_bwd_cpu<T>(const KLDivParams&, const T*, const T*, const acc_t<T>*, bool,  \
+                                  T*, T*);
+
+#define PO_KL_INSTANTIATE_ALL \
+  PO_INSTANTIATE_KL(float)    \
+  PO_INSTANTIATE_KL(double)   \
+  PO_INSTANTIATE_KL(fp16)     \
+  PO_INSTANTIATE_KL(bf16)
+
 }  // namespace paddle_ops

@@ -36,23 +36,6 @@ void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>
   PO_CPU_DISPATCH(kl_div_bwd_cpu, p, x, y, grad, per_row, x_grad, y_grad)
 }
 
-#define PO_INSTANTIATE_KL(T)                                                                      \
-  template void kl_logits_fwd_cpu<T, int32_t>(const KLParams&, const T*, const T*, const int32_t*, \
-                                              acc_t<T>*, acc_t<T>*);                              \
-  template void kl_logits_fwd_cpu<T, int64_t>(const KLParams&, const T*, const T*, const int64_t*, \
-                                              acc_t<T>*, acc_t<T>*);                              \
-  template void kl_logits_bwd_cpu<T, int32_t>(const KLParams&, const T*, const T*, const int32_t*, \
-                                              const acc_t<T>*, const acc_t<T>*, T*, T*);          \
-  template void kl_logits_bwd_cpu<T, int64_t>(const KLParams&, const T*, const T*, const int64_t*, \
-                                              const acc_t<T>*, const acc_t<T>*, T*, T*);          \
-  template void kl_div_fwd_cpu<T>(const KLDivParams&, const T*, const T*, acc_t<T>*, acc_t<T>*);  \
-  template void kl_div_bwd_cpu<T>(const KLDivParams&, const T*, const T*, const acc_t<T>*, bool,  \
-                                  T*, T*);
-
-PO_INSTANTIATE_KL(float)
-PO_INSTANTIATE_KL(double)
-PO_INSTANTIATE_KL(fp16)
-PO_INSTANTIATE_KL(bf16)
-#undef PO_INSTANTIATE_KL
+PO_KL_INSTANTIATE_ALL
 
 }  // namespace paddle_ops

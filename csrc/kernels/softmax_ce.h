@@ -61,4 +61,23 @@ void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* labe
                         const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
                         T* logits_grad);
 
+// Explicit instantiations of both launchers for every (T, L) pair the bindings use, in the
+// namespace where it is expanded (softmax_ce_cpu.cc and each per-ISA copy). Soft labels of 16-bit
+// logits may also come in fp32, so the target is not rounded.
+#define PO_INSTANTIATE_SOFTMAX_CE(T, L)                                                         \
+  template SoftmaxCEStatus softmax_ce_fwd_cpu<T, L>(const SoftmaxCEParams&, const T*, const L*, \
+                                                    const acc_t<T>*, acc_t<T>*, acc_t<T>*,      \
+                                                    acc_t<T>*);                                 \
+  template void softmax_ce_bwd_cpu<T, L>(const SoftmaxCEParams&, const T*, const L*,            \
+                                         const acc_t<T>*, const acc_t<T>*, const acc_t<T>*, T*);
+
+#define PO_SOFTMAX_CE_INSTANTIATE_ALL                                                        \
+  PO_INSTANTIATE_SOFTMAX_CE(float, int32_t) PO_INSTANTIATE_SOFTMAX_CE(float, int64_t)      \
+  PO_INSTANTIATE_SOFTMAX_CE(float, float) PO_INSTANTIATE_SOFTMAX_CE(double, int32_t)       \
+  PO_INSTANTIATE_SOFTMAX_CE(double, int64_t) PO_INSTANTIATE_SOFTMAX_CE(double, double)     \
+  PO_INSTANTIATE_SOFTMAX_CE(fp16, int32_t) PO_INSTANTIATE_SOFTMAX_CE(fp16, int64_t)        \
+  PO_INSTANTIATE_SOFTMAX_CE(fp16, fp16) PO_INSTANTIATE_SOFTMAX_CE(fp16, float)             \
+  PO_INSTANTIATE_SOFTMAX_CE(bf16, int32_t) PO_INSTANTIATE_SOFTMAX_CE(bf16, int64_t)        \
+  PO_INSTANTIATE_SOFTMAX_CE(bf16, bf16) PO_INSTANTIATE_SOFTMAX_CE(bf16, float)
+
 }  // namespace paddle_ops

@@ -23,26 +23,6 @@ void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* labe
   PO_CPU_DISPATCH(softmax_ce_bwd_cpu, p, logits, label, weight, lse, loss_grad, logits_grad)
 }
 
-#define PO_INSTANTIATE(T, L)                                                                    \
-  template SoftmaxCEStatus softmax_ce_fwd_cpu<T, L>(const SoftmaxCEParams&, const T*, const L*, \
-                                                    const acc_t<T>*, acc_t<T>*, acc_t<T>*,      \
-                                                    acc_t<T>*);                                 \
-  template void softmax_ce_bwd_cpu<T, L>(const SoftmaxCEParams&, const T*, const L*,            \
-                                         const acc_t<T>*, const acc_t<T>*, const acc_t<T>*, T*);
-PO_INSTANTIATE(float, int32_t)
-PO_INSTANTIATE(float, int64_t)
-PO_INSTANTIATE(float, float)
-PO_INSTANTIATE(double, int32_t)
-PO_INSTANTIATE(double, int64_t)
-PO_INSTANTIATE(double, double)
-PO_INSTANTIATE(fp16, int32_t)
-PO_INSTANTIATE(fp16, int64_t)
-PO_INSTANTIATE(fp16, fp16)
-PO_INSTANTIATE(fp16, float)
-PO_INSTANTIATE(bf16, int32_t)
-PO_INSTANTIATE(bf16, int64_t)
-PO_INSTANTIATE(bf16, bf16)
-PO_INSTANTIATE(bf16, float)
-#undef PO_INSTANTIATE
+PO_SOFTMAX_CE_INSTANTIATE_ALL
 
 }  // namespace paddle_ops

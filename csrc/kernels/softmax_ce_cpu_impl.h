@@ -221,28 +221,7 @@ void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* labe
   }
 }
 
-#define PO_INSTANTIATE_SOFTMAX_CE(T, L)                                                         \
-  template SoftmaxCEStatus softmax_ce_fwd_cpu<T, L>(const SoftmaxCEParams&, const T*, const L*, \
-                                                    const acc_t<T>*, acc_t<T>*, acc_t<T>*,      \
-                                                    acc_t<T>*);                                 \
-  template void softmax_ce_bwd_cpu<T, L>(const SoftmaxCEParams&, const T*, const L*,            \
-                                         const acc_t<T>*, const acc_t<T>*, const acc_t<T>*, T*);
-
-#define PO_INSTANTIATE_SOFTMAX_CE_HARD(T) \
-  PO_INSTANTIATE_SOFTMAX_CE(T, int32_t)   \
-  PO_INSTANTIATE_SOFTMAX_CE(T, int64_t)   \
-  PO_INSTANTIATE_SOFTMAX_CE(T, T)
-
-PO_INSTANTIATE_SOFTMAX_CE_HARD(float)
-PO_INSTANTIATE_SOFTMAX_CE_HARD(double)
-PO_INSTANTIATE_SOFTMAX_CE_HARD(fp16)
-PO_INSTANTIATE_SOFTMAX_CE_HARD(bf16)
-// Soft labels of a 16-bit-logit op may also come in fp32 (no rounding of the target).
-PO_INSTANTIATE_SOFTMAX_CE(fp16, float)
-PO_INSTANTIATE_SOFTMAX_CE(bf16, float)
-
-#undef PO_INSTANTIATE_SOFTMAX_CE_HARD
-#undef PO_INSTANTIATE_SOFTMAX_CE
+PO_SOFTMAX_CE_INSTANTIATE_ALL
 
 }  // namespace PO_CPU_ISA
 }  // namespace paddle_ops

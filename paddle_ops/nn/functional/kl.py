@@ -30,7 +30,7 @@ def _needs_grad(x):
     return not x.stop_gradient
 
 
-def _check_logit_pair(input, label, axis):
+def _check_same_float(input, label):
     _checks.check_float(input, "input")
     _checks.check_float(label, "label")
     if not _checks.dims_match(list(input.shape), list(label.shape)):
@@ -39,6 +39,10 @@ def _check_logit_pair(input, label, axis):
     if _checks.dtype_name(input) != _checks.dtype_name(label):
         raise TypeError(f"input ({_checks.dtype_name(input)}) and label "
                         f"({_checks.dtype_name(label)}) must have the same dtype")
+
+
+def _check_logit_pair(input, label, axis):
+    _check_same_float(input, label)
     return _checks.class_axis(input, axis, "input")
 
 
@@ -167,14 +171,7 @@ def kl_div(input, label, reduction='mean', log_target=False, name=None):
     """
     if reduction not in _ROW_REDUCTIONS:
         raise ValueError(f"reduction must be one of {_ROW_REDUCTIONS}, got {reduction!r}")
-    _checks.check_float(input, "input")
-    _checks.check_float(label, "label")
-    if not _checks.dims_match(list(input.shape), list(label.shape)):
-        raise ValueError(f"input shape {list(input.shape)} and label shape {list(label.shape)} "
-                         "must be equal")
-    if _checks.dtype_name(input) != _checks.dtype_name(label):
-        raise TypeError(f"input ({_checks.dtype_name(input)}) and label "
-                        f"({_checks.dtype_name(label)}) must have the same dtype")
+    _check_same_float(input, label)
     reduce_rows = reduction != "none"
     loss = _ops.kl_div(_checks.contiguous(input), _checks.contiguous(label), bool(log_target),
                        reduce_rows, _needs_grad(label))
