@@ -10,11 +10,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <iostream>
 #include <limits>
 #include <random>
-#include <sstream>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -23,47 +21,22 @@
 
 #include "dtypes.h"
 #include "kl.h"
+#include "test_util.h"
 
 namespace paddle_ops {
 namespace {
 
-using LD = long double;
+using test_util::encode;
+using test_util::LD;
+using test_util::Mismatches;
+using test_util::same_bits;
+using test_util::type_name;
+using test_util::value;
+
 constexpr LD kInfLD = std::numeric_limits<LD>::infinity();
 constexpr LD kNaNLD = std::numeric_limits<LD>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-template <typename T>
-T encode(double v) {
-  if constexpr (std::is_same<T, double>::value || std::is_same<T, float>::value) {
-    return static_cast<T>(v);
-  } else {
-    return from_float<T>(static_cast<float>(v));
-  }
-}
-
-template <typename T>
-LD value(T v) {
-  return static_cast<LD>(to_float(v));
-}
-
-template <typename T>
-std::string type_name() {
-  if constexpr (std::is_same<T, float>::value) {
-    return "f32";
-  } else if constexpr (std::is_same<T, double>::value) {
-    return "f64";
-  } else if constexpr (std::is_same<T, fp16>::value) {
-    return "f16";
-  } else if constexpr (std::is_same<T, bf16>::value) {
-    return "bf16";
-  } else if constexpr (std::is_same<T, int32_t>::value) {
-    return "i32";
-  } else {
-    static_assert(std::is_same<T, int64_t>::value, "no name for this type");
-    return "i64";
-  }
-}
 
 // |x| for finite x and 0 otherwise: a log-probability of -inf belongs to a zero-probability term,
 // which contributes nothing and so carries no rounding error either.
@@ -120,33 +93,6 @@ constexpr LD kLogitUnits = 8;
 // per accumulated term, about cols / 16 of them, so rows get (kDivUnits + cols / 16) u of the
 // summed term scales (measured worst 1.8 u of those sums).
 constexpr LD kDivUnits = 8;
-
-bool close(LD got, LD want, LD tol) {
-  if (std::isnan(want)) return std::isnan(got);
-  if (std::isinf(want)) return got == want;
-  return std::fabs(got - want) <= tol;
-}
-
-// Gathers mismatches and prints the first few, so that a broken kernel reports readably.
-class Mismatches {
- public:
-  void check(const char* what, int64_t index, LD got, LD want, LD tol) {
-    if (close(got, want, tol)) return;
-    ++count_;
-    if (count_ <= 8) {
-      text_ << "\n  " << what << "[" << index << "]: got " << static_cast<double>(got) << ", want "
-            << static_cast<double>(want) << " (tol " << static_cast<double>(tol) << ")";
-    }
-  }
-  ::testing::AssertionResult result() const {
-    if (count_ == 0) return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure() << count_ << " mismatches:" << text_.str();
-  }
-
- private:
-  int64_t count_ = 0;
-  std::ostringstream text_;
-};
 
 // ------------------------------------------------------------------------------------------------
 // kl_logits: problems
@@ -819,12 +765,6 @@ TYPED_TEST(KLEveryKernel, EmptyBatch) {
     EXPECT_TRUE(out.loss.empty());
     EXPECT_TRUE(out.s_grad.empty());
   }
-}
-
-template <typename V>
-bool same_bits(const V& a, const V& b) {
-  return a.size() == b.size() &&
-         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0);
 }
 
 // Bitwise equal results for 1, 2, 3 and 7 threads. parallel_for splits only work of at least

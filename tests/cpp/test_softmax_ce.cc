@@ -14,7 +14,6 @@
 #include <iostream>
 #include <limits>
 #include <random>
-#include <sstream>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -25,11 +24,18 @@
 #include "cpu_isa.h"
 #include "dtypes.h"
 #include "softmax_ce.h"
+#include "test_util.h"
 
 namespace paddle_ops {
 namespace {
 
-using LD = long double;
+using test_util::encode;
+using test_util::LD;
+using test_util::Mismatches;
+using test_util::same_bits;
+using test_util::type_name;
+using test_util::value;
+
 constexpr LD kInf = std::numeric_limits<LD>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
@@ -253,20 +259,6 @@ int64_t at(const SoftmaxCEParams& p, int64_t r, int64_t j) {
   return (o * p.classes + j) * p.inner + i;
 }
 
-template <typename T>
-T encode(double v) {
-  if constexpr (std::is_same<T, double>::value || std::is_same<T, float>::value) {
-    return static_cast<T>(v);
-  } else {
-    return from_float<T>(static_cast<float>(v));
-  }
-}
-
-template <typename T>
-LD value(T v) {
-  return static_cast<LD>(to_float(v));
-}
-
 template <typename T, typename L>
 struct Problem {
   using A = acc_t<T>;
@@ -464,33 +456,6 @@ Outputs<T> run_kernels(const Problem<T, L>& pr, bool with_loss_grad = true) {
   return out;
 }
 
-bool close(LD got, LD want, LD tol) {
-  if (std::isnan(want)) return std::isnan(got);
-  if (std::isinf(want)) return got == want;
-  return std::fabs(got - want) <= tol;
-}
-
-// Collects mismatches and reports the first few, so that a broken kernel prints a readable
-// failure rather than thousands.
-class Mismatches {
- public:
-  void check(const char* what, int64_t index, LD got, LD want, LD tol) {
-    if (close(got, want, tol)) return;
-    if (++count_ <= 8) {
-      text_ << "\n  " << what << "[" << index << "]: got " << static_cast<double>(got) << ", want "
-            << static_cast<double>(want) << " (tol " << static_cast<double>(tol) << ")";
-    }
-  }
-  ::testing::AssertionResult result() const {
-    if (count_ == 0) return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure() << count_ << " mismatches:" << text_.str();
-  }
-
- private:
-  int64_t count_ = 0;
-  std::ostringstream text_;
-};
-
 template <typename T, typename L>
 ::testing::AssertionResult matches_reference(const Problem<T, L>& pr, const Outputs<T>& out) {
   if (!out.status.ok()) {
@@ -525,24 +490,6 @@ void check_case(const Case& c) {
 
 // ------------------------------------------------------------------------------------------------
 // Kernel instantiations under test, named for test ids.
-
-template <typename T>
-std::string type_name() {
-  if constexpr (std::is_same<T, float>::value) {
-    return "f32";
-  } else if constexpr (std::is_same<T, double>::value) {
-    return "f64";
-  } else if constexpr (std::is_same<T, fp16>::value) {
-    return "f16";
-  } else if constexpr (std::is_same<T, bf16>::value) {
-    return "bf16";
-  } else if constexpr (std::is_same<T, int32_t>::value) {
-    return "i32";
-  } else {
-    static_assert(std::is_same<T, int64_t>::value, "no name for this type");
-    return "i64";
-  }
-}
 
 template <typename T, typename L>
 std::string kernel_name() {
@@ -730,18 +677,15 @@ void check_thread_determinism(const Case& c) {
   pr.p.num_threads = 1;
   const auto one = run_kernels(pr);
   ASSERT_TRUE(one.status.ok());
-  const auto same = [](const auto& a, const auto& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0;
-  };
   for (int threads : {2, 3, 7}) {
     SCOPED_TRACE("num_threads = " + std::to_string(threads));
     pr.p.num_threads = threads;
     const auto many = run_kernels(pr);
     ASSERT_TRUE(many.status.ok());
-    EXPECT_TRUE(same(one.loss, many.loss));
-    EXPECT_TRUE(same(one.lse, many.lse));
-    EXPECT_TRUE(same(one.row_weight, many.row_weight));
-    EXPECT_TRUE(same(one.grad, many.grad));
+    EXPECT_TRUE(same_bits(one.loss, many.loss));
+    EXPECT_TRUE(same_bits(one.lse, many.lse));
+    EXPECT_TRUE(same_bits(one.row_weight, many.row_weight));
+    EXPECT_TRUE(same_bits(one.grad, many.grad));
   }
 }
 
