@@ -30,7 +30,6 @@ tests' float64 NumPy references (tests/reference.py), so a broken build is never
 """
 
 import dataclasses
-import importlib.util
 import os
 import sys
 import warnings
@@ -76,7 +75,6 @@ QUICK_CONFIGS = [
 ]
 # Dtypes the Paddle baselines have CPU kernels for (softmax, log_softmax, kl_div).
 BASELINE_DTYPES = {"float32", "float64"}
-ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 DEFAULT_MAX_COMPOSITION_CLASSES = 8000
 CHECK_ROWS = 64
 # Loss and gradient tolerances of the agreement check (the gradient's relative to its largest
@@ -87,16 +85,7 @@ CHECK_TOL = {"float32": (1e-4, 1e-4), "float64": (1e-10, 1e-8), "float16": (1e-4
              "bfloat16": (1e-4, 1e-2)}
 
 
-def _load_reference():
-    """tests/reference.py, loaded by path (tests/ is not a package)."""
-    path = os.path.join(REPO_ROOT, "tests", "reference.py")
-    spec = importlib.util.spec_from_file_location("paddle_ops_tests_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-REFERENCE = _load_reference()
+REFERENCE = harness.load_reference()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,7 +228,7 @@ SPECS = {
 def ideal_bytes(spec, mode, shape, dtype):
     """Bytes the ideal kernel must move: whole [rows, classes] tensors read or written (see
     SPECS); per-row scalars (losses, saved statistics) are 1/classes of that and ignored."""
-    tensor = int(np.prod(shape)) * ITEMSIZE[dtype]
+    tensor = int(np.prod(shape)) * harness.ITEMSIZE[dtype]
     fwd, bwd = spec.fwd_tensors * tensor, spec.bwd_tensors * tensor
     return {"fwd": fwd, "bwd": bwd, "full": fwd + bwd}[mode]
 
@@ -358,8 +347,8 @@ def main(argv=None):
         if o not in SPECS:
             parser.error(f"unknown op {o!r}; choose from {', '.join(SPECS)}")
     for d in args.dtypes or ():
-        if d not in ITEMSIZE:
-            parser.error(f"unknown dtype {d!r}; choose from {', '.join(ITEMSIZE)}")
+        if d not in harness.ITEMSIZE:
+            parser.error(f"unknown dtype {d!r}; choose from {', '.join(harness.ITEMSIZE)}")
     for shape in user_shapes or ():
         if len(shape) != 2:
             parser.error(f"shapes are rows x classes, got {harness.shape_str(shape)}")

@@ -15,7 +15,6 @@ Before timing, each configuration checks on its first rows that both providers a
 tests' reference (tests/reference.py), so a broken build is never timed.
 """
 
-import importlib.util
 import os
 import sys
 import warnings
@@ -38,7 +37,6 @@ QUICK_SHAPES = [(256, 32000), (1024, 1000)]
 DEFAULT_DTYPES = ["float32", "bfloat16"]
 # Dtypes Paddle's built-in CPU cross-entropy has a kernel for.
 BASELINE_DTYPES = {"float32", "float64"}
-ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 CHECK_ROWS = 64
 # Loss and gradient tolerances of the agreement check: fp32 accumulation over up to 32000
 # classes for float32; for bfloat16, the gradient's own rounding (8 bits of mantissa).
@@ -46,16 +44,7 @@ CHECK_TOL = {"float32": (1e-5, 1e-4), "float64": (1e-10, 1e-8), "float16": (1e-4
              "bfloat16": (1e-4, 1e-2)}
 
 
-def _load_reference():
-    """tests/reference.py, loaded by path (tests/ is not a package)."""
-    path = os.path.join(REPO_ROOT, "tests", "reference.py")
-    spec = importlib.util.spec_from_file_location("paddle_ops_tests_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-REFERENCE = _load_reference()
+REFERENCE = harness.load_reference()
 
 
 def paddle_builtin(x, label):
@@ -118,7 +107,7 @@ def build_cases(shape, dtype, x, label, versions):
             setup, call = harness.training_modes(lambda fn=fn: fn(x, label), [x])[mode]
             cases.append(harness.Case(
                 op=OP, provider=provider, mode=mode, dtype=dtype, shape=shape,
-                nbytes=harness.ideal_bytes(mode, shape[0], shape[1], ITEMSIZE[dtype]),
+                nbytes=harness.ideal_bytes(mode, shape[0], shape[1], harness.ITEMSIZE[dtype]),
                 fn=call, setup=setup, version=versions[provider]))
     return cases
 
@@ -130,8 +119,8 @@ def main(argv=None):
                         default=DEFAULT_DTYPES, help="comma-separated (default float32,bfloat16)")
     args = harness.finalize_args(parser.parse_args(argv))
     for d in args.dtypes:
-        if d not in ITEMSIZE:
-            parser.error(f"unknown dtype {d!r}; choose from {', '.join(ITEMSIZE)}")
+        if d not in harness.ITEMSIZE:
+            parser.error(f"unknown dtype {d!r}; choose from {', '.join(harness.ITEMSIZE)}")
 
     device = harness.cpu_description()
     versions = {"paddle_ops": harness.git_version(paddle_ops.__version__,

@@ -16,6 +16,7 @@ import ctypes
 import dataclasses
 import datetime
 import hashlib
+import importlib.util
 import os
 import platform
 import subprocess
@@ -42,6 +43,18 @@ MODES = ("fwd", "bwd", "full")
 # kernel row can be related to the bandwidth measured on the same device.
 MEMBW_OP = "membw"
 MEMBW_PROVIDER = "numpy"
+# Bytes per element of the dtypes the benchmarks run.
+ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+
+
+def load_reference():
+    """tests/reference.py, loaded by path (tests/ is not a package): the baselines and the
+    float64 references the bench scripts check against before timing."""
+    path = os.path.join(REPO_ROOT, "tests", "reference.py")
+    spec = importlib.util.spec_from_file_location("paddle_ops_tests_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,24 +13,9 @@ import pytest
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
-from reference import (kl_div_ref, kl_logits_ref, paddle_builtin_kl_div,
+from reference import (TOLERANCES, kl_div_ref, kl_logits_ref, paddle_builtin_kl_div,
                        paddle_kl_logits_composition, softmax_entropy_ref)
 
-# id: (dtype, loss (atol, rtol), gradient (atol, rtol)).
-# Losses are accumulated in fp32 for fp32/fp16/bf16 inputs, so their tolerance is fp32's whatever
-# the input dtype: log-sum-exps of logits up to ~10 carry ~1e-6 absolute error, which the
-# divergences inherit; 2e-5 leaves room for rows of 70,001 classes.
-# Gradients are computed in fp32 from the same log-sum-exps and rounded once to the input dtype:
-# one ulp of the 16-bit type relative (fp16: 2^-10, bf16: 2^-7; rounding to nearest uses at most
-# half of it) plus an absolute term for values near zero, where terms such as
-# p (log p - log q - KL) cancel and keep only the fp32 error of log-probabilities of size ~10
-# (~1e-6 times p, times the upstream factor up to 2 / T).
-TOLERANCES = {
-    "f64": ("float64", (1e-10, 1e-10), (1e-12, 1e-10)),
-    "f32": ("float32", (2e-5, 2e-5), (1e-6, 2e-5)),
-    "f16": ("float16", (2e-5, 2e-5), (1e-6, 2 ** -10)),
-    "bf16": ("bfloat16", (2e-5, 2e-5), (1e-6, 2 ** -7)),
-}
 DTYPE_IDS = list(TOLERANCES)
 PADDLE_DTYPE_IDS = ["f64", "f32"]  # Paddle 3.3.1 has no fp16/bf16 CPU kldiv_loss kernel
 ROW_REDUCTIONS = ["none", "mean", "sum", "batchmean"]

@@ -11,18 +11,8 @@ import pytest
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
-from reference import paddle_cross_entropy, softmax_ce_ref
+from reference import TOLERANCES, paddle_cross_entropy, softmax_ce_ref
 
-# id: (dtype, loss (atol, rtol), gradient (atol, rtol)).
-# Losses are accumulated in fp32 for fp32/fp16/bf16 inputs, so their tolerance is fp32's whatever
-# the input dtype. Gradients are computed in fp32 and rounded once to the input dtype: one ulp of
-# the 16-bit type relative (fp16: 2^-10, bf16: 2^-7) plus an absolute term for values near zero.
-TOLERANCES = {
-    "f64": ("float64", (1e-10, 1e-10), (1e-12, 1e-10)),
-    "f32": ("float32", (2e-5, 2e-5), (1e-6, 2e-5)),
-    "f16": ("float16", (2e-5, 2e-5), (1e-6, 2 ** -10)),
-    "bf16": ("bfloat16", (2e-5, 2e-5), (1e-6, 2 ** -7)),
-}
 DTYPE_IDS = list(TOLERANCES)
 PADDLE_DTYPE_IDS = ["f64", "f32"]  # Paddle has no fp16/bf16 CPU kernel for cross_entropy
 REDUCTIONS = ["none", "mean", "sum"]
