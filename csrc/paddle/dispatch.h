@@ -113,6 +113,29 @@ inline int64_t normalize_axis(int64_t axis, int64_t rank) {
   return axis < 0 ? axis + rank : axis;
 }
 
+// The kernels read raw CPU memory of a floating tensor.
+inline void check_cpu_float_input(const paddle::Tensor& x, const char* what) {
+  PO_CHECK(x.is_cpu(), "paddle_ops: this build has CPU kernels only; ", what, " is on ",
+           x.place());
+  PO_CHECK(is_float_dtype(x.dtype()), what, " must be a floating tensor, got ",
+           phi::DataTypeToString(x.dtype()));
+  PO_CHECK(x.is_contiguous(), what, " must be contiguous (call .contiguous() first)");
+}
+
+// An upstream gradient that was never produced (only an auxiliary output was used) arrives
+// uninitialised: the kernels then treat it as zero (nullptr) instead of reading it.
+template <typename A>
+const A* upstream_grad(const paddle::Tensor& grad, int64_t expected_numel) {
+  return grad.initialized() && grad.numel() == expected_numel ? data_ptr<A>(grad) : nullptr;
+}
+
+// A gradient output that is not needed (its input stops gradient): Paddle requires an
+// initialised tensor, so an empty one is returned instead of computing [N, C] values.
+inline paddle::Tensor grad_output(const paddle::Tensor& like, bool needed) {
+  return needed ? paddle::empty(like.shape(), like.dtype(), like.place())
+                : paddle::empty({0}, like.dtype(), like.place());
+}
+
 // A tensor viewed as [outer, classes (at `axis`), inner], the layout every row kernel takes.
 struct RowLayout {
   int64_t outer = 1;

@@ -23,18 +23,10 @@ std::vector<int64_t> with_stats(std::vector<int64_t> rows_shape) {
   return rows_shape;
 }
 
-void check_float_input(const paddle::Tensor& x, const char* what) {
-  PO_CHECK(x.is_cpu(), "paddle_ops: this build has CPU kernels only; ", what, " is on ",
-           x.place());
-  PO_CHECK(is_float_dtype(x.dtype()), what, " must be a floating tensor, got ",
-           phi::DataTypeToString(x.dtype()));
-  PO_CHECK(x.is_contiguous(), what, " must be contiguous (call .contiguous() first)");
-}
-
 void check_pair(const paddle::Tensor& x, const paddle::Tensor& y, const char* xn,
                 const char* yn) {
-  check_float_input(x, xn);
-  check_float_input(y, yn);
+  check_cpu_float_input(x, xn);
+  check_cpu_float_input(y, yn);
   PO_CHECK(x.shape() == y.shape(), xn, " and ", yn, " must have the same shape");
   PO_CHECK(x.dtype() == y.dtype(), xn, " and ", yn, " must have the same dtype, got ",
            phi::DataTypeToString(x.dtype()), " and ", phi::DataTypeToString(y.dtype()));
@@ -109,18 +101,15 @@ std::vector<paddle::Tensor> KLLogitsBackward(const paddle::Tensor& s, const padd
                                              int64_t ignore_index, bool label_grad) {
   const KLParams p = kl_params(s, mode, axis, temperature, beta, ignore_index);
   auto s_grad = paddle::empty(s.shape(), s.dtype(), s.place());
-  paddle::Tensor t_grad =
-      label_grad ? paddle::empty(t.shape(), t.dtype(), t.place()) : paddle::empty({0}, t.dtype(), t.place());
+  paddle::Tensor t_grad = grad_output(t, label_grad);
   if (s.numel() == 0) return {s_grad, t_grad};
-  // An upstream gradient that was never produced (only Stats was used) is zero.
-  const bool has_grad = loss_grad.initialized() && loss_grad.numel() == p.rows();
   dispatch_kl(s, index, [&](auto tt, auto it) {
     using T = typename decltype(tt)::type;
     using I = typename decltype(it)::type;
     using A = acc_t<T>;
     kl_logits_bwd_cpu<T, I>(p, data_ptr<T>(s), data_ptr<T>(t),
                             index ? data_ptr<I>(*index) : nullptr, data_ptr<A>(stats),
-                            has_grad ? data_ptr<A>(loss_grad) : nullptr, data_ptr<T>(s_grad),
+                            upstream_grad<A>(loss_grad, p.rows()), data_ptr<T>(s_grad),
                             label_grad ? data_ptr<T>(t_grad) : nullptr);
   });
   return {s_grad, t_grad};
@@ -170,7 +159,7 @@ KLParams entropy_params(const paddle::Tensor& x, int axis) {
 }
 
 std::vector<paddle::Tensor> EntropyForward(const paddle::Tensor& x, int axis) {
-  check_float_input(x, "x");
+  check_cpu_float_input(x, "x");
   const KLParams p = entropy_params(x, axis);
   const auto rows_shape = drop_axis(x.shape(), axis);
   const auto stat = acc_dtype(x.dtype());
@@ -192,13 +181,12 @@ std::vector<paddle::Tensor> EntropyBackward(const paddle::Tensor& x, const paddl
   const KLParams p = entropy_params(x, axis);
   auto grad = paddle::empty(x.shape(), x.dtype(), x.place());
   if (x.numel() == 0) return {grad};
-  const bool has_grad = loss_grad.initialized() && loss_grad.numel() == p.rows();
   dispatch_float(x.dtype(), "x", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
     kl_logits_bwd_cpu<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr, data_ptr<A>(stats),
-                                  has_grad ? data_ptr<A>(loss_grad) : nullptr,
-                                  data_ptr<T>(grad), nullptr);
+                                  upstream_grad<A>(loss_grad, p.rows()), data_ptr<T>(grad),
+                                  nullptr);
   });
   return {grad};
 }
@@ -264,15 +252,14 @@ std::vector<paddle::Tensor> KLDivBackward(const paddle::Tensor& x, const paddle:
                                           bool reduce_rows, bool label_grad) {
   const KLDivParams p = kl_div_params(x.shape(), log_target);
   auto x_grad = paddle::empty(x.shape(), x.dtype(), x.place());
-  paddle::Tensor y_grad =
-      label_grad ? paddle::empty(y.shape(), y.dtype(), y.place()) : paddle::empty({0}, y.dtype(), y.place());
+  paddle::Tensor y_grad = grad_output(y, label_grad);
   if (p.rows == 0) return {x_grad, y_grad};
-  const bool has_grad = loss_grad.initialized();
+  const int64_t grad_numel = reduce_rows ? p.rows : p.rows * p.cols;
   dispatch_float(x.dtype(), "input", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
     kl_div_bwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(y),
-                      has_grad ? data_ptr<A>(loss_grad) : nullptr, reduce_rows,
+                      upstream_grad<A>(loss_grad, grad_numel), reduce_rows,
                       data_ptr<T>(x_grad), label_grad ? data_ptr<T>(y_grad) : nullptr);
   });
   return {x_grad, y_grad};

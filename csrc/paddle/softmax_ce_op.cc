@@ -35,10 +35,8 @@ SoftmaxCEParams make_params(const std::vector<int64_t>& shape, int axis, int64_t
 
 void check_inputs(const paddle::Tensor& x, const paddle::Tensor& label,
                   const paddle::optional<paddle::Tensor>& weight, const SoftmaxCEParams& p) {
-  PO_CHECK(x.is_cpu(), "paddle_ops: this build has CPU kernels only; logits are on ", x.place());
-  PO_CHECK(is_float_dtype(x.dtype()), "logits must be a floating tensor, got ",
-           phi::DataTypeToString(x.dtype()));
-  PO_CHECK(x.is_contiguous() && label.is_contiguous() && (!weight || weight->is_contiguous()),
+  check_cpu_float_input(x, "logits");
+  PO_CHECK(label.is_contiguous() && (!weight || weight->is_contiguous()),
            "paddle_ops kernels need contiguous tensors (call .contiguous() first)");
   const bool soft = is_float_dtype(label.dtype());
   if (soft) {
@@ -118,15 +116,13 @@ std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const pad
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
   auto grad = paddle::empty(x.shape(), x.dtype(), x.place());
   if (x.numel() == 0) return {grad};
-  // An upstream gradient that was never produced (only LSE or RowWeight was used) is zero.
-  const bool has_grad = loss_grad.initialized() && loss_grad.numel() == p.rows();
   dispatch_logits_label(x, label, [&](auto t, auto l) {
     using T = typename decltype(t)::type;
     using L = typename decltype(l)::type;
     using A = acc_t<T>;
     softmax_ce_bwd_cpu<T, L>(p, data_ptr<T>(x), data_ptr<L>(label),
                              weight ? data_ptr<A>(*weight) : nullptr, data_ptr<A>(lse),
-                             has_grad ? data_ptr<A>(loss_grad) : nullptr, data_ptr<T>(grad));
+                             upstream_grad<A>(loss_grad, p.rows()), data_ptr<T>(grad));
   });
   return {grad};
 }
