@@ -53,8 +53,11 @@ test-cpp: $(STAMP)
 	$(VENV)/bin/cmake --build $(CPP_BUILD) -j $(JOBS)
 	$(VENV)/bin/ctest --test-dir $(CPP_BUILD) --output-on-failure
 
+# The issue-5 targets: cross-entropy (all its target shapes) and KL from logits at [512, 8000];
+# the whole KL family (10-15 minutes) is `benchmarks/bench_kl.py` without options.
 bench: build
 	$(PY) benchmarks/bench_softmax_ce.py
+	$(PY) benchmarks/bench_kl.py --ops kl_logits --shapes 512x8000 --dtypes float32
 
 clean:
 	rm -rf build paddle_ops/_C*.so

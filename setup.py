@@ -10,6 +10,7 @@ in `depends` is newer than the library.
     python setup.py build_ext --inplace    # development build used by `make`
 """
 
+import concurrent.futures
 import glob
 import os
 import platform
@@ -31,17 +32,37 @@ IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 
 
 class BuildExt(build_ext):
-    """build_ext with the per-file ISA flags above."""
+    """build_ext with the per-file ISA flags above, compiling the sources in parallel (setuptools
+    compiles one extension's sources one after another; the per-ISA kernel files take about a
+    minute each)."""
 
     def build_extensions(self):
-        compile_one = self.compiler._compile
+        compiler = self.compiler
+        compile_one = compiler._compile
+        jobs = self.parallel if isinstance(self.parallel, int) and self.parallel > 0 else (
+            os.cpu_count() or 1)
 
         def compile_with_isa(obj, src, ext, cc_args, extra_postargs, pp_opts):
             extra = [f for suffix, flags in ISA_FLAGS.items() if src.endswith(suffix)
                      for f in flags] if IS_X86_64 else []
             compile_one(obj, src, ext, cc_args, list(extra_postargs) + extra, pp_opts)
 
-        self.compiler._compile = compile_with_isa
+        def compile_parallel(sources, output_dir=None, macros=None, include_dirs=None,
+                             debug=0, extra_preargs=None, extra_postargs=None, depends=None):
+            # The steps of distutils' CCompiler.compile, with the per-object loop in a pool; the
+            # first compile error is re-raised by result() and stops the build.
+            macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
+                output_dir, macros, include_dirs, sources, depends, extra_postargs)
+            cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
+            todo = [(obj, *build[obj]) for obj in objects if obj in build]
+            with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(compile_with_isa, obj, src, ext, cc_args, extra_postargs,
+                                       pp_opts) for obj, src, ext in todo]
+                for f in futures:
+                    f.result()
+            return objects
+
+        compiler.compile = compile_parallel
         super().build_extensions()
 
 

@@ -32,7 +32,9 @@ import paddle_ops  # noqa: E402
 import paddle_ops.nn.functional as POF  # noqa: E402
 
 OP = "softmax_ce"
-DEFAULT_SHAPES = [(4096, 32000), (16384, 1000)]
+# The issue-5 target shapes ([4096, 32000], [16384, 1000], the small [64, 1000] and [256, 10]) and
+# [1024, 128000] (a 128k vocabulary), so that the plot spans class counts from 10 to 128000.
+DEFAULT_SHAPES = [(4096, 32000), (16384, 1000), (1024, 128000), (64, 1000), (256, 10)]
 QUICK_SHAPES = [(256, 32000), (1024, 1000)]
 DEFAULT_DTYPES = ["float32", "bfloat16"]
 # Dtypes Paddle's built-in CPU cross-entropy has a kernel for.
@@ -45,6 +47,31 @@ CHECK_TOL = {"float32": (1e-5, 1e-4), "float64": (1e-10, 1e-8), "float16": (1e-4
 
 
 REFERENCE = harness.load_reference()
+
+# Issue 5's targets for this op family, measured on the rows of one run.
+TARGETS = [
+    harness.speedup_target("fp32 [4096, 32000] forward >= 8x Paddle", OP, "fwd", "float32",
+                           "4096x32000", 8.0),
+    harness.speedup_target("fp32 [4096, 32000] forward+backward >= 5x Paddle", OP, "full",
+                           "float32", "4096x32000", 5.0),
+    harness.roofline_target("fp32 [4096, 32000] forward >= 60% of the read bandwidth", OP, "fwd",
+                            "float32", "4096x32000", 60.0),
+    harness.speedup_target("fp32 [16384, 1000] forward+backward >= 4x Paddle", OP, "full",
+                           "float32", "16384x1000", 4.0),
+    harness.own_ratio_target("bf16 [4096, 32000] forward+backward in <= 0.6x our fp32 time "
+                             "(fp32 time / bf16 time >= 1/0.6)", OP, "full",
+                             ("float32", "4096x32000"), ("bfloat16", "4096x32000"), 1 / 0.6),
+    harness.speedup_target("fp32 [64, 1000] forward no slower than Paddle", OP, "fwd", "float32",
+                           "64x1000", 1.0),
+    harness.speedup_target("fp32 [64, 1000] forward+backward no slower than Paddle", OP, "full",
+                           "float32", "64x1000", 1.0),
+    harness.speedup_target("fp32 [256, 10] forward no slower than Paddle", OP, "fwd", "float32",
+                           "256x10", 1.0),
+    harness.speedup_target("fp32 [256, 10] forward+backward no slower than Paddle", OP, "full",
+                           "float32", "256x10", 1.0),
+    harness.peak_target("fp32 [4096, 32000] forward+backward peak memory <= gradient + 2 MB "
+                        "((gradient + 2 MB) / peak >= 1)", OP, "float32", "4096x32000"),
+]
 
 
 def paddle_builtin(x, label):
@@ -142,7 +169,7 @@ def main(argv=None):
             check_agreement(x, label, dtype)
             rows += harness.run_cases(build_cases(shape, dtype, x, label, versions), args, device)
             del x, label
-    return harness.finish(args, rows, bw, OP)
+    return harness.finish(args, rows, bw, OP, TARGETS)
 
 
 if __name__ == "__main__":

@@ -706,6 +706,83 @@ def plot(csv_path: str = RESULTS_CSV, png_path: str = RESULTS_PNG, op: Optional[
 
 
 # ----------------------------------------------------------------------------------------------
+# Targets (issue 5): each one a number from this run's rows, compared with a bound
+
+
+@dataclasses.dataclass
+class Target:
+    """One performance target: `measure(rows_by_key, bw)` returns the measured value, or None when
+    this run lacks a row it needs; the target is met when the value is at least `minimum`."""
+    text: str
+    measure: Callable[[dict, dict], Optional[float]]
+    minimum: float
+    unit: str = "x"
+
+
+def _row(by_key: dict, op: str, provider: str, mode: str, dtype: str, shape: str):
+    for key, row in by_key.items():
+        if key[:5] == (op, provider, mode, dtype, shape):
+            return row
+    return None
+
+
+def speedup_target(text: str, op: str, mode: str, dtype: str, shape: str, minimum: float):
+    """paddle's p50 over paddle_ops' p50 for one configuration."""
+    def measure(by_key, _bw):
+        ours = _row(by_key, op, OURS, mode, dtype, shape)
+        base = _row(by_key, op, BASELINE, mode, dtype, shape)
+        return None if ours is None or base is None else base["p50_ms"] / ours["p50_ms"]
+    return Target(text, measure, minimum)
+
+
+def roofline_target(text: str, op: str, mode: str, dtype: str, shape: str, minimum_pct: float):
+    """paddle_ops' achieved GB/s as a percentage of the read bandwidth measured in this run."""
+    def measure(by_key, bw):
+        ours = _row(by_key, op, OURS, mode, dtype, shape)
+        return None if ours is None else 100.0 * ours["gbps"] / bw["read_gbps"]
+    return Target(text, measure, minimum_pct, "%")
+
+
+def own_ratio_target(text: str, op: str, mode: str, slow: tuple, fast: tuple, minimum: float):
+    """paddle_ops' p50 at (dtype, shape) `slow` over its p50 at `fast`."""
+    def measure(by_key, _bw):
+        a = _row(by_key, op, OURS, mode, *slow)
+        b = _row(by_key, op, OURS, mode, *fast)
+        return None if a is None or b is None else a["p50_ms"] / b["p50_ms"]
+    return Target(text, measure, minimum)
+
+
+def peak_target(text: str, op: str, dtype: str, shape: str, grad_tensors: int = 1,
+                slack_mb: float = 2.0):
+    """paddle_ops' peak memory in full mode against the gradients' size plus `slack_mb` (the
+    per-row values): measured as (gradient MB + slack) / peak MB, met at >= 1."""
+    def measure(by_key, _bw):
+        ours = _row(by_key, op, OURS, "full", dtype, shape)
+        if ours is None or np.isnan(ours["peak_mb"]):
+            return None
+        grad_mb = grad_tensors * np.prod(parse_shape(shape)) * ITEMSIZE[dtype] / 2**20
+        return (grad_mb + slack_mb) / max(ours["peak_mb"], 1e-9)
+    return Target(text, measure, 1.0)
+
+
+def check_targets(targets: list, rows: list, bw: dict) -> str:
+    """A markdown table of the targets, measured on this run's rows."""
+    by_key = {key_of(r): r for r in rows}
+    lines = ["| target | measured | bound | met |", "|---|---:|---:|---|"]
+    met = 0
+    for t in targets:
+        value = t.measure(by_key, bw)
+        if value is None:
+            lines.append(f"| {t.text} | not run | {t.minimum:g}{t.unit} | - |")
+            continue
+        ok = value >= t.minimum
+        met += ok
+        lines.append(f"| {t.text} | {value:.2f}{t.unit} | {t.minimum:g}{t.unit} | "
+                     f"{'yes' if ok else 'NO'} |")
+    return "\n".join([f"Targets met: {met} of {len(targets)}", ""] + lines)
+
+
+# ----------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -744,10 +821,10 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def finish(args: argparse.Namespace, rows: list, bw: dict, op: str) -> int:
+def finish(args: argparse.Namespace, rows: list, bw: dict, op: str, targets=()) -> int:
     """Measures the bandwidth again (keeping the best of that and `bw`, taken at the start), stores
-    the run's rows and the bandwidth rows, prints the table, draws the plot and, with --compare,
-    checks for regressions. Returns the process exit code."""
+    the run's rows and the bandwidth rows, prints the table and the `targets` measured on this
+    run, draws the plot and, with --compare, checks for regressions. Returns the exit code."""
     bw = best_bandwidth(bw, measure_bandwidth())
     reference, source = committed_rows(args.csv)
     if reference is None:
@@ -757,6 +834,9 @@ def finish(args: argparse.Namespace, rows: list, bw: dict, op: str) -> int:
     upsert(args.csv, bandwidth_rows(bw, device) + rows)
     print()
     print(markdown_table(rows, bw))
+    if targets:
+        print()
+        print(check_targets(targets, rows, bw))
     print(f"\nUpserted {len(rows)} rows into {args.csv}")
     if not args.no_plot:
         print(f"Plot: {plot(args.csv, args.png, op=op, device=device)}")

@@ -54,6 +54,37 @@ PO_HD float exp_f32(float x) {
   return y;
 }
 
+// log for fp32 without libm, straight-line like exp_f32 so that loops calling it vectorise:
+//   x = 2^e m, m in [sqrt(1/2), sqrt(2)), log x = e ln2 + 2 atanh(s), s = (m - 1) / (m + 1),
+// |s| <= 0.1716, atanh by its odd series to s^9 (relative truncation error s^10 / 11 < 2e-9), and
+// e ln2 added in two parts (Cody-Waite, e * kLn2Hi is exact). Subnormal inputs are scaled by 2^23
+// into the normal range first. log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, log(NaN) = NaN.
+// The vector versions in simd_cpu_impl.h follow the same steps.
+PO_HD float log_f32(float x) {
+  constexpr float kLn2Hi = 0.693145751953125f;
+  constexpr float kLn2Lo = 1.428606765330187045e-06f;
+  const bool tiny = x < 1.17549435e-38f;  // FLT_MIN
+  const float xs = tiny ? x * 8388608.0f : x;
+  const uint32_t u = float_bits(xs);
+  float e = static_cast<float>(static_cast<int32_t>(u >> 23) - 127) - (tiny ? 23.0f : 0.0f);
+  float m = bits_float((u & 0x7fffffu) | 0x3f800000u);
+  const bool big = m > 1.41421356237309505f;
+  m = big ? m * 0.5f : m;
+  e = big ? e + 1.0f : e;
+  const float s = (m - 1.0f) / (m + 1.0f);
+  const float s2 = s * s;
+  float p = 1.0f / 9.0f;
+  p = p * s2 + 1.0f / 7.0f;
+  p = p * s2 + 1.0f / 5.0f;
+  p = p * s2 + 1.0f / 3.0f;
+  p = p * s2 + 1.0f;
+  float y = e * kLn2Hi + (e * kLn2Lo + (s + s) * p);
+  y = x == INFINITY ? x : y;
+  y = x == 0.0f ? -INFINITY : y;
+  y = x < 0.0f ? NAN : y;
+  return x == x ? y : x;
+}
+
 PO_HD float exp_acc(float x) { return exp_f32(x); }
 // libm's C functions, not std:: overloads: those are inline wrappers that an unoptimised build
 // emits once per ISA file and the linker may merge (softmax_ce_cpu_impl.h).

@@ -1,5 +1,6 @@
 #include "cpu_isa.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -23,22 +24,41 @@ CpuIsa detect() {
   return CpuIsa::kBase;
 }
 
-CpuIsa choose() {
-  const CpuIsa best = detect();
-  const char* env = std::getenv("PADDLE_OPS_CPU_ISA");
-  if (env == nullptr) return best;
-  CpuIsa wanted = best;
-  if (std::strcmp(env, "base") == 0) wanted = CpuIsa::kBase;
-  if (std::strcmp(env, "avx2") == 0) wanted = CpuIsa::kAvx2;
-  if (std::strcmp(env, "avx512") == 0) wanted = CpuIsa::kAvx512;
+CpuIsa lower_to_supported(CpuIsa wanted) {
+  const CpuIsa best = best_cpu_isa();
   return static_cast<int>(wanted) < static_cast<int>(best) ? wanted : best;
 }
 
+CpuIsa from_environment() {
+  CpuIsa wanted = best_cpu_isa();
+  if (const char* env = std::getenv("PADDLE_OPS_CPU_ISA")) parse_cpu_isa(env, &wanted);
+  return lower_to_supported(wanted);
+}
+
+// -1 until the first cpu_isa() call reads the environment.
+std::atomic<int> g_isa{-1};
+
 }  // namespace
 
+CpuIsa best_cpu_isa() {
+  static const CpuIsa best = detect();
+  return best;
+}
+
 CpuIsa cpu_isa() {
-  static const CpuIsa isa = choose();
-  return isa;
+  int isa = g_isa.load(std::memory_order_relaxed);
+  if (isa < 0) {
+    int expected = -1;
+    g_isa.compare_exchange_strong(expected, static_cast<int>(from_environment()));
+    isa = g_isa.load(std::memory_order_relaxed);
+  }
+  return static_cast<CpuIsa>(isa);
+}
+
+CpuIsa set_cpu_isa(CpuIsa isa) {
+  const CpuIsa used = lower_to_supported(isa);
+  g_isa.store(static_cast<int>(used), std::memory_order_relaxed);
+  return used;
 }
 
 const char* cpu_isa_name(CpuIsa isa) {
@@ -50,6 +70,19 @@ const char* cpu_isa_name(CpuIsa isa) {
     default:
       return "base";
   }
+}
+
+bool parse_cpu_isa(const char* name, CpuIsa* isa) {
+  if (std::strcmp(name, "base") == 0) {
+    *isa = CpuIsa::kBase;
+  } else if (std::strcmp(name, "avx2") == 0) {
+    *isa = CpuIsa::kAvx2;
+  } else if (std::strcmp(name, "avx512") == 0) {
+    *isa = CpuIsa::kAvx512;
+  } else {
+    return false;
+  }
+  return true;
 }
 
 }  // namespace paddle_ops

@@ -31,6 +31,8 @@ namespace paddle_ops {
   template <typename T>                                                                           \
   void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,         \
                       bool per_row, T* x_grad, T* y_grad);                                        \
+  void exp_f32_cpu(const float* x, float* y, int64_t n);                                          \
+  void log_f32_cpu(const float* x, float* y, int64_t n);                                          \
   }
 PO_DECLARE_ISA(base)
 PO_DECLARE_ISA(avx2)

@@ -4,7 +4,9 @@
 //
 // Logit rows: forward reads each of the two rows once from memory for their online log-sum-exps,
 // then once more from cache for the divergence; backward reads both once and writes each gradient
-// requested once. Only kKLStats fp32 (fp64 for fp64) values per row are saved.
+// requested once. Only kKLStats fp32 (fp64 for fp64) values per row are saved. Contiguous rows of
+// fp32/fp16/bf16 run on fp32 vectors; with fewer rows than threads a row is split into chunks
+// across threads (log-sum-exp states and divergence sums merged in chunk order, cpu_rows_impl.h).
 #pragma once
 
 #ifndef PO_CPU_ISA
@@ -27,6 +29,7 @@ struct KLRows {
   using A = acc_t<T>;
   using Row = Scaled<RowIn<T, kContig>, A>;
   static constexpr A kNegInf = -kInfinity<A>;
+  static constexpr bool kVec = kVectorRows<T, kContig>;
 
   const KLParams& p;
   const T* s;
@@ -36,6 +39,7 @@ struct KLRows {
   bool ignored(int64_t r) const {
     return index != nullptr && static_cast<int64_t>(index[r]) == p.ignore_index;
   }
+  bool entropy() const { return p.mode == KLMode::kEntropy; }
   Row row(const T* base, int64_t r) const {
     return {row_in<kContig>(base, r, p.classes, p.inner), static_cast<A>(1.0 / p.temperature)};
   }
@@ -45,97 +49,141 @@ struct KLRows {
                            : RowOut<T, kContig>{nullptr, p.inner};
   }
 
-  void forward(int64_t r, A* loss, A* stats) const {
+  // Forward phase 1: the log-sum-exps of s / T and t / T.
+  struct Lse2 {
+    LsePart<A> s;
+    LsePart<A> t;
+  };
+  Lse2 lse_part2(int64_t r, int64_t begin, int64_t end) const {
+    Lse2 out;
+    if (ignored(r)) return out;
+    out.s = lse_part<kVec, false>(row(s, r), begin, end);
+    if (!entropy()) out.t = lse_part<kVec, false>(row(t, r), begin, end);
+    return out;
+  }
+  static void merge_lse2(Lse2& acc, const Lse2& c) {
+    lse_merge(acc.s, c.s);
+    lse_merge(acc.t, c.t);
+  }
+  void finish_lse2(int64_t r, const Lse2& st2, A* stats) const {
     A* st = stats + r * kKLStats;
     for (int k = 0; k < kKLStats; ++k) st[k] = 0;
-    loss[r] = 0;
     if (ignored(r)) return;
-    const int64_t C = p.classes;
-    const Row sr = row(s, r);
-    A ls;
-    A unused;
-    row_lse<false>(sr, C, ls, unused);
-    st[0] = ls;
-    if (ls == kNegInf) return;  // no student distribution: loss 0 (kl.h)
-    // Terms are guarded with "!= 0" rather than "> 0" so that a NaN probability propagates.
-    if (p.mode == KLMode::kEntropy) {
-      const A h = -lane_sum<A>(C, [&](int64_t j) {
-        const A lq = sr[j] - ls;
-        const A q = exp_acc(lq);
-        return q != 0 ? q * lq : A(0);
-      });
-      st[2] = h;
-      loss[r] = h;
-      return;
-    }
-    const Row tr = row(t, r);
-    A lt;
-    row_lse<false>(tr, C, lt, unused);
-    st[1] = lt;
-    if (lt == kNegInf) return;  // no teacher distribution: loss 0
-    if (p.mode == KLMode::kJSD) {
-      const A beta = static_cast<A>(p.beta);
-      A kl_pm = 0;
-      A kl_qm = 0;
-      kl_pm = lane_sum<A>(C, [&](int64_t j) {
-        const A lp = tr[j] - lt;
-        const A pj = exp_acc(lp);
-        const A m = beta * pj + (1 - beta) * exp_acc(sr[j] - ls);
-        return pj != 0 ? pj * (lp - log_acc(m)) : A(0);
-      });
-      kl_qm = lane_sum<A>(C, [&](int64_t j) {
-        const A lq = sr[j] - ls;
-        const A qj = exp_acc(lq);
-        const A m = beta * exp_acc(tr[j] - lt) + (1 - beta) * qj;
-        return qj != 0 ? qj * (lq - log_acc(m)) : A(0);
-      });
-      st[2] = kl_qm;
-      st[3] = kl_pm;
-      // A half with weight 0 is left out rather than multiplied by 0: at beta = 0 (m = q) a class
-      // the student masks but the teacher does not makes KL(p || m) infinite, and 0 * inf is NaN.
-      loss[r] = (beta != 0 ? beta * kl_pm : A(0)) + (beta != 1 ? (1 - beta) * kl_qm : A(0));
-      return;
-    }
-    const bool reverse = p.mode == KLMode::kReverse;
-    const A kl = lane_sum<A>(C, [&](int64_t j) {
-      const A lq = sr[j] - ls;
-      const A lp = tr[j] - lt;
-      // forward: p (log p - log q); reverse: q (log q - log p)
-      const A la = reverse ? lq : lp;
-      const A lb = reverse ? lp : lq;
-      const A a = exp_acc(la);
-      return a != 0 ? a * (la - lb) : A(0);
-    });
-    st[2] = kl;
-    st[3] = kl;
-    loss[r] = kl;
+    st[0] = lse_value(st2.s);
+    if (!entropy()) st[1] = lse_value(st2.t);
+  }
+  // Whether row r has the distributions its divergence needs (kl.h: otherwise loss 0).
+  bool defined(int64_t r, const A* stats) const {
+    const A* st = stats + r * kKLStats;
+    return !ignored(r) && st[0] != kNegInf && (entropy() || st[1] != kNegInf);
   }
 
-  void backward(int64_t r, const A* stats, const A* loss_grad, T* s_grad, T* t_grad) const {
-    const int64_t C = p.classes;
-    const auto so = out_row(s_grad, r);
-    const auto to = out_row(t_grad, r);
+  // Forward phase 2: the divergence sums over [begin, end). Terms are guarded with "!= 0" rather
+  // than "> 0" so that a NaN probability propagates.
+  struct Sums {
+    A a = 0;  // entropy: sum q log q; KL: the divergence; JSD: KL(q || m)
+    A b = 0;  // JSD: KL(p || m)
+  };
+  Sums div_part(int64_t r, int64_t begin, int64_t end, const A* stats) const {
+    Sums out;
+    if (!defined(r, stats)) return out;
     const A* st = stats + r * kKLStats;
     const A ls = st[0];
     const A lt = st[1];
-    const bool teacher = p.mode != KLMode::kEntropy;
-    if (ignored(r) || ls == kNegInf || (teacher && lt == kNegInf)) {
-      for (int64_t j = 0; j < C; ++j) {
-        if (s_grad) so.set(j, 0);
-        if (t_grad) to.set(j, 0);
-      }
+    const Row sr = row(s, r);
+    if (entropy()) {
+      out.a = row_sum<kVec, A>(begin, end, [&](auto at) {
+        const auto lq = at(sr) - ls;
+        const auto q = vexp(lq);
+        return select(q != A(0), q * lq, A(0));
+      });
+      return out;
+    }
+    const Row tr = row(t, r);
+    if (p.mode == KLMode::kJSD) {
+      const A beta = static_cast<A>(p.beta);
+      out.b = row_sum<kVec, A>(begin, end, [&](auto at) {
+        const auto lp = at(tr) - lt;
+        const auto pj = vexp(lp);
+        const auto m = beta * pj + (1 - beta) * vexp(at(sr) - ls);
+        return select(pj != A(0), pj * (lp - vlog(m)), A(0));
+      });
+      out.a = row_sum<kVec, A>(begin, end, [&](auto at) {
+        const auto lq = at(sr) - ls;
+        const auto qj = vexp(lq);
+        const auto m = beta * vexp(at(tr) - lt) + (1 - beta) * qj;
+        return select(qj != A(0), qj * (lq - vlog(m)), A(0));
+      });
+      return out;
+    }
+    const bool reverse = p.mode == KLMode::kReverse;
+    // forward: p (log p - log q); reverse: q (log q - log p)
+    const Row& ra = reverse ? sr : tr;
+    const Row& rb = reverse ? tr : sr;
+    const A la0 = reverse ? ls : lt;
+    const A lb0 = reverse ? lt : ls;
+    out.a = row_sum<kVec, A>(begin, end, [&](auto at) {
+      const auto la = at(ra) - la0;
+      const auto lb = at(rb) - lb0;
+      const auto a = vexp(la);
+      return select(a != A(0), a * (la - lb), A(0));
+    });
+    return out;
+  }
+  static void merge_sums(Sums& acc, const Sums& c) {
+    acc.a += c.a;
+    acc.b += c.b;
+  }
+  void finish_div(int64_t r, const Sums& sums, A* loss, A* stats) const {
+    A* st = stats + r * kKLStats;
+    loss[r] = 0;
+    if (!defined(r, stats)) return;
+    if (entropy()) {
+      st[2] = -sums.a;
+      loss[r] = -sums.a;
       return;
     }
+    if (p.mode == KLMode::kJSD) {
+      const A beta = static_cast<A>(p.beta);
+      st[2] = sums.a;
+      st[3] = sums.b;
+      // A half with weight 0 is left out rather than multiplied by 0: at beta = 0 (m = q) a class
+      // the student masks but the teacher does not makes KL(p || m) infinite, and 0 * inf is NaN.
+      loss[r] = (beta != 0 ? beta * sums.b : A(0)) + (beta != 1 ? (1 - beta) * sums.a : A(0));
+      return;
+    }
+    st[2] = sums.a;
+    st[3] = sums.a;
+    loss[r] = sums.a;
+  }
+
+  void backward(int64_t r, int64_t begin, int64_t end, const A* stats, const A* loss_grad,
+                T* s_grad, T* t_grad) const {
+    const auto so = out_row(s_grad, r);
+    const auto to = out_row(t_grad, r);
+    auto zero = [&](const RowOut<T, kContig>& out) {
+      if (out.ptr != nullptr) row_map<kVec>(begin, end, out, [&](auto at) { return at.splat(A(0)); });
+    };
+    if (!defined(r, stats)) {
+      zero(so);
+      zero(to);
+      return;
+    }
+    const A* st = stats + r * kKLStats;
+    const A ls = st[0];
+    const A lt = st[1];
     const A g = loss_grad[r] / static_cast<A>(p.temperature);
     const Row sr = row(s, r);
-    if (p.mode == KLMode::kEntropy) {
+    if (entropy()) {
       const A h = st[2];
-      for (int64_t j = 0; j < C; ++j) {
-        const A lq = sr[j] - ls;
-        const A q = exp_acc(lq);
-        so.set(j, q != 0 ? -g * q * (lq + h) : A(0));
-        if (t_grad) to.set(j, 0);  // there is no teacher; a requested gradient is still written
+      if (s_grad != nullptr) {
+        row_map<kVec>(begin, end, so, [&](auto at) {
+          const auto lq = at(sr) - ls;
+          const auto q = vexp(lq);
+          return select(q != A(0), -g * q * (lq + h), A(0));
+        });
       }
+      zero(to);  // there is no teacher; a requested gradient is still written
       return;
     }
     const Row tr = row(t, r);
@@ -143,77 +191,181 @@ struct KLRows {
     const A dt = st[3];
     if (p.mode == KLMode::kJSD) {
       const A beta = static_cast<A>(p.beta);
-      for (int64_t j = 0; j < C; ++j) {
-        const A lq = sr[j] - ls;
-        const A lp = tr[j] - lt;
-        const A q = exp_acc(lq);
-        const A pj = exp_acc(lp);
-        const A lm = log_acc(beta * pj + (1 - beta) * q);
-        // As in forward, a side whose weight is 0 gets exactly 0 (not 0 * inf).
-        if (s_grad) so.set(j, q != 0 && beta != 1 ? g * (1 - beta) * q * (lq - lm - ds) : A(0));
-        if (t_grad) to.set(j, pj != 0 && beta != 0 ? g * beta * pj * (lp - lm - dt) : A(0));
+      // As in forward, a side whose weight is 0 gets exactly 0 (not 0 * inf).
+      if (s_grad != nullptr && beta != 1) {
+        row_map<kVec>(begin, end, so, [&](auto at) {
+          const auto lq = at(sr) - ls;
+          const auto q = vexp(lq);
+          const auto lm = vlog(beta * vexp(at(tr) - lt) + (1 - beta) * q);
+          return select(q != A(0), g * (1 - beta) * q * (lq - lm - ds), A(0));
+        });
+      } else {
+        zero(so);
+      }
+      if (t_grad != nullptr && beta != 0) {
+        row_map<kVec>(begin, end, to, [&](auto at) {
+          const auto lp = at(tr) - lt;
+          const auto pj = vexp(lp);
+          const auto lm = vlog(beta * pj + (1 - beta) * vexp(at(sr) - ls));
+          return select(pj != A(0), g * beta * pj * (lp - lm - dt), A(0));
+        });
+      } else {
+        zero(to);
       }
       return;
     }
     const bool reverse = p.mode == KLMode::kReverse;
-    for (int64_t j = 0; j < C; ++j) {
-      const A lq = sr[j] - ls;
-      const A lp = tr[j] - lt;
-      const A q = exp_acc(lq);
-      const A pj = exp_acc(lp);
-      if (reverse) {
-        if (s_grad) so.set(j, q != 0 ? g * q * (lq - lp - ds) : A(0));
-        if (t_grad) to.set(j, g * (pj - q));
-      } else {
-        if (s_grad) so.set(j, g * (q - pj));
-        if (t_grad) to.set(j, pj != 0 ? g * pj * (lp - lq - dt) : A(0));
-      }
+    if (s_grad != nullptr) {
+      row_map<kVec>(begin, end, so, [&](auto at) {
+        const auto lq = at(sr) - ls;
+        const auto q = vexp(lq);
+        if (reverse) return select(q != A(0), g * q * (lq - (at(tr) - lt) - ds), A(0));
+        return g * (q - vexp(at(tr) - lt));
+      });
+    }
+    if (t_grad != nullptr) {
+      row_map<kVec>(begin, end, to, [&](auto at) {
+        const auto lp = at(tr) - lt;
+        const auto pj = vexp(lp);
+        if (reverse) return g * (pj - vexp(at(sr) - ls));
+        return select(pj != A(0), g * pj * (lp - (at(sr) - ls) - dt), A(0));
+      });
     }
   }
 };
 
-}  // namespace
+template <typename T, typename I, bool kContig>
+void kl_forward_rows(const KLRows<T, I, kContig>& k, acc_t<T>* loss, acc_t<T>* stats) {
+  using K = KLRows<T, I, kContig>;
+  using Lse2 = typename K::Lse2;
+  using Sums = typename K::Sums;
+  const KLParams& p = k.p;
+  const int64_t rows = p.rows();
+  const int64_t C = p.classes;
+  auto part1 = [&](int64_t r, int64_t b, int64_t e) { return k.lse_part2(r, b, e); };
+  auto finish1 = [&](int64_t r, const Lse2& v) { k.finish_lse2(r, v, stats); };
+  auto part2 = [&](int64_t r, int64_t b, int64_t e) { return k.div_part(r, b, e, stats); };
+  auto finish2 = [&](int64_t r, const Sums& v) { k.finish_div(r, v, loss, stats); };
+  if (split_rows(rows, C, p.num_threads)) {
+    merge_chunks_split<Lse2>(rows, C, p.num_threads, part1, K::merge_lse2, finish1);
+    merge_chunks_split<Sums>(rows, C, p.num_threads, part2, K::merge_sums, finish2);
+    return;
+  }
+  // Both phases row by row, so that the second reads the row from cache.
+  parallel_for(rows, 2 * C, p.num_threads, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      finish1(r, merge_chunks<Lse2>(r, C, part1, K::merge_lse2));
+      finish2(r, merge_chunks<Sums>(r, C, part2, K::merge_sums));
+    }
+  });
+}
 
-// Paddle's kl_div term and its partial derivatives. "!(y <= 0)" keeps a NaN label NaN.
-template <typename A>
+// Paddle's kl_div term and its partial derivatives on scalars or vectors. "!(y <= 0)" keeps a NaN
+// label NaN.
 struct KLDivTerm {
   bool log_target;
-  A loss(A x, A y) const {
-    if (log_target) return exp_acc(y) * (y - x);
-    return !(y <= 0) ? y * (log_acc(y) - x) : A(0);
+  template <typename V>
+  V loss(V x, V y) const {
+    if (log_target) return vexp(y) * (y - x);
+    return select(!(y <= 0.0f), y * (vlog(y) - x), 0.0f);
   }
-  A dx(A y) const {
-    if (log_target) return -exp_acc(y);
-    return !(y <= 0) ? -y : A(0);
+  template <typename V>
+  V dx(V y) const {
+    if (log_target) return -vexp(y);
+    return select(!(y <= 0.0f), -y, 0.0f);
   }
-  A dy(A x, A y) const {
-    if (log_target) return exp_acc(y) * (y - x + 1);
-    return !(y <= 0) ? log_acc(y) + 1 - x : A(0);
+  template <typename V>
+  V dy(V x, V y) const {
+    if (log_target) return vexp(y) * (y - x + 1.0f);
+    return select(!(y <= 0.0f), vlog(y) + 1.0f - x, 0.0f);
   }
 };
+
+template <typename T>
+void kl_div_fwd_rows(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,
+                    acc_t<T>* loss_rows) {
+  using A = acc_t<T>;
+  constexpr bool kVec = kVectorRows<T, true>;
+  const KLDivTerm term{p.log_target};
+  auto in = [&](const T* base, int64_t r) { return row_in<true>(base, r, p.cols, 1); };
+  auto elem = [&](int64_t r, int64_t begin, int64_t end) {
+    const auto xr = in(x, r);
+    const auto yr = in(y, r);
+    const RowOut<A, true> out{loss_elem + r * p.cols, 1};
+    row_map<kVec>(begin, end, out, [&](auto at) { return term.loss(at(xr), at(yr)); });
+  };
+  auto part = [&](int64_t r, int64_t begin, int64_t end) {
+    const auto xr = in(x, r);
+    const auto yr = in(y, r);
+    return row_sum<kVec, A>(begin, end, [&](auto at) { return term.loss(at(xr), at(yr)); });
+  };
+  auto merge = [](A& acc, const A& c) { acc += c; };
+  auto finish = [&](int64_t r, const A& v) { loss_rows[r] = v; };
+  if (loss_elem != nullptr) {
+    advise_first_write(loss_elem, p.rows * p.cols * static_cast<int64_t>(sizeof(A)));
+    for_row_ranges(p.rows, p.cols, p.num_threads, true, elem);
+  }
+  if (loss_rows == nullptr) return;
+  if (split_rows(p.rows, p.cols, p.num_threads)) {
+    merge_chunks_split<A>(p.rows, p.cols, p.num_threads, part, merge, finish);
+    return;
+  }
+  parallel_for(p.rows, p.cols, p.num_threads, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) finish(r, merge_chunks<A>(r, p.cols, part, merge));
+  });
+}
+
+template <typename T>
+void kl_div_bwd_rows(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
+                    bool per_row, T* x_grad, T* y_grad) {
+  using A = acc_t<T>;
+  constexpr bool kVec = kVectorRows<T, true>;
+  const KLDivTerm term{p.log_target};
+  const int64_t bytes = p.rows * p.cols * static_cast<int64_t>(sizeof(T));
+  advise_first_write(x_grad, bytes);
+  advise_first_write(y_grad, bytes);
+  for_row_ranges(p.rows, p.cols, p.num_threads, true, [&](int64_t r, int64_t begin, int64_t end) {
+    const auto xr = row_in<true>(x, r, p.cols, 1);
+    const auto yr = row_in<true>(y, r, p.cols, 1);
+    const A* gr = grad == nullptr || per_row ? nullptr : grad + r * p.cols;
+    const A g_row = grad != nullptr && per_row ? grad[r] : A(0);
+    // The upstream gradient: one value per row, one per element, or none (zero).
+    auto g = [&](auto at) { return gr != nullptr ? at(gr) : at.splat(g_row); };
+    if (x_grad != nullptr) {
+      const RowOut<T, true> out{x_grad + r * p.cols, 1};
+      row_map<kVec>(begin, end, out, [&](auto at) { return g(at) * term.dx(at(yr)); });
+    }
+    if (y_grad != nullptr) {
+      const RowOut<T, true> out{y_grad + r * p.cols, 1};
+      row_map<kVec>(begin, end, out,
+                    [&](auto at) { return g(at) * term.dy(at(xr), at(yr)); });
+    }
+  });
+}
+
+}  // namespace
 
 template <typename T, typename I>
 void kl_logits_fwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_index,
                        acc_t<T>* loss, acc_t<T>* stats) {
-  auto run = [&](const auto& k) {
-    parallel_for(p.rows(), 2 * p.classes, p.num_threads, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) k.forward(r, loss, stats);
-    });
-  };
   if (p.inner == 1) {
-    run(KLRows<T, I, true>{p, s, t, row_index});
+    kl_forward_rows(KLRows<T, I, true>{p, s, t, row_index}, loss, stats);
   } else {
-    run(KLRows<T, I, false>{p, s, t, row_index});
+    kl_forward_rows(KLRows<T, I, false>{p, s, t, row_index}, loss, stats);
   }
 }
 
 template <typename T, typename I>
 void kl_logits_bwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_index,
                        const acc_t<T>* stats, const acc_t<T>* loss_grad, T* s_grad, T* t_grad) {
+  const int64_t bytes = p.rows() * p.classes * static_cast<int64_t>(sizeof(T));
+  advise_first_write(s_grad, bytes);
+  advise_first_write(t_grad, bytes);
   auto run = [&](const auto& k) {
-    parallel_for(p.rows(), 2 * p.classes, p.num_threads, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) k.backward(r, stats, loss_grad, s_grad, t_grad);
-    });
+    for_row_ranges(p.rows(), p.classes, p.num_threads, true,
+                   [&](int64_t r, int64_t begin, int64_t end) {
+                     k.backward(r, begin, end, stats, loss_grad, s_grad, t_grad);
+                   });
   };
   if (p.inner == 1) {
     run(KLRows<T, I, true>{p, s, t, row_index});
@@ -225,41 +377,13 @@ void kl_logits_bwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_i
 template <typename T>
 void kl_div_fwd_cpu(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,
                     acc_t<T>* loss_rows) {
-  using A = acc_t<T>;
-  const KLDivTerm<A> term{p.log_target};
-  parallel_for(p.rows, p.cols, p.num_threads, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const T* xr = x + r * p.cols;
-      const T* yr = y + r * p.cols;
-      if (loss_elem != nullptr) {
-        A* out = loss_elem + r * p.cols;
-        for (int64_t j = 0; j < p.cols; ++j) out[j] = term.loss(to_float(xr[j]), to_float(yr[j]));
-      }
-      if (loss_rows != nullptr) {
-        loss_rows[r] = lane_sum<A>(
-            p.cols, [&](int64_t j) { return term.loss(to_float(xr[j]), to_float(yr[j])); });
-      }
-    }
-  });
+  kl_div_fwd_rows(p, x, y, loss_elem, loss_rows);
 }
 
 template <typename T>
 void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
                     bool per_row, T* x_grad, T* y_grad) {
-  using A = acc_t<T>;
-  const KLDivTerm<A> term{p.log_target};
-  parallel_for(p.rows, p.cols, p.num_threads, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      for (int64_t j = 0; j < p.cols; ++j) {
-        const int64_t i = r * p.cols + j;
-        const A g = grad == nullptr ? A(0) : grad[per_row ? r : i];
-        const A xv = to_float(x[i]);
-        const A yv = to_float(y[i]);
-        if (x_grad != nullptr) x_grad[i] = from_acc<T>(g * term.dx(yv));
-        if (y_grad != nullptr) y_grad[i] = from_acc<T>(g * term.dy(xv, yv));
-      }
-    }
-  });
+  kl_div_bwd_rows(p, x, y, grad, per_row, x_grad, y_grad);
 }
 
 PO_KL_INSTANTIATE_ALL

@@ -8,11 +8,12 @@
 // wrappers (std::log, std::numeric_limits, algorithms) are used: an unoptimised build emits those
 // once per ISA file and the linker keeps one, which could then run AVX-512 code on the base path.
 //
-// Forward reads each row once from memory: the row is processed in blocks of kBlock elements that
-// stay in L1 while a max pass and an exp-sum pass run over them (online softmax across blocks).
-// Backward reads the logits once and writes the gradient once; soft labels are read twice per row,
-// the second time from cache. Sums use kLanes independent accumulators combined by a fixed tree,
-// which lets the compiler vectorise them and keeps the order independent of threads.
+// Forward reads each row once from memory (row_lse in cpu_rows_impl.h: blocks that stay in L1 get
+// a max pass and an exp-sum pass). Backward reads the logits once and writes the gradient once;
+// soft labels are read twice per row, the second time from cache. Contiguous rows of fp32, fp16 and
+// bf16 run on fp32 vectors (fp16/bf16 converted in registers); summation order in cpu_rows_impl.h.
+// With fewer rows than threads, hard-label rows are split into chunks across threads (forward:
+// per-chunk log-sum-exp states merged in order; backward: disjoint ranges).
 #ifndef PO_CPU_ISA
 #error "define PO_CPU_ISA (base, avx2 or avx512) before including softmax_ce_cpu_impl.h"
 #endif
@@ -33,6 +34,9 @@ struct RowKernels {
   using A = acc_t<T>;
   static constexpr bool kHard = std::is_integral<L>::value;
   static constexpr A kInf = kInfinity<A>;
+  // Soft labels may be stored in another type than the logits; both must allow the vector path.
+  static constexpr bool kVec =
+      kVectorRows<T, kContig> && (kHard || std::is_same<acc_t<L>, float>::value);
 
   const SoftmaxCEParams& p;
   const T* logits;
@@ -46,13 +50,46 @@ struct RowKernels {
   RowIn<L, kContig> label_row(int64_t r) const {
     return row_in<kContig>(label, r, p.classes, p.inner);
   }
+  bool smoothing() const { return p.label_smoothing > 0; }
 
-  A hard_row_weight(int64_t y, const Smoothing<A>& sm, bool smoothing) const {
+  A hard_row_weight(int64_t y, const Smoothing<A>& sm) const {
     if (weight == nullptr) return A(1);
-    return smoothing ? sm.on * weight[y] + sm.off * weight_sum : weight[y];
+    return smoothing() ? sm.on * weight[y] + sm.off * weight_sum : weight[y];
   }
 
-  void forward(int64_t r, A* loss, A* lse, A* row_weight) const {
+  // Log-sum-exp state of elements [begin, end) of a hard-label row (with sum x for smoothing).
+  LsePart<A> hard_part(int64_t r, int64_t begin, int64_t end) const {
+    const auto x = logits_row(r);
+    return smoothing() ? lse_part<kVec, true>(x, begin, end) : lse_part<kVec, false>(x, begin, end);
+  }
+
+  // Hard labels with softmax, given the whole row's log-sum-exp state.
+  void finish_hard(int64_t r, const LsePart<A>& part, A* loss, A* lse, A* row_weight) const {
+    const A l = lse_value(part);
+    lse[r] = l;
+    const int64_t y = static_cast<int64_t>(label[r]);
+    if (y == p.ignore_index) {
+      loss[r] = 0;
+      row_weight[r] = 0;
+      return;
+    }
+    const Smoothing<A> sm(p.label_smoothing, p.classes);
+    const A xy = logits_row(r)[y];
+    // sum_j q_j (lse - x_j) = on (lse - x_y) + off (C lse - sum_x), with off * C = eps.
+    A ce = smoothing() ? sm.on * (l - xy) + static_cast<A>(p.label_smoothing) * l - sm.off * part.sum_x
+                       : l - xy;
+    // A fully masked row: its target has probability 0 under any reading, so the loss is +inf
+    // (sum q (lse - x) would be (-inf) - (-inf)).
+    if (l == -kInf) ce = kInf;
+    // The z-loss term is added only when enabled: 0 * lse^2 would turn lse = -inf into NaN.
+    if (p.z_loss != 0) ce += static_cast<A>(p.z_loss) * l * l;
+    const A w = hard_row_weight(y, sm);
+    loss[r] = w * ce;
+    row_weight[r] = w;
+  }
+
+  // Every other case: soft labels, or probabilities (use_softmax = false).
+  void forward_other(int64_t r, A* loss, A* lse, A* row_weight) const {
     const auto x = logits_row(r);
     const int64_t C = p.classes;
     A l = 0;
@@ -60,103 +97,88 @@ struct RowKernels {
     A w = 1;
     if constexpr (kHard) {
       const int64_t y = static_cast<int64_t>(label[r]);
-      const bool smoothing = p.label_smoothing > 0;
-      const Smoothing<A> sm(p.label_smoothing, C);
       if (y == p.ignore_index) {
-        A unused;
-        if (p.use_softmax) row_lse<false>(x, C, l, unused);
         loss[r] = 0;
-        lse[r] = l;
+        lse[r] = 0;
         row_weight[r] = 0;
         return;
       }
-      w = hard_row_weight(y, sm, smoothing);
-      if (p.use_softmax) {
-        A sum_x = 0;
-        if (smoothing) {
-          row_lse<true>(x, C, l, sum_x);
-          // sum_j q_j (lse - x_j) = on (lse - x_y) + off (C lse - sum_x), with off * C = eps.
-          ce = sm.on * (l - x[y]) + static_cast<A>(p.label_smoothing) * l - sm.off * sum_x;
-        } else {
-          row_lse<false>(x, C, l, sum_x);
-          ce = l - x[y];
-        }
-      } else {
-        ce = -sm.on * log_acc(x[y]);
-        if (smoothing) ce -= sm.off * lane_sum<A>(C, [&](int64_t j) { return log_acc(x[j]); });
-      }
+      const Smoothing<A> sm(p.label_smoothing, C);
+      w = hard_row_weight(y, sm);
+      ce = -sm.on * log_acc(x[y]);
+      if (smoothing()) ce -= sm.off * row_sum<kVec, A>(C, [&](auto at) { return vlog(at(x)); });
     } else {
       const auto q = label_row(r);
-      if (weight != nullptr) w = lane_sum<A>(C, [&](int64_t j) { return A(q[j]) * weight[j]; });
+      if (weight != nullptr) {
+        w = row_sum<kVec, A>(C, [&](auto at) { return at(q) * at(weight); });
+      }
       if (p.use_softmax) {
-        A unused;
-        row_lse<false>(x, C, l, unused);
-        ce = lane_sum<A>(C, [&](int64_t j) {
-          const A qj = q[j];
-          return qj != 0 ? qj * (l - x[j]) : A(0);
+        l = lse_value(row_lse<kVec, false>(x, C));
+        ce = row_sum<kVec, A>(C, [&](auto at) {
+          const auto qj = at(q);
+          return select(qj != A(0), qj * (l - at(x)), A(0));
         });
+        if (l == -kInf) ce = kInf;
+        if (p.z_loss != 0) ce += static_cast<A>(p.z_loss) * l * l;
       } else {
-        ce = lane_sum<A>(C, [&](int64_t j) {
-          const A qj = q[j];
-          return qj != 0 ? -qj * log_acc(x[j]) : A(0);
+        ce = row_sum<kVec, A>(C, [&](auto at) {
+          const auto qj = at(q);
+          return select(qj != A(0), qj * -vlog(at(x)), A(0));
         });
       }
     }
-    // A fully masked row: sum q (lse - x) would be (-inf) - (-inf); its target has probability
-    // 0 under any reading, so the loss is +inf.
-    if (p.use_softmax && l == -kInf) ce = kInf;
-    // The z-loss term is added only when enabled: 0 * lse^2 would turn lse = -inf into NaN.
-    if (p.z_loss != 0) ce += static_cast<A>(p.z_loss) * l * l;
     loss[r] = w * ce;
     lse[r] = l;
     row_weight[r] = w;
   }
 
-  void backward(int64_t r, const A* lse, const A* loss_grad, T* grad) const {
+  // Gradient elements [begin, end) of row r (hard labels: any range; soft labels: the whole row).
+  void backward(int64_t r, int64_t begin, int64_t end, const A* lse, const A* loss_grad,
+                T* grad) const {
     const auto x = logits_row(r);
     const auto out = row_out<kContig>(grad, r, p.classes, p.inner);
     const int64_t C = p.classes;
     const A g = loss_grad[r];
     const A l = lse[r];
-    auto zero_row = [&] {
-      for (int64_t j = 0; j < C; ++j) out.set(j, 0);
-    };
-    if (p.use_softmax && l == -kInf) return zero_row();
+    auto zero = [&] { row_map<kVec>(begin, end, out, [&](auto at) { return at.splat(A(0)); }); };
+    if (p.use_softmax && l == -kInf) return zero();
     const A z2 = 2 * static_cast<A>(p.z_loss) * l;
     if constexpr (kHard) {
       const int64_t y = static_cast<int64_t>(label[r]);
       // Out-of-range labels were rejected by the forward; the range check only guards memory.
-      if (y == p.ignore_index || y < 0 || y >= C) return zero_row();
-      const bool smoothing = p.label_smoothing > 0;
+      if (y == p.ignore_index || y < 0 || y >= C) return zero();
       const Smoothing<A> sm(p.label_smoothing, C);
-      const A gw = g * hard_row_weight(y, sm, smoothing);
+      const A gw = g * hard_row_weight(y, sm);
+      const bool has_y = begin <= y && y < end;
       if (p.use_softmax) {
         const A cp = gw * (1 + z2);
         const A off = gw * sm.off;
-        for (int64_t j = 0; j < C; ++j) out.set(j, cp * exp_acc(x[j] - l) - off);
-        out.set(y, cp * exp_acc(x[y] - l) - gw * (sm.on + sm.off));
+        row_map<kVec>(begin, end, out, [&](auto at) { return cp * vexp(at(x) - l) - off; });
+        if (has_y) out.set(y, cp * vexp(x[y] - l) - gw * (sm.on + sm.off));
       } else {
-        if (smoothing) {
-          for (int64_t j = 0; j < C; ++j) out.set(j, -gw * sm.off / x[j]);
+        if (smoothing()) {
+          const A c = -gw * sm.off;
+          row_map<kVec>(begin, end, out, [&](auto at) { return c / at(x); });
         } else {
-          zero_row();
+          zero();
         }
-        out.set(y, -gw * (sm.on + sm.off) / x[y]);
+        if (has_y) out.set(y, -gw * (sm.on + sm.off) / x[y]);
       }
     } else {
       const auto q = label_row(r);
-      const A q_sum = lane_sum<A>(C, [&](int64_t j) { return A(q[j]); });
+      const A q_sum = row_sum<kVec, A>(C, [&](auto at) { return at(q); });
       const A w =
-          weight ? lane_sum<A>(C, [&](int64_t j) { return A(q[j]) * weight[j]; }) : A(1);
+          weight ? row_sum<kVec, A>(C, [&](auto at) { return at(q) * at(weight); }) : A(1);
       const A gw = g * w;
       if (p.use_softmax) {
         const A cp = gw * (q_sum + z2);
-        for (int64_t j = 0; j < C; ++j) out.set(j, cp * exp_acc(x[j] - l) - gw * A(q[j]));
+        row_map<kVec>(begin, end, out,
+                      [&](auto at) { return cp * vexp(at(x) - l) - gw * at(q); });
       } else {
-        for (int64_t j = 0; j < C; ++j) {
-          const A qj = q[j];
-          out.set(j, qj != 0 ? -gw * qj / x[j] : A(0));
-        }
+        row_map<kVec>(begin, end, out, [&](auto at) {
+          const auto qj = at(q);
+          return select(qj != A(0), -gw * qj / at(x), A(0));
+        });
       }
     }
   }
@@ -165,13 +187,42 @@ struct RowKernels {
 template <typename A>
 A sum_weights(const A* weight, int64_t classes) {
   if (weight == nullptr) return 0;
-  return lane_sum<A>(classes, [&](int64_t j) { return weight[j]; });
+  return row_sum<false, A>(classes, [&](auto at) { return at(weight); });
 }
 
 template <typename T, typename L, bool kContig>
 RowKernels<T, L, kContig> make_rows(const SoftmaxCEParams& p, const T* logits, const L* label,
                                     const acc_t<T>* weight) {
   return {p, logits, label, weight, sum_weights(weight, p.classes)};
+}
+
+template <typename T, typename L, bool kContig>
+void forward_rows(const RowKernels<T, L, kContig>& k, acc_t<T>* loss, acc_t<T>* lse,
+                  acc_t<T>* row_weight) {
+  using A = acc_t<T>;
+  const SoftmaxCEParams& p = k.p;
+  const int64_t rows = p.rows();
+  const int64_t C = p.classes;
+  if constexpr (std::is_integral<L>::value) {
+    if (p.use_softmax) {
+      auto part = [&](int64_t r, int64_t begin, int64_t end) { return k.hard_part(r, begin, end); };
+      auto merge = [](LsePart<A>& acc, const LsePart<A>& c) { lse_merge(acc, c); };
+      auto finish = [&](int64_t r, const LsePart<A>& st) {
+        k.finish_hard(r, st, loss, lse, row_weight);
+      };
+      if (split_rows(rows, C, p.num_threads)) {
+        merge_chunks_split<LsePart<A>>(rows, C, p.num_threads, part, merge, finish);
+        return;
+      }
+      parallel_for(rows, C, p.num_threads, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) finish(r, merge_chunks<LsePart<A>>(r, C, part, merge));
+      });
+      return;
+    }
+  }
+  parallel_for(rows, C, p.num_threads, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) k.forward_other(r, loss, lse, row_weight);
+  });
 }
 
 }  // namespace
@@ -192,15 +243,10 @@ SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEParams& p, const T* logits, co
       }
     }
   }
-  auto run = [&](const auto& k) {
-    parallel_for(rows, p.classes, p.num_threads, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) k.forward(r, loss, lse, row_weight);
-    });
-  };
   if (p.inner == 1) {
-    run(make_rows<T, L, true>(p, logits, label, weight));
+    forward_rows(make_rows<T, L, true>(p, logits, label, weight), loss, lse, row_weight);
   } else {
-    run(make_rows<T, L, false>(p, logits, label, weight));
+    forward_rows(make_rows<T, L, false>(p, logits, label, weight), loss, lse, row_weight);
   }
   return status;
 }
@@ -209,10 +255,13 @@ template <typename T, typename L>
 void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,
                         const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
                         T* logits_grad) {
+  advise_first_write(logits_grad, p.rows() * p.classes * static_cast<int64_t>(sizeof(T)));
   auto run = [&](const auto& k) {
-    parallel_for(p.rows(), p.classes, p.num_threads, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) k.backward(r, lse, loss_grad, logits_grad);
-    });
+    // Soft-label rows need whole-row sums first, so they are never split.
+    for_row_ranges(p.rows(), p.classes, p.num_threads, std::is_integral<L>::value,
+                   [&](int64_t r, int64_t begin, int64_t end) {
+                     k.backward(r, begin, end, lse, loss_grad, logits_grad);
+                   });
   };
   if (p.inner == 1) {
     run(make_rows<T, L, true>(p, logits, label, weight));

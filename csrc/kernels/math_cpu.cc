@@ -1,0 +1,12 @@
+// Public entry points of math_cpu.h: pick the per-ISA copy at run time.
+#include "math_cpu.h"
+
+#include "kernels_cpu_isa.h"
+
+namespace paddle_ops {
+
+void exp_f32_cpu(const float* x, float* y, int64_t n) { PO_CPU_DISPATCH(exp_f32_cpu, x, y, n) }
+
+void log_f32_cpu(const float* x, float* y, int64_t n) { PO_CPU_DISPATCH(log_f32_cpu, x, y, n) }
+
+}  // namespace paddle_ops

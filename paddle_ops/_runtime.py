@@ -1,0 +1,67 @@
+"""Run-time settings of the CPU kernels: thread count and instruction set.
+
+The functions call a small C interface (csrc/paddle/runtime.cc) in the same shared library that
+Paddle loaded, through ctypes; loading a library twice by path returns the same handle, so these
+settings are the ones the ops use.
+"""
+
+import ctypes
+
+from . import _ops
+
+_lib = ctypes.CDLL(_ops.LIBRARY_PATH)
+_lib.paddle_ops_set_num_threads.argtypes = [ctypes.c_int]
+_lib.paddle_ops_set_num_threads.restype = None
+_lib.paddle_ops_get_num_threads.argtypes = []
+_lib.paddle_ops_get_num_threads.restype = ctypes.c_int
+_lib.paddle_ops_get_cpu_isa.argtypes = []
+_lib.paddle_ops_get_cpu_isa.restype = ctypes.c_char_p
+_lib.paddle_ops_best_cpu_isa.argtypes = []
+_lib.paddle_ops_best_cpu_isa.restype = ctypes.c_char_p
+_lib.paddle_ops_set_cpu_isa.argtypes = [ctypes.c_char_p]
+_lib.paddle_ops_set_cpu_isa.restype = ctypes.c_char_p
+
+CPU_ISAS = ("base", "avx2", "avx512")
+_MAX_THREADS = 1024
+
+
+def set_num_threads(num_threads):
+    """Sets the number of CPU threads every later paddle_ops kernel uses.
+
+    `num_threads` is an int from 1 to 1024, or 0 to return to the default: the environment
+    variable PADDLE_OPS_NUM_THREADS if it is set to a positive integer, otherwise every core the
+    process may use. Results are bitwise identical for a given thread count and agree within
+    rounding across thread counts (README, "Threads and determinism").
+    """
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int):
+        raise TypeError(f"num_threads must be an int, got {type(num_threads).__name__}")
+    if not 0 <= num_threads <= _MAX_THREADS:
+        raise ValueError(f"num_threads must be in [0, {_MAX_THREADS}], got {num_threads}")
+    _lib.paddle_ops_set_num_threads(num_threads)
+
+
+def get_num_threads():
+    """The number of CPU threads the kernels use now (see set_num_threads)."""
+    return int(_lib.paddle_ops_get_num_threads())
+
+
+def get_cpu_isa():
+    """The instruction set the CPU kernels use now: 'avx512', 'avx2' or 'base'."""
+    return _lib.paddle_ops_get_cpu_isa().decode()
+
+
+def best_cpu_isa():
+    """The best instruction set this CPU supports for the kernels."""
+    return _lib.paddle_ops_best_cpu_isa().decode()
+
+
+def set_cpu_isa(name):
+    """Makes the CPU kernels use instruction set `name` ('base', 'avx2' or 'avx512'), or the best
+    one this CPU supports if `name` is above it; returns the instruction set now in use.
+
+    For tests and benchmarks: every path computes the same losses within rounding, and the default
+    (the best supported, or PADDLE_OPS_CPU_ISA if set) is the fastest.
+    """
+    if name not in CPU_ISAS:
+        raise ValueError(f"cpu isa must be one of {CPU_ISAS}, got {name!r}")
+    return _lib.paddle_ops_set_cpu_isa(name.encode()).decode()

@@ -1,0 +1,272 @@
+"""The CPU kernels' run-time settings and code paths: paddle_ops.set_num_threads /
+get_num_threads, set_cpu_isa / get_cpu_isa, every instruction-set path against the float64
+references, bitwise determinism for a fixed thread count, and agreement across thread counts
+(including rows split across threads when there are fewer rows than threads).
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_ops
+import paddle_ops.nn.functional as POF
+from reference import TOLERANCES, kl_div_ref, kl_logits_ref, softmax_ce_ref, softmax_entropy_ref
+
+ISAS = [isa for isa in paddle_ops._runtime.CPU_ISAS
+        if paddle_ops._runtime.CPU_ISAS.index(isa)
+        <= paddle_ops._runtime.CPU_ISAS.index(paddle_ops.best_cpu_isa())]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def isa(request):
+    """Runs a test with the kernels forced to one instruction set, restoring the previous one."""
+    before = paddle_ops.get_cpu_isa()
+    assert paddle_ops.set_cpu_isa(request.param) == request.param
+    yield request.param
+    paddle_ops.set_cpu_isa(before)
+
+
+@pytest.fixture
+def threads():
+    """Restores the default thread count after a test that sets it."""
+    yield
+    paddle_ops.set_num_threads(0)
+
+
+def leaf(x, dtype, grad=True):
+    t = paddle.to_tensor(np.asarray(x, np.float64)).astype(dtype)
+    t.stop_gradient = not grad
+    return t
+
+
+def rounded(x, dtype):
+    return paddle.to_tensor(np.asarray(x, np.float64)).astype(dtype).astype("float64").numpy()
+
+
+def as64(t):
+    return t.astype("float64").numpy()
+
+
+def close(actual, expected, tol):
+    atol, rtol = tol
+    np.testing.assert_allclose(as64(actual) if isinstance(actual, paddle.Tensor) else actual,
+                               expected, atol=atol, rtol=rtol)
+
+
+# ---- settings ----
+
+def test_set_num_threads_changes_get_num_threads(threads):
+    paddle_ops.set_num_threads(3)
+    assert paddle_ops.get_num_threads() == 3
+    paddle_ops.set_num_threads(1)
+    assert paddle_ops.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (-1, ValueError, r"num_threads must be in \[0, 1024\], got -1"),
+    (1025, ValueError, r"num_threads must be in \[0, 1024\], got 1025"),
+    (2.0, TypeError, "num_threads must be an int, got float"),
+    (True, TypeError, "num_threads must be an int, got bool"),
+    ("4", TypeError, "num_threads must be an int, got str"),
+])
+def test_set_num_threads_rejects(bad, error, message, threads):
+    before = paddle_ops.get_num_threads()
+    with pytest.raises(error, match=message):
+        paddle_ops.set_num_threads(bad)
+    assert paddle_ops.get_num_threads() == before
+
+
+def _python(code, **env):
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("PADDLE_OPS_NUM_THREADS", "PADDLE_OPS_CPU_ISA")}
+    full_env.update(PYTHONPATH=REPO, **env)
+    out = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_thread_count_precedence_environment_then_function():
+    """PADDLE_OPS_NUM_THREADS sets the default; set_num_threads overrides it; 0 restores it."""
+    code = ("import paddle_ops as P; print(P.get_num_threads()); P.set_num_threads(5); "
+            "print(P.get_num_threads()); P.set_num_threads(0); print(P.get_num_threads())")
+    assert _python(code, PADDLE_OPS_NUM_THREADS="3") == ["3", "5", "3"]
+    # Without the variable the default is every core the machine reports.
+    assert _python(code)[0] == str(os.cpu_count())
+    # A value that is not a positive integer is ignored.
+    assert _python(code, PADDLE_OPS_NUM_THREADS="zero")[0] == str(os.cpu_count())
+
+
+def test_cpu_isa_environment_lowers_and_set_cpu_isa_overrides():
+    code = ("import paddle_ops as P; print(P.get_cpu_isa()); print(P.set_cpu_isa('avx512')); "
+            "print(P.set_cpu_isa('base')); print(P.get_cpu_isa())")
+    out = _python(code, PADDLE_OPS_CPU_ISA="base")
+    assert out == ["base", paddle_ops.best_cpu_isa(), "base", "base"]
+
+
+def test_set_cpu_isa_rejects_unknown_names():
+    with pytest.raises(ValueError, match=r"cpu isa must be one of \('base', 'avx2', 'avx512'\), "
+                                         r"got 'sse9'"):
+        paddle_ops.set_cpu_isa("sse9")
+
+
+# ---- every instruction-set path against float64 references ----
+
+DTYPES = list(TOLERANCES)
+
+
+def _ce_case(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 3, shape)
+    x[0, 1::7] = -np.inf  # masked classes
+    y = rng.integers(0, shape[1], shape[0])
+    y[1] = -100
+    return x, y
+
+
+# Class counts around the vector widths (8, 16 lanes), a block (2048) and a chunk (32768).
+CE_SHAPES = [(5, 7), (4, 33), (3, 2049), (2, 32771)]
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype_id", DTYPES)
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_every_isa(isa, dtype_id, shape, smoothing):
+    dtype, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
+    x, y = _ce_case(shape, dtype, seed=len(shape) + shape[1])
+    xt = leaf(x, dtype)
+    loss = POF.cross_entropy(xt, paddle.to_tensor(y), reduction="sum", label_smoothing=smoothing,
+                             z_loss=1e-3)
+    loss.backward()
+    ref_loss, ref_grad, _ = softmax_ce_ref(rounded(x, dtype), y, reduction="sum",
+                                           label_smoothing=smoothing, z_loss=1e-3)
+    close(loss, ref_loss, fwd_tol)
+    close(xt.grad, ref_grad, bwd_tol)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype_id", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 33), (2, 32771)], ids=lambda s: "x".join(map(str, s)))
+def test_soft_label_cross_entropy_every_isa(isa, dtype_id, shape):
+    dtype, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
+    rng = np.random.default_rng(shape[1])
+    x = rng.normal(0, 3, shape)
+    q = rng.random(shape)
+    q[:, ::5] = 0.0
+    q /= q.sum(-1, keepdims=True)
+    xt = leaf(x, dtype)
+    loss = POF.cross_entropy(xt, paddle.to_tensor(q).astype(dtype), soft_label=True,
+                             reduction="sum")
+    loss.backward()
+    ref_loss, ref_grad, _ = softmax_ce_ref(rounded(x, dtype), rounded(q, dtype), soft_label=True,
+                                           reduction="sum")
+    close(loss, ref_loss, fwd_tol)
+    close(xt.grad, ref_grad, bwd_tol)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype_id", DTYPES)
+@pytest.mark.parametrize("mode", ["forward", "reverse", "jsd"])
+@pytest.mark.parametrize("shape", [(5, 37), (2, 32771)], ids=lambda s: "x".join(map(str, s)))
+def test_kl_logits_every_isa(isa, dtype_id, mode, shape):
+    dtype, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
+    rng = np.random.default_rng(shape[1])
+    s = rng.normal(0, 2, shape)
+    t = 0.6 * s + rng.normal(0, 1.5, shape)
+    st, tt = leaf(s, dtype), leaf(t, dtype)
+    if mode == "jsd":
+        loss = POF.jensen_shannon_with_logits(st, tt, temperature=2.0, reduction="sum")
+    else:
+        loss = POF.kl_div_with_logits(st, tt, temperature=2.0, reverse=mode == "reverse",
+                                      reduction="sum")
+    loss.backward()
+    ref_loss, ref_ds, ref_dt = kl_logits_ref(rounded(s, dtype), rounded(t, dtype), mode,
+                                             temperature=2.0, reduction="sum")
+    close(loss, ref_loss, fwd_tol)
+    close(st.grad, ref_ds, bwd_tol)
+    close(tt.grad, ref_dt, bwd_tol)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype_id", DTYPES)
+def test_softmax_entropy_every_isa(isa, dtype_id):
+    dtype, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
+    x = np.random.default_rng(5).normal(0, 2, (6, 1001))
+    xt = leaf(x, dtype)
+    loss = POF.softmax_entropy(xt, reduction="mean")
+    loss.backward()
+    ref_loss, ref_grad = softmax_entropy_ref(rounded(x, dtype), reduction="mean")
+    close(loss, ref_loss, fwd_tol)
+    close(xt.grad, ref_grad, bwd_tol)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype_id", DTYPES)
+@pytest.mark.parametrize("log_target", [False, True])
+def test_kl_div_every_isa(isa, dtype_id, log_target):
+    """Elementwise kl_div runs the vector log on every element, including labels that are 0,
+    negative, subnormal and large."""
+    dtype, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
+    rng = np.random.default_rng(7)
+    x = rng.normal(-2, 1, (7, 45))
+    if log_target:
+        y = rng.normal(-3, 1, (7, 45))
+    else:
+        y = rng.uniform(-0.2, 1, (7, 45))
+        y[0, :6] = [0.0, 1e-30, 1e-40, 3e4, 1.0, 0.5]
+    xt, yt = leaf(x, dtype), leaf(y, dtype)
+    loss = POF.kl_div(xt, yt, reduction="sum", log_target=log_target)
+    loss.backward()
+    ref_loss, ref_dx, ref_dy = kl_div_ref(rounded(x, dtype), rounded(y, dtype), reduction="sum",
+                                          log_target=log_target)
+    close(loss, ref_loss, fwd_tol)
+    close(xt.grad, ref_dx, bwd_tol)
+    close(yt.grad, ref_dy, bwd_tol)
+
+
+# ---- determinism ----
+
+def _ce_and_grad(x, y, dtype):
+    xt = leaf(x, dtype)
+    loss = POF.cross_entropy(xt, paddle.to_tensor(y), reduction="none", label_smoothing=0.05)
+    loss.backward(paddle.ones_like(loss))
+    return loss.numpy(), xt.grad.astype("float32").numpy()
+
+
+def _kl_and_grads(s, t, dtype):
+    st, tt = leaf(s, dtype), leaf(t, dtype)
+    loss = POF.kl_div_with_logits(st, tt, temperature=2.0, reduction="none")
+    loss.backward(paddle.ones_like(loss))
+    return loss.numpy(), st.grad.astype("float32").numpy(), tt.grad.astype("float32").numpy()
+
+
+# (rows, classes): many rows (split by rows), and fewer rows than threads with rows longer than
+# a chunk (each row split across threads).
+DET_SHAPES = [(300, 1000), (1, 100003), (3, 70001)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape", DET_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_bitwise_identical_for_any_thread_count(dtype, shape, threads):
+    """The reduction order does not depend on the thread count (README, "Threads and
+    determinism"), so every count gives the same bits, not only the same count twice."""
+    rng = np.random.default_rng(shape[1])
+    x = rng.normal(0, 3, shape)
+    y = rng.integers(0, shape[1], shape[0])
+    t = 0.6 * x + rng.normal(0, 1.5, shape)
+    results = {}
+    for n in (1, 2, 3, 1, 7):
+        paddle_ops.set_num_threads(n)
+        results.setdefault(n, []).append(_ce_and_grad(x, y, dtype) + _kl_and_grads(x, t, dtype))
+    first = results[1][0]
+    for n, runs in results.items():
+        for run in runs:
+            for a, b in zip(first, run):
+                np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32),
+                                              err_msg=f"{n} threads")
