@@ -2,14 +2,17 @@
 against Paddle's built-in paddle.nn.functional.cross_entropy, in the same run.
 
 Configurations: reduction='mean', uniformly random int64 hard labels, standard-normal logits,
-shapes [4096, 32000] (a language model's vocabulary) and [16384, 1000] (many rows of a small
-class count); float32 for both providers and bfloat16 for paddle_ops only (Paddle has no CPU
+shapes [4096, 32000] (a language model's vocabulary), [16384, 1000] (many rows of a small class
+count), [1024, 128000] (a large vocabulary), [64, 1000] and [256, 10] (small calls, where the
+custom-op overhead counts); float32 for both providers and bfloat16 for paddle_ops only (Paddle has no CPU
 bfloat16 cross-entropy kernel). Modes: fwd (forward with gradients enabled, as in training), bwd
 (backward alone, the forward runs untimed before each repetition) and full (forward + backward).
 
-    python benchmarks/bench_softmax_ce.py              # full run, 1-3 minutes on 2 cores
+    python benchmarks/bench_softmax_ce.py              # full run, 5-10 minutes on 2 cores
     python benchmarks/bench_softmax_ce.py --quick      # CI smoke run on small shapes
     python benchmarks/bench_softmax_ce.py --quick --compare --no-plot
+
+The run ends with issue 5's targets measured on its own rows (TARGETS below).
 
 Before timing, each configuration checks on its first rows that both providers agree with the
 tests' reference (tests/reference.py), so a broken build is never timed.

@@ -24,6 +24,7 @@
 #include <math.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "ce_math.h"
 #include "dtypes.h"
@@ -343,41 +344,40 @@ PO_HD VF vlog(VF x) {
 }
 
 #else
-// Portable lanes: fixed-length loops over plain arrays, which -O3 turns into baseline SIMD.
+// Portable lanes: GCC/Clang vector extensions, which the compiler lowers to the baseline ISA
+// (two SSE2 registers on x86-64) or to scalars elsewhere. The steps of exp and log are those of
+// exp_f32 and log_f32 (ce_math.h), written on whole vectors.
 constexpr int kW = 8;
+typedef float VFloat __attribute__((vector_size(4 * kW)));
+typedef int32_t VInt __attribute__((vector_size(4 * kW)));
+typedef uint32_t VUint __attribute__((vector_size(4 * kW)));
 struct VF {
-  float v[kW];
+  VFloat v;
 };
 struct VM {
-  bool m[kW];
+  VInt m;  // -1 (all bits set) for true lanes, 0 for false
 };
 
-#define PO_VF_MAP(expr)                       \
-  VF out;                                     \
-  for (int k = 0; k < kW; ++k) out.v[k] = expr; \
-  return out
-#define PO_VM_MAP(expr)                       \
-  VM out;                                     \
-  for (int k = 0; k < kW; ++k) out.m[k] = expr; \
-  return out
-
-PO_HD VF vset(float a) { PO_VF_MAP(a); }
-PO_HD VF operator+(VF a, VF b) { PO_VF_MAP(a.v[k] + b.v[k]); }
-PO_HD VF operator-(VF a, VF b) { PO_VF_MAP(a.v[k] - b.v[k]); }
-PO_HD VF operator*(VF a, VF b) { PO_VF_MAP(a.v[k] * b.v[k]); }
-PO_HD VF operator/(VF a, VF b) { PO_VF_MAP(a.v[k] / b.v[k]); }
-PO_HD VF vfma(VF a, VF b, VF c) { PO_VF_MAP(a.v[k] * b.v[k] + c.v[k]); }
-PO_HD VF vmax(VF a, VF b) { PO_VF_MAP(a.v[k] > b.v[k] ? a.v[k] : b.v[k]); }
-PO_HD VF vmin(VF a, VF b) { PO_VF_MAP(a.v[k] < b.v[k] ? a.v[k] : b.v[k]); }
-PO_HD VM operator>(VF a, VF b) { PO_VM_MAP(a.v[k] > b.v[k]); }
-PO_HD VM operator<(VF a, VF b) { PO_VM_MAP(a.v[k] < b.v[k]); }
-PO_HD VM operator<=(VF a, VF b) { PO_VM_MAP(a.v[k] <= b.v[k]); }
-PO_HD VM operator==(VF a, VF b) { PO_VM_MAP(a.v[k] == b.v[k]); }
-PO_HD VM operator!=(VF a, VF b) { PO_VM_MAP(a.v[k] != b.v[k]); }
-PO_HD VM operator&&(VM a, VM b) { PO_VM_MAP(a.m[k] && b.m[k]); }
-PO_HD VM operator!(VM a) { PO_VM_MAP(!a.m[k]); }
-PO_HD VF select(VM m, VF a, VF b) { PO_VF_MAP(m.m[k] ? a.v[k] : b.v[k]); }
-PO_HD VM first_lanes(int n) { PO_VM_MAP(k < n); }
+PO_HD VF vset(float a) { return {VFloat{} + a}; }
+PO_HD VF operator+(VF a, VF b) { return {a.v + b.v}; }
+PO_HD VF operator-(VF a, VF b) { return {a.v - b.v}; }
+PO_HD VF operator*(VF a, VF b) { return {a.v * b.v}; }
+PO_HD VF operator/(VF a, VF b) { return {a.v / b.v}; }
+PO_HD VF vfma(VF a, VF b, VF c) { return {a.v * b.v + c.v}; }
+PO_HD VF vmax(VF a, VF b) { return {a.v > b.v ? a.v : b.v}; }
+PO_HD VF vmin(VF a, VF b) { return {a.v < b.v ? a.v : b.v}; }
+PO_HD VM operator>(VF a, VF b) { return {a.v > b.v}; }
+PO_HD VM operator<(VF a, VF b) { return {a.v < b.v}; }
+PO_HD VM operator<=(VF a, VF b) { return {a.v <= b.v}; }
+PO_HD VM operator==(VF a, VF b) { return {a.v == b.v}; }
+PO_HD VM operator!=(VF a, VF b) { return {a.v != b.v}; }
+PO_HD VM operator&&(VM a, VM b) { return {a.m & b.m}; }
+PO_HD VM operator!(VM a) { return {~a.m}; }
+PO_HD VF select(VM m, VF a, VF b) { return {m.m ? a.v : b.v}; }
+PO_HD VM first_lanes(int n) {
+  const VInt idx = {0, 1, 2, 3, 4, 5, 6, 7};
+  return {idx < n};
+}
 
 PO_HD float hsum(VF a) {
   for (int w = kW / 2; w > 0; w /= 2)
@@ -390,14 +390,24 @@ PO_HD float hmax(VF a) {
   return a.v[0];
 }
 
+PO_HD VF vload(const float* p) {
+  VF out;
+  std::memcpy(&out.v, p, sizeof(out.v));
+  return out;
+}
 template <typename T>
 PO_HD VF vload(const T* p) {
-  PO_VF_MAP(to_float(p[k]));
+  VF out;
+  for (int k = 0; k < kW; ++k) out.v[k] = to_float(p[k]);
+  return out;
 }
 template <typename T>
 PO_HD VF vload(const T* p, int n) {
-  PO_VF_MAP(k < n ? to_float(p[k]) : 0.0f);
+  VF out = vset(0.0f);
+  for (int k = 0; k < n; ++k) out.v[k] = to_float(p[k]);
+  return out;
 }
+PO_HD void vstore(float* p, VF a) { std::memcpy(p, &a.v, sizeof(a.v)); }
 template <typename T>
 PO_HD void vstore(T* p, VF a) {
   for (int k = 0; k < kW; ++k) p[k] = from_float<T>(a.v[k]);
@@ -407,11 +417,55 @@ PO_HD void vstore(T* p, VF a, int n) {
   for (int k = 0; k < n; ++k) p[k] = from_float<T>(a.v[k]);
 }
 
-PO_HD VF vexp(VF x) { PO_VF_MAP(exp_f32(x.v[k])); }
-PO_HD VF vlog(VF x) { PO_VF_MAP(log_f32(x.v[k])); }
+PO_HD VF vexp(VF x) {
+  const VFloat lo = VFloat{} - 87.33654022216797f;
+  const VFloat hi = VFloat{} + kExpHiF;
+  const VFloat round = VFloat{} + 12582912.0f;  // 1.5 * 2^23
+  const VFloat xc = x.v > hi ? hi : (x.v < lo ? lo : x.v);  // NaN passes through
+  const VFloat t = xc * kLog2eF + round;
+  const VFloat n = t - round;
+  const VFloat r = (xc - n * kLn2HiF) - n * kLn2LoF;
+  VFloat p = VFloat{} + 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const VInt ni = ((VInt)t & 0x7fffff) - 0x400000;
+  const VInt n1 = ni >> 1;
+  const VInt n2 = ni - n1;
+  VFloat y = p * (VFloat)((n1 + 127) << 23) * (VFloat)((n2 + 127) << 23);
+  y = x.v > hi ? VFloat{} + INFINITY : y;
+  y = x.v < lo ? VFloat{} : y;
+  return {x.v == x.v ? y : x.v};
+}
 
-#undef PO_VF_MAP
-#undef PO_VM_MAP
+PO_HD VF vlog(VF x) {
+  const VInt tiny = x.v < 1.17549435e-38f;
+  const VFloat xs = tiny ? x.v * 8388608.0f : x.v;
+  const VUint u = (VUint)xs;
+  VFloat e = __builtin_convertvector((VInt)(u >> 23) - 127, VFloat);
+  e = tiny ? e - 23.0f : e;
+  VFloat m = (VFloat)((u & 0x7fffffu) | 0x3f800000u);
+  const VInt big = m > 1.41421356237309505f;
+  m = big ? m * 0.5f : m;
+  e = big ? e + 1.0f : e;
+  const VFloat s = (m - 1.0f) / (m + 1.0f);
+  const VFloat s2 = s * s;
+  VFloat p = VFloat{} + 1.0f / 9.0f;
+  p = p * s2 + 1.0f / 7.0f;
+  p = p * s2 + 1.0f / 5.0f;
+  p = p * s2 + 1.0f / 3.0f;
+  p = p * s2 + 1.0f;
+  VFloat y = e * kLn2HiF + (e * kLn2LoF + (s + s) * p);
+  y = x.v == INFINITY ? x.v : y;
+  y = x.v == 0.0f ? VFloat{} - INFINITY : y;
+  y = x.v < 0.0f ? VFloat{} + NAN : y;
+  return {x.v == x.v ? y : x.v};
+}
+
 #endif
 
 PO_HD VF operator+(VF a, float b) { return a + vset(b); }

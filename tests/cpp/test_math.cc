@@ -132,7 +132,9 @@ TEST(VectorExp, SpecialValuesInEveryLane) {
         EXPECT_EQ(got, 0.0f) << pos;
       }
       for (size_t j = 0; j < x.size(); ++j) {
-        if (j != pos) ASSERT_FLOAT_EQ(y[j], 2.71828183f) << "lane " << j << " disturbed";
+        if (j != pos) {
+          ASSERT_FLOAT_EQ(y[j], 2.71828183f) << "lane " << j << " disturbed";
+        }
       }
     }
   }
@@ -194,7 +196,9 @@ TEST(VectorLog, SpecialValuesInEveryLane) {
         EXPECT_NEAR(got, -103.278929903431851f, 1e-4f) << pos;  // log(2^-149)
       }
       for (size_t j = 0; j < x.size(); ++j) {
-        if (j != pos) ASSERT_FLOAT_EQ(y[j], 0.693147181f) << "lane " << j << " disturbed";
+        if (j != pos) {
+          ASSERT_FLOAT_EQ(y[j], 0.693147181f) << "lane " << j << " disturbed";
+        }
       }
     }
   }
