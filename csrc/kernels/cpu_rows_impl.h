@@ -239,16 +239,12 @@ LsePart<A> lse_part(const Row& x, int64_t begin, int64_t end) {
       block_max = hmax(vmax(m0, m1));
       if (kSumX) part.sum_x += hsum(sx);
     } else {
-      A mv[kLanes];
-      for (int k = 0; k < kLanes; ++k) mv[k] = kNegInf;
+      // A max that skips NaN does not depend on the order, so one running value will do.
+      block_max = kNegInf;
       for (int64_t j = b; j < e; ++j) {
         const A v = x[j];
-        A& slot = mv[(j - b) % kLanes];
-        slot = v > slot ? v : slot;
+        block_max = v > block_max ? v : block_max;
       }
-      for (int w = kLanes / 2; w > 0; w /= 2)
-        for (int k = 0; k < w; ++k) mv[k] = mv[k + w] > mv[k] ? mv[k + w] : mv[k];
-      block_max = mv[0];
       if (kSumX) part.sum_x += row_sum<false, A>(b, e, [&](auto at) { return at(x); });
     }
     const A shift = online_softmax_rescale(part.m, part.s, block_max);

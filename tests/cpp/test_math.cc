@@ -21,18 +21,8 @@ namespace paddle_ops {
 namespace {
 
 using test_util::LD;
-
-float f32(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
-uint32_t bits32(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  return u;
-}
+using test_util::bits32;
+using test_util::f32;
 
 constexpr float kInfF = std::numeric_limits<float>::infinity();
 constexpr float kNaNF = std::numeric_limits<float>::quiet_NaN();

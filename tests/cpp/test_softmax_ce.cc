@@ -29,7 +29,9 @@
 namespace paddle_ops {
 namespace {
 
+using test_util::bits32;
 using test_util::encode;
+using test_util::f32;
 using test_util::LD;
 using test_util::Mismatches;
 using test_util::same_bits;
@@ -38,18 +40,6 @@ using test_util::value;
 
 constexpr LD kInf = std::numeric_limits<LD>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-float f32(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
-uint32_t bits32(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  return u;
-}
 
 // The kernels run for the instruction set CTest asks for (PADDLE_OPS_CPU_ISA), or a lower one when
 // this CPU lacks it: the runs registered per ISA really test different code.

@@ -38,6 +38,19 @@ LD value(T v) {
   return static_cast<LD>(to_float(v));
 }
 
+// The fp32 with bit pattern `bits`, and the bit pattern of an fp32.
+inline float f32(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+inline uint32_t bits32(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  return u;
+}
+
 // Short type names for test ids.
 template <typename T>
 std::string type_name() {
