@@ -1,5 +1,8 @@
 # make demo   - install everything into .venv, build, run the demo
-# make test   - install, build, run the C++ tests (ASan + UBSan) and the Python tests
+# make test   - install, build, run the C++ tests (ASan + UBSan) and the Python tests, then
+#               check-cuda
+# make check-cuda - compile and link the CUDA extension (sm_80, sm_90) without a GPU; skipped
+#               when nvcc is missing
 # make bench  - run the benchmarks and update benchmarks/results.csv
 #
 # Only Python 3.11 (3.9+) and a C++17 compiler are needed up front; paddlepaddle, numpy, pytest,
@@ -12,10 +15,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JOBS ?= 2
 CPP_BUILD := build/cpp-sanitize
+CUDA_CHECK := build/cuda-check
+# Found as setup.py finds it: $CUDA_HOME/bin, $CUDA_PATH/bin, then PATH.
+NVCC := $(firstword $(wildcard $(addsuffix /bin/nvcc,$(CUDA_HOME) $(CUDA_PATH))) \
+                    $(shell command -v nvcc))
 
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: all venv build demo test test-cpp test-py bench clean
+.PHONY: all venv build demo test test-cpp test-py check-cuda bench clean
 
 all: build
 
@@ -35,7 +42,7 @@ build: $(STAMP)
 demo: build
 	$(PY) -m paddle_ops.demo
 
-test: test-cpp test-py
+test: test-cpp test-py check-cuda
 
 test-py: build
 	$(PY) -m pytest tests -q
@@ -52,6 +59,32 @@ test-cpp: $(STAMP)
 	  -DPADDLE_OPS_SANITIZE=ON
 	$(VENV)/bin/cmake --build $(CPP_BUILD) -j $(JOBS)
 	$(VENV)/bin/ctest --test-dir $(CPP_BUILD) --output-on-failure
+
+# The CUDA extension built against the installed Paddle (a CPU one in CI) into its own directory,
+# leaving the in-place CPU library alone: every .cu file for sm_80 and sm_90 with warnings as
+# errors, then the link. A shared object links with undefined symbols, so they are checked after:
+# `ldd -r` lists those that no library it loads defines. Python's C API (the interpreter provides
+# it) is expected, and so is Paddle's GPU-only API where the installed Paddle lacks it (CPU Paddle
+# 3.3.1 lacks none: its custom-device Tensor::stream() has the same symbol as the CUDA one).
+# Anything else, such as a CUDA launcher declared but not instantiated, fails the check.
+check-cuda: $(STAMP)
+ifeq ($(NVCC),)
+	@echo "check-cuda: skipped, nvcc not found (set CUDA_HOME or put nvcc on PATH)"
+else
+	PADDLE_OPS_WITH_CUDA=1 PADDLE_OPS_CUDA_ARCHS="80;90" $(PY) setup.py --quiet build_ext \
+	  --build-lib $(CUDA_CHECK)/lib --build-temp $(CUDA_CHECK)/tmp --parallel $(JOBS)
+	@so=$$(ls $(CUDA_CHECK)/lib/paddle_ops/_C*.so) || exit 1; \
+	undefined=$$(ldd -r $$so 2>&1 | sed -n 's/^undefined symbol: \([^[:space:]]*\).*/\1/p' | \
+	  grep -v '^_*Py' | c++filt | sort -u); \
+	unexpected=$$(printf '%s\n' "$$undefined" | grep -v -e '^$$' -e '^paddle::' -e '^phi::'); \
+	if [ -n "$$unexpected" ]; then \
+	  echo "check-cuda: $$so has undefined symbols:" >&2; echo "$$unexpected" >&2; exit 1; \
+	fi; \
+	echo "check-cuda: $$so compiled and linked"; \
+	if [ -n "$$undefined" ]; then \
+	  echo "check-cuda: left to Paddle's GPU build:"; echo "$$undefined" | sed 's/^/  /'; \
+	fi
+endif
 
 # The issue-5 targets: cross-entropy (all its target shapes) and KL from logits at [512, 8000];
 # the whole KL family (10-15 minutes) is `benchmarks/bench_kl.py` without options.

@@ -21,7 +21,13 @@
 #define PO_HD inline
 #endif
 
+// cudaStream_t is `CUstream_st*`; declaring the struct lets the CUDA launchers' declarations
+// (softmax_ce.h, kl.h) appear in headers that a CPU-only build compiles without CUDA's headers.
+struct CUstream_st;
+
 namespace paddle_ops {
+
+using GpuStream = CUstream_st*;
 
 struct fp16 {
   uint16_t bits;

@@ -85,7 +85,27 @@ template <typename T>
 void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
                     bool per_row, T* x_grad, T* y_grad);
 
-// Explicit instantiations of every launcher above, in the namespace where it is expanded (the
+// CUDA launchers (kl_cuda.cu, compiled only in a CUDA build): the CPU launchers' contracts on
+// device pointers, queued on `stream` with no host synchronisation; they return the cudaError_t of
+// the launch (0 = cudaSuccess). num_threads is ignored.
+template <typename T, typename I>
+int kl_logits_fwd_cuda(const KLParams& p, const T* s, const T* t, const I* row_index,
+                       acc_t<T>* loss, acc_t<T>* stats, GpuStream stream);
+
+template <typename T, typename I>
+int kl_logits_bwd_cuda(const KLParams& p, const T* s, const T* t, const I* row_index,
+                       const acc_t<T>* stats, const acc_t<T>* loss_grad, T* s_grad, T* t_grad,
+                       GpuStream stream);
+
+template <typename T>
+int kl_div_fwd_cuda(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,
+                    acc_t<T>* loss_rows, GpuStream stream);
+
+template <typename T>
+int kl_div_bwd_cuda(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
+                    bool per_row, T* x_grad, T* y_grad, GpuStream stream);
+
+// Explicit instantiations of every CPU launcher above, in the namespace where it is expanded (the
 // public dispatchers in kl_cpu.cc and each per-ISA copy in kl_cpu_impl.h).
 #define PO_INSTANTIATE_KL(T)                                                                      \
   template void kl_logits_fwd_cpu<T, int32_t>(const KLParams&, const T*, const T*, const int32_t*, \

@@ -61,7 +61,23 @@ void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* labe
                         const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
                         T* logits_grad);
 
-// Explicit instantiations of both launchers for every (T, L) pair the bindings use, in the
+// CUDA launchers (softmax_ce_cuda.cu, compiled only in a CUDA build). Same pointers and layout as
+// the CPU launchers, all in device memory, queued on `stream` with no host synchronisation; they
+// return the cudaError_t of the launch (0 = cudaSuccess). A hard label outside [0, classes) that
+// is not ignore_index cannot be reported without a synchronisation, so that row gets NaN for loss,
+// lse and row_weight (any reduction that includes it is NaN) and a NaN gradient row; the other rows
+// are unaffected.
+template <typename T, typename L>
+int softmax_ce_fwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
+                        const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
+                        acc_t<T>* row_weight, GpuStream stream);
+
+template <typename T, typename L>
+int softmax_ce_bwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
+                        const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
+                        T* logits_grad, GpuStream stream);
+
+// Explicit instantiations of both CPU launchers for every (T, L) pair the bindings use, in the
 // namespace where it is expanded (softmax_ce_cpu.cc and each per-ISA copy). Soft labels of 16-bit
 // logits may also come in fp32, so the target is not rounded.
 #define PO_INSTANTIATE_SOFTMAX_CE(T, L)                                                         \

@@ -8,6 +8,10 @@
 
 #include "../kernels/dtypes.h"
 
+#ifdef PADDLE_OPS_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
 // Paddle turns every C++ exception from a custom op into a Python OSError. Argument errors carry
 // this prefix so that paddle_ops/_ops.py can re-raise them as ValueError with the same message.
 #define PO_ARG_ERROR "paddle_ops: invalid argument: "
@@ -113,20 +117,68 @@ inline int64_t normalize_axis(int64_t axis, int64_t rank) {
   return axis < 0 ? axis + rank : axis;
 }
 
-// The kernels read raw CPU memory of a floating tensor.
-inline void check_cpu_float_input(const paddle::Tensor& x, const char* what) {
+// A floating input the kernels can read: on the CPU, or in a CUDA build also on a GPU.
+inline void check_float_input(const paddle::Tensor& x, const char* what) {
+#ifdef PADDLE_OPS_WITH_CUDA
+  PO_CHECK(x.is_cpu() || x.is_gpu(), what, " must be on the CPU or a GPU, got ", x.place());
+#else
   PO_CHECK(x.is_cpu(), "paddle_ops: this build has CPU kernels only; ", what, " is on ",
            x.place());
+#endif
   PO_CHECK(is_float_dtype(x.dtype()), what, " must be a floating tensor, got ",
            phi::DataTypeToString(x.dtype()));
   PO_CHECK(x.is_contiguous(), what, " must be contiguous (call .contiguous() first)");
 }
 
+// One launch reads every input on the device of `x`.
+inline void check_same_place(const paddle::Tensor& x, const char* x_name, const paddle::Tensor& t,
+                             const char* what) {
+  PO_CHECK(t.place() == x.place(), what, " is on ", t.place(), " but ", x_name, " is on ",
+           x.place(), ": all inputs must be on the same device");
+}
+
+inline void check_same_place(const paddle::Tensor& x, const char* x_name,
+                             const paddle::optional<paddle::Tensor>& t, const char* what) {
+  if (t) check_same_place(x, x_name, *t, what);
+}
+
+// Runs the CPU launcher `cpu()`, or for a tensor `x` on a GPU (CUDA build) the CUDA launcher
+// `cuda(stream)` on the stream Paddle runs its own kernels on for that device, so the launch is
+// ordered after the producers of its inputs without a synchronisation. A CUDA launcher returns
+// only launch errors (a cudaError_t); a nonzero one is thrown here. `op` names the call in it.
+template <typename CpuFn, typename CudaFn>
+void launch(const paddle::Tensor& x, const char* op, CpuFn&& cpu, CudaFn&& cuda) {
+#ifdef PADDLE_OPS_WITH_CUDA
+  if (x.is_gpu()) {
+    // Tensor::stream() is the stream of the current device, which must be the tensor's.
+    int device = -1;
+    const cudaError_t got = cudaGetDevice(&device);
+    PD_CHECK(got == cudaSuccess, "paddle_ops: ", op, ": cudaGetDevice failed with CUDA error ",
+             static_cast<int>(got), " (", cudaGetErrorString(got), ")");
+    PO_CHECK(device == x.place().GetDeviceId(), op, ": the inputs are on ", x.place(),
+             " but the current device is gpu:", device, " (paddle.set_device)");
+    // Assigned without a cast: a stream type other than CUstream_st* fails to compile.
+    const GpuStream stream = x.stream();
+    const int err = cuda(stream);
+    PD_CHECK(err == 0, "paddle_ops: ", op, " failed with CUDA error ", err, " (",
+             cudaGetErrorString(static_cast<cudaError_t>(err)), ")");
+    return;
+  }
+#endif
+  // In a CPU-only build `cuda` is never called, so the CUDA launchers it names need no definition.
+  cpu();
+}
+
 // An upstream gradient that was never produced (only an auxiliary output was used) arrives
-// uninitialised: the kernels then treat it as zero (nullptr) instead of reading it.
+// uninitialised: the kernels then treat it as zero (nullptr) instead of reading it. It is the one
+// input of a grad kernel that does not come from the forward op, whose inputs were checked there,
+// so it is checked to be on the device of `x`.
 template <typename A>
-const A* upstream_grad(const paddle::Tensor& grad, int64_t expected_numel) {
-  return grad.initialized() && grad.numel() == expected_numel ? data_ptr<A>(grad) : nullptr;
+const A* upstream_grad(const paddle::Tensor& grad, int64_t expected_numel,
+                       const paddle::Tensor& x) {
+  if (!grad.initialized()) return nullptr;
+  check_same_place(x, "the input", grad, "the upstream gradient");
+  return grad.numel() == expected_numel ? data_ptr<A>(grad) : nullptr;
 }
 
 // A gradient output that is not needed (its input stops gradient): Paddle requires an

@@ -25,8 +25,9 @@ std::vector<int64_t> with_stats(std::vector<int64_t> rows_shape) {
 
 void check_pair(const paddle::Tensor& x, const paddle::Tensor& y, const char* xn,
                 const char* yn) {
-  check_cpu_float_input(x, xn);
-  check_cpu_float_input(y, yn);
+  check_float_input(x, xn);
+  check_float_input(y, yn);
+  check_same_place(x, xn, y, yn);
   PO_CHECK(x.shape() == y.shape(), xn, " and ", yn, " must have the same shape");
   PO_CHECK(x.dtype() == y.dtype(), xn, " and ", yn, " must have the same dtype, got ",
            phi::DataTypeToString(x.dtype()), " and ", phi::DataTypeToString(y.dtype()));
@@ -74,6 +75,7 @@ std::vector<paddle::Tensor> KLLogitsForward(const paddle::Tensor& s, const paddl
     PO_CHECK(index->numel() == p.rows(), "target_index has ", index->numel(),
              " elements, expected one per row (", p.rows(), ")");
     PO_CHECK(index->is_contiguous(), "target_index must be contiguous");
+    check_same_place(s, "input", *index, "target_index");
   }
   const auto rows_shape = drop_axis(s.shape(), axis);
   const auto stat = acc_dtype(s.dtype());
@@ -85,9 +87,16 @@ std::vector<paddle::Tensor> KLLogitsForward(const paddle::Tensor& s, const paddl
     using T = typename decltype(tt)::type;
     using I = typename decltype(it)::type;
     using A = acc_t<T>;
-    kl_logits_fwd_cpu<T, I>(p, data_ptr<T>(s), data_ptr<T>(t),
-                            index ? data_ptr<I>(*index) : nullptr, data_ptr<A>(loss),
-                            data_ptr<A>(stats));
+    const T* sp = data_ptr<T>(s);
+    const T* tp = data_ptr<T>(t);
+    const I* ip = index ? data_ptr<I>(*index) : nullptr;
+    launch(
+        s, "kl_logits forward",
+        [&] { kl_logits_fwd_cpu<T, I>(p, sp, tp, ip, data_ptr<A>(loss), data_ptr<A>(stats)); },
+        [&](GpuStream stream) {
+          return kl_logits_fwd_cuda<T, I>(p, sp, tp, ip, data_ptr<A>(loss), data_ptr<A>(stats),
+                                          stream);
+        });
   });
   return {loss, stats};
 }
@@ -107,10 +116,21 @@ std::vector<paddle::Tensor> KLLogitsBackward(const paddle::Tensor& s, const padd
     using T = typename decltype(tt)::type;
     using I = typename decltype(it)::type;
     using A = acc_t<T>;
-    kl_logits_bwd_cpu<T, I>(p, data_ptr<T>(s), data_ptr<T>(t),
-                            index ? data_ptr<I>(*index) : nullptr, data_ptr<A>(stats),
-                            upstream_grad<A>(loss_grad, p.rows()), data_ptr<T>(s_grad),
-                            label_grad ? data_ptr<T>(t_grad) : nullptr);
+    const T* sp = data_ptr<T>(s);
+    const T* tp = data_ptr<T>(t);
+    const I* ip = index ? data_ptr<I>(*index) : nullptr;
+    const A* dloss = upstream_grad<A>(loss_grad, p.rows(), s);
+    T* tg = label_grad ? data_ptr<T>(t_grad) : nullptr;
+    launch(
+        s, "kl_logits backward",
+        [&] {
+          kl_logits_bwd_cpu<T, I>(p, sp, tp, ip, data_ptr<A>(stats), dloss, data_ptr<T>(s_grad),
+                                  tg);
+        },
+        [&](GpuStream stream) {
+          return kl_logits_bwd_cuda<T, I>(p, sp, tp, ip, data_ptr<A>(stats), dloss,
+                                          data_ptr<T>(s_grad), tg, stream);
+        });
   });
   return {s_grad, t_grad};
 }
@@ -159,7 +179,7 @@ KLParams entropy_params(const paddle::Tensor& x, int axis) {
 }
 
 std::vector<paddle::Tensor> EntropyForward(const paddle::Tensor& x, int axis) {
-  check_cpu_float_input(x, "x");
+  check_float_input(x, "x");
   const KLParams p = entropy_params(x, axis);
   const auto rows_shape = drop_axis(x.shape(), axis);
   const auto stat = acc_dtype(x.dtype());
@@ -170,8 +190,16 @@ std::vector<paddle::Tensor> EntropyForward(const paddle::Tensor& x, int axis) {
   dispatch_float(x.dtype(), "x", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    kl_logits_fwd_cpu<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr, data_ptr<A>(loss),
-                                  data_ptr<A>(stats));
+    launch(
+        x, "softmax_entropy forward",
+        [&] {
+          kl_logits_fwd_cpu<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr, data_ptr<A>(loss),
+                                        data_ptr<A>(stats));
+        },
+        [&](GpuStream stream) {
+          return kl_logits_fwd_cuda<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr,
+                                                data_ptr<A>(loss), data_ptr<A>(stats), stream);
+        });
   });
   return {loss, stats};
 }
@@ -184,9 +212,18 @@ std::vector<paddle::Tensor> EntropyBackward(const paddle::Tensor& x, const paddl
   dispatch_float(x.dtype(), "x", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    kl_logits_bwd_cpu<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr, data_ptr<A>(stats),
-                                  upstream_grad<A>(loss_grad, p.rows()), data_ptr<T>(grad),
-                                  nullptr);
+    const A* dloss = upstream_grad<A>(loss_grad, p.rows(), x);
+    launch(
+        x, "softmax_entropy backward",
+        [&] {
+          kl_logits_bwd_cpu<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr, data_ptr<A>(stats),
+                                        dloss, data_ptr<T>(grad), nullptr);
+        },
+        [&](GpuStream stream) {
+          return kl_logits_bwd_cuda<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr,
+                                                data_ptr<A>(stats), dloss, data_ptr<T>(grad),
+                                                nullptr, stream);
+        });
   });
   return {grad};
 }
@@ -241,8 +278,14 @@ std::vector<paddle::Tensor> KLDivForward(const paddle::Tensor& x, const paddle::
   dispatch_float(x.dtype(), "input", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    kl_div_fwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(y), reduce_rows ? nullptr : data_ptr<A>(loss),
-                      reduce_rows ? data_ptr<A>(loss) : nullptr);
+    A* elem = reduce_rows ? nullptr : data_ptr<A>(loss);
+    A* rows = reduce_rows ? data_ptr<A>(loss) : nullptr;
+    launch(
+        x, "kl_div forward",
+        [&] { kl_div_fwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(y), elem, rows); },
+        [&](GpuStream stream) {
+          return kl_div_fwd_cuda<T>(p, data_ptr<T>(x), data_ptr<T>(y), elem, rows, stream);
+        });
   });
   return {loss};
 }
@@ -258,9 +301,18 @@ std::vector<paddle::Tensor> KLDivBackward(const paddle::Tensor& x, const paddle:
   dispatch_float(x.dtype(), "input", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    kl_div_bwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(y),
-                      upstream_grad<A>(loss_grad, grad_numel), reduce_rows,
-                      data_ptr<T>(x_grad), label_grad ? data_ptr<T>(y_grad) : nullptr);
+    const A* dloss = upstream_grad<A>(loss_grad, grad_numel, x);
+    T* yg = label_grad ? data_ptr<T>(y_grad) : nullptr;
+    launch(
+        x, "kl_div backward",
+        [&] {
+          kl_div_bwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(y), dloss, reduce_rows,
+                            data_ptr<T>(x_grad), yg);
+        },
+        [&](GpuStream stream) {
+          return kl_div_bwd_cuda<T>(p, data_ptr<T>(x), data_ptr<T>(y), dloss, reduce_rows,
+                                    data_ptr<T>(x_grad), yg, stream);
+        });
   });
   return {x_grad, y_grad};
 }

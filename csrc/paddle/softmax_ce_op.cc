@@ -35,7 +35,9 @@ SoftmaxCEParams make_params(const std::vector<int64_t>& shape, int axis, int64_t
 
 void check_inputs(const paddle::Tensor& x, const paddle::Tensor& label,
                   const paddle::optional<paddle::Tensor>& weight, const SoftmaxCEParams& p) {
-  check_cpu_float_input(x, "logits");
+  check_float_input(x, "logits");
+  check_same_place(x, "logits", label, "label");
+  check_same_place(x, "logits", weight, "weight");
   PO_CHECK(label.is_contiguous() && (!weight || weight->is_contiguous()),
            "paddle_ops kernels need contiguous tensors (call .contiguous() first)");
   const bool soft = is_float_dtype(label.dtype());
@@ -96,12 +98,23 @@ std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const padd
     using T = typename decltype(t)::type;
     using L = typename decltype(l)::type;
     using A = acc_t<T>;
-    const SoftmaxCEStatus st = softmax_ce_fwd_cpu<T, L>(
-        p, data_ptr<T>(x), data_ptr<L>(label), weight ? data_ptr<A>(*weight) : nullptr,
-        data_ptr<A>(loss), data_ptr<A>(lse), data_ptr<A>(row_weight));
-    PO_CHECK(st.ok(), "label value ", st.bad_label, " at position ", st.bad_row,
-             " is out of range: expected a class index in [0, ", p.classes,
-             ") or ignore_index (", p.ignore_index, ")");
+    const T* logits = data_ptr<T>(x);
+    const L* labels = data_ptr<L>(label);
+    const A* w = weight ? data_ptr<A>(*weight) : nullptr;
+    launch(
+        x, "softmax_ce forward",
+        [&] {
+          const SoftmaxCEStatus st = softmax_ce_fwd_cpu<T, L>(
+              p, logits, labels, w, data_ptr<A>(loss), data_ptr<A>(lse), data_ptr<A>(row_weight));
+          PO_CHECK(st.ok(), "label value ", st.bad_label, " at position ", st.bad_row,
+                   " is out of range: expected a class index in [0, ", p.classes,
+                   ") or ignore_index (", p.ignore_index, ")");
+        },
+        // An out-of-range label cannot be reported without a synchronisation: its row is NaN.
+        [&](GpuStream stream) {
+          return softmax_ce_fwd_cuda<T, L>(p, logits, labels, w, data_ptr<A>(loss),
+                                           data_ptr<A>(lse), data_ptr<A>(row_weight), stream);
+        });
   });
   return {loss, lse, row_weight};
 }
@@ -120,9 +133,20 @@ std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const pad
     using T = typename decltype(t)::type;
     using L = typename decltype(l)::type;
     using A = acc_t<T>;
-    softmax_ce_bwd_cpu<T, L>(p, data_ptr<T>(x), data_ptr<L>(label),
-                             weight ? data_ptr<A>(*weight) : nullptr, data_ptr<A>(lse),
-                             upstream_grad<A>(loss_grad, p.rows()), data_ptr<T>(grad));
+    const T* logits = data_ptr<T>(x);
+    const L* labels = data_ptr<L>(label);
+    const A* w = weight ? data_ptr<A>(*weight) : nullptr;
+    const A* dloss = upstream_grad<A>(loss_grad, p.rows(), x);
+    launch(
+        x, "softmax_ce backward",
+        [&] {
+          softmax_ce_bwd_cpu<T, L>(p, logits, labels, w, data_ptr<A>(lse), dloss,
+                                   data_ptr<T>(grad));
+        },
+        [&](GpuStream stream) {
+          return softmax_ce_bwd_cuda<T, L>(p, logits, labels, w, data_ptr<A>(lse), dloss,
+                                           data_ptr<T>(grad), stream);
+        });
   });
   return {grad};
 }

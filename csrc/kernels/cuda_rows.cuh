@@ -1,0 +1,464 @@
+// Row primitives shared by the CUDA kernel families (softmax_ce_cuda.cu, kl_cuda.cu): device exp
+// and log, 16-byte vectorised row reads and writes with an alignment prologue and a tail, the
+// online log-sum-exp state, reductions over a thread, a warp or a block, and the choice of launch
+// shape. The per-element formulas and the shared scalar math (Smoothing, conversions, xlogy
+// conventions) come from ce_math.h and dtypes.h, as on the CPU.
+//
+// Work split, chosen from the shape (pick_rows):
+//   - rows strided in memory (class axis not last): one thread per row; consecutive threads take
+//     consecutive inner indices, so each class step is a coalesced read;
+//   - contiguous rows of at most kWarpRowMax classes: one warp per row;
+//   - longer contiguous rows: one block per row, 64 to 1024 threads, about kVecsPerThread 16-byte
+//     vectors per thread;
+//   - elementwise backward of long contiguous rows: a 2-D grid (column tiles x rows).
+// Reductions have a fixed tree for a given launch shape, and the launch shape depends only on the
+// tensor shape, so results are bitwise reproducible run to run.
+//
+// Indexing is int64 throughout: a [16384, 256000] tensor has more than 2^31 elements.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "ce_math.h"
+#include "dtypes.h"
+
+namespace paddle_ops {
+namespace cuda {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int64_t kWarpRowMax = 2048;
+constexpr int kVecsPerThread = 8;
+constexpr int kWarpsPerBlock = 4;        // warp-per-row kernels: rows per block
+constexpr int kThreadRowsPerBlock = 256;  // thread-per-row kernels
+constexpr int64_t kMaxGridX = 1 << 30;
+constexpr int64_t kMaxGridY = 65535;
+
+// exp(d) for the statistics' type. fp32: the hardware 2^x (MUFU.EX2 through exp2f, at most 2 ulp)
+// of d log2(e); the product rounds once, an absolute error of |d| * 2^-24 * log2(e) in the exponent,
+// i.e. a relative error below 2e-6 for the |d| <= 20 that carry weight in a softmax, and d is
+// always a difference x - shift formed first (exact when x is near the shift), never
+// x log2(e) - shift log2(e), which would lose |shift| * 2^-24 for large logits.
+__device__ __forceinline__ float dev_exp(float d) { return exp2f(d * 1.44269504088896341f); }
+__device__ __forceinline__ double dev_exp(double d) { return exp(d); }
+__device__ __forceinline__ float dev_log(float x) { return logf(x); }
+__device__ __forceinline__ double dev_log(double x) { return log(x); }
+
+template <typename A>
+__device__ __forceinline__ A dev_nan() {
+  return static_cast<A>(NAN);
+}
+
+// A row of a [outer, classes, inner] tensor: contiguous (inner = 1) or `stride` elements apart.
+template <typename T, bool kContig>
+struct DRow {
+  const T* ptr;
+  int64_t stride;
+  __device__ __forceinline__ acc_t<T> operator[](int64_t j) const {
+    return to_float(ptr[kContig ? j : j * stride]);
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ int64_t row_offset(int64_t r, int64_t classes, int64_t inner) {
+  const int64_t o = r / inner;
+  return o * classes * inner + (r - o * inner);
+}
+
+template <bool kContig, typename T>
+__device__ __forceinline__ DRow<T, kContig> drow(const T* base, int64_t r, int64_t classes,
+                                                 int64_t inner) {
+  return {base + row_offset<T>(r, classes, inner), inner};
+}
+
+// ---- groups: the threads that share one row --------------------------------------------------
+
+// Shuffles a state made only of `value_type` members (LSE states, sums), one member at a time.
+template <typename S>
+__device__ __forceinline__ S shfl_down_state(const S& v, int delta) {
+  using W = typename S::value_type;
+  constexpr int n = sizeof(S) / sizeof(W);
+  static_assert(sizeof(S) == n * sizeof(W), "a reduction state holds value_type members only");
+  W a[n];
+  memcpy(a, &v, sizeof(S));
+#pragma unroll
+  for (int k = 0; k < n; ++k) a[k] = __shfl_down_sync(kFullMask, a[k], delta);
+  S out;
+  memcpy(&out, a, sizeof(S));
+  return out;
+}
+
+template <typename S>
+__device__ __forceinline__ S shfl_state(const S& v, int lane) {
+  using W = typename S::value_type;
+  constexpr int n = sizeof(S) / sizeof(W);
+  W a[n];
+  memcpy(a, &v, sizeof(S));
+#pragma unroll
+  for (int k = 0; k < n; ++k) a[k] = __shfl_sync(kFullMask, a[k], lane);
+  S out;
+  memcpy(&out, a, sizeof(S));
+  return out;
+}
+
+// Tree over the 32 lanes; the result is valid in lane 0. merge(acc, c) appends c to acc.
+template <typename S, typename M>
+__device__ __forceinline__ S warp_reduce(S v, M merge) {
+#pragma unroll
+  for (int delta = 16; delta > 0; delta >>= 1) merge(v, shfl_down_state(v, delta));
+  return v;
+}
+
+// One thread per row: rows strided in memory.
+struct ThreadGroup {
+  __device__ int64_t first_row() const {
+    return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  }
+  __device__ int64_t row_step() const { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+  __device__ int rank() const { return 0; }
+  __device__ int size() const { return 1; }
+  template <typename S, typename M>
+  __device__ S reduce(S v, M, const S&) const {
+    return v;
+  }
+};
+
+// One warp per row, kWarpsPerBlock rows per block.
+struct WarpGroup {
+  __device__ int64_t first_row() const {
+    return static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  }
+  __device__ int64_t row_step() const {
+    return static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  }
+  __device__ int rank() const { return threadIdx.x & 31; }
+  __device__ int size() const { return 32; }
+  // Every lane gets the result.
+  template <typename S, typename M>
+  __device__ S reduce(S v, M merge, const S&) const {
+    return shfl_state(warp_reduce(v, merge), 0);
+  }
+};
+
+// One block per row.
+struct BlockGroup {
+  __device__ int64_t first_row() const { return blockIdx.x; }
+  __device__ int64_t row_step() const { return gridDim.x; }
+  __device__ int rank() const { return threadIdx.x; }
+  __device__ int size() const { return blockDim.x; }
+  // Warps reduce, then warp 0 reduces the warps' results (identity for the missing ones); every
+  // thread gets the result. The leading barrier lets the shared buffer be reused by the next call.
+  template <typename S, typename M>
+  __device__ S reduce(S v, M merge, const S& identity) const {
+    __shared__ alignas(16) unsigned char raw[32 * sizeof(S)];
+    S* buf = reinterpret_cast<S*>(raw);
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int warps = (blockDim.x + 31) >> 5;
+    v = warp_reduce(v, merge);
+    __syncthreads();
+    if (lane == 0) buf[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+      S w = lane < warps ? buf[lane] : identity;
+      w = warp_reduce(w, merge);
+      if (lane == 0) buf[0] = w;
+    }
+    __syncthreads();
+    return buf[0];
+  }
+};
+
+// ---- reduction states -------------------------------------------------------------------------
+
+template <typename A>
+struct Sum1 {
+  using value_type = A;
+  A a;
+};
+template <typename A>
+struct Sum2 {
+  using value_type = A;
+  A a;
+  A b;
+};
+struct AddSums {
+  template <typename A>
+  __device__ void operator()(Sum1<A>& x, const Sum1<A>& y) const {
+    x.a += y.a;
+  }
+  template <typename A>
+  __device__ void operator()(Sum2<A>& x, const Sum2<A>& y) const {
+    x.a += y.a;
+    x.b += y.b;
+  }
+};
+
+// Online log-sum-exp state (Milakov and Gimelshein, arXiv:1805.02867): running max m, sum of
+// exp(x - m), and (for label smoothing) the plain sum of x. The same rules as the CPU's
+// lse_merge: a state whose max is -inf (only masked entries so far) uses shift 0, so that
+// exp(-inf - 0) = 0 instead of exp(-inf - (-inf)) = NaN, while a NaN entry still gives NaN.
+template <typename A>
+struct Lse {
+  using value_type = A;
+  A m;
+  A s;
+  A sx;
+  static __device__ Lse identity() { return {-kInfinity<A>, A(0), A(0)}; }
+
+  // Adds n values: one max over them, at most one rescale, then n exponentials.
+  template <bool kSumX, int n>
+  __device__ __forceinline__ void add(const A* v) {
+    A bm = v[0];
+#pragma unroll
+    for (int k = 1; k < n; ++k) bm = v[k] > bm ? v[k] : bm;
+    if (bm > m) {
+      s *= dev_exp(m - bm);
+      m = bm;
+    }
+    const A shift = m == -kInfinity<A> ? A(0) : m;
+#pragma unroll
+    for (int k = 0; k < n; ++k) {
+      s += dev_exp(v[k] - shift);
+      if (kSumX) sx += v[k];
+    }
+  }
+  __device__ A value() const { return m + dev_log(s); }
+};
+
+struct MergeLse {
+  template <typename A>
+  __device__ void operator()(Lse<A>& x, const Lse<A>& y) const {
+    const A m = y.m > x.m ? y.m : x.m;
+    if (m == -kInfinity<A>) {
+      x.s += y.s;
+    } else {
+      x.s = x.s * dev_exp(x.m - m) + y.s * dev_exp(y.m - m);
+    }
+    x.m = m;
+    x.sx += y.sx;
+  }
+};
+
+// ---- vectorised row traversal -----------------------------------------------------------------
+
+// Elements per 16-byte vector.
+template <typename T>
+constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+
+template <int n>
+using Count = std::integral_constant<int, n>;
+
+// Elements before the first 16-byte boundary of `p` (p is aligned to its element size, so this
+// is a whole number of elements).
+template <typename T>
+__device__ __forceinline__ int64_t head_elems(const T* p) {
+  const int64_t mis = static_cast<int64_t>(reinterpret_cast<uintptr_t>(p) & 15u);
+  return mis == 0 ? 0 : (16 - mis) / static_cast<int64_t>(sizeof(T));
+}
+
+template <typename T>
+__device__ __forceinline__ void unpack(const uint4& raw, acc_t<T>* v) {
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int k = 0; k < kVec<T>; ++k) v[k] = to_float(e[k]);
+}
+
+template <typename T>
+__device__ __forceinline__ uint4 pack(const acc_t<T>* v) {
+  uint4 raw;
+  T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+  for (int k = 0; k < kVec<T>; ++k) e[k] = from_acc<T>(v[k]);
+  return raw;
+}
+
+// Reads elements [0, n) of K rows of the same type, the share of thread `rank` of `size`, and
+// calls f(j0, v, Count<c>) with v[k][e] the value of row k at j0 + e, e < c. The middle of the
+// rows goes in 16-byte vectors (kU per thread in flight) when all rows have the same alignment;
+// the unaligned head and the tail go element by element. Rows of different alignment go element
+// by element throughout.
+template <int K, typename T, typename F>
+__device__ __forceinline__ void visit_rows(const T* const (&rows)[K], int64_t n, int64_t rank,
+                                           int64_t size, F&& f) {
+  using A = acc_t<T>;
+  constexpr int kN = kVec<T>;
+  constexpr int kU = 4;
+  int64_t head = head_elems(rows[0]);
+  bool same = true;
+#pragma unroll
+  for (int k = 1; k < K; ++k) same = same && head_elems(rows[k]) == head;
+  if (!same) head = n;
+  if (head > n) head = n;
+  auto scalar = [&](int64_t j) {
+    A v[K][1];
+#pragma unroll
+    for (int k = 0; k < K; ++k) v[k][0] = to_float(rows[k][j]);
+    f(j, v, Count<1>{});
+  };
+  for (int64_t j = rank; j < head; j += size) scalar(j);
+  const int64_t nv = (n - head) / kN;
+  int64_t i = rank;
+  for (; i + (kU - 1) * size < nv; i += kU * size) {
+    uint4 raw[kU][K];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        raw[u][k] = __ldg(reinterpret_cast<const uint4*>(rows[k] + head) + i + u * size);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      A v[K][kN];
+#pragma unroll
+      for (int k = 0; k < K; ++k) unpack<T>(raw[u][k], v[k]);
+      f(head + (i + u * size) * kN, v, Count<kN>{});
+    }
+  }
+  for (; i < nv; i += size) {
+    A v[K][kN];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      unpack<T>(__ldg(reinterpret_cast<const uint4*>(rows[k] + head) + i), v[k]);
+    }
+    f(head + i * kN, v, Count<kN>{});
+  }
+  for (int64_t j = head + nv * kN + rank; j < n; j += size) scalar(j);
+}
+
+// Writes elements [0, n) of M output rows (nullptr: not written) from K input rows, all of type
+// T, the share of thread `rank` of `size`: f(j, in, out) sets out[m] from in[k] for element j.
+// Vectorised like visit_rows when every row has the same alignment.
+template <int K, int M, typename T, typename F>
+__device__ __forceinline__ void map_rows(const T* const (&in)[K], T* const (&out)[M], int64_t n,
+                                         int64_t rank, int64_t size, F&& f) {
+  using A = acc_t<T>;
+  constexpr int kN = kVec<T>;
+  constexpr int kU = 2;
+  int64_t head = head_elems(in[0]);
+  bool same = true;
+#pragma unroll
+  for (int k = 1; k < K; ++k) same = same && head_elems(in[k]) == head;
+#pragma unroll
+  for (int m = 0; m < M; ++m) same = same && (out[m] == nullptr || head_elems(out[m]) == head);
+  if (!same) head = n;
+  if (head > n) head = n;
+  auto scalar = [&](int64_t j) {
+    A v[K];
+    A o[M];
+#pragma unroll
+    for (int k = 0; k < K; ++k) v[k] = to_float(in[k][j]);
+    f(j, v, o);
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      if (out[m] != nullptr) out[m][j] = from_acc<T>(o[m]);
+    }
+  };
+  auto vector = [&](int64_t i, const uint4 (&raw)[K]) {
+    A v[K][kN];
+    A o[M][kN];
+#pragma unroll
+    for (int k = 0; k < K; ++k) unpack<T>(raw[k], v[k]);
+    const int64_t j0 = head + i * kN;
+#pragma unroll
+    for (int e = 0; e < kN; ++e) {
+      A ve[K];
+      A oe[M];
+#pragma unroll
+      for (int k = 0; k < K; ++k) ve[k] = v[k][e];
+      f(j0 + e, ve, oe);
+#pragma unroll
+      for (int m = 0; m < M; ++m) o[m][e] = oe[m];
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      if (out[m] != nullptr) reinterpret_cast<uint4*>(out[m] + head)[i] = pack<T>(o[m]);
+    }
+  };
+  for (int64_t j = rank; j < head; j += size) scalar(j);
+  const int64_t nv = (n - head) / kN;
+  int64_t i = rank;
+  for (; i + (kU - 1) * size < nv; i += kU * size) {
+    uint4 raw[kU][K];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        raw[u][k] = __ldg(reinterpret_cast<const uint4*>(in[k] + head) + i + u * size);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) vector(i + u * size, raw[u]);
+  }
+  for (; i < nv; i += size) {
+    uint4 raw[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) raw[k] = __ldg(reinterpret_cast<const uint4*>(in[k] + head) + i);
+    vector(i, raw);
+  }
+  for (int64_t j = head + nv * kN + rank; j < n; j += size) scalar(j);
+}
+
+// ---- launch shapes ----------------------------------------------------------------------------
+
+enum class RowKind { kThread, kWarp, kBlock };
+
+struct RowLaunch {
+  RowKind kind;
+  int threads;
+  int64_t blocks;
+};
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline int pow2_clamp(int64_t want, int lo, int hi) {
+  int t = lo;
+  while (t < hi && t < want) t *= 2;
+  return t;
+}
+
+// How the rows of a [rows, classes] problem are spread (see the top of this file). vec: elements
+// per 16-byte vector of the logits' type.
+inline RowLaunch pick_rows(int64_t rows, int64_t classes, bool contiguous, int vec) {
+  if (!contiguous) {
+    return {RowKind::kThread, kThreadRowsPerBlock,
+            ceil_div(rows, kThreadRowsPerBlock) < kMaxGridX ? ceil_div(rows, kThreadRowsPerBlock)
+                                                            : kMaxGridX};
+  }
+  if (classes <= kWarpRowMax) {
+    const int64_t b = ceil_div(rows, kWarpsPerBlock);
+    return {RowKind::kWarp, 32 * kWarpsPerBlock, b < kMaxGridX ? b : kMaxGridX};
+  }
+  const int threads = pow2_clamp(ceil_div(classes, int64_t{vec} * kVecsPerThread), 64, 1024);
+  return {RowKind::kBlock, threads, rows < kMaxGridX ? rows : kMaxGridX};
+}
+
+// A 2-D grid for elementwise work on contiguous rows: x tiles the row's vectors, y the rows.
+struct GridLaunch {
+  dim3 grid;
+  int threads;
+};
+
+inline GridLaunch pick_grid(int64_t rows, int64_t classes, int vec) {
+  constexpr int threads = 256;
+  const int64_t per_block = int64_t{threads} * vec * 4;
+  int64_t tiles = ceil_div(classes, per_block);
+  if (tiles < 1) tiles = 1;
+  const int64_t ys = rows < kMaxGridY ? rows : kMaxGridY;
+  return {dim3(static_cast<unsigned>(tiles < kMaxGridX ? tiles : kMaxGridX),
+               static_cast<unsigned>(ys), 1),
+          threads};
+}
+
+// Flat elementwise launches over n elements (grid-stride loops).
+inline int64_t flat_blocks(int64_t n, int threads) {
+  const int64_t b = ceil_div(n, threads);
+  return b < 1 ? 1 : (b < 65536 * 4 ? b : 65536 * 4);
+}
+
+}  // namespace cuda
+}  // namespace paddle_ops

@@ -1,0 +1,402 @@
+// CUDA kernels of the fused softmax cross-entropy (formulas and output contract in softmax_ce.h;
+// work split and reduction rules in cuda_rows.cuh).
+//
+// Forward: one read of each row. Hard labels with softmax (the common case) fold 16-byte vectors
+// into an online log-sum-exp per thread and merge the threads' states; the target logit is one
+// more load. Soft labels and probabilities (use_softmax = false) take a second pass over the row
+// (from L2 for block-sized rows) because their sums need the row's log-sum-exp first.
+// Backward: hard labels on contiguous rows longer than a warp's share run on a 2-D grid, every
+// element independent given the row's saved fp32 LSE: one read, one write. Everything else (soft
+// labels, which need the row sums of q first; smoothed class weights, which need the sum of the
+// weights; strided rows) runs one row per thread, warp or block like the forward.
+// A hard label outside [0, classes) that is not ignore_index gives that row NaN outputs and a NaN
+// gradient (no host synchronisation is allowed to report it).
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+#include "cuda_rows.cuh"
+#include "softmax_ce.h"
+
+namespace paddle_ops {
+namespace cuda {
+namespace {
+
+template <typename L>
+constexpr bool kHard = std::is_integral<L>::value;
+
+// Class weight of a hard-label row (1 without weights), with smoothing as on the CPU.
+template <typename A>
+__device__ __forceinline__ A hard_row_weight(const A* weight, int64_t y, const Smoothing<A>& sm,
+                                             bool smooth, A weight_sum) {
+  if (weight == nullptr) return A(1);
+  return smooth ? sm.on * weight[y] + sm.off * weight_sum : weight[y];
+}
+
+// Sum of the class weights, needed only for smoothed weighted hard labels.
+template <typename A, typename G>
+__device__ A weight_sum_of(const G& g, const SoftmaxCEParams& p, const A* weight) {
+  Sum1<A> acc{A(0)};
+  for (int64_t j = g.rank(); j < p.classes; j += g.size()) acc.a += weight[j];
+  return g.reduce(acc, AddSums{}, Sum1<A>{A(0)}).a;
+}
+
+// Online log-sum-exp of one row (with the sum of x for smoothing), every thread of g getting the
+// whole row's state.
+template <bool kContig, typename T, typename G>
+__device__ Lse<acc_t<T>> row_lse(const G& g, const DRow<T, kContig>& x, int64_t n, bool sum_x) {
+  using A = acc_t<T>;
+  Lse<A> st = Lse<A>::identity();
+  if constexpr (kContig) {
+    const T* rows[1] = {x.ptr};
+    if (sum_x) {
+      visit_rows<1>(rows, n, g.rank(), g.size(), [&](int64_t, const auto& v, auto c) {
+        st.template add<true, decltype(c)::value>(v[0]);
+      });
+    } else {
+      visit_rows<1>(rows, n, g.rank(), g.size(), [&](int64_t, const auto& v, auto c) {
+        st.template add<false, decltype(c)::value>(v[0]);
+      });
+    }
+  } else {
+    for (int64_t j = g.rank(); j < n; j += g.size()) {
+      const A v = x[j];
+      if (sum_x) {
+        st.template add<true, 1>(&v);
+      } else {
+        st.template add<false, 1>(&v);
+      }
+    }
+  }
+  return g.reduce(st, MergeLse{}, Lse<A>::identity());
+}
+
+template <typename A>
+__device__ void write_nan_row(int64_t r, A* loss, A* lse, A* row_weight) {
+  loss[r] = dev_nan<A>();
+  lse[r] = dev_nan<A>();
+  row_weight[r] = dev_nan<A>();
+}
+
+template <typename T, typename L, bool kContig, typename G>
+__device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, const T* logits,
+                            const L* label, const acc_t<T>* weight, acc_t<T>* loss,
+                            acc_t<T>* lse, acc_t<T>* row_weight) {
+  using A = acc_t<T>;
+  const int64_t C = p.classes;
+  const DRow<T, kContig> x = drow<kContig>(logits, r, C, p.inner);
+  const bool smooth = p.label_smoothing > 0;
+  const bool leader = g.rank() == 0;
+  if constexpr (kHard<L>) {
+    const int64_t y = static_cast<int64_t>(label[r]);
+    const bool ignored = y == p.ignore_index;
+    if (!ignored && (y < 0 || y >= C)) {
+      if (leader) write_nan_row(r, loss, lse, row_weight);
+      return;
+    }
+    const Smoothing<A> sm(p.label_smoothing, C);
+    const A wsum = smooth && weight != nullptr && !ignored ? weight_sum_of(g, p, weight) : A(0);
+    if (p.use_softmax) {
+      const Lse<A> st = row_lse(g, x, C, smooth);
+      if (!leader) return;
+      const A l = st.value();
+      lse[r] = l;
+      if (ignored) {
+        loss[r] = 0;
+        row_weight[r] = 0;
+        return;
+      }
+      const A xy = x[y];
+      // sum_j q_j (lse - x_j) = on (lse - x_y) + off (C lse - sum_x), with off * C = eps.
+      A ce = smooth ? sm.on * (l - xy) + static_cast<A>(p.label_smoothing) * l - sm.off * st.sx
+                    : l - xy;
+      if (l == -kInfinity<A>) ce = kInfinity<A>;  // fully masked row (softmax_ce.h)
+      if (p.z_loss != 0) ce += static_cast<A>(p.z_loss) * l * l;
+      const A w = hard_row_weight(weight, y, sm, smooth, wsum);
+      loss[r] = w * ce;
+      row_weight[r] = w;
+      return;
+    }
+    if (ignored) {
+      if (leader) {
+        loss[r] = 0;
+        lse[r] = 0;
+        row_weight[r] = 0;
+      }
+      return;
+    }
+    // Probabilities: -on log p_y - off sum_j log p_j.
+    A sum_log = 0;
+    if (smooth) {
+      Sum1<A> acc{A(0)};
+      for (int64_t j = g.rank(); j < C; j += g.size()) acc.a += dev_log(x[j]);
+      sum_log = g.reduce(acc, AddSums{}, Sum1<A>{A(0)}).a;
+    }
+    if (!leader) return;
+    A ce = -sm.on * dev_log(x[y]);
+    if (smooth) ce -= sm.off * sum_log;
+    const A w = hard_row_weight(weight, y, sm, smooth, wsum);
+    loss[r] = w * ce;
+    lse[r] = 0;
+    row_weight[r] = w;
+  } else {
+    const DRow<L, kContig> q = drow<kContig>(label, r, C, p.inner);
+    A l = 0;
+    if (p.use_softmax) l = row_lse(g, x, C, false).value();
+    // a: the cross-entropy sum, b: the row weight sum_j q_j w_j.
+    Sum2<A> acc{A(0), A(0)};
+    for (int64_t j = g.rank(); j < C; j += g.size()) {
+      const A qj = q[j];
+      const A xj = x[j];
+      if (qj != A(0)) acc.a += p.use_softmax ? qj * (l - xj) : -qj * dev_log(xj);
+      if (weight != nullptr) acc.b += qj * weight[j];
+    }
+    acc = g.reduce(acc, AddSums{}, Sum2<A>{A(0), A(0)});
+    if (!leader) return;
+    A ce = acc.a;
+    if (p.use_softmax) {
+      if (l == -kInfinity<A>) ce = kInfinity<A>;
+      if (p.z_loss != 0) ce += static_cast<A>(p.z_loss) * l * l;
+    }
+    const A w = weight != nullptr ? acc.b : A(1);
+    loss[r] = w * ce;
+    lse[r] = l;
+    row_weight[r] = w;
+  }
+}
+
+template <typename T, typename L, bool kContig, typename G>
+__global__ void forward_kernel(SoftmaxCEParams p, const T* logits, const L* label,
+                               const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
+                               acc_t<T>* row_weight) {
+  const G g;
+  const int64_t rows = p.rows();
+  for (int64_t r = g.first_row(); r < rows; r += g.row_step()) {
+    forward_row<T, L, kContig>(g, p, r, logits, label, weight, loss, lse, row_weight);
+  }
+}
+
+// Gradient of a hard-label row, element by element given the row's constants.
+template <typename A>
+struct HardGrad {
+  enum Kind { kZero, kNaN, kSoftmax, kProb };
+  Kind kind;
+  int64_t y;
+  A l;    // log-sum-exp
+  A cp;   // coefficient of softmax_j
+  A off;  // subtracted from every element
+  A on;   // subtracted in addition at the target
+
+  __device__ A operator()(int64_t j, A x) const {
+    switch (kind) {
+      case kSoftmax:
+        return cp * dev_exp(x - l) - off - (j == y ? on : A(0));
+      case kProb:
+        // -gw (off + on [j == y]) / p_j; without smoothing only the target is nonzero (0 / p_j
+        // would be NaN at p_j = 0).
+        if (j == y) return -(off + on) / x;
+        return off != A(0) ? -off / x : A(0);
+      case kNaN:
+        return dev_nan<A>();
+      default:
+        return A(0);
+    }
+  }
+};
+
+template <typename T, typename L>
+__device__ HardGrad<acc_t<T>> hard_grad(const SoftmaxCEParams& p, int64_t r, const L* label,
+                                        const acc_t<T>* weight, acc_t<T> weight_sum,
+                                        const acc_t<T>* lse, const acc_t<T>* loss_grad) {
+  using A = acc_t<T>;
+  using G = HardGrad<A>;
+  const int64_t y = static_cast<int64_t>(label[r]);
+  if (y == p.ignore_index) return {G::kZero, y, 0, 0, 0, 0};
+  if (y < 0 || y >= p.classes) return {G::kNaN, y, 0, 0, 0, 0};
+  const A l = lse[r];
+  if (p.use_softmax && l == -kInfinity<A>) return {G::kZero, y, 0, 0, 0, 0};
+  const bool smooth = p.label_smoothing > 0;
+  const Smoothing<A> sm(p.label_smoothing, p.classes);
+  const A g = loss_grad != nullptr ? loss_grad[r] : A(0);
+  const A gw = g * hard_row_weight(weight, y, sm, smooth, weight_sum);
+  if (p.use_softmax) {
+    const A z2 = 2 * static_cast<A>(p.z_loss) * l;
+    return {G::kSoftmax, y, l, gw * (1 + z2), gw * sm.off, gw * sm.on};
+  }
+  return {G::kProb, y, l, A(0), gw * sm.off, gw * sm.on};
+}
+
+template <typename T, typename L, bool kContig, typename G>
+__device__ void backward_row(const G& g, const SoftmaxCEParams& p, int64_t r, const T* logits,
+                             const L* label, const acc_t<T>* weight, const acc_t<T>* lse,
+                             const acc_t<T>* loss_grad, T* grad) {
+  using A = acc_t<T>;
+  const int64_t C = p.classes;
+  const int64_t off = row_offset<T>(r, C, p.inner);
+  const DRow<T, kContig> x{logits + off, p.inner};
+  T* out = grad + off;
+  auto put = [&](int64_t j, A v) { out[kContig ? j : j * p.inner] = from_acc<T>(v); };
+  if constexpr (kHard<L>) {
+    const int64_t y = static_cast<int64_t>(label[r]);
+    const bool live = y != p.ignore_index && y >= 0 && y < C;
+    const bool smooth = p.label_smoothing > 0;
+    const A wsum =
+        live && smooth && weight != nullptr ? weight_sum_of(g, p, weight) : A(0);
+    const HardGrad<A> hg = hard_grad<T>(p, r, label, weight, wsum, lse, loss_grad);
+    if constexpr (kContig) {
+      const T* in[1] = {x.ptr};
+      T* const outs[1] = {out};
+      map_rows<1, 1>(in, outs, C, g.rank(), g.size(),
+                     [&](int64_t j, const A (&v)[1], A (&o)[1]) { o[0] = hg(j, v[0]); });
+    } else {
+      for (int64_t j = g.rank(); j < C; j += g.size()) put(j, hg(j, x[j]));
+    }
+  } else {
+    const DRow<L, kContig> q = drow<kContig>(label, r, C, p.inner);
+    Sum2<A> acc{A(0), A(0)};  // a: sum_j q_j, b: sum_j q_j w_j
+    for (int64_t j = g.rank(); j < C; j += g.size()) {
+      const A qj = q[j];
+      acc.a += qj;
+      if (weight != nullptr) acc.b += qj * weight[j];
+    }
+    acc = g.reduce(acc, AddSums{}, Sum2<A>{A(0), A(0)});
+    const A l = lse[r];
+    const A gw = (loss_grad != nullptr ? loss_grad[r] : A(0)) * (weight != nullptr ? acc.b : A(1));
+    const bool masked = p.use_softmax && l == -kInfinity<A>;
+    const A cp = gw * (acc.a + 2 * static_cast<A>(p.z_loss) * l);
+    for (int64_t j = g.rank(); j < C; j += g.size()) {
+      const A qj = q[j];
+      A v;
+      if (masked) {
+        v = 0;
+      } else if (p.use_softmax) {
+        v = cp * dev_exp(x[j] - l) - gw * qj;
+      } else {
+        v = qj != A(0) ? -gw * qj / x[j] : A(0);
+      }
+      put(j, v);
+    }
+  }
+}
+
+template <typename T, typename L, bool kContig, typename G>
+__global__ void backward_kernel(SoftmaxCEParams p, const T* logits, const L* label,
+                                const acc_t<T>* weight, const acc_t<T>* lse,
+                                const acc_t<T>* loss_grad, T* grad) {
+  const G g;
+  const int64_t rows = p.rows();
+  for (int64_t r = g.first_row(); r < rows; r += g.row_step()) {
+    backward_row<T, L, kContig>(g, p, r, logits, label, weight, lse, loss_grad, grad);
+  }
+}
+
+// Hard labels, contiguous rows, no smoothed class weights: x tiles a row, y walks the rows.
+template <typename T, typename L>
+__global__ void backward_grid_kernel(SoftmaxCEParams p, const T* logits, const L* label,
+                                     const acc_t<T>* weight, const acc_t<T>* lse,
+                                     const acc_t<T>* loss_grad, T* grad) {
+  using A = acc_t<T>;
+  const int64_t C = p.classes;
+  const int64_t rank = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t size = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t r = blockIdx.y; r < p.rows(); r += gridDim.y) {
+    const HardGrad<A> hg = hard_grad<T>(p, r, label, weight, A(0), lse, loss_grad);
+    const T* in[1] = {logits + r * C};
+    T* const outs[1] = {grad + r * C};
+    map_rows<1, 1>(in, outs, C, rank, size,
+                   [&](int64_t j, const A (&v)[1], A (&o)[1]) { o[0] = hg(j, v[0]); });
+  }
+}
+
+// Launches kernel<kContig, Group> for the row split that pick_rows chooses.
+template <template <bool, typename> class K, typename... Args>
+int launch_rows(const SoftmaxCEParams& p, int vec, GpuStream stream, Args... args) {
+  const bool contig = p.inner == 1;
+  const RowLaunch rl = pick_rows(p.rows(), p.classes, contig, vec);
+  const dim3 grid(static_cast<unsigned>(rl.blocks));
+  if (!contig) {
+    K<false, ThreadGroup>::launch(grid, rl.threads, stream, p, args...);
+  } else if (rl.kind == RowKind::kWarp) {
+    K<true, WarpGroup>::launch(grid, rl.threads, stream, p, args...);
+  } else {
+    K<true, BlockGroup>::launch(grid, rl.threads, stream, p, args...);
+  }
+  return static_cast<int>(cudaGetLastError());
+}
+
+template <typename T, typename L>
+struct Fwd {
+  template <bool kContig, typename G>
+  struct K {
+    template <typename... Args>
+    static void launch(dim3 grid, int threads, GpuStream s, Args... args) {
+      forward_kernel<T, L, kContig, G><<<grid, threads, 0, s>>>(args...);
+    }
+  };
+};
+
+template <typename T, typename L>
+struct Bwd {
+  template <bool kContig, typename G>
+  struct K {
+    template <typename... Args>
+    static void launch(dim3 grid, int threads, GpuStream s, Args... args) {
+      backward_kernel<T, L, kContig, G><<<grid, threads, 0, s>>>(args...);
+    }
+  };
+};
+
+}  // namespace
+}  // namespace cuda
+
+template <typename T, typename L>
+int softmax_ce_fwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
+                        const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
+                        acc_t<T>* row_weight, GpuStream stream) {
+  if (p.rows() == 0 || p.classes == 0) return 0;
+  return cuda::launch_rows<cuda::Fwd<T, L>::template K>(p, cuda::kVec<T>, stream, logits, label,
+                                                         weight, loss, lse, row_weight);
+}
+
+template <typename T, typename L>
+int softmax_ce_bwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
+                        const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
+                        T* logits_grad, GpuStream stream) {
+  if (p.rows() == 0 || p.classes == 0) return 0;
+  if constexpr (std::is_integral<L>::value) {
+    if (p.inner == 1 && p.classes > cuda::kWarpRowMax &&
+        !(p.label_smoothing > 0 && weight != nullptr)) {
+      const cuda::GridLaunch gl = cuda::pick_grid(p.rows(), p.classes, cuda::kVec<T>);
+      cuda::backward_grid_kernel<T, L><<<gl.grid, gl.threads, 0, stream>>>(
+          p, logits, label, weight, lse, loss_grad, logits_grad);
+      return static_cast<int>(cudaGetLastError());
+    }
+  }
+  return cuda::launch_rows<cuda::Bwd<T, L>::template K>(p, cuda::kVec<T>, stream, logits, label,
+                                                         weight, lse, loss_grad, logits_grad);
+}
+
+#define PO_INSTANTIATE_SOFTMAX_CE_CUDA(T, L)                                                     \
+  template int softmax_ce_fwd_cuda<T, L>(const SoftmaxCEParams&, const T*, const L*,            \
+                                         const acc_t<T>*, acc_t<T>*, acc_t<T>*, acc_t<T>*,       \
+                                         GpuStream);                                             \
+  template int softmax_ce_bwd_cuda<T, L>(const SoftmaxCEParams&, const T*, const L*,            \
+                                         const acc_t<T>*, const acc_t<T>*, const acc_t<T>*, T*,  \
+                                         GpuStream);
+
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(float, int32_t)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(float, int64_t)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(float, float)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(double, int32_t)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(double, int64_t)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(double, double)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(fp16, int32_t)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(fp16, int64_t)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(fp16, fp16)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(fp16, float)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(bf16, int32_t)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(bf16, int64_t)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(bf16, bf16)
+PO_INSTANTIATE_SOFTMAX_CE_CUDA(bf16, float)
+
+}  // namespace paddle_ops
