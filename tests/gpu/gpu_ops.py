@@ -1,0 +1,276 @@
+"""Thin PyTorch wrappers over the pybind11 harness of the CUDA launchers (paddle_ops_gpu_harness,
+built from csrc/harness/gpu_harness.cc with -DPADDLE_OPS_BUILD_HARNESS=ON).
+
+Each wrapper checks its tensors (CUDA, one device, contiguous, dtype), allocates the outputs with
+torch, queues the launch on torch's current stream and returns torch tensors. The semantics are the
+launchers' (csrc/kernels/softmax_ce.h, kl.h): per-row outputs in the accumulation dtype (float64
+for float64 inputs, float32 otherwise), gradients in the input dtype, an upstream gradient of None
+treated as zero, and no host synchronisation. A bad hard label is not an exception on the GPU: its
+row comes back NaN.
+
+Used by tests/gpu and benchmarks/gpu; imports neither Paddle nor paddle_ops. The harness module is
+looked up in $PADDLE_OPS_GPU_HARNESS_DIR, else in build/gpu of this repository.
+"""
+
+import importlib
+import math
+import os
+import sys
+
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HARNESS_DIR = os.environ.get("PADDLE_OPS_GPU_HARNESS_DIR") or os.path.join(REPO_ROOT, "build",
+                                                                          "gpu")
+if HARNESS_DIR not in sys.path:
+    sys.path.insert(0, HARNESS_DIR)
+
+try:
+    harness = importlib.import_module("paddle_ops_gpu_harness")
+    HARNESS_ERROR = None
+except ImportError as e:
+    harness = None
+    HARNESS_ERROR = f"paddle_ops_gpu_harness not importable from {HARNESS_DIR}: {e}"
+
+FLOAT_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
+               torch.bfloat16: "bfloat16"}
+INDEX_NAMES = {torch.int32: "int32", torch.int64: "int64"}
+KL_MODES = {"forward": 0, "reverse": 1, "jsd": 2, "entropy": 3}
+
+
+class HarnessLaunchError(RuntimeError):
+    """A launcher returned a nonzero cudaError_t; `code` holds it."""
+
+    def __init__(self, name, code):
+        super().__init__(f"{name}: launch failed with cudaError_t {code}")
+        self.code = code
+
+
+def require_harness():
+    if harness is None:
+        raise RuntimeError(HARNESS_ERROR)
+    return harness
+
+
+def acc_dtype(dtype):
+    """The launchers' accumulation (and per-row output) dtype for `dtype` inputs."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _ptr(t):
+    return 0 if t is None else t.data_ptr()
+
+
+def _stream():
+    return torch.cuda.current_stream().cuda_stream
+
+
+def _check(name, t, dtypes, device, shape=None, numel=None):
+    if t is None:
+        return
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device}, expected {device}")
+    if t.dtype not in dtypes:
+        raise TypeError(f"{name} has dtype {t.dtype}, expected one of {sorted(map(str, dtypes))}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    if numel is not None and t.numel() != numel:
+        raise ValueError(f"{name} has {t.numel()} elements, expected {numel}")
+
+
+def _call(name, *args):
+    code = getattr(require_harness(), name)(*args)
+    if code != 0:
+        raise HarnessLaunchError(name, code)
+
+
+def layout(x, axis):
+    """(outer, classes, inner, rows_shape) of `x` viewed as [outer, classes, inner] around `axis`."""
+    if x.dim() == 0:
+        raise ValueError("logits need at least one dimension")
+    axis = axis % x.dim()
+    shape = tuple(x.shape)
+    return (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]),
+            shape[:axis] + shape[axis + 1:])
+
+
+def _logits(name, x):
+    if not isinstance(x, torch.Tensor) or not x.is_cuda:
+        raise ValueError(f"{name} must be a CUDA tensor")
+    _check(name, x, FLOAT_NAMES, x.device)
+
+
+def _label_dtype(logits, label):
+    """The harness's label dtype name: hard (int32/int64) or soft (the logits' dtype, or float32
+    for 16-bit logits, so that the target is not rounded)."""
+    if label.dtype in INDEX_NAMES:
+        return INDEX_NAMES[label.dtype], False
+    allowed = {logits.dtype}
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        allowed.add(torch.float32)
+    if label.dtype not in allowed:
+        raise TypeError(f"soft label dtype {label.dtype} does not fit {logits.dtype} logits")
+    return FLOAT_NAMES[label.dtype], True
+
+
+def _check_ce_inputs(logits, label, weight, axis):
+    _logits("logits", logits)
+    outer, classes, inner, rows_shape = layout(logits, axis)
+    label_name, soft = _label_dtype(logits, label)
+    if soft:
+        _check("label", label, (label.dtype,), logits.device, shape=logits.shape)
+    else:
+        _check("label", label, INDEX_NAMES, logits.device, numel=outer * inner)
+    _check("weight", weight, (acc_dtype(logits.dtype),), logits.device, shape=(classes,))
+    return outer, classes, inner, rows_shape, label_name
+
+
+def softmax_ce_fwd(logits, label, weight=None, axis=-1, ignore_index=-100, label_smoothing=0.0,
+                   z_loss=0.0, use_softmax=True):
+    """Per-row (loss, lse, row_weight), each of the logits' shape without `axis`, in the
+    accumulation dtype. label: int32/int64 with one value per row (hard), or a floating tensor
+    shaped like the logits (soft). weight: [classes] class weights in the accumulation dtype."""
+    outer, classes, inner, rows_shape, label_name = _check_ce_inputs(logits, label, weight, axis)
+    acc = acc_dtype(logits.dtype)
+    loss, lse, row_weight = (torch.empty(rows_shape, dtype=acc, device=logits.device)
+                             for _ in range(3))
+    _call("softmax_ce_fwd", FLOAT_NAMES[logits.dtype], label_name, outer, classes, inner,
+          ignore_index, float(label_smoothing), float(z_loss), bool(use_softmax), _ptr(logits),
+          _ptr(label), _ptr(weight), _ptr(loss), _ptr(lse), _ptr(row_weight), _stream())
+    return loss, lse, row_weight
+
+
+def softmax_ce_bwd(logits, label, lse, loss_grad, weight=None, axis=-1, ignore_index=-100,
+                   label_smoothing=0.0, z_loss=0.0, use_softmax=True, out=None):
+    """dloss/dlogits times loss_grad (per row, accumulation dtype; None is zero), in the logits'
+    dtype and shape. `out`, when given, is the (contiguous, possibly misaligned) tensor written."""
+    outer, classes, inner, rows_shape, label_name = _check_ce_inputs(logits, label, weight, axis)
+    acc = acc_dtype(logits.dtype)
+    _check("lse", lse, (acc,), logits.device, numel=outer * inner)
+    _check("loss_grad", loss_grad, (acc,), logits.device, numel=outer * inner)
+    if out is None:
+        out = torch.empty_like(logits)
+    _check("out", out, (logits.dtype,), logits.device, shape=logits.shape)
+    _call("softmax_ce_bwd", FLOAT_NAMES[logits.dtype], label_name, outer, classes, inner,
+          ignore_index, float(label_smoothing), float(z_loss), bool(use_softmax), _ptr(logits),
+          _ptr(label), _ptr(weight), _ptr(lse), _ptr(loss_grad), _ptr(out), _stream())
+    return out
+
+
+def _check_kl_inputs(s, t, target_index, mode, axis):
+    if mode not in KL_MODES:
+        raise ValueError(f"unknown KL mode {mode!r}; expected one of {list(KL_MODES)}")
+    _logits("s", s)
+    outer, classes, inner, rows_shape = layout(s, axis)
+    if mode == "entropy":
+        if t is not None:
+            raise ValueError("entropy takes no teacher logits")
+    else:
+        if t is None:
+            raise ValueError(f"mode {mode!r} needs teacher logits")
+        _check("t", t, (s.dtype,), s.device, shape=s.shape)
+    _check("target_index", target_index, INDEX_NAMES, s.device, numel=outer * inner)
+    index_name = "int64" if target_index is None else INDEX_NAMES[target_index.dtype]
+    return outer, classes, inner, rows_shape, index_name
+
+
+def kl_logits_fwd(s, t, mode="forward", temperature=1.0, beta=0.5, target_index=None,
+                  ignore_index=-100, axis=-1):
+    """Per-row divergence of softmax(s / T) and softmax(t / T) (see kl.h) and the statistics
+    saved for backward: (loss with s's shape without `axis`, stats [rows, KL_STATS]), in the
+    accumulation dtype. t is None for mode 'entropy'; rows whose target_index equals
+    ignore_index give 0."""
+    outer, classes, inner, rows_shape, index_name = _check_kl_inputs(s, t, target_index, mode,
+                                                                     axis)
+    acc = acc_dtype(s.dtype)
+    loss = torch.empty(rows_shape, dtype=acc, device=s.device)
+    stats = torch.empty((outer * inner, require_harness().KL_STATS), dtype=acc, device=s.device)
+    _call("kl_logits_fwd", FLOAT_NAMES[s.dtype], index_name, outer, classes, inner,
+          KL_MODES[mode], float(temperature), float(beta), ignore_index, _ptr(s), _ptr(t),
+          _ptr(target_index), _ptr(loss), _ptr(stats), _stream())
+    return loss, stats
+
+
+def kl_logits_bwd(s, t, stats, loss_grad, mode="forward", temperature=1.0, beta=0.5,
+                  target_index=None, ignore_index=-100, axis=-1, s_grad=True, t_grad=True):
+    """(ds, dt) times loss_grad (per row; None is zero). s_grad / t_grad: True to allocate that
+    gradient, False (or None) to skip it (returned as None), or a tensor to write into. For
+    'entropy' a requested teacher gradient is written as zeros, as the launcher does."""
+    outer, classes, inner, rows_shape, index_name = _check_kl_inputs(s, t, target_index, mode,
+                                                                     axis)
+    acc = acc_dtype(s.dtype)
+    _check("stats", stats, (acc,), s.device, shape=(outer * inner, require_harness().KL_STATS))
+    _check("loss_grad", loss_grad, (acc,), s.device, numel=outer * inner)
+
+    def output(name, spec):
+        if spec is True:
+            return torch.empty_like(s)
+        if spec is False or spec is None:
+            return None
+        _check(name, spec, (s.dtype,), s.device, shape=s.shape)
+        return spec
+
+    ds, dt = output("s_grad", s_grad), output("t_grad", t_grad)
+    _call("kl_logits_bwd", FLOAT_NAMES[s.dtype], index_name, outer, classes, inner,
+          KL_MODES[mode], float(temperature), float(beta), ignore_index, _ptr(s), _ptr(t),
+          _ptr(target_index), _ptr(stats), _ptr(loss_grad), _ptr(ds), _ptr(dt), _stream())
+    return ds, dt
+
+
+def _kl_div_shape(x, y):
+    _logits("x", x)
+    _check("y", y, (x.dtype,), x.device, shape=x.shape)
+    if x.dim() == 0:
+        raise ValueError("kl_div needs at least one dimension")
+    cols = x.shape[-1]
+    return x.numel() // cols if cols else 0, cols
+
+
+def kl_div_fwd(x, y, log_target=False, elementwise=True, rows=True):
+    """Paddle's kl_div on [..., cols]: (elementwise loss of x's shape or None, per-row sums of
+    x's shape without the last axis or None), in the accumulation dtype."""
+    n_rows, cols = _kl_div_shape(x, y)
+    acc = acc_dtype(x.dtype)
+    elem = torch.empty(x.shape, dtype=acc, device=x.device) if elementwise else None
+    per_row = torch.empty(x.shape[:-1], dtype=acc, device=x.device) if rows else None
+    _call("kl_div_fwd", FLOAT_NAMES[x.dtype], n_rows, cols, bool(log_target), _ptr(x), _ptr(y),
+          _ptr(elem), _ptr(per_row), _stream())
+    return elem, per_row
+
+
+def kl_div_bwd(x, y, grad, log_target=False, x_grad=True, y_grad=True):
+    """(dx, dy) of kl_div times `grad`, in x's dtype: grad is elementwise (x's shape) or one value
+    per row (x's shape without the last axis), in the accumulation dtype; None is zero.
+    x_grad / y_grad: True to allocate, False to skip (None returned)."""
+    n_rows, cols = _kl_div_shape(x, y)
+    acc = acc_dtype(x.dtype)
+    per_row = grad is not None and tuple(grad.shape) == tuple(x.shape[:-1])
+    _check("grad", grad, (acc,), x.device, shape=x.shape[:-1] if per_row else x.shape)
+    dx = torch.empty_like(x) if x_grad else None
+    dy = torch.empty_like(y) if y_grad else None
+    _call("kl_div_bwd", FLOAT_NAMES[x.dtype], n_rows, cols, bool(log_target), _ptr(x), _ptr(y),
+          _ptr(grad), per_row, _ptr(dx), _ptr(dy), _stream())
+    return dx, dy
+
+
+def unavailable_reason():
+    """Why the GPU tests cannot run here (None when they can): no CUDA device or no harness."""
+    if not torch.cuda.is_available():
+        return "no CUDA device visible to torch"
+    return HARNESS_ERROR
+
+
+def skip_unless_ready(pytest):
+    """Skips the calling test module when the GPU stack is missing, or fails it when
+    $PADDLE_OPS_GPU_REQUIRED is set (benchmarks/gpu/check.sh sets it: on the GPU machine a skip
+    would hide a broken build)."""
+    reason = unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("PADDLE_OPS_GPU_REQUIRED"):
+        raise RuntimeError(f"GPU tests required but cannot run: {reason}")
+    pytest.skip(reason, allow_module_level=True)

@@ -1,0 +1,219 @@
+"""The CUDA KL-family launchers (csrc/kernels/kl_cuda.cu) through the pybind11 harness: divergences
+between softmax(s / T) and softmax(t / T) (forward, reverse, JSD, entropy) and Paddle's elementwise
+kl_div, against float64 PyTorch references on the same (rounded) inputs, with the suite's one
+tolerance table. Every configuration runs forward and backward with a random per-row upstream
+gradient and checks the loss, the saved log-sum-exps and both inputs' gradients.
+"""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import gpu_ops  # noqa: E402
+import reference_torch  # noqa: E402
+from tolerances import TOLERANCES  # noqa: E402
+from gpu_testing import (  # noqa: E402
+    close, dtype_of, generator, logits, misaligned, upstream)
+
+gpu_ops.skip_unless_ready(pytest)
+
+DTYPE_IDS = list(TOLERANCES)
+
+
+def run_kl(dtype_id, s, t, mode, temperature=1.0, beta=0.5, target_index=None,
+           ignore_index=-100, axis=-1, grads=None):
+    """Kernel forward and backward against the reference; `grads` = (s_grad, t_grad) outputs to
+    write into (default: allocated). Returns (loss, ds, dt, reference)."""
+    _, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
+    _, _, _, rows_shape = gpu_ops.layout(s, axis)
+    g = upstream(rows_shape, s.dtype, seed=31)
+    kw = dict(mode=mode, temperature=temperature, beta=beta, target_index=target_index,
+              ignore_index=ignore_index, axis=axis)
+    loss, stats = gpu_ops.kl_logits_fwd(s, t, **kw)
+    s_out, t_out = grads if grads is not None else (True, mode != "entropy")
+    ds, dt = gpu_ops.kl_logits_bwd(s, t, stats, g, s_grad=s_out, t_grad=t_out, **kw)
+    ref = reference_torch.kl_logits(s.to(torch.float64),
+                                    None if t is None else t.to(torch.float64), grad_rows=g, **kw)
+    close(loss, ref["loss"], fwd_tol, f"{mode} loss")
+    close(stats[:, 0], ref["lse_s"], fwd_tol, "stats[0] (lse of s / T)")
+    close(stats[:, 1], ref["lse_t"], fwd_tol, "stats[1] (lse of t / T)")
+    close(ds, ref["ds"], bwd_tol, f"{mode} ds")
+    if ref["dt"] is not None:
+        close(dt, ref["dt"], bwd_tol, f"{mode} dt")
+    return loss, ds, dt, ref
+
+
+# id -> (mode, temperature, beta)
+MODE_CASES = {
+    "forward": ("forward", 1.0, 0.5),
+    "forward_T2": ("forward", 2.0, 0.5),
+    "reverse": ("reverse", 1.0, 0.5),
+    "reverse_T0.7": ("reverse", 0.7, 0.5),
+    "jsd_beta0.5": ("jsd", 1.0, 0.5),
+    "jsd_beta0.3_T1.5": ("jsd", 1.5, 0.3),
+    "jsd_beta0": ("jsd", 1.0, 0.0),
+    "jsd_beta1": ("jsd", 1.0, 1.0),
+    "entropy": ("entropy", 1.0, 0.5),
+    "entropy_T3": ("entropy", 3.0, 0.5),
+}
+
+
+@pytest.mark.parametrize("case", list(MODE_CASES))
+@pytest.mark.parametrize("dtype_id", DTYPE_IDS)
+def test_kl_modes(dtype_id, case):
+    mode, temperature, beta = MODE_CASES[case]
+    dtype = dtype_of(dtype_id)
+    s = logits((41, 1271), dtype, seed=32)
+    t = None if mode == "entropy" else logits((41, 1271), dtype, seed=33)
+    loss, _, _, _ = run_kl(dtype_id, s, t, mode, temperature, beta)
+    if mode == "jsd" and beta in (0.0, 1.0):
+        assert torch.count_nonzero(loss.abs() > 1e-5).item() == 0, "JSD with beta 0 or 1 is 0"
+
+
+# id -> (shape, class axis, mode, temperature, beta)
+SHAPE_CASES = {
+    "8x70001_jsd0.3": ((8, 70001), -1, "jsd", 1.0, 0.3),
+    "8x70001_forward_T2": ((8, 70001), -1, "forward", 2.0, 0.5),
+    "1024x10_reverse": ((1024, 10), -1, "reverse", 1.0, 0.5),
+    "1x1000_entropy": ((1, 1000), -1, "entropy", 1.0, 0.5),
+    "64x1_forward": ((64, 1), -1, "forward", 1.0, 0.5),
+    "3x5x7_jsd0.5": ((3, 5, 7), 1, "jsd", 1.0, 0.5),
+    "4x1000x3_reverse_T2": ((4, 1000, 3), 1, "reverse", 2.0, 0.5),
+}
+
+
+@pytest.mark.parametrize("case", list(SHAPE_CASES))
+@pytest.mark.parametrize("dtype_id", DTYPE_IDS)
+def test_kl_shapes(dtype_id, case):
+    shape, axis, mode, temperature, beta = SHAPE_CASES[case]
+    dtype = dtype_of(dtype_id)
+    s = logits(shape, dtype, seed=34)
+    t = None if mode == "entropy" else logits(shape, dtype, seed=35)
+    run_kl(dtype_id, s, t, mode, temperature, beta, axis=axis)
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize("mode", ["forward", "jsd", "entropy"])
+@pytest.mark.parametrize("dtype_id", DTYPE_IDS)
+def test_kl_ignored_rows(dtype_id, mode, index_dtype):
+    """Rows whose target_index equals ignore_index: loss 0, statistics 0, gradients 0."""
+    dtype = dtype_of(dtype_id)
+    s = logits((41, 1271), dtype, seed=36)
+    t = None if mode == "entropy" else logits((41, 1271), dtype, seed=37)
+    index = torch.randint(0, 1271, (41,), generator=generator(38), device="cuda",
+                          dtype=index_dtype)
+    index[::3] = 7
+    loss, ds, dt, _ = run_kl(dtype_id, s, t, mode, temperature=1.5, target_index=index,
+                             ignore_index=7)
+    assert torch.count_nonzero(loss[::3]).item() == 0
+    assert torch.count_nonzero(ds[::3]).item() == 0
+    if dt is not None:
+        assert torch.count_nonzero(dt[::3]).item() == 0
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse", "jsd", "entropy"])
+@pytest.mark.parametrize("dtype_id", DTYPE_IDS)
+def test_kl_masked_logits(dtype_id, mode):
+    """Classes masked (-inf) in both rows add nothing; a row whose student (row 2) or teacher
+    (row 5) logits are all -inf has no distribution: loss 0 and gradient 0."""
+    dtype = dtype_of(dtype_id)
+    shape = (41, 1271)
+    drop = torch.rand(shape, generator=generator(39), device="cuda") < 0.2
+    s = logits(shape, dtype, seed=40)
+    s[drop] = -torch.inf
+    s[2] = -torch.inf
+    t = None
+    if mode != "entropy":
+        t = logits(shape, dtype, seed=41)
+        t[drop] = -torch.inf
+        t[5] = -torch.inf
+    loss, ds, dt, _ = run_kl(dtype_id, s, t, mode, temperature=1.3, beta=0.4)
+    dead = [2] if mode == "entropy" else [2, 5]
+    assert torch.count_nonzero(loss[dead]).item() == 0
+    assert torch.count_nonzero(ds[dead]).item() == 0
+    if dt is not None:
+        assert torch.count_nonzero(dt[dead]).item() == 0
+
+
+@pytest.mark.parametrize("shape", [(41, 1271), (8, 70001)], ids=["41x1271", "8x70001"])
+@pytest.mark.parametrize("dtype_id", DTYPE_IDS)
+def test_kl_misaligned_pointers(dtype_id, shape):
+    """Inputs and gradients one element into their buffers: the vector loops' prologue and tail."""
+    dtype = dtype_of(dtype_id)
+    s = misaligned(logits(shape, dtype, seed=42))
+    t = misaligned(logits(shape, dtype, seed=43))
+    outs = tuple(misaligned(torch.zeros(shape, dtype=dtype, device="cuda")) for _ in range(2))
+    assert s.data_ptr() % 16 != 0 and outs[0].data_ptr() % 16 != 0
+    run_kl(dtype_id, s, t, "jsd", temperature=1.2, beta=0.3, grads=outs)
+
+
+@pytest.mark.parametrize("shape", [(41, 1271), (8, 70001)], ids=["41x1271", "8x70001"])
+def test_kl_student_gradient_only(shape):
+    """t_grad = nullptr: only the student's gradient is written (distillation)."""
+    s = logits(shape, torch.float32, seed=44)
+    t = logits(shape, torch.float32, seed=45)
+    _, ds, dt, _ = run_kl("f32", s, t, "forward", temperature=2.0, grads=(True, False))
+    assert dt is None
+
+
+def test_entropy_teacher_gradient_is_zero():
+    """kl.h: for entropy a requested teacher gradient is still written, as zeros."""
+    s = logits((41, 1271), torch.float32, seed=46)
+    loss, stats = gpu_ops.kl_logits_fwd(s, None, mode="entropy")
+    dt = torch.full_like(s, 7.0)
+    g = upstream((41,), torch.float32, seed=47)
+    ds, dt = gpu_ops.kl_logits_bwd(s, None, stats, g, mode="entropy", t_grad=dt)
+    assert torch.count_nonzero(dt).item() == 0
+    ref = reference_torch.kl_logits(s.to(torch.float64), None, mode="entropy", grad_rows=g)
+    close(ds, ref["ds"], TOLERANCES["f32"][2], "entropy ds")
+
+
+def kl_div_inputs(shape, dtype, log_target, seed):
+    """x: log-probabilities; y: probabilities with exact zeros and a few negatives (which give 0),
+    or log-probabilities for log_target."""
+    g = generator(seed)
+    base = torch.float64 if dtype == torch.float64 else torch.float32
+    x = torch.log_softmax(torch.randn(shape, generator=g, device="cuda", dtype=base), dim=-1)
+    y = torch.softmax(torch.randn(shape, generator=g, device="cuda", dtype=base), dim=-1)
+    if log_target:
+        y = y.log()
+    else:
+        u = torch.rand(shape, generator=g, device="cuda")
+        y = torch.where(u < 0.2, 0.0, y)
+        y = torch.where(u > 0.95, -y, y)
+    return x.to(dtype), y.to(dtype)
+
+
+@pytest.mark.parametrize("grad_kind", ["per_row", "elementwise"])
+@pytest.mark.parametrize("log_target", [False, True], ids=["prob_target", "log_target"])
+@pytest.mark.parametrize("shape", [(41, 1271), (8, 70001)], ids=["41x1271", "8x70001"])
+@pytest.mark.parametrize("dtype_id", DTYPE_IDS)
+def test_kl_div(dtype_id, shape, log_target, grad_kind):
+    """Elementwise and row-summed losses in one forward; backward with one upstream value per
+    row, or one per element."""
+    dtype = dtype_of(dtype_id)
+    _, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
+    x, y = kl_div_inputs(shape, dtype, log_target, seed=48)
+    elem, rows = gpu_ops.kl_div_fwd(x, y, log_target=log_target)
+    if grad_kind == "per_row":
+        grad = upstream(shape[:1], dtype, seed=49)
+    else:
+        grad = upstream(shape, dtype, seed=49)
+    dx, dy = gpu_ops.kl_div_bwd(x, y, grad, log_target=log_target)
+    ref = reference_torch.kl_div(x.to(torch.float64), y.to(torch.float64), log_target, grad)
+    close(elem, ref["elem"], fwd_tol, "elementwise loss")
+    close(rows, ref["rows"], fwd_tol, "row sums")
+    close(dx, ref["dx"], bwd_tol, "dx")
+    close(dy, ref["dy"], bwd_tol, "dy")
+
+
+def test_kl_div_single_output():
+    """Each forward output is optional (nullptr): rows only, then elementwise only."""
+    x, y = kl_div_inputs((41, 1271), torch.float32, False, seed=50)
+    ref = reference_torch.kl_div(x.to(torch.float64), y.to(torch.float64))
+    elem, rows = gpu_ops.kl_div_fwd(x, y, elementwise=False)
+    assert elem is None
+    close(rows, ref["rows"], TOLERANCES["f32"][1], "row sums")
+    elem, rows = gpu_ops.kl_div_fwd(x, y, rows=False)
+    assert rows is None
+    close(elem, ref["elem"], TOLERANCES["f32"][1], "elementwise loss")
