@@ -1,0 +1,70 @@
+r"""InfoNCE with in-batch negatives (van den Oord et al., arXiv:1807.03748; CLIP's symmetric form,
+Radford et al., arXiv:2103.00020) on the fused softmax cross-entropy.
+
+Row :math:`i` of ``query`` matches row :math:`i` of ``key``; every other key in the batch is a
+negative. With :math:`\hat q, \hat k` the rows L2-normalised (``normalize=True``, the default) or
+as given:
+
+.. math::
+    z = \hat q\,\hat k^\top / \tau \in \mathbb{R}^{B\times B},\qquad
+    \ell_i = \mathrm{lse}_j(z_{ij}) - z_{ii},
+
+and ``symmetric=True`` averages this with the same loss on :math:`z^\top` (keys classifying
+queries). The similarity is one ``paddle.matmul`` (whose backward gives ``query`` and ``key`` their
+gradients); the cross-entropy is :func:`paddle_ops.nn.functional.cross_entropy`, which saves only
+one fp32 log-sum-exp per row, never the [B, B] softmax.
+"""
+
+import math
+
+import paddle
+
+from ... import _checks
+from .softmax_ce import cross_entropy
+
+
+def info_nce(query, key, temperature=0.07, reduction='mean', symmetric=False, normalize=True,
+             name=None):
+    r"""InfoNCE / NT-Xent loss with in-batch negatives.
+
+    Args:
+        query: ``[B, D]`` float32/float64/float16/bfloat16 embeddings.
+        key: ``[B, D]`` embeddings of the same dtype; ``key[i]`` is the positive of ``query[i]``.
+        temperature: finite, > 0; the similarities are divided by it.
+        reduction: ``'mean'`` (over the B rows), ``'sum'`` or ``'none'`` (``[B]``).
+        symmetric: also classify queries from keys and average both losses (CLIP).
+        normalize: L2-normalise the rows of both inputs first (``paddle.nn.functional.normalize``,
+            epsilon 1e-12), so that similarities are cosines as in SimCLR and CLIP. Pass False for
+            embeddings that are already normalised or when raw dot products are wanted.
+
+    Returns:
+        fp32 loss (fp64 for fp64 inputs): ``[B]`` for ``'none'``, else a scalar. Both ``query``
+        and ``key`` get gradients.
+    """
+    _checks.check_reduction(reduction)
+    _checks.check_float(query, "query")
+    _checks.check_float(key, "key")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+    temperature = float(temperature)
+    if not (temperature > 0.0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    qs, ks = list(query.shape), list(key.shape)
+    if len(qs) != 2 or len(ks) != 2:
+        raise ValueError(f"query and key must be 2-D [batch, dim], got shapes {qs} and {ks}")
+    if not _checks.dims_match(qs, ks):
+        raise ValueError(f"query shape {qs} and key shape {ks} must be equal (row i of key is "
+                         "the positive of row i of query)")
+    if _checks.dtype_name(query) != _checks.dtype_name(key):
+        raise TypeError(f"query ({_checks.dtype_name(query)}) and key ({_checks.dtype_name(key)}) "
+                        "must have the same dtype")
+    if normalize:
+        query = paddle.nn.functional.normalize(query, axis=-1)
+        key = paddle.nn.functional.normalize(key, axis=-1)
+    logits = paddle.matmul(query, key, transpose_y=True) * (1.0 / temperature)
+    labels = paddle.arange(paddle.shape(query)[0], dtype="int64")
+    loss = cross_entropy(logits, labels, reduction=reduction)
+    if symmetric:
+        loss = 0.5 * (loss + cross_entropy(logits.transpose([1, 0]), labels,
+                                           reduction=reduction))
+    return loss
