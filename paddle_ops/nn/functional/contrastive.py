@@ -39,7 +39,8 @@ def info_nce(query, key, temperature=0.07, reduction='mean', symmetric=False, no
 
     Returns:
         fp32 loss (fp64 for fp64 inputs): ``[B]`` for ``'none'``, else a scalar. Both ``query``
-        and ``key`` get gradients.
+        and ``key`` get gradients (in their dtype). float16/bfloat16 embeddings are widened to
+        fp32 before the normalisation and the matmul (Paddle has no 16-bit CPU kernels for them).
     """
     _checks.check_reduction(reduction)
     _checks.check_float(query, "query")
@@ -58,6 +59,10 @@ def info_nce(query, key, temperature=0.07, reduction='mean', symmetric=False, no
     if _checks.dtype_name(query) != _checks.dtype_name(key):
         raise TypeError(f"query ({_checks.dtype_name(query)}) and key ({_checks.dtype_name(key)}) "
                         "must have the same dtype")
+    if _checks.dtype_name(query) in ("float16", "bfloat16"):
+        # Paddle 3.3.1 has no 16-bit CPU kernels for p_norm or matmul: the similarity is computed
+        # in fp32 (a copy of B x D values; the gradients flow back through the casts).
+        query, key = query.astype("float32"), key.astype("float32")
     if normalize:
         query = paddle.nn.functional.normalize(query, axis=-1)
         key = paddle.nn.functional.normalize(key, axis=-1)
