@@ -67,7 +67,13 @@ def info_nce(query, key, temperature=0.07, reduction='mean', symmetric=False, no
         query = paddle.nn.functional.normalize(query, axis=-1)
         key = paddle.nn.functional.normalize(key, axis=-1)
     logits = paddle.matmul(query, key, transpose_y=True) * (1.0 / temperature)
-    labels = paddle.arange(paddle.shape(query)[0], dtype="int64")
+    # Row i's target is column i. A batch size known when tracing (dygraph, to_static) gives a
+    # label of static shape [B]; a static-graph -1 takes the size at run time.
+    batch = query.shape[0]
+    if isinstance(batch, int) and batch >= 0:
+        labels = paddle.arange(batch, dtype="int64")
+    else:
+        labels = paddle.arange(paddle.shape(query)[0], dtype="int64")
     loss = cross_entropy(logits, labels, reduction=reduction)
     if symmetric:
         loss = 0.5 * (loss + cross_entropy(logits.transpose([1, 0]), labels,
