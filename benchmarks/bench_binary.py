@@ -44,6 +44,9 @@ CHECK_TOL = {"float32": (1e-5, 1e-4), "float64": (1e-10, 1e-8), "float16": (1e-4
              "bfloat16": (1e-4, 1e-2)}
 
 REFERENCE = harness.load_reference()
+# Its own plot (the BCE rows), so that this script does not replace the softmax cross-entropy plot
+# that bench_softmax_ce.py draws into results.png.
+RESULTS_PNG = os.path.join(BENCH_DIR, "results_binary.png")
 
 TARGETS = [
     harness.speedup_target("BCE with logits fp32 [4096, 1000] forward+backward >= 3x Paddle",
@@ -128,6 +131,7 @@ def main(argv=None):
                                  "same run.", DEFAULT_SHAPES, QUICK_SHAPES)
     parser.add_argument("--dtypes", type=lambda s: [d for d in s.split(",") if d],
                         default=DEFAULT_DTYPES, help="comma-separated (default float32,bfloat16)")
+    parser.set_defaults(png=RESULTS_PNG)
     parser.add_argument("--ops", type=lambda s: [o for o in s.split(",") if o], default=list(OPS),
                         help=f"comma-separated subset of {','.join(OPS)}")
     args = harness.finalize_args(parser.parse_args(argv))

@@ -27,7 +27,7 @@ namespace {
 // log(v) * u / (v - 1) corrects for that rounding (Goldberg 1991, "What every computer scientist
 // should know about floating-point arithmetic", Theorem 4). Where v == 1 the answer is u.
 template <typename V>
-V log1p_unit(V u) {
+PO_HD V log1p_unit(V u) {
   const V v = 1.0f + u;
   return select(v == 1.0f, u, vlog(v) * (u / (v - 1.0f)));
 }
@@ -42,7 +42,7 @@ struct Logistic {
 };
 
 template <typename V>
-Logistic<V> logistic(V x) {
+PO_HD Logistic<V> logistic(V x) {
   const auto neg = x < 0.0f;
   const V ax = select(neg, -x, x);
   const V e = vexp(-ax);
