@@ -66,11 +66,17 @@ def providers(op, dtype):
     """[(provider, fn(x, label, pos_weight))]: paddle_ops, and Paddle's built-in where it has a
     kernel for the dtype (tests/reference.py's tensor-level wrappers)."""
     if op == "bce_logits":
-        ours = lambda x, y, pw: POF.binary_cross_entropy_with_logits(x, y, pos_weight=pw)  # noqa
-        base = lambda x, y, pw: REFERENCE.paddle_builtin_bce_with_logits(x, y, pos_weight=pw)  # noqa
+        def ours(x, y, pw):
+            return POF.binary_cross_entropy_with_logits(x, y, pos_weight=pw)
+
+        def base(x, y, pw):
+            return REFERENCE.paddle_builtin_bce_with_logits(x, y, pos_weight=pw)
     else:
-        ours = lambda x, y, pw: POF.sigmoid_focal_loss(x, y)  # noqa: E731
-        base = lambda x, y, pw: REFERENCE.paddle_builtin_sigmoid_focal_loss(x, y)  # noqa: E731
+        def ours(x, y, pw):
+            return POF.sigmoid_focal_loss(x, y)
+
+        def base(x, y, pw):
+            return REFERENCE.paddle_builtin_sigmoid_focal_loss(x, y)
     out = [("paddle_ops", ours)]
     if dtype in BASELINE_DTYPES:
         out.append(("paddle", base))

@@ -237,7 +237,7 @@ def test_focal_gamma0_is_weighted_bce_bit_for_bit(dtype_id, reduction):
     acc = "float64" if dtype == "float64" else "float32"
     x, y = data((9, 301), seed=8)
     # Exactly representable: scalar options reach the kernel as a (hi, lo) float pair (48 bits,
-    # _checks.double_attr), so 0.3 would differ from the Python-side float64 alpha_t in the last bits.
+    # _checks.double_attr), so 0.3 would differ from the float64 alpha_t below in the last bits.
     alpha = 0.375
     out = []
     for focal in (True, False):
@@ -311,6 +311,37 @@ def test_empty_batch(op, reduction):
         assert float(loss) == 0.0
         loss.backward()
         assert xt.grad.shape == [0, 5]
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_rows_of_zero_columns_sum_to_zero(reduction):
+    xt = leaf(np.zeros((3, 0)), "float32")
+    loss = POF.binary_cross_entropy_with_logits(xt, leaf(np.zeros((3, 0)), "float32", False),
+                                                reduction=reduction)
+    assert float(loss) == 0.0
+
+
+def test_label_minus_100_is_not_ignored():
+    """Paddle's kernel treats a label whose integer part is -100 as ignored (loss 0); the formula
+    applies here (README deviation table)."""
+    x = np.array([[0.5, -2.0]])
+    y = np.array([[-100.0, -100.4]])
+    loss = POF.binary_cross_entropy_with_logits(leaf(x, "float64"), leaf(y, "float64", False),
+                                                reduction="none")
+    np.testing.assert_allclose(loss.numpy(), bce_with_logits_ref(x, y, reduction="none")[0],
+                               rtol=1e-12)
+    assert (loss.numpy() != 0).all()
+
+
+@pytest.mark.parametrize("op", ["bce", "focal"])
+def test_label_gets_no_gradient(op):
+    """As Paddle's BCE (and unlike Paddle's partial focal-loss label gradient, README deviation
+    table): the label is a target."""
+    x, y = data((3, 4), seed=13, soft=True)
+    xt, yt = leaf(x, "float32"), leaf(y, "float32")
+    fn = POF.binary_cross_entropy_with_logits if op == "bce" else POF.sigmoid_focal_loss
+    fn(xt, yt).backward()
+    assert xt.grad is not None and yt.grad is None
 
 
 def test_zero_d_input():

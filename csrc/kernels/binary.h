@@ -59,8 +59,8 @@ template <typename T>
 void binary_bwd_cpu(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
                     const acc_t<T>* pos_weight, const acc_t<T>* grad, bool per_row, T* logit_grad);
 
-// Explicit instantiations of both CPU launchers, in the namespace where it is expanded (binary_cpu.cc
-// and each per-ISA copy in binary_cpu_impl.h).
+// Explicit instantiations of both CPU launchers, in the namespace where it is expanded
+// (binary_cpu.cc and each per-ISA copy in binary_cpu_impl.h).
 #define PO_INSTANTIATE_BINARY(T)                                                                \
   template void binary_fwd_cpu<T>(const BinaryParams&, const T*, const T*, const acc_t<T>*,     \
                                   const acc_t<T>*, acc_t<T>*, acc_t<T>*);                       \

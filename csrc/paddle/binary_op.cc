@@ -28,7 +28,8 @@ BinaryParams binary_params(const std::vector<int64_t>& shape, int loss, int weig
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   p.rows = p.cols == 0 ? 0 : n / p.cols;
-  PO_CHECK(loss == static_cast<int>(BinaryLoss::kBCE) || loss == static_cast<int>(BinaryLoss::kFocal),
+  PO_CHECK(loss == static_cast<int>(BinaryLoss::kBCE) ||
+               loss == static_cast<int>(BinaryLoss::kFocal),
            "unknown binary loss ", loss);
   p.loss = static_cast<BinaryLoss>(loss);
   for (int kind : {weight_kind, pos_weight_kind}) {
@@ -95,8 +96,12 @@ std::vector<paddle::Tensor> BinaryForward(const paddle::Tensor& x, const paddle:
   const BinaryParams p =
       binary_params(x.shape(), loss, weight_kind, pos_weight_kind, alpha, gamma);
   check_inputs(x, label, weight, pos_weight, p);
-  auto out = paddle::empty(binary_loss_shape(x.shape(), reduce_rows), acc_dtype(x.dtype()),
-                           x.place());
+  const auto out_shape = binary_loss_shape(x.shape(), reduce_rows);
+  // Rows of zero columns (shape [..., 0]) sum to 0; the kernel sees no rows at all then.
+  if (p.rows == 0 && reduce_rows) {
+    return {paddle::full(out_shape, 0, acc_dtype(x.dtype()), x.place())};
+  }
+  auto out = paddle::empty(out_shape, acc_dtype(x.dtype()), x.place());
   if (p.rows == 0) return {out};
   dispatch_float(x.dtype(), "logit", [&](auto tt) {
     using T = typename decltype(tt)::type;

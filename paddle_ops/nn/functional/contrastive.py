@@ -16,6 +16,7 @@ one fp32 log-sum-exp per row, never the [B, B] softmax.
 """
 
 import math
+import numbers
 
 import paddle
 
@@ -45,7 +46,7 @@ def info_nce(query, key, temperature=0.07, reduction='mean', symmetric=False, no
     _checks.check_reduction(reduction)
     _checks.check_float(query, "query")
     _checks.check_float(key, "key")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
     temperature = float(temperature)
     if not (temperature > 0.0 and math.isfinite(temperature)):
@@ -66,7 +67,8 @@ def info_nce(query, key, temperature=0.07, reduction='mean', symmetric=False, no
     if normalize:
         query = paddle.nn.functional.normalize(query, axis=-1)
         key = paddle.nn.functional.normalize(key, axis=-1)
-    logits = paddle.matmul(query, key, transpose_y=True) * (1.0 / temperature)
+    # 1 / T scales the [B, D] query rather than the [B, B] product: one pass over fewer values.
+    logits = paddle.matmul(query * (1.0 / temperature), key, transpose_y=True)
     # Row i's target is column i. A batch size known when tracing (dygraph, to_static) gives a
     # label of static shape [B]; a static-graph -1 takes the size at run time.
     batch = query.shape[0]
