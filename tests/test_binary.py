@@ -398,6 +398,8 @@ def test_layers_match_functions():
      r"weight shape \[3\] cannot be broadcast to the logit shape \[4, 5\]"),
     (lambda x, y: POF.binary_cross_entropy_with_logits(x, y, pos_weight=paddle.ones([2, 4, 5])),
      ValueError, r"pos_weight shape \[2, 4, 5\] cannot be broadcast to the logit shape \[4, 5\]"),
+    (lambda x, y: POF.binary_cross_entropy_with_logits(x, y, weight=[1.0] * 5), TypeError,
+     "weight must be a paddle.Tensor, got list"),
     (lambda x, y: POF.binary_cross_entropy_with_logits(x, y, reduction="avg"), ValueError,
      r"reduction must be one of \('none', 'mean', 'sum'\), got 'avg'"),
     (lambda x, y: POF.binary_cross_entropy_with_logits(x.astype("int32"), y), TypeError,
@@ -414,7 +416,8 @@ def test_layers_match_functions():
      r"normalizer must have shape \[\] or \[1\], got \[1, 1\]"),
     (lambda x, y: POF.sigmoid_focal_loss(x, y, normalizer=2.0), TypeError,
      "normalizer must be a paddle.Tensor, got float"),
-], ids=["label_shape", "focal_label_shape", "weight_shape", "pos_weight_rank", "reduction",
+], ids=["label_shape", "focal_label_shape", "weight_shape", "pos_weight_rank", "weight_list",
+        "reduction",
         "int_logit", "numpy_label", "gamma_negative", "gamma_nan", "normalizer_shape",
         "normalizer_rank", "normalizer_float"])
 def test_bad_input(call, error, message):

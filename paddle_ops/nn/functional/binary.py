@@ -122,10 +122,11 @@ def binary_cross_entropy_with_logits(logit, label, weight=None, reduction='mean'
     _checks.check_reduction(reduction)
     label = _check_pair(logit, label)
     pw = _factor(pos_weight, logit, "pos_weight")
+    if weight is not None:
+        _checks.check_float(weight, "weight")
     if weight is not None and not weight.stop_gradient:
         # The kernel treats weight as a constant; a weight that is trained gets its gradient
         # from an explicit product with the unweighted elementwise loss.
-        _checks.check_float(weight, "weight")
         if not _broadcasts_to(list(weight.shape), list(logit.shape)):
             raise ValueError(f"weight shape {list(weight.shape)} cannot be broadcast to the logit "
                              f"shape {list(logit.shape)}")
