@@ -151,8 +151,9 @@ class PeakRSS:
     memory the call needs at its worst moment: its outputs, the tensors autograd saves for
     backward, and workspaces, whoever allocates them (Paddle's allocator, malloc, the kernel). It
     does not count memory that was already resident (the inputs), and it counts only pages that
-    were touched. Free heap memory is returned to the OS first (`_malloc_trim`), so memory that the
-    allocator kept from earlier calls counts again when the call reuses it. A thread samples VmRSS
+    were touched. Free heap memory is returned to the OS first (`_malloc_trim`, and paddle_ops's
+    gradient cache is emptied), so memory that an allocator kept from earlier calls counts again
+    when the call reuses it. A thread samples VmRSS
     every `interval_s` (Paddle releases the GIL while an op runs, so the sampler keeps running
     during the kernel); where the kernel allows it, the exact high-water mark VmHWM is also reset
     before the body and read after it, so a spike shorter than the sampling interval is not missed.
@@ -179,6 +180,10 @@ class PeakRSS:
 
     def __enter__(self):
         _malloc_trim()
+        # paddle_ops keeps freed CPU gradients of 32 MB and more for reuse (README, "The gradient
+        # cache"); emptied here so that a call's gradient counts as the memory it is.
+        if "paddle_ops" in sys.modules:
+            sys.modules["paddle_ops"].empty_grad_cache()
         self._base_kb = _status_kb("VmRSS")
         if self._base_kb is None:
             return self

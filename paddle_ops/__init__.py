@@ -5,7 +5,8 @@
 """
 
 from . import _ops, nn
-from ._runtime import best_cpu_isa, get_cpu_isa, get_num_threads, set_cpu_isa, set_num_threads
+from ._runtime import (best_cpu_isa, empty_grad_cache, get_cpu_isa, get_num_threads,
+                       grad_cache_info, set_cpu_isa, set_grad_cache_limit, set_num_threads)
 
 __version__ = "0.1.0"
 LIBRARY_PATH = _ops.LIBRARY_PATH
@@ -19,4 +20,7 @@ __all__ = [
     "get_cpu_isa",
     "best_cpu_isa",
     "set_cpu_isa",
+    "set_grad_cache_limit",
+    "grad_cache_info",
+    "empty_grad_cache",
 ]

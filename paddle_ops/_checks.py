@@ -8,9 +8,20 @@ INDEX_DTYPES = ("int32", "int64")
 REDUCTIONS = ("none", "mean", "sum")
 
 
+_DTYPE_NAMES = {}
+
+
+def _remember_dtype_name(dtype):
+    name = str(dtype).replace("paddle.", "")
+    _DTYPE_NAMES[dtype] = name
+    return name
+
+
 def dtype_name(x):
-    """'float32', 'bfloat16', ... for a dygraph tensor or a static-graph value."""
-    return str(x.dtype).replace("paddle.", "")
+    """'float32', 'bfloat16', ... for a dygraph tensor or a static-graph value. Memoised per dtype
+    object: str() of a dtype takes microseconds, which a small call notices. (No statements with
+    control flow: paddle.jit.to_static rewrites those in the functions a program calls.)"""
+    return _DTYPE_NAMES.get(x.dtype) or _remember_dtype_name(x.dtype)
 
 
 def acc_dtype(x):
@@ -62,7 +73,8 @@ def check_ignore_index(ignore_index):
 
 def dims_match(a, b):
     """Shapes equal, treating a static-graph -1 as matching anything."""
-    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
+    return a == b or (len(a) == len(b) and all(x == y or x == -1 or y == -1
+                                               for x, y in zip(a, b)))
 
 
 def contiguous(x):
@@ -72,8 +84,14 @@ def contiguous(x):
     return x
 
 
+# Shared by every call with a zero option (the ops only read it): fewer allocations per call.
+_ZERO_PAIR = [0.0, 0.0]
+
+
 def double_attr(value):
     """A float option as the (hi, lo) float32 pair the ops take (PIR has no double attributes);
     hi + lo carries 48 significant bits. Must match join_double in csrc/paddle/dispatch.h."""
+    if value == 0.0:
+        return _ZERO_PAIR
     hi = np.float32(value)
     return [float(hi), float(np.float32(value - float(hi)))]

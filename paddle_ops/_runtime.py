@@ -1,4 +1,4 @@
-"""Run-time settings of the CPU kernels: thread count and instruction set.
+"""Run-time settings of the CPU kernels: thread count, instruction set, gradient cache.
 
 The functions call a small C interface (csrc/paddle/runtime.cc) in the same shared library that
 Paddle loaded, through ctypes; loading a library twice by path returns the same handle, so these
@@ -20,6 +20,14 @@ _lib.paddle_ops_best_cpu_isa.argtypes = []
 _lib.paddle_ops_best_cpu_isa.restype = ctypes.c_char_p
 _lib.paddle_ops_set_cpu_isa.argtypes = [ctypes.c_char_p]
 _lib.paddle_ops_set_cpu_isa.restype = ctypes.c_char_p
+_lib.paddle_ops_set_grad_cache_limit.argtypes = [ctypes.c_int64]
+_lib.paddle_ops_set_grad_cache_limit.restype = None
+_lib.paddle_ops_grad_cache_limit.argtypes = []
+_lib.paddle_ops_grad_cache_limit.restype = ctypes.c_int64
+_lib.paddle_ops_empty_grad_cache.argtypes = []
+_lib.paddle_ops_empty_grad_cache.restype = None
+_lib.paddle_ops_grad_cache_stats.argtypes = [ctypes.POINTER(ctypes.c_int64)]
+_lib.paddle_ops_grad_cache_stats.restype = None
 
 CPU_ISAS = ("base", "avx2", "avx512")
 _MAX_THREADS = 1024
@@ -65,3 +73,36 @@ def set_cpu_isa(name):
     if name not in CPU_ISAS:
         raise ValueError(f"cpu isa must be one of {CPU_ISAS}, got {name!r}")
     return _lib.paddle_ops_set_cpu_isa(name.encode()).decode()
+
+
+def set_grad_cache_limit(nbytes):
+    """Sets how many bytes of freed CPU gradient buffers paddle_ops keeps for reuse.
+
+    Gradients of 32 MB and more are written into memory the cache hands out; when such a gradient
+    is freed its block is kept (oldest evicted first beyond the limit), so the next backward of a
+    similar size writes into pages that are already mapped instead of paying a page fault and
+    the kernel's zeroing per page (README, "The gradient cache"). `nbytes` is an int >= 0
+    (0 disables the cache), or None to return to the default: the environment variable
+    PADDLE_OPS_GRAD_CACHE_MB if set, else 1 GiB.
+    """
+    if nbytes is None:
+        _lib.paddle_ops_set_grad_cache_limit(-1)
+        return
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+        raise TypeError(f"nbytes must be an int or None, got {type(nbytes).__name__}")
+    if nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0 (0 disables the cache), got {nbytes}")
+    _lib.paddle_ops_set_grad_cache_limit(min(nbytes, 2**62))
+
+
+def grad_cache_info():
+    """The gradient cache's state: {'limit', 'cached_bytes', 'in_use_bytes', 'hits', 'misses'}."""
+    out = (ctypes.c_int64 * 4)()
+    _lib.paddle_ops_grad_cache_stats(out)
+    return {"limit": int(_lib.paddle_ops_grad_cache_limit()), "cached_bytes": out[0],
+            "in_use_bytes": out[1], "hits": out[2], "misses": out[3]}
+
+
+def empty_grad_cache():
+    """Unmaps every cached gradient buffer (gradients still alive are unaffected)."""
+    _lib.paddle_ops_empty_grad_cache()

@@ -1,7 +1,8 @@
 """The CPU kernels' run-time settings and code paths: paddle_ops.set_num_threads /
 get_num_threads, set_cpu_isa / get_cpu_isa, every instruction-set path against the float64
 references, bitwise determinism for a fixed thread count, and agreement across thread counts
-(including rows split across threads when there are fewer rows than threads).
+(including rows split across threads when there are fewer rows than threads), and the gradient
+cache (set_grad_cache_limit, grad_cache_info, empty_grad_cache).
 """
 
 import os
@@ -282,7 +283,9 @@ def _kl_and_grads(s, t, dtype):
 
 # (rows, classes): many rows (split by rows), and fewer rows than threads with rows longer than
 # a chunk (each row split across threads).
-DET_SHAPES = [(300, 1000), (1, 100003), (3, 70001)]
+# (20001, 13): one-vector rows, taken four at a time (short_parts in softmax_ce_cpu_impl.h); the
+# thread ranges cut those groups at different rows for each thread count.
+DET_SHAPES = [(300, 1000), (1, 100003), (3, 70001), (20001, 13)]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -327,3 +330,118 @@ def test_binary_bitwise_identical_for_any_thread_count(op, shape, threads):
     for run in results[1:]:
         for a, b in zip(results[0], run):
             np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+# ---- gradient cache ----
+
+# fp32 [1024, 8192] is 32 MiB, the smallest gradient the cache serves (kMinCachedBytes).
+CACHED_SHAPE = (1024, 8192)
+
+
+@pytest.fixture
+def grad_cache():
+    """An empty cache with the default limit, restored afterwards. Yields counts(): the hits and
+    misses since the test began (the library's counters run for the whole process)."""
+    paddle_ops.set_grad_cache_limit(None)
+    paddle_ops.empty_grad_cache()
+    start = paddle_ops.grad_cache_info()
+
+    def counts():
+        now = paddle_ops.grad_cache_info()
+        return now["hits"] - start["hits"], now["misses"] - start["misses"]
+
+    yield counts
+    paddle_ops.set_grad_cache_limit(None)
+    paddle_ops.empty_grad_cache()
+
+
+def _ce_grad(x, y):
+    xt = paddle.to_tensor(x)
+    xt.stop_gradient = False
+    POF.cross_entropy(xt, y, reduction="sum").backward()
+    return xt.grad
+
+
+def _ce_case_cached(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 2, CACHED_SHAPE).astype(np.float32)
+    y = paddle.to_tensor(rng.integers(0, CACHED_SHAPE[1], CACHED_SHAPE[0]))
+    _, ref, _ = softmax_ce_ref(x.astype(np.float64), y.numpy(), reduction="sum")
+    return x, y, ref
+
+
+def test_grad_cache_reuses_a_freed_gradient(grad_cache):
+    x, y, ref = _ce_case_cached(0)
+    tol = TOLERANCES["f32"][2]
+    close(_ce_grad(x, y), ref, tol)  # the gradient dies with its leaf here
+    assert grad_cache() == (0, 1)
+    info = paddle_ops.grad_cache_info()
+    assert info["cached_bytes"] >= x.nbytes and info["in_use_bytes"] == 0
+    x2, y2, ref2 = _ce_case_cached(1)
+    close(_ce_grad(x2, y2), ref2, tol)
+    assert grad_cache() == (1, 1)
+
+
+def test_grad_cache_never_hands_out_a_live_gradient(grad_cache):
+    x, y, ref = _ce_case_cached(2)
+    kept = _ce_grad(x, y)
+    before = kept.numpy().copy()
+    x2, y2, ref2 = _ce_case_cached(3)
+    fresh = _ce_grad(x2, y2)
+    assert grad_cache() == (0, 2)
+    assert paddle_ops.grad_cache_info()["in_use_bytes"] >= 2 * x.nbytes
+    np.testing.assert_array_equal(kept.numpy(), before)
+    close(fresh, ref2, TOLERANCES["f32"][2])
+
+
+def test_grad_cache_serves_the_kl_gradients(grad_cache):
+    rng = np.random.default_rng(4)
+    s = leaf(rng.normal(0, 2, CACHED_SHAPE), "float32")
+    t = leaf(rng.normal(0, 2, CACHED_SHAPE), "float32")
+    POF.kl_div_with_logits(s, t, reduction="sum").backward()
+    _, ref_ds, ref_dt = kl_logits_ref(as64(s), as64(t), reduction="sum")
+    close(s.grad, ref_ds, TOLERANCES["f32"][2])
+    close(t.grad, ref_dt, TOLERANCES["f32"][2])
+    assert paddle_ops.grad_cache_info()["in_use_bytes"] >= 2 * s.numel().item() * 4
+
+
+def test_grad_cache_limit_zero_disables_it(grad_cache):
+    paddle_ops.set_grad_cache_limit(0)
+    x, y, ref = _ce_case_cached(5)
+    close(_ce_grad(x, y), ref, TOLERANCES["f32"][2])
+    info = paddle_ops.grad_cache_info()
+    assert (info["limit"], info["cached_bytes"], info["in_use_bytes"]) == (0, 0, 0)
+    assert grad_cache() == (0, 0)
+
+
+def test_grad_cache_limit_evicts_and_empty_releases(grad_cache):
+    x, y, _ = _ce_case_cached(6)
+    _ce_grad(x, y)
+    assert paddle_ops.grad_cache_info()["cached_bytes"] >= x.nbytes
+    paddle_ops.set_grad_cache_limit(x.nbytes // 2)
+    assert paddle_ops.grad_cache_info()["cached_bytes"] == 0
+    paddle_ops.set_grad_cache_limit(None)
+    _ce_grad(x, y)
+    assert paddle_ops.grad_cache_info()["cached_bytes"] >= x.nbytes
+    paddle_ops.empty_grad_cache()
+    assert paddle_ops.grad_cache_info()["cached_bytes"] == 0
+
+
+def test_grad_cache_limit_from_the_environment():
+    code = ("import paddle_ops; print(paddle_ops.grad_cache_info()['limit']); "
+            "paddle_ops.set_grad_cache_limit(5); print(paddle_ops.grad_cache_info()['limit'])")
+    env = dict(os.environ, PADDLE_OPS_GRAD_CACHE_MB="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=REPO, check=True).stdout.split()
+    assert out == [str(3 << 20), "5"]
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (-1, ValueError, "nbytes must be >= 0 (0 disables the cache), got -1"),
+    (1.5, TypeError, "nbytes must be an int or None, got float"),
+    (True, TypeError, "nbytes must be an int or None, got bool"),
+])
+def test_set_grad_cache_limit_rejects(bad, error, message):
+    with pytest.raises(error) as e:
+        paddle_ops.set_grad_cache_limit(bad)
+    assert str(e.value) == message

@@ -104,7 +104,9 @@ constexpr A kInfinity = static_cast<A>(INFINITY);
 template <typename A>
 PO_HD A online_softmax_rescale(A& m, A& s, A block_max) {
   if (block_max > m) {
-    s *= exp_acc(m - block_max);
+    // An empty sum stays 0 without the exponential (the first block of every row): the same
+    // value, one libm call less per row, which short rows notice.
+    if (s != A(0)) s *= exp_acc(m - block_max);
     m = block_max;
   }
   return m == -kInfinity<A> ? A(0) : m;

@@ -46,8 +46,10 @@ struct RowIn {
 };
 
 // Row r of a [outer, classes, inner] tensor.
+// Contiguous rows (inner = 1) skip the division, which would cost as much as a short row.
 template <bool kContig, typename T>
 RowIn<T, kContig> row_in(const T* base, int64_t r, int64_t classes, int64_t inner) {
+  if (kContig) return {base + r * classes, 1};
   const int64_t o = r / inner;
   return {base + o * classes * inner + (r - o * inner), inner};
 }
@@ -69,6 +71,7 @@ struct RowOut {
 
 template <bool kContig, typename T>
 RowOut<T, kContig> row_out(T* base, int64_t r, int64_t classes, int64_t inner) {
+  if (kContig) return {base + r * classes, 1};
   const int64_t o = r / inner;
   return {base + o * classes * inner + (r - o * inner), inner};
 }
@@ -320,6 +323,9 @@ struct Scratch {
 // chunk order into P{} by merge(P& acc, const P& part).
 template <typename P, typename PartFn, typename MergeFn>
 P merge_chunks(int64_t r, int64_t classes, const PartFn& part, const MergeFn& merge) {
+  // One chunk: the merge into P{} must return the part unchanged (lse_merge does, bit for bit),
+  // so it is skipped; for a short row the merge's exponentials cost as much as the row.
+  if (classes <= kChunk) return part(r, 0, classes);
   P acc{};
   for (int64_t c = 0; c < classes; c += kChunk) merge(acc, part(r, c, chunk_end(c, classes)));
   return acc;

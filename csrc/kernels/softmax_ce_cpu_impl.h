@@ -43,6 +43,7 @@ struct RowKernels {
   const L* label;
   const A* weight;
   A weight_sum;  // sum of class weights, for smoothed row weights
+  Smoothing<A> sm;  // once per launch: its division costs as much as a short row
 
   RowIn<T, kContig> logits_row(int64_t r) const {
     return row_in<kContig>(logits, r, p.classes, p.inner);
@@ -52,7 +53,7 @@ struct RowKernels {
   }
   bool smoothing() const { return p.label_smoothing > 0; }
 
-  A hard_row_weight(int64_t y, const Smoothing<A>& sm) const {
+  A hard_row_weight(int64_t y) const {
     if (weight == nullptr) return A(1);
     return smoothing() ? sm.on * weight[y] + sm.off * weight_sum : weight[y];
   }
@@ -61,6 +62,28 @@ struct RowKernels {
   LsePart<A> hard_part(int64_t r, int64_t begin, int64_t end) const {
     const auto x = logits_row(r);
     return smoothing() ? lse_part<kVec, true>(x, begin, end) : lse_part<kVec, false>(x, begin, end);
+  }
+
+  // Log-sum-exp states of rows r .. r + G - 1, each at most kW classes (vector path only). A
+  // short row is one masked vector, and what bounds it is the latency of its chain (load, max,
+  // exp, sum), not memory: G rows side by side let those chains overlap. Each state is bitwise
+  // the one hard_part(r + i, 0, classes) returns: the same operations on the same single vector
+  // (lse_part's max pass, online_softmax_rescale, row_sum's masked tail).
+  template <int G>
+  void short_parts(int64_t r, LsePart<A>* out) const {
+    const int n = static_cast<int>(p.classes);
+    const VM mask = first_lanes(n);
+    const VF neg_inf = vset(-kInf);
+    VF v[G];
+    for (int i = 0; i < G; ++i) v[i] = VecTailAt{0, n}(logits_row(r + i));
+    for (int i = 0; i < G; ++i) {
+      const A block_max = hmax(vmax(vmax(select(mask, v[i], -kInf), neg_inf), neg_inf));
+      LsePart<A> st;
+      if (smoothing()) st.sum_x += hsum(vset(0.0f) + v[i]);
+      const A shift = online_softmax_rescale(st.m, st.s, block_max);
+      st.s += hsum(vset(0.0f) + select(mask, vexp(v[i] - shift), 0.0f));
+      out[i] = st;
+    }
   }
 
   // Hard labels with softmax, given the whole row's log-sum-exp state.
@@ -73,7 +96,6 @@ struct RowKernels {
       row_weight[r] = 0;
       return;
     }
-    const Smoothing<A> sm(p.label_smoothing, p.classes);
     const A xy = logits_row(r)[y];
     // sum_j q_j (lse - x_j) = on (lse - x_y) + off (C lse - sum_x), with off * C = eps.
     A ce = smoothing() ? sm.on * (l - xy) + static_cast<A>(p.label_smoothing) * l - sm.off * part.sum_x
@@ -83,7 +105,7 @@ struct RowKernels {
     if (l == -kInf) ce = kInf;
     // The z-loss term is added only when enabled: 0 * lse^2 would turn lse = -inf into NaN.
     if (p.z_loss != 0) ce += static_cast<A>(p.z_loss) * l * l;
-    const A w = hard_row_weight(y, sm);
+    const A w = hard_row_weight(y);
     loss[r] = w * ce;
     row_weight[r] = w;
   }
@@ -103,8 +125,7 @@ struct RowKernels {
         row_weight[r] = 0;
         return;
       }
-      const Smoothing<A> sm(p.label_smoothing, C);
-      w = hard_row_weight(y, sm);
+      w = hard_row_weight(y);
       ce = -sm.on * log_acc(x[y]);
       if (smoothing()) ce -= sm.off * row_sum<kVec, A>(C, [&](auto at) { return vlog(at(x)); });
     } else {
@@ -147,8 +168,7 @@ struct RowKernels {
       const int64_t y = static_cast<int64_t>(label[r]);
       // Out-of-range labels were rejected by the forward; the range check only guards memory.
       if (y == p.ignore_index || y < 0 || y >= C) return zero();
-      const Smoothing<A> sm(p.label_smoothing, C);
-      const A gw = g * hard_row_weight(y, sm);
+      const A gw = g * hard_row_weight(y);
       const bool has_y = begin <= y && y < end;
       if (p.use_softmax) {
         const A cp = gw * (1 + z2);
@@ -193,7 +213,8 @@ A sum_weights(const A* weight, int64_t classes) {
 template <typename T, typename L, bool kContig>
 RowKernels<T, L, kContig> make_rows(const SoftmaxCEParams& p, const T* logits, const L* label,
                                     const acc_t<T>* weight) {
-  return {p, logits, label, weight, sum_weights(weight, p.classes)};
+  return {p, logits, label, weight, sum_weights(weight, p.classes),
+          Smoothing<acc_t<T>>(p.label_smoothing, p.classes)};
 }
 
 template <typename T, typename L, bool kContig>
@@ -213,6 +234,26 @@ void forward_rows(const RowKernels<T, L, kContig>& k, acc_t<T>* loss, acc_t<T>* 
       if (split_rows(rows, C, p.num_threads)) {
         merge_chunks_split<LsePart<A>>(rows, C, p.num_threads, part, merge, finish);
         return;
+      }
+      if constexpr (RowKernels<T, L, kContig>::kVec) {
+        if (C <= kW) {
+          // Rows of one vector, four at a time (short_parts); a row's result does not depend on
+          // the group it falls in.
+          parallel_for(rows, C, p.num_threads, [&](int64_t begin, int64_t end) {
+            constexpr int kGroup = 4;
+            LsePart<A> st[kGroup];
+            int64_t r = begin;
+            for (; r + kGroup <= end; r += kGroup) {
+              k.template short_parts<kGroup>(r, st);
+              for (int i = 0; i < kGroup; ++i) finish(r + i, st[i]);
+            }
+            for (; r < end; ++r) {
+              k.template short_parts<1>(r, st);
+              finish(r, st[0]);
+            }
+          });
+          return;
+        }
       }
       parallel_for(rows, C, p.num_threads, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) finish(r, merge_chunks<LsePart<A>>(r, C, part, merge));

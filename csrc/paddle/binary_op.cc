@@ -122,7 +122,7 @@ std::vector<paddle::Tensor> BinaryBackward(const paddle::Tensor& x, const paddle
                                            const std::vector<float>& gamma, bool reduce_rows) {
   const BinaryParams p =
       binary_params(x.shape(), loss, weight_kind, pos_weight_kind, alpha, gamma);
-  auto grad = paddle::empty(x.shape(), x.dtype(), x.place());
+  auto grad = alloc_grad(x);
   if (p.rows == 0) return {grad};
   dispatch_float(x.dtype(), "logit", [&](auto tt) {
     using T = typename decltype(tt)::type;

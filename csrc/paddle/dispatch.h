@@ -7,6 +7,7 @@
 #include "paddle/extension.h"
 
 #include "../kernels/dtypes.h"
+#include "../kernels/host_buffers.h"
 
 #ifdef PADDLE_OPS_WITH_CUDA
 #include <cuda_runtime.h>
@@ -181,11 +182,26 @@ const A* upstream_grad(const paddle::Tensor& grad, int64_t expected_numel,
   return grad.numel() == expected_numel ? data_ptr<A>(grad) : nullptr;
 }
 
+// An uninitialised tensor of like's shape, dtype and place for a gradient the kernel writes in
+// full. A large CPU one comes from the host buffer cache (csrc/kernels/host_buffers.h: a block
+// whose pages a previous backward already faulted in), wrapped so that freeing the tensor returns
+// the block to the cache; otherwise, and on any GPU, from Paddle's allocator.
+inline paddle::Tensor alloc_grad(const paddle::Tensor& like) {
+  if (like.is_cpu()) {
+    const HostBuffer block =
+        host_buffer_alloc(like.numel() * static_cast<int64_t>(phi::SizeOf(like.dtype())));
+    if (block.data != nullptr) {
+      return paddle::from_blob(block.data, like.shape(), like.dtype(), phi::DataLayout::NCHW,
+                               like.place(), [block](void*) { host_buffer_release(block); });
+    }
+  }
+  return paddle::empty(like.shape(), like.dtype(), like.place());
+}
+
 // A gradient output that is not needed (its input stops gradient): Paddle requires an
 // initialised tensor, so an empty one is returned instead of computing [N, C] values.
 inline paddle::Tensor grad_output(const paddle::Tensor& like, bool needed) {
-  return needed ? paddle::empty(like.shape(), like.dtype(), like.place())
-                : paddle::empty({0}, like.dtype(), like.place());
+  return needed ? alloc_grad(like) : paddle::empty({0}, like.dtype(), like.place());
 }
 
 // A tensor viewed as [outer, classes (at `axis`), inner], the layout every row kernel takes.

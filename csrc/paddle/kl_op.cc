@@ -109,7 +109,7 @@ std::vector<paddle::Tensor> KLLogitsBackward(const paddle::Tensor& s, const padd
                                              const std::vector<float>& beta,
                                              int64_t ignore_index, bool label_grad) {
   const KLParams p = kl_params(s, mode, axis, temperature, beta, ignore_index);
-  auto s_grad = paddle::empty(s.shape(), s.dtype(), s.place());
+  auto s_grad = alloc_grad(s);
   paddle::Tensor t_grad = grad_output(t, label_grad);
   if (s.numel() == 0) return {s_grad, t_grad};
   dispatch_kl(s, index, [&](auto tt, auto it) {
@@ -207,7 +207,7 @@ std::vector<paddle::Tensor> EntropyForward(const paddle::Tensor& x, int axis) {
 std::vector<paddle::Tensor> EntropyBackward(const paddle::Tensor& x, const paddle::Tensor& stats,
                                             const paddle::Tensor& loss_grad, int axis) {
   const KLParams p = entropy_params(x, axis);
-  auto grad = paddle::empty(x.shape(), x.dtype(), x.place());
+  auto grad = alloc_grad(x);
   if (x.numel() == 0) return {grad};
   dispatch_float(x.dtype(), "x", [&](auto tt) {
     using T = typename decltype(tt)::type;
@@ -294,7 +294,7 @@ std::vector<paddle::Tensor> KLDivBackward(const paddle::Tensor& x, const paddle:
                                           const paddle::Tensor& loss_grad, bool log_target,
                                           bool reduce_rows, bool label_grad) {
   const KLDivParams p = kl_div_params(x.shape(), log_target);
-  auto x_grad = paddle::empty(x.shape(), x.dtype(), x.place());
+  auto x_grad = alloc_grad(x);
   paddle::Tensor y_grad = grad_output(y, label_grad);
   if (p.rows == 0) return {x_grad, y_grad};
   const int64_t grad_numel = reduce_rows ? p.rows : p.rows * p.cols;

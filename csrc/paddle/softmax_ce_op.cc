@@ -6,8 +6,13 @@
 //   Label   hard: int32/int64 with X's element count divided by C (any shape, e.g. X's shape
 //           without the axis or with it of size 1); soft: X's shape, dtype X's or float32
 //   Weight  [C], optional, in X's accumulation dtype (float64 for float64, else float32)
-//   Loss, LSE, RowWeight: X's shape without `axis`, accumulation dtype.
-// Grad     paddle_ops_softmax_ce_grad(X, Label, Weight?, LSE, Loss@GRAD) -> X@GRAD
+//   LSE, RowWeight: X's shape without `axis`, accumulation dtype.
+//   Loss: with reduction none, X's shape without `axis`; with sum or mean a 0-D tensor (the sum
+//         of the row losses, for mean divided by the sum of RowWeight, or 0 when that is 0), in
+//         the accumulation dtype. The reduced forms are CPU-only (paddle_ops reduces GPU losses
+//         with Paddle's ops): they exist because at small shapes every extra Paddle op in the
+//         Python wrapper costs as much as the kernel.
+// Grad     paddle_ops_softmax_ce_grad(X, Label, Weight?, LSE, RowWeight, Loss@GRAD) -> X@GRAD
 #include <vector>
 
 #include "paddle/extension.h"
@@ -17,6 +22,33 @@
 
 namespace paddle_ops {
 namespace {
+
+// The `reduction` attribute. Must match _REDUCTION_CODES in paddle_ops/nn/functional/softmax_ce.py.
+enum Reduction : int { kNone = 0, kSum = 1, kMean = 2 };
+
+void check_reduction(int reduction, const paddle::Tensor& x) {
+  PO_CHECK(reduction >= kNone && reduction <= kMean, "reduction code ", reduction,
+           " is not 0 (none), 1 (sum) or 2 (mean)");
+  PO_CHECK(reduction == kNone || x.is_cpu(),
+           "the op reduces the loss only on the CPU; for ", x.place(), " pass reduction 0 (none)");
+}
+
+// Sum of a row statistic in row order, in double (fp32 statistics of up to 2^24 rows lose nothing
+// to the running sum): the same bits for every thread count.
+template <typename A>
+double row_sum(const A* v, int64_t rows) {
+  double s = 0.0;
+  for (int64_t r = 0; r < rows; ++r) s += static_cast<double>(v[r]);
+  return s;
+}
+
+// The mean's divisor: the summed row weights, or 1 when they sum to 0 (every row ignored or
+// weighted 0), which makes the mean 0 as in Paddle.
+template <typename A>
+double mean_divisor(const A* row_weight, int64_t rows) {
+  const double total = row_sum(row_weight, rows);
+  return total == 0.0 ? 1.0 : total;
+}
 
 SoftmaxCEParams make_params(const std::vector<int64_t>& shape, int axis, int64_t ignore_index,
                             const std::vector<float>& label_smoothing,
@@ -83,16 +115,24 @@ void dispatch_logits_label(const paddle::Tensor& x, const paddle::Tensor& label,
 std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const paddle::Tensor& label,
                                              const paddle::optional<paddle::Tensor>& weight,
                                              int axis, int64_t ignore_index, const std::vector<float>& label_smoothing,
-                                             const std::vector<float>& z_loss, bool use_softmax) {
+                                             const std::vector<float>& z_loss, bool use_softmax,
+                                             int reduction) {
   SoftmaxCEParams p =
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
   check_inputs(x, label, weight, p);
+  check_reduction(reduction, x);
   const auto out_shape = drop_axis(x.shape(), axis);
   const auto stat = acc_dtype(x.dtype());
-  auto loss = paddle::empty(out_shape, stat, x.place());
+  auto loss = paddle::empty(reduction == kNone ? out_shape : std::vector<int64_t>{}, stat,
+                            x.place());
   auto lse = paddle::empty(out_shape, stat, x.place());
   auto row_weight = paddle::empty(out_shape, stat, x.place());
-  if (p.rows() == 0) return {loss, lse, row_weight};
+  if (p.rows() == 0) {
+    // An empty batch sums to 0, and its mean is 0 (the divisor of no rows is 1).
+    if (reduction != kNone && stat == paddle::DataType::FLOAT64) *data_ptr<double>(loss) = 0.0;
+    if (reduction != kNone && stat == paddle::DataType::FLOAT32) *data_ptr<float>(loss) = 0.0f;
+    return {loss, lse, row_weight};
+  }
   PO_CHECK(p.classes > 0, "logits have zero classes along axis ", axis);
   dispatch_logits_label(x, label, [&](auto t, auto l) {
     using T = typename decltype(t)::type;
@@ -104,11 +144,18 @@ std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const padd
     launch(
         x, "softmax_ce forward",
         [&] {
+          // A reduced loss keeps the row losses in an O(rows) scratch buffer.
+          std::vector<A> row_loss(reduction == kNone ? 0 : static_cast<size_t>(p.rows()));
+          A* loss_rows = reduction == kNone ? data_ptr<A>(loss) : row_loss.data();
           const SoftmaxCEStatus st = softmax_ce_fwd_cpu<T, L>(
-              p, logits, labels, w, data_ptr<A>(loss), data_ptr<A>(lse), data_ptr<A>(row_weight));
+              p, logits, labels, w, loss_rows, data_ptr<A>(lse), data_ptr<A>(row_weight));
           PO_CHECK(st.ok(), "label value ", st.bad_label, " at position ", st.bad_row,
                    " is out of range: expected a class index in [0, ", p.classes,
                    ") or ignore_index (", p.ignore_index, ")");
+          if (reduction == kNone) return;
+          double total = row_sum(loss_rows, p.rows());
+          if (reduction == kMean) total /= mean_divisor(data_ptr<A>(row_weight), p.rows());
+          *data_ptr<A>(loss) = static_cast<A>(total);
         },
         // An out-of-range label cannot be reported without a synchronisation: its row is NaN.
         [&](GpuStream stream) {
@@ -122,12 +169,15 @@ std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const padd
 std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const paddle::Tensor& label,
                                               const paddle::optional<paddle::Tensor>& weight,
                                               const paddle::Tensor& lse,
+                                              const paddle::Tensor& row_weight,
                                               const paddle::Tensor& loss_grad, int axis,
                                               int64_t ignore_index, const std::vector<float>& label_smoothing,
-                                              const std::vector<float>& z_loss, bool use_softmax) {
+                                              const std::vector<float>& z_loss, bool use_softmax,
+                                              int reduction) {
   SoftmaxCEParams p =
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
-  auto grad = paddle::empty(x.shape(), x.dtype(), x.place());
+  check_reduction(reduction, x);
+  auto grad = alloc_grad(x);
   if (x.numel() == 0) return {grad};
   dispatch_logits_label(x, label, [&](auto t, auto l) {
     using T = typename decltype(t)::type;
@@ -136,7 +186,16 @@ std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const pad
     const T* logits = data_ptr<T>(x);
     const L* labels = data_ptr<L>(label);
     const A* w = weight ? data_ptr<A>(*weight) : nullptr;
-    const A* dloss = upstream_grad<A>(loss_grad, p.rows(), x);
+    const A* dloss = upstream_grad<A>(loss_grad, reduction == kNone ? p.rows() : 1, x);
+    // A reduced loss's one upstream value reaches every row: g for sum, g / divisor for mean
+    // (the forward's divisor, recomputed from the saved row weights in the same order).
+    std::vector<A> row_dloss;
+    if (reduction != kNone && dloss != nullptr) {
+      double g = static_cast<double>(*dloss);
+      if (reduction == kMean) g /= mean_divisor(data_ptr<A>(row_weight), p.rows());
+      row_dloss.assign(static_cast<size_t>(p.rows()), static_cast<A>(g));
+      dloss = row_dloss.data();
+    }
     launch(
         x, "softmax_ce backward",
         [&] {
@@ -154,9 +213,10 @@ std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const pad
 std::vector<std::vector<int64_t>> SoftmaxCEForwardShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& label,
     const paddle::optional<std::vector<int64_t>>& weight, int axis, int64_t ignore_index,
-    const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax) {
+    const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax,
+    int reduction) {
   const auto out = drop_axis(x, axis);
-  return {out, out, out};
+  return {reduction == kNone ? out : std::vector<int64_t>{}, out, out};
 }
 
 std::vector<paddle::DataType> SoftmaxCEForwardDtype(
@@ -169,15 +229,16 @@ std::vector<paddle::DataType> SoftmaxCEForwardDtype(
 std::vector<std::vector<int64_t>> SoftmaxCEBackwardShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& label,
     const paddle::optional<std::vector<int64_t>>& weight, const std::vector<int64_t>& lse,
-    const std::vector<int64_t>& loss_grad, int axis, int64_t ignore_index,
-    const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax) {
+    const std::vector<int64_t>& row_weight, const std::vector<int64_t>& loss_grad, int axis,
+    int64_t ignore_index, const std::vector<float>& label_smoothing,
+    const std::vector<float>& z_loss, bool use_softmax, int reduction) {
   return {x};
 }
 
 std::vector<paddle::DataType> SoftmaxCEBackwardDtype(
     const paddle::DataType& x, const paddle::DataType& label,
     const paddle::optional<paddle::DataType>& weight, const paddle::DataType& lse,
-    const paddle::DataType& loss_grad) {
+    const paddle::DataType& row_weight, const paddle::DataType& loss_grad) {
   return {x};
 }
 
@@ -189,17 +250,17 @@ PD_BUILD_OP(paddle_ops_softmax_ce)
     .Outputs({"Loss", "LSE", "RowWeight"})
     .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: std::vector<float>",
             "z_loss: std::vector<float>",
-            "use_softmax: bool"})
+            "use_softmax: bool", "reduction: int"})
     .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEForward))
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEForwardShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEForwardDtype));
 
 PD_BUILD_GRAD_OP(paddle_ops_softmax_ce)
-    .Inputs({"X", "Label", paddle::Optional("Weight"), "LSE", paddle::Grad("Loss")})
+    .Inputs({"X", "Label", paddle::Optional("Weight"), "LSE", "RowWeight", paddle::Grad("Loss")})
     .Outputs({paddle::Grad("X")})
     .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: std::vector<float>",
             "z_loss: std::vector<float>",
-            "use_softmax: bool"})
+            "use_softmax: bool", "reduction: int"})
     .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEBackward))
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEBackwardShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEBackwardDtype));
