@@ -86,11 +86,13 @@ else
 	fi
 endif
 
-# The issue-5 targets: cross-entropy (all its target shapes) and KL from logits at [512, 8000];
-# the whole KL family (10-15 minutes) is `benchmarks/bench_kl.py` without options.
+# The issue-5 targets: cross-entropy (all its target shapes), KL from logits at [512, 8000], and
+# BCE with logits and focal loss at [4096, 1000] and [8192, 80]; the whole KL family (10-15
+# minutes) is `benchmarks/bench_kl.py` without options.
 bench: build
 	$(PY) benchmarks/bench_softmax_ce.py
 	$(PY) benchmarks/bench_kl.py --ops kl_logits --shapes 512x8000 --dtypes float32
+	$(PY) benchmarks/bench_binary.py
 
 clean:
 	rm -rf build paddle_ops/_C*.so

@@ -308,3 +308,96 @@ def paddle_jsd_composition(s, t, beta=0.5, temperature=1.0, reduction="batchmean
 def paddle_builtin_kl_div(input, label, **kwargs):
     """Paddle's built-in kl_div, which tests compare against and benchmarks time."""
     return paddle.nn.functional.kl_div(input, label, **kwargs)
+
+
+# ---- binary and contrastive losses ----
+
+def _softplus_neg(x):
+    """-log sigmoid(x) = log(1 + exp(-x)) in float64 without overflow."""
+    return np.logaddexp(0.0, -x)
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):
+        return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))),
+                        np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+
+
+def _reduce_elementwise(elem, d, reduction, grad_out):
+    """Paddle's reductions of an elementwise loss: 'mean' over all elements (an empty input gives
+    0). Returns (loss, gradient times the upstream gradient)."""
+    if reduction == "none":
+        return elem, np.asarray(grad_out, np.float64) * d
+    denom = max(elem.size, 1) if reduction == "mean" else 1
+    return elem.sum() / denom, (float(grad_out) / denom) * d
+
+
+def bce_with_logits_ref(x, y, weight=None, pos_weight=None, reduction="mean", grad_out=1.0):
+    """Paddle's binary_cross_entropy_with_logits written from its definition in float64:
+    w * ((1 - y) x + (1 + (p - 1) y) softplus(-x)), weight w and pos_weight p broadcast to x.
+    Returns (loss, dloss/dx times grad_out)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    w = np.ones_like(x) if weight is None else np.broadcast_to(np.asarray(weight, np.float64),
+                                                                x.shape)
+    p = np.ones_like(x) if pos_weight is None else np.broadcast_to(
+        np.asarray(pos_weight, np.float64), x.shape)
+    coef = 1.0 + (p - 1.0) * y
+    elem = w * ((1.0 - y) * x + coef * _softplus_neg(x))
+    d = w * (coef * _sigmoid(x) - p * y)
+    return _reduce_elementwise(elem, d, reduction, grad_out)
+
+
+def focal_ref(x, y, normalizer=None, alpha=0.25, gamma=2.0, reduction="sum", grad_out=1.0):
+    """Sigmoid focal loss as torchvision.ops.sigmoid_focal_loss writes it (with alpha_t applied for
+    every alpha, Paddle's rule), in float64: ce * (1 - p_t)^gamma * alpha_t, divided by the
+    normalizer. The gradient is the analytic derivative of that expression (checked against finite
+    differences in the tests). Returns (loss, dloss/dx times grad_out)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    p = _sigmoid(x)
+    ce = (1.0 - y) * x + _softplus_neg(x)
+    m = p * (1.0 - y) + (1.0 - p) * y
+    a = alpha * y + (1.0 - alpha) * (1.0 - y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mg = np.power(m, gamma)
+        dm = p * (1.0 - p) * (1.0 - 2.0 * y)
+        dmg = np.where(m > 0, gamma * np.power(m, gamma - 1.0) * dm, 0.0) if gamma else 0.0
+    elem = a * ce * mg
+    d = a * ((p - y) * mg + ce * dmg)
+    n = 1.0 if normalizer is None else float(normalizer)
+    return _reduce_elementwise(elem / n, d / n, reduction, grad_out)
+
+
+def info_nce_ref(q, k, temperature=0.07, reduction="mean", symmetric=False, normalize=True):
+    """InfoNCE with in-batch negatives in float64. Returns the loss ([B] for 'none')."""
+    q = np.asarray(q, np.float64)
+    k = np.asarray(k, np.float64)
+    if normalize:
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        k = k / np.maximum(np.linalg.norm(k, axis=1, keepdims=True), 1e-12)
+    z = q @ k.T / temperature
+
+    def ce(z):
+        m = z.max(axis=1)
+        lse = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+        return lse - np.diag(z)
+
+    rows = ce(z)
+    if symmetric:
+        rows = 0.5 * (rows + ce(z.T))
+    if reduction == "none":
+        return rows
+    return rows.sum() if reduction == "sum" else rows.sum() / max(rows.size, 1)
+
+
+def paddle_builtin_bce_with_logits(logit, label, **kwargs):
+    """Paddle's built-in binary_cross_entropy_with_logits, which tests compare against and
+    benchmarks time."""
+    return paddle.nn.functional.binary_cross_entropy_with_logits(logit, label, **kwargs)
+
+
+def paddle_builtin_sigmoid_focal_loss(logit, label, **kwargs):
+    """Paddle's built-in sigmoid_focal_loss (a chain of elementwise ops), which tests compare
+    against and benchmarks time."""
+    return paddle.nn.functional.sigmoid_focal_loss(logit, label, **kwargs)

@@ -2,11 +2,13 @@
 prints the per-step losses as JSON. Run by test_static_graph.py in a subprocess: a wrong
 InferShape/InferDtype aborts the whole process rather than raising.
 
-    python static_programs.py {dygraph|static|to_static} [dtype-of-loss-input] [ce|kl]
+    python static_programs.py {dygraph|static|to_static} [dtype-of-loss-input] [ce|kl|binary]
 
 `ce` trains with cross_entropy; `kl` distils towards fixed teacher logits with every op of the KL
 family at once (kl_div_with_logits with ignored rows, jensen_shannon_with_logits, softmax_entropy
-and kl_div), so each op's InferShape/InferDtype runs in static mode.
+and kl_div), so each op's InferShape/InferDtype runs in static mode. `binary` trains multi-label
+targets with binary_cross_entropy_with_logits (weight and pos_weight), sigmoid_focal_loss (with a
+normalizer) and the symmetric info_nce towards the teacher, on a 3-D view with a dynamic dimension.
 """
 
 import json
@@ -40,6 +42,16 @@ def loss_fn(logits, label, weight, dtype, teacher):
     # A 3-D view with the classes on axis 1 exercises the strided path and dynamic dims.
     logits = logits.astype(dtype).reshape([-1, 2, CLASSES]).transpose([0, 2, 1])
     label = label.reshape([-1, 2])
+    if LOSS == "binary":
+        scores = logits.transpose([0, 2, 1])  # [-1, 2, CLASSES]: the classes last again
+        target = (teacher > 0).astype(dtype).reshape([-1, 2, CLASSES])
+        bce = POF.binary_cross_entropy_with_logits(scores, target, weight=weight,
+                                                   pos_weight=weight * 2.0)
+        positives = paddle.sum(target.astype("float32")).reshape([1]) + 1.0
+        focal = POF.sigmoid_focal_loss(scores, target, normalizer=positives)
+        nce = POF.info_nce(scores.reshape([-1, CLASSES]), teacher.astype(dtype), temperature=0.5,
+                           symmetric=True)
+        return bce + focal + 0.1 * nce
     if LOSS == "ce":
         return POF.cross_entropy(logits, label, weight=weight, ignore_index=-1, axis=1,
                                  label_smoothing=0.1, z_loss=1e-3)

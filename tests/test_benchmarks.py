@@ -50,3 +50,23 @@ def test_bench_kl_smoke(tmp_path):
     assert all(r["shape"] == "32x500" for r in rows)
     assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)
     assert all(float(r["gbps"]) > 0 for r in rows)
+
+
+def test_bench_binary_smoke(tmp_path):
+    out = tmp_path / "results.csv"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_binary.py"),
+         "--shapes", "64x80", "--reps", "2", "--warmup", "0", "--no-plot", "--csv", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ops = ("bce_logits", "sigmoid_focal")
+    with open(out) as f:
+        rows = [r for r in csv.DictReader(f) if r["op"] in ops]
+    modes = ("fwd", "bwd", "full")
+    expected = {(op, p, m, "float32") for op in ops for p in ("paddle_ops", "paddle")
+                for m in modes}
+    expected |= {(op, "paddle_ops", m, "bfloat16") for op in ops for m in modes}
+    got = {(r["op"], r["provider"], r["mode"], r["dtype"]) for r in rows}
+    assert got == expected
+    assert all(r["shape"] == "64x80" for r in rows)
+    assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)

@@ -15,7 +15,8 @@ import pytest
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
-from reference import TOLERANCES, kl_div_ref, kl_logits_ref, softmax_ce_ref, softmax_entropy_ref
+from reference import (TOLERANCES, bce_with_logits_ref, focal_ref, kl_div_ref, kl_logits_ref,
+                       softmax_ce_ref, softmax_entropy_ref)
 
 ISAS = [isa for isa in paddle_ops._runtime.CPU_ISAS
         if paddle_ops._runtime.CPU_ISAS.index(isa)
@@ -231,6 +232,39 @@ def test_kl_div_every_isa(isa, dtype_id, log_target):
     close(yt.grad, ref_dy, bwd_tol)
 
 
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype_id", DTYPES)
+@pytest.mark.parametrize("shape", [(5, 37), (2, 32771)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("op", ["bce", "focal", "focal_gamma0.5"])
+def test_binary_every_isa(isa, dtype_id, shape, op):
+    """BCE with logits (weight and pos_weight per column, soft labels) and the focal loss, with
+    logits up to +-60 so that exp(-|x|) meets its underflow region, and a few at +-1e4."""
+    dtype, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
+    rng = np.random.default_rng(shape[1] + 1)
+    x = rng.normal(0, 15, shape)
+    x[0, :4] = [1e4, -1e4, 60.0, -60.0]
+    y = rng.random(shape)
+    xt = leaf(x, dtype)
+    yt = leaf(y, dtype, grad=False)
+    acc = "float64" if dtype == "float64" else "float32"
+    if op == "bce":
+        w = rng.uniform(0.2, 2.0, shape[1])
+        pw = rng.uniform(0.5, 4.0, shape[1])
+        loss = POF.binary_cross_entropy_with_logits(xt, yt, weight=leaf(w, acc, False),
+                                                    pos_weight=leaf(pw, acc, False),
+                                                    reduction="sum")
+        ref_loss, ref_grad = bce_with_logits_ref(rounded(x, dtype), rounded(y, dtype),
+                                                 rounded(w, acc), rounded(pw, acc), "sum")
+    else:
+        gamma = 0.5 if op == "focal_gamma0.5" else 2.0
+        loss = POF.sigmoid_focal_loss(xt, yt, gamma=gamma, reduction="sum")
+        ref_loss, ref_grad = focal_ref(rounded(x, dtype), rounded(y, dtype), gamma=gamma,
+                                       reduction="sum")
+    loss.backward()
+    close(loss, ref_loss, fwd_tol)
+    close(xt.grad, ref_grad, bwd_tol)
+
+
 # ---- determinism ----
 
 def _ce_and_grad(x, y, dtype):
@@ -273,6 +307,29 @@ def test_bitwise_identical_for_any_thread_count(dtype, shape, threads):
             for a, b in zip(first, run):
                 np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32),
                                               err_msg=f"{n} threads")
+
+
+@pytest.mark.parametrize("op", ["bce", "focal"])
+@pytest.mark.parametrize("shape", DET_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_binary_bitwise_identical_for_any_thread_count(op, shape, threads):
+    rng = np.random.default_rng(shape[1] + 2)
+    x = rng.normal(0, 3, shape)
+    y = rng.random(shape)
+    pw = paddle.to_tensor(rng.uniform(0.5, 4.0, shape[1]), dtype="float32")
+    results = []
+    for n in (1, 2, 3, 1, 7):
+        paddle_ops.set_num_threads(n)
+        xt = leaf(x, "float32")
+        yt = leaf(y, "float32", grad=False)
+        if op == "bce":
+            loss = POF.binary_cross_entropy_with_logits(xt, yt, pos_weight=pw)
+        else:
+            loss = POF.sigmoid_focal_loss(xt, yt, reduction="mean")
+        loss.backward()
+        results.append((loss.numpy(), xt.grad.numpy()))
+    for run in results[1:]:
+        for a, b in zip(results[0], run):
+            np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
 # ---- gradient cache ----

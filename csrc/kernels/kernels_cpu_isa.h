@@ -3,6 +3,7 @@
 // extensions is undefined (SIGILL): dispatch through PO_CPU_DISPATCH, which checks cpu_isa().
 #pragma once
 
+#include "binary.h"
 #include "cpu_isa.h"
 #include "kl.h"
 #include "softmax_ce.h"
@@ -31,6 +32,14 @@ namespace paddle_ops {
   template <typename T>                                                                           \
   void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,         \
                       bool per_row, T* x_grad, T* y_grad);                                        \
+  template <typename T>                                                                           \
+  void binary_fwd_cpu(const BinaryParams& p, const T* logit, const T* label,                      \
+                      const acc_t<T>* weight, const acc_t<T>* pos_weight, acc_t<T>* loss_elem,    \
+                      acc_t<T>* loss_rows);                                                       \
+  template <typename T>                                                                           \
+  void binary_bwd_cpu(const BinaryParams& p, const T* logit, const T* label,                      \
+                      const acc_t<T>* weight, const acc_t<T>* pos_weight, const acc_t<T>* grad,   \
+                      bool per_row, T* logit_grad);                                               \
   void exp_f32_cpu(const float* x, float* y, int64_t n);                                          \
   void log_f32_cpu(const float* x, float* y, int64_t n);                                          \
   }

@@ -1,8 +1,10 @@
 """Drop-in replacements for paddle.nn loss layers and paddle.nn.functional losses."""
 
 from . import functional
-from .layer import (CrossEntropyLoss, JensenShannonWithLogitsLoss, KLDivLoss,
-                    KLDivWithLogitsLoss, SoftmaxEntropy)
+from .layer import (BCEWithLogitsLoss, CrossEntropyLoss, InfoNCELoss,
+                    JensenShannonWithLogitsLoss, KLDivLoss, KLDivWithLogitsLoss,
+                    SigmoidFocalLoss, SoftmaxEntropy)
 
 __all__ = ["functional", "CrossEntropyLoss", "KLDivLoss", "KLDivWithLogitsLoss",
-           "JensenShannonWithLogitsLoss", "SoftmaxEntropy"]
+           "JensenShannonWithLogitsLoss", "SoftmaxEntropy", "BCEWithLogitsLoss",
+           "SigmoidFocalLoss", "InfoNCELoss"]

@@ -1,5 +1,5 @@
-from .loss import (CrossEntropyLoss, JensenShannonWithLogitsLoss, KLDivLoss,
-                   KLDivWithLogitsLoss, SoftmaxEntropy)
+from .loss import (BCEWithLogitsLoss, CrossEntropyLoss, InfoNCELoss, JensenShannonWithLogitsLoss,
+                   KLDivLoss, KLDivWithLogitsLoss, SigmoidFocalLoss, SoftmaxEntropy)
 
 __all__ = ["CrossEntropyLoss", "KLDivLoss", "KLDivWithLogitsLoss", "JensenShannonWithLogitsLoss",
-           "SoftmaxEntropy"]
+           "SoftmaxEntropy", "BCEWithLogitsLoss", "SigmoidFocalLoss", "InfoNCELoss"]

@@ -93,3 +93,52 @@ class SoftmaxEntropy(paddle.nn.Layer):
 
     def forward(self, x):
         return F.softmax_entropy(x, axis=self.axis, reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(paddle.nn.Layer):
+    """paddle.nn.BCEWithLogitsLoss backed by the fused kernel; see
+    paddle_ops.nn.functional.binary_cross_entropy_with_logits."""
+
+    def __init__(self, weight=None, reduction='mean', pos_weight=None, name=None):
+        super().__init__()
+        self.weight = weight
+        self.reduction = reduction
+        self.pos_weight = pos_weight
+        self.name = name
+
+    def forward(self, logit, label):
+        return F.binary_cross_entropy_with_logits(logit, label, weight=self.weight,
+                                                  reduction=self.reduction,
+                                                  pos_weight=self.pos_weight, name=self.name)
+
+
+class SigmoidFocalLoss(paddle.nn.Layer):
+    """Sigmoid focal loss as a layer (Paddle has only the function); see
+    paddle_ops.nn.functional.sigmoid_focal_loss. forward(logit, label, normalizer=None)."""
+
+    def __init__(self, alpha=0.25, gamma=2.0, reduction='sum', name=None):
+        super().__init__()
+        self.alpha = alpha
+        self.gamma = gamma
+        self.reduction = reduction
+        self.name = name
+
+    def forward(self, logit, label, normalizer=None):
+        return F.sigmoid_focal_loss(logit, label, normalizer=normalizer, alpha=self.alpha,
+                                    gamma=self.gamma, reduction=self.reduction, name=self.name)
+
+
+class InfoNCELoss(paddle.nn.Layer):
+    """InfoNCE with in-batch negatives; see paddle_ops.nn.functional.info_nce.
+    forward(query, key)."""
+
+    def __init__(self, temperature=0.07, reduction='mean', symmetric=False, normalize=True):
+        super().__init__()
+        self.temperature = temperature
+        self.reduction = reduction
+        self.symmetric = symmetric
+        self.normalize = normalize
+
+    def forward(self, query, key):
+        return F.info_nce(query, key, temperature=self.temperature, reduction=self.reduction,
+                          symmetric=self.symmetric, normalize=self.normalize)

@@ -1,0 +1,76 @@
+// Fused binary (sigmoid) losses: framework-free parameters and CPU launchers.
+//
+// Logits x and labels y are viewed as [rows, cols] (cols = the last dimension; a 0-D tensor is one
+// row of one column). Every element is independent:
+//
+//   s = sigmoid(x),  sp = softplus(-x) = -log s = log1p(exp(-|x|)) + max(-x, 0)
+//
+//   BCE with logits (Paddle's sigmoid_cross_entropy_with_logits with pos_weight, times weight):
+//     P = 1 + (pw - 1) y
+//     loss = w ((1 - y) x + P sp)                 (pw = 1: max(x, 0) - x y + log1p(exp(-|x|)))
+//     dloss/dx = w (P s - pw y)                   (pw = 1: w (s - y))
+//
+//   Sigmoid focal loss (Lin et al., arXiv:1708.02002, as Paddle computes it):
+//     ce = (1 - y) x + sp,  a = alpha y + (1 - alpha)(1 - y),  m = 1 - p_t = s (1 - y) + (1 - s) y
+//     loss = a (ce m^gamma)
+//     dloss/dx = a m^gamma ((s - y) + gamma (r (1 - 2y)) ce),  r = s (1 - s) / m  (0 where m = 0)
+//   using dm/dx = s (1 - s)(1 - 2y), so that m^(gamma - 1) never appears (it is infinite at m = 0
+//   for gamma < 1). gamma = 0 runs the BCE formulas with w = a, so it equals BCE weighted by a
+//   bit for bit.
+//
+// s and 1 - s both come from e = exp(-|x|) without cancellation, sp never overflows, and ce is
+// finite for every finite x, so |x| up to the fp32 maximum gives finite losses and gradients (the
+// loss itself overflows only where its true value exceeds the fp32 range, e.g. pw * 3e38).
+#pragma once
+
+#include <cstdint>
+
+#include "dtypes.h"
+
+namespace paddle_ops {
+
+enum class BinaryLoss : int { kBCE = 0, kFocal = 1 };
+
+// How an optional per-element factor (weight, pos_weight) is laid out: absent (1 everywhere), one
+// value per column ([cols], broadcast over rows), or one per element ([rows, cols]).
+enum class BinaryOperand : int { kNone = 0, kCols = 1, kFull = 2 };
+
+struct BinaryParams {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  BinaryLoss loss = BinaryLoss::kBCE;
+  BinaryOperand weight = BinaryOperand::kNone;      // BCE only
+  BinaryOperand pos_weight = BinaryOperand::kNone;  // BCE only
+  double alpha = 0.25;                              // focal only
+  double gamma = 2.0;                               // focal only, >= 0
+  int num_threads = 0;                              // 0: default_num_threads()
+};
+
+// logit, label: [rows, cols]. weight, pos_weight: laid out as the params say (nullptr for kNone),
+// in the accumulation type. Writes the elementwise loss to loss_elem ([rows, cols]) when it is not
+// nullptr, and each row's sum to loss_rows ([rows]) when that is not nullptr.
+template <typename T>
+void binary_fwd_cpu(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
+                    const acc_t<T>* pos_weight, acc_t<T>* loss_elem, acc_t<T>* loss_rows);
+
+// grad: upstream gradient, [rows] (one per row sum) when per_row, else [rows, cols]; nullptr is
+// treated as zero. logit_grad: [rows, cols], written completely.
+template <typename T>
+void binary_bwd_cpu(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
+                    const acc_t<T>* pos_weight, const acc_t<T>* grad, bool per_row, T* logit_grad);
+
+// Explicit instantiations of both CPU launchers, in the namespace where it is expanded
+// (binary_cpu.cc and each per-ISA copy in binary_cpu_impl.h).
+#define PO_INSTANTIATE_BINARY(T)                                                                \
+  template void binary_fwd_cpu<T>(const BinaryParams&, const T*, const T*, const acc_t<T>*,     \
+                                  const acc_t<T>*, acc_t<T>*, acc_t<T>*);                       \
+  template void binary_bwd_cpu<T>(const BinaryParams&, const T*, const T*, const acc_t<T>*,     \
+                                  const acc_t<T>*, const acc_t<T>*, bool, T*);
+
+#define PO_BINARY_INSTANTIATE_ALL \
+  PO_INSTANTIATE_BINARY(float)    \
+  PO_INSTANTIATE_BINARY(double)   \
+  PO_INSTANTIATE_BINARY(fp16)     \
+  PO_INSTANTIATE_BINARY(bf16)
+
+}  // namespace paddle_ops

@@ -1,0 +1,191 @@
+// Paddle bindings of the fused binary losses (math in csrc/kernels/binary*):
+//   paddle_ops_binary(X, Label, Weight?, PosWeight?) -> Loss
+//   X, Label  [d0, ..., dk] (any rank, 0-D included), same shape and dtype,
+//             float32/float64/float16/bfloat16; viewed as [rows, cols] with cols = dk
+//   Weight, PosWeight  optional, in X's accumulation dtype (float64 for float64, else float32):
+//             [cols] (kind 1, broadcast over rows) or X's element count (kind 2); BCE only
+//   Loss      the accumulation dtype: X's shape, or one sum per row ([d0, ..., dk-1]; [1] for a
+//             0-D X) with reduce_rows
+// Grad      paddle_ops_binary_grad(X, Label, Weight?, PosWeight?, Loss@GRAD) -> X@GRAD
+// Label, Weight and PosWeight get no gradient (Paddle's sigmoid_cross_entropy_with_logits gives
+// them none either; a weight that needs one is handled in paddle_ops/nn/functional/binary.py).
+// There is no CUDA kernel yet: in a CUDA build a GPU input is an argument error, not a crash.
+#include <vector>
+
+#include "paddle/extension.h"
+
+#include "../kernels/binary.h"
+#include "dispatch.h"
+
+namespace paddle_ops {
+namespace {
+
+BinaryParams binary_params(const std::vector<int64_t>& shape, int loss, int weight_kind,
+                           int pos_weight_kind, const std::vector<float>& alpha,
+                           const std::vector<float>& gamma) {
+  BinaryParams p;
+  p.cols = shape.empty() ? 1 : shape.back();
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  p.rows = p.cols == 0 ? 0 : n / p.cols;
+  PO_CHECK(loss == static_cast<int>(BinaryLoss::kBCE) ||
+               loss == static_cast<int>(BinaryLoss::kFocal),
+           "unknown binary loss ", loss);
+  p.loss = static_cast<BinaryLoss>(loss);
+  for (int kind : {weight_kind, pos_weight_kind}) {
+    PO_CHECK(kind >= 0 && kind <= static_cast<int>(BinaryOperand::kFull),
+             "unknown operand layout ", kind);
+  }
+  p.weight = static_cast<BinaryOperand>(weight_kind);
+  p.pos_weight = static_cast<BinaryOperand>(pos_weight_kind);
+  p.alpha = join_double(alpha, "alpha");
+  p.gamma = join_double(gamma, "gamma");
+  PO_CHECK(p.gamma >= 0, "gamma must be >= 0, got ", p.gamma);
+  return p;
+}
+
+std::vector<int64_t> binary_loss_shape(const std::vector<int64_t>& x, bool reduce_rows) {
+  if (!reduce_rows) return x;
+  if (x.empty()) return {1};
+  return std::vector<int64_t>(x.begin(), x.end() - 1);
+}
+
+void check_factor(const paddle::Tensor& x, const paddle::optional<paddle::Tensor>& f,
+                  BinaryOperand kind, const BinaryParams& p, const char* what) {
+  if (kind == BinaryOperand::kNone) {
+    PO_CHECK(!f, what, " is given but its layout says none");
+    return;
+  }
+  PO_CHECK(f.is_initialized(), what, " is missing for its layout");
+  check_same_place(x, "logit", *f, what);
+  PO_CHECK(f->is_contiguous(), what, " must be contiguous (call .contiguous() first)");
+  PO_CHECK(f->dtype() == acc_dtype(x.dtype()), what, " dtype must be ",
+           phi::DataTypeToString(acc_dtype(x.dtype())), ", got ",
+           phi::DataTypeToString(f->dtype()));
+  const int64_t expected = kind == BinaryOperand::kCols ? p.cols : p.rows * p.cols;
+  PO_CHECK(f->numel() == expected, what, " has ", f->numel(), " elements, expected ", expected,
+           kind == BinaryOperand::kCols ? " (one per column)" : " (one per element)");
+}
+
+void check_inputs(const paddle::Tensor& x, const paddle::Tensor& label,
+                  const paddle::optional<paddle::Tensor>& weight,
+                  const paddle::optional<paddle::Tensor>& pos_weight, const BinaryParams& p) {
+  check_float_input(x, "logit");
+  PO_CHECK(x.is_cpu(), "binary losses have no CUDA kernel yet; logit is on ", x.place(),
+           " (move the inputs to the CPU)");
+  check_float_input(label, "label");
+  check_same_place(x, "logit", label, "label");
+  PO_CHECK(label.shape() == x.shape(), "label must have the logit's shape");
+  PO_CHECK(label.dtype() == x.dtype(), "label dtype must be the logit's (",
+           phi::DataTypeToString(x.dtype()), "), got ", phi::DataTypeToString(label.dtype()));
+  check_factor(x, weight, p.weight, p, "weight");
+  check_factor(x, pos_weight, p.pos_weight, p, "pos_weight");
+}
+
+template <typename A>
+const A* factor_ptr(const paddle::optional<paddle::Tensor>& f) {
+  return f ? data_ptr<A>(*f) : nullptr;
+}
+
+std::vector<paddle::Tensor> BinaryForward(const paddle::Tensor& x, const paddle::Tensor& label,
+                                          const paddle::optional<paddle::Tensor>& weight,
+                                          const paddle::optional<paddle::Tensor>& pos_weight,
+                                          int loss, int weight_kind, int pos_weight_kind,
+                                          const std::vector<float>& alpha,
+                                          const std::vector<float>& gamma, bool reduce_rows) {
+  const BinaryParams p =
+      binary_params(x.shape(), loss, weight_kind, pos_weight_kind, alpha, gamma);
+  check_inputs(x, label, weight, pos_weight, p);
+  const auto out_shape = binary_loss_shape(x.shape(), reduce_rows);
+  // Rows of zero columns (shape [..., 0]) sum to 0; the kernel sees no rows at all then.
+  if (p.rows == 0 && reduce_rows) {
+    return {paddle::full(out_shape, 0, acc_dtype(x.dtype()), x.place())};
+  }
+  auto out = paddle::empty(out_shape, acc_dtype(x.dtype()), x.place());
+  if (p.rows == 0) return {out};
+  dispatch_float(x.dtype(), "logit", [&](auto tt) {
+    using T = typename decltype(tt)::type;
+    using A = acc_t<T>;
+    binary_fwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(label), factor_ptr<A>(weight),
+                      factor_ptr<A>(pos_weight), reduce_rows ? nullptr : data_ptr<A>(out),
+                      reduce_rows ? data_ptr<A>(out) : nullptr);
+  });
+  return {out};
+}
+
+std::vector<paddle::Tensor> BinaryBackward(const paddle::Tensor& x, const paddle::Tensor& label,
+                                           const paddle::optional<paddle::Tensor>& weight,
+                                           const paddle::optional<paddle::Tensor>& pos_weight,
+                                           const paddle::Tensor& loss_grad, int loss,
+                                           int weight_kind, int pos_weight_kind,
+                                           const std::vector<float>& alpha,
+                                           const std::vector<float>& gamma, bool reduce_rows) {
+  const BinaryParams p =
+      binary_params(x.shape(), loss, weight_kind, pos_weight_kind, alpha, gamma);
+  auto grad = alloc_grad(x);
+  if (p.rows == 0) return {grad};
+  dispatch_float(x.dtype(), "logit", [&](auto tt) {
+    using T = typename decltype(tt)::type;
+    using A = acc_t<T>;
+    const A* dloss = upstream_grad<A>(loss_grad, reduce_rows ? p.rows : p.rows * p.cols, x);
+    binary_bwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(label), factor_ptr<A>(weight),
+                      factor_ptr<A>(pos_weight), dloss, reduce_rows, data_ptr<T>(grad));
+  });
+  return {grad};
+}
+
+std::vector<std::vector<int64_t>> BinaryForwardShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>& label,
+    const paddle::optional<std::vector<int64_t>>& weight,
+    const paddle::optional<std::vector<int64_t>>& pos_weight, int loss, int weight_kind,
+    int pos_weight_kind, const std::vector<float>& alpha, const std::vector<float>& gamma,
+    bool reduce_rows) {
+  return {binary_loss_shape(x, reduce_rows)};
+}
+
+std::vector<paddle::DataType> BinaryForwardDtype(
+    const paddle::DataType& x, const paddle::DataType& label,
+    const paddle::optional<paddle::DataType>& weight,
+    const paddle::optional<paddle::DataType>& pos_weight) {
+  return {acc_dtype(x)};
+}
+
+std::vector<std::vector<int64_t>> BinaryBackwardShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>& label,
+    const paddle::optional<std::vector<int64_t>>& weight,
+    const paddle::optional<std::vector<int64_t>>& pos_weight,
+    const std::vector<int64_t>& loss_grad, int loss, int weight_kind, int pos_weight_kind,
+    const std::vector<float>& alpha, const std::vector<float>& gamma, bool reduce_rows) {
+  return {x};
+}
+
+std::vector<paddle::DataType> BinaryBackwardDtype(
+    const paddle::DataType& x, const paddle::DataType& label,
+    const paddle::optional<paddle::DataType>& weight,
+    const paddle::optional<paddle::DataType>& pos_weight, const paddle::DataType& loss_grad) {
+  return {x};
+}
+
+}  // namespace
+}  // namespace paddle_ops
+
+#define PO_BINARY_ATTRS                                                                    \
+  {"loss: int", "weight_kind: int", "pos_weight_kind: int", "alpha: std::vector<float>", \
+   "gamma: std::vector<float>", "reduce_rows: bool"}
+
+PD_BUILD_OP(paddle_ops_binary)
+    .Inputs({"X", "Label", paddle::Optional("Weight"), paddle::Optional("PosWeight")})
+    .Outputs({"Loss"})
+    .Attrs(PO_BINARY_ATTRS)
+    .SetKernelFn(PD_KERNEL(paddle_ops::BinaryForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::BinaryForwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::BinaryForwardDtype));
+
+PD_BUILD_GRAD_OP(paddle_ops_binary)
+    .Inputs({"X", "Label", paddle::Optional("Weight"), paddle::Optional("PosWeight"),
+             paddle::Grad("Loss")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs(PO_BINARY_ATTRS)
+    .SetKernelFn(PD_KERNEL(paddle_ops::BinaryBackward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::BinaryBackwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::BinaryBackwardDtype));

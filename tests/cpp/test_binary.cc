@@ -1,0 +1,352 @@
+// Tests of the binary-loss CPU kernels (binary_fwd_cpu / binary_bwd_cpu: BCE with logits and the
+// sigmoid focal loss) against a long-double reference, for every storage type, factor layout,
+// upstream-gradient form and row shape around the vector widths and the chunk size. The suite runs
+// once per instruction set (CMakeLists.txt sets PADDLE_OPS_CPU_ISA per run).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "binary.h"
+#include "test_util.h"
+
+namespace paddle_ops {
+namespace {
+
+using test_util::bits32;
+using test_util::encode;
+using test_util::LD;
+using test_util::Mismatches;
+using test_util::same_bits;
+using test_util::type_name;
+using test_util::value;
+
+// One problem: logits, labels, the optional factors and an upstream gradient.
+struct BinaryCase {
+  std::string name;
+  int64_t rows;
+  int64_t cols;
+  BinaryLoss loss = BinaryLoss::kBCE;
+  BinaryOperand weight = BinaryOperand::kNone;
+  BinaryOperand pos_weight = BinaryOperand::kNone;
+  double alpha = 0.25;
+  double gamma = 2.0;
+  bool soft = false;       // labels uniform in [0, 1] instead of 0/1
+  double scale = 3.0;      // standard deviation of the logits
+  bool extreme = false;    // some logits at +-1e4 and the type's largest finite values
+  uint32_t seed = 1;
+
+  BinaryCase(std::string n, int64_t r, int64_t c) : name(std::move(n)), rows(r), cols(c) {}
+  BinaryCase& focal(double a, double g) {
+    loss = BinaryLoss::kFocal;
+    alpha = a;
+    gamma = g;
+    return *this;
+  }
+  BinaryCase& weights(BinaryOperand w, BinaryOperand pw) {
+    weight = w;
+    pos_weight = pw;
+    return *this;
+  }
+  BinaryCase& soft_labels() {
+    soft = true;
+    return *this;
+  }
+  BinaryCase& with_extremes() {
+    extreme = true;
+    return *this;
+  }
+};
+
+template <typename T>
+constexpr double kTypeMax = std::is_same<T, fp16>::value ? 65504.0
+                            : std::is_same<T, bf16>::value ? 3.3895313892515355e38
+                            : std::is_same<T, float>::value ? 3.4028234663852886e38
+                                                            : 1e300;
+
+template <typename T>
+struct Problem {
+  using A = acc_t<T>;
+  BinaryParams p;
+  std::vector<T> x, y;
+  std::vector<A> w, pw, g_elem, g_rows;
+};
+
+template <typename T>
+Problem<T> make_problem(const BinaryCase& c) {
+  using A = acc_t<T>;
+  Problem<T> pr;
+  pr.p.rows = c.rows;
+  pr.p.cols = c.cols;
+  pr.p.loss = c.loss;
+  pr.p.weight = c.weight;
+  pr.p.pos_weight = c.pos_weight;
+  pr.p.alpha = c.alpha;
+  pr.p.gamma = c.gamma;
+  std::mt19937_64 rng(c.seed);
+  std::normal_distribution<double> normal(0.0, c.scale);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  const int64_t n = c.rows * c.cols;
+  const double extremes[] = {1e4, -1e4, kTypeMax<T>, -kTypeMax<T>};
+  for (int64_t i = 0; i < n; ++i) {
+    double v = normal(rng);
+    if (c.extreme && i % 5 == 0) v = extremes[(i / 5) % 4];
+    pr.x.push_back(encode<T>(v));
+    pr.y.push_back(encode<T>(c.soft ? unit(rng) : (unit(rng) < 0.3 ? 1.0 : 0.0)));
+  }
+  auto factor = [&](BinaryOperand kind, double lo, double hi) {
+    std::vector<A> f;
+    const int64_t m = kind == BinaryOperand::kCols ? c.cols : kind == BinaryOperand::kFull ? n : 0;
+    for (int64_t i = 0; i < m; ++i) f.push_back(static_cast<A>(lo + (hi - lo) * unit(rng)));
+    return f;
+  };
+  pr.w = factor(c.weight, 0.2, 2.0);
+  pr.pw = factor(c.pos_weight, 0.5, 4.0);
+  for (int64_t i = 0; i < n; ++i) pr.g_elem.push_back(static_cast<A>(unit(rng) * 4 - 2));
+  for (int64_t r = 0; r < c.rows; ++r) pr.g_rows.push_back(static_cast<A>(unit(rng) * 4 - 2));
+  return pr;
+}
+
+// Long-double reference of one element: its loss and dloss/dx, and a magnitude `scale` of the
+// terms that are added (cancellation makes the error relative to those, not to the result).
+struct Ref {
+  LD loss;
+  LD grad;
+  LD loss_scale;
+  LD grad_scale;
+};
+
+LD factor_at(const std::vector<LD>& f, BinaryOperand kind, int64_t r, int64_t j, int64_t cols) {
+  if (kind == BinaryOperand::kNone) return 1;
+  return kind == BinaryOperand::kCols ? f[j] : f[r * cols + j];
+}
+
+Ref reference(const BinaryParams& p, LD x, LD y, LD w, LD pw) {
+  const LD e = std::exp(-std::fabs(x));
+  const LD s = x >= 0 ? 1 / (1 + e) : e / (1 + e);
+  const LD sn = x >= 0 ? e / (1 + e) : 1 / (1 + e);
+  const LD sp = std::log1p(e) + (x < 0 ? -x : 0);
+  const LD lin = (1 - y) * x;
+  if (p.loss == BinaryLoss::kBCE || p.gamma == 0) {
+    if (p.loss == BinaryLoss::kFocal) {
+      w = p.alpha * y + (1 - p.alpha) * (1 - y);
+      pw = 1;
+    }
+    const LD P = 1 + (pw - 1) * y;
+    return {w * (lin + P * sp), w * (P * s - pw * y), std::fabs(w) * (std::fabs(lin) + P * sp),
+            std::fabs(w) * (std::fabs(P * s) + std::fabs(pw * y))};
+  }
+  const LD a = p.alpha * y + (1 - p.alpha) * (1 - y);
+  const LD ce = lin + sp;
+  const LD m = s * (1 - y) + sn * y;
+  const LD mg = std::pow(m, static_cast<LD>(p.gamma));
+  const LD r = m > 0 ? s * sn / m : 0;
+  const LD d = mg * ((s - y) + p.gamma * r * (1 - 2 * y) * ce);
+  return {a * ce * mg, a * d, std::fabs(a) * (std::fabs(lin) + sp) * mg,
+          std::fabs(a) * mg * (std::fabs(s - y) + 4 * p.gamma * std::fabs(r * ce) + 1)};
+}
+
+template <typename T>
+LD eps() {
+  return std::is_same<T, double>::value ? std::ldexp(1.0L, -52) : std::ldexp(1.0L, -23);
+}
+
+// Relative rounding of a value stored as T (the gradient's type).
+template <typename T>
+LD store_ulp() {
+  if constexpr (std::is_same<T, fp16>::value) return std::ldexp(1.0L, -11);
+  if constexpr (std::is_same<T, bf16>::value) return std::ldexp(1.0L, -8);
+  return eps<T>();
+}
+
+// Absolute rounding of a small value stored as T: half the subnormal spacing. Only fp16's
+// (2^-25, about 3e-8) matters next to the gradients' size; the others' are below 1e-30.
+template <typename T>
+LD store_abs() {
+  return std::is_same<T, fp16>::value ? std::ldexp(1.0L, -25) : 1e-30L;
+}
+
+// The value an accumulation type A can hold: beyond its largest finite value, the infinity of
+// that sign (a loss whose true value exceeds the range, such as pos_weight 2 times -3e38).
+template <typename A>
+LD representable(LD v) {
+  const LD max = std::is_same<A, double>::value ? 1.7976931348623157e308L : 3.4028234663852886e38L;
+  return std::fabs(v) > max ? std::copysign(static_cast<LD>(INFINITY), v) : v;
+}
+
+template <typename T>
+void check_case(const BinaryCase& c, bool per_row) {
+  using A = acc_t<T>;
+  SCOPED_TRACE(c.name + " " + type_name<T>() + (per_row ? " per_row" : " elementwise"));
+  Problem<T> pr = make_problem<T>(c);
+  const int64_t n = c.rows * c.cols;
+  std::vector<A> elem(n), rows(c.rows), rows_only(c.rows);
+  std::vector<T> grad(n);
+  const A* w = pr.w.empty() ? nullptr : pr.w.data();
+  const A* pw = pr.pw.empty() ? nullptr : pr.pw.data();
+  binary_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), w, pw, elem.data(), nullptr);
+  binary_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), w, pw, nullptr, rows.data());
+  binary_bwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), w, pw,
+                    per_row ? pr.g_rows.data() : pr.g_elem.data(), per_row, grad.data());
+  std::vector<LD> wl(pr.w.begin(), pr.w.end()), pwl(pr.pw.begin(), pr.pw.end());
+  // The kernels' exp/log are accurate to a few fp32 ulps, and each element takes about a dozen
+  // roundings; 64 ulps of the accumulation type on the terms' magnitude bounds that.
+  const LD tol = 64 * eps<T>();
+  Mismatches bad;
+  for (int64_t r = 0; r < c.rows; ++r) {
+    LD sum = 0, sum_scale = 0;
+    for (int64_t j = 0; j < c.cols; ++j) {
+      const int64_t i = r * c.cols + j;
+      const Ref ref = reference(pr.p, value(pr.x[i]), value(pr.y[i]),
+                                factor_at(wl, c.weight, r, j, c.cols),
+                                factor_at(pwl, c.pos_weight, r, j, c.cols));
+      bad.check("loss", i, elem[i], representable<A>(ref.loss), tol * ref.loss_scale + 1e-30L);
+      const LD g = per_row ? pr.g_rows[r] : pr.g_elem[i];
+      const LD want = g * ref.grad;
+      bad.check("grad", i, value(grad[i]), want,
+                tol * std::fabs(g) * ref.grad_scale + store_ulp<T>() * std::fabs(want) +
+                    store_abs<T>());
+      sum += ref.loss;
+      sum_scale += ref.loss_scale;
+    }
+    // A row sum adds cols terms in fp32: each addition rounds by at most eps of the partial sum.
+    bad.check("row", r, rows[r], representable<A>(sum),
+              (tol + c.cols * eps<T>()) * sum_scale + 1e-30L);
+  }
+  EXPECT_TRUE(bad.result());
+}
+
+std::vector<BinaryCase> cases() {
+  using O = BinaryOperand;
+  return {
+      BinaryCase("bce_1x1", 1, 1),
+      BinaryCase("bce_3x7", 3, 7),
+      BinaryCase("bce_5x33_soft", 5, 33).soft_labels(),
+      BinaryCase("bce_weight_cols", 4, 47).weights(O::kCols, O::kNone),
+      BinaryCase("bce_weight_full", 4, 47).weights(O::kFull, O::kNone),
+      BinaryCase("bce_pos_weight_cols", 6, 19).weights(O::kNone, O::kCols).soft_labels(),
+      BinaryCase("bce_both_full_cols", 3, 40).weights(O::kFull, O::kCols).soft_labels(),
+      BinaryCase("bce_extremes", 2, 60).weights(O::kCols, O::kCols).with_extremes(),
+      BinaryCase("bce_split_row", 1, 70001).weights(O::kCols, O::kNone),
+      BinaryCase("focal_default", 5, 37).focal(0.25, 2.0),
+      BinaryCase("focal_gamma0", 5, 37).focal(0.25, 0.0),
+      BinaryCase("focal_gamma0.5_soft", 5, 37).focal(0.6, 0.5).soft_labels(),
+      BinaryCase("focal_gamma1", 3, 17).focal(0.25, 1.0),
+      BinaryCase("focal_gamma3", 3, 17).focal(-1.0, 3.0),
+      BinaryCase("focal_extremes", 2, 60).focal(0.25, 2.0).with_extremes(),
+      BinaryCase("focal_extremes_gamma0.5", 2, 60).focal(0.25, 0.5).with_extremes(),
+      BinaryCase("focal_split_row", 2, 33000).focal(0.25, 1.5),
+  };
+}
+
+template <typename T>
+class BinaryEveryType : public ::testing::Test {};
+
+struct TypeNames {
+  template <typename T>
+  static std::string GetName(int) {
+    return type_name<T>();
+  }
+};
+
+using FloatTypes = ::testing::Types<float, double, fp16, bf16>;
+TYPED_TEST_SUITE(BinaryEveryType, FloatTypes, TypeNames);
+
+TYPED_TEST(BinaryEveryType, MatchesReference) {
+  for (const BinaryCase& c : cases()) {
+    check_case<TypeParam>(c, true);
+    check_case<TypeParam>(c, false);
+  }
+}
+
+TYPED_TEST(BinaryEveryType, NullUpstreamGradientGivesZeros) {
+  using T = TypeParam;
+  Problem<T> pr = make_problem<T>(BinaryCase("null_grad", 3, 21).focal(0.25, 2.0));
+  std::vector<T> grad(pr.x.size(), encode<T>(7.0));
+  binary_bwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), nullptr, nullptr, nullptr, true, grad.data());
+  for (const T& g : grad) EXPECT_EQ(value(g), 0);
+}
+
+TYPED_TEST(BinaryEveryType, FocalGammaZeroIsWeightedBCEBitForBit) {
+  using T = TypeParam;
+  using A = acc_t<T>;
+  BinaryCase c("gamma0", 7, 301);
+  c.focal(0.3, 0.0).soft_labels();
+  Problem<T> focal = make_problem<T>(c);
+  BinaryParams bce = focal.p;
+  bce.loss = BinaryLoss::kBCE;
+  bce.weight = BinaryOperand::kFull;
+  std::vector<A> alpha_t;
+  for (const T& y : focal.y) {
+    const A yv = static_cast<A>(to_float(y));
+    alpha_t.push_back(static_cast<A>(0.3) * yv + (1.0f - static_cast<A>(0.3)) * (1.0f - yv));
+  }
+  const int64_t n = c.rows * c.cols;
+  std::vector<A> lf(n), lb(n), rf(c.rows), rb(c.rows);
+  std::vector<T> gf(n), gb(n);
+  binary_fwd_cpu<T>(focal.p, focal.x.data(), focal.y.data(), nullptr, nullptr, lf.data(),
+                    rf.data());
+  binary_fwd_cpu<T>(bce, focal.x.data(), focal.y.data(), alpha_t.data(), nullptr, lb.data(),
+                    rb.data());
+  binary_bwd_cpu<T>(focal.p, focal.x.data(), focal.y.data(), nullptr, nullptr, focal.g_rows.data(),
+                    true, gf.data());
+  binary_bwd_cpu<T>(bce, focal.x.data(), focal.y.data(), alpha_t.data(), nullptr,
+                    focal.g_rows.data(), true, gb.data());
+  EXPECT_TRUE(same_bits(lf, lb));
+  EXPECT_TRUE(same_bits(rf, rb));
+  EXPECT_TRUE(same_bits(gf, gb));
+}
+
+TYPED_TEST(BinaryEveryType, ThreadCountDoesNotChangeBits) {
+  using T = TypeParam;
+  using A = acc_t<T>;
+  for (const BinaryCase& c : {BinaryCase("many_rows", 97, 300).focal(0.25, 2.0),
+                              BinaryCase("few_rows", 1, 70001).weights(BinaryOperand::kCols,
+                                                                       BinaryOperand::kCols)}) {
+    SCOPED_TRACE(c.name);
+    Problem<T> pr = make_problem<T>(c);
+    const A* w = pr.w.empty() ? nullptr : pr.w.data();
+    const A* pw = pr.pw.empty() ? nullptr : pr.pw.data();
+    auto run = [&](int threads) {
+      pr.p.num_threads = threads;
+      std::vector<A> rows(c.rows);
+      std::vector<T> grad(pr.x.size());
+      binary_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), w, pw, nullptr, rows.data());
+      binary_bwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), w, pw, pr.g_rows.data(), true,
+                        grad.data());
+      return std::make_pair(rows, grad);
+    };
+    const auto one = run(1);
+    for (int threads : {2, 3, 7}) {
+      const auto many = run(threads);
+      EXPECT_TRUE(same_bits(one.first, many.first)) << threads << " threads";
+      EXPECT_TRUE(same_bits(one.second, many.second)) << threads << " threads";
+    }
+  }
+}
+
+TYPED_TEST(BinaryEveryType, NaNLogitPoisonsOnlyItsElementAndRow) {
+  using T = TypeParam;
+  using A = acc_t<T>;
+  Problem<T> pr = make_problem<T>(BinaryCase("nan", 3, 20).focal(0.25, 2.0));
+  pr.x[25] = encode<T>(NAN);
+  std::vector<A> elem(60), rows(3);
+  std::vector<T> grad(60);
+  binary_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), nullptr, nullptr, elem.data(), nullptr);
+  binary_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), nullptr, nullptr, nullptr, rows.data());
+  binary_bwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), nullptr, nullptr, pr.g_elem.data(), false,
+                    grad.data());
+  for (int64_t i = 0; i < 60; ++i) {
+    EXPECT_EQ(std::isnan(static_cast<double>(elem[i])), i == 25) << i;
+    EXPECT_EQ(std::isnan(static_cast<double>(value(grad[i]))), i == 25) << i;
+  }
+  EXPECT_TRUE(std::isfinite(static_cast<double>(rows[0])));
+  EXPECT_TRUE(std::isnan(static_cast<double>(rows[1])));
+  EXPECT_TRUE(std::isfinite(static_cast<double>(rows[2])));
+}
+
+}  // namespace
+}  // namespace paddle_ops
