@@ -148,15 +148,9 @@ def main(argv=None):
         if o not in OPS:
             parser.error(f"unknown op {o!r}; choose from {', '.join(OPS)}")
 
-    device = harness.cpu_description()
-    versions = {"paddle_ops": harness.git_version(paddle_ops.__version__,
-                                                  library=paddle_ops.LIBRARY_PATH),
-                "paddle": f"paddle {paddle.__version__}"}
-    print(f"binary: device {device}; paddle_ops {versions['paddle_ops']}, {versions['paddle']}",
-          file=sys.stderr)
-    bw = harness.measure_bandwidth()
-    print(f"  bandwidth: read {bw['read_gbps']:.1f} GB/s, copy {bw['copy_gbps']:.1f} GB/s",
-          file=sys.stderr)
+    device, versions, bw = harness.start_run(
+        "binary", harness.git_version(paddle_ops.__version__, library=paddle_ops.LIBRARY_PATH),
+        paddle.__version__)
     rng = np.random.default_rng(0)
     rows = []
     for shape in args.shapes:

@@ -363,15 +363,9 @@ def main(argv=None):
     configs = select_configs(QUICK_CONFIGS if args.quick else DEFAULT_CONFIGS, args.ops,
                              user_shapes, args.dtypes)
 
-    device = harness.cpu_description()
-    versions = {harness.OURS: harness.git_version(paddle_ops.__version__,
-                                                  library=paddle_ops.LIBRARY_PATH),
-                harness.BASELINE: f"paddle {paddle.__version__}"}
-    print(f"kl family: device {device}; paddle_ops {versions[harness.OURS]}, "
-          f"{versions[harness.BASELINE]}", file=sys.stderr)
-    bw = harness.measure_bandwidth()
-    print(f"  bandwidth: read {bw['read_gbps']:.1f} GB/s, copy {bw['copy_gbps']:.1f} GB/s",
-          file=sys.stderr)
+    device, versions, bw = harness.start_run(
+        "kl family", harness.git_version(paddle_ops.__version__, library=paddle_ops.LIBRARY_PATH),
+        paddle.__version__)
 
     rng = np.random.default_rng(0)
     rows, skipped = [], []

@@ -4,8 +4,8 @@ against Paddle's built-in paddle.nn.functional.cross_entropy, in the same run.
 Configurations: reduction='mean', uniformly random int64 hard labels, standard-normal logits,
 shapes [4096, 32000] (a language model's vocabulary), [16384, 1000] (many rows of a small class
 count), [1024, 128000] (a large vocabulary), [64, 1000] and [256, 10] (small calls, where the
-custom-op overhead counts); float32 for both providers and bfloat16 for paddle_ops only (Paddle has no CPU
-bfloat16 cross-entropy kernel). Modes: fwd (forward with gradients enabled, as in training), bwd
+custom-op overhead counts); float32 for both providers and bfloat16 for paddle_ops only (Paddle
+has no CPU bfloat16 cross-entropy kernel). Modes: fwd (forward with gradients enabled, as in training), bwd
 (backward alone, the forward runs untimed before each repetition) and full (forward + backward).
 
     python benchmarks/bench_softmax_ce.py              # full run, 5-10 minutes on 2 cores
@@ -152,15 +152,9 @@ def main(argv=None):
         if d not in harness.ITEMSIZE:
             parser.error(f"unknown dtype {d!r}; choose from {', '.join(harness.ITEMSIZE)}")
 
-    device = harness.cpu_description()
-    versions = {"paddle_ops": harness.git_version(paddle_ops.__version__,
-                                                  library=paddle_ops.LIBRARY_PATH),
-                "paddle": f"paddle {paddle.__version__}"}
-    print(f"{OP}: device {device}; paddle_ops {versions['paddle_ops']}, {versions['paddle']}",
-          file=sys.stderr)
-    bw = harness.measure_bandwidth()
-    print(f"  bandwidth: read {bw['read_gbps']:.1f} GB/s, copy {bw['copy_gbps']:.1f} GB/s",
-          file=sys.stderr)
+    device, versions, bw = harness.start_run(
+        OP, harness.git_version(paddle_ops.__version__, library=paddle_ops.LIBRARY_PATH),
+        paddle.__version__)
 
     rng = np.random.default_rng(0)
     rows = []

@@ -338,6 +338,19 @@ def ideal_bytes(mode: str, rows: int, classes: int, itemsize: int, label_itemsiz
 # Device and version
 
 
+def start_run(family: str, ours_version: str, paddle_version: str) -> tuple:
+    """The header every benchmark script prints: the device, both providers' versions and this
+    machine's bandwidth measured now. Returns (device, versions keyed by provider, bandwidth)."""
+    device = cpu_description()
+    versions = {OURS: ours_version, BASELINE: f"paddle {paddle_version}"}
+    print(f"{family}: device {device}; paddle_ops {versions[OURS]}, {versions[BASELINE]}",
+          file=sys.stderr)
+    bw = measure_bandwidth()
+    print(f"  bandwidth: read {bw['read_gbps']:.1f} GB/s, copy {bw['copy_gbps']:.1f} GB/s",
+          file=sys.stderr)
+    return device, versions, bw
+
+
 def cpu_description() -> str:
     """CPU model name from /proc/cpuinfo plus the number of CPUs this process may use."""
     model = None

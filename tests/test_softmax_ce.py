@@ -495,3 +495,46 @@ def _x(shape=(4, 5), dtype="float32"):
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def _grad_of(loss_fn, x):
+    xt = paddle.to_tensor(x)
+    xt.stop_gradient = False
+    loss = loss_fn(xt)
+    loss.backward()
+    return loss.numpy(), xt.grad.numpy()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_plain_call_fast_path_equals_general_path(reduction):
+    """Integer labels of the rows' shape take the fast path in the wrapper (_plain_call); the
+    same labels with a trailing 1 take the general path. Both run the same op, so the loss and
+    the gradient agree bit for bit, and both match the float64 reference."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 3, (37, 13)).astype(np.float32)
+    y = rng.integers(0, 13, 37)
+    y[4] = -100
+    fast = _grad_of(lambda t: POF.cross_entropy(t, paddle.to_tensor(y), reduction=reduction), x)
+    general = _grad_of(lambda t: POF.cross_entropy(t, paddle.to_tensor(y[:, None]),
+                                                   reduction=reduction), x)
+    for a, b in zip(fast, general):
+        np.testing.assert_array_equal(a, b)
+    ref_loss, ref_grad, _ = softmax_ce_ref(x.astype(np.float64), y, reduction=reduction)
+    _, fwd_tol, bwd_tol = TOLERANCES["f32"]
+    np.testing.assert_allclose(fast[0], ref_loss, atol=fwd_tol[0], rtol=fwd_tol[1])
+    np.testing.assert_allclose(fast[1], ref_grad, atol=bwd_tol[0], rtol=bwd_tol[1])
+
+
+def test_reduced_loss_is_zero_dimensional_like_paddle():
+    x = paddle.randn([6, 5])
+    y = paddle.randint(0, 5, [6])
+    for reduction in ("mean", "sum"):
+        assert POF.cross_entropy(x, y, reduction=reduction).shape == \
+            paddle.nn.functional.cross_entropy(x, y, reduction=reduction).shape
+
+
+def test_raw_op_rejects_an_unknown_reduction_code():
+    with pytest.raises(ValueError, match="reduction code 3 is not 0 \\(none\\), 1 \\(sum\\) or "
+                                         "2 \\(mean\\)"):
+        paddle_ops._ops.softmax_ce(paddle.randn([2, 3]), paddle.to_tensor([0, 1]), None, 1, -100,
+                                   [0.0, 0.0], [0.0, 0.0], True, 3)

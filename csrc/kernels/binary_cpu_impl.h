@@ -146,32 +146,12 @@ struct BinaryRows {
 
 template <typename T>
 void binary_fwd_rows(const BinaryRows<T>& k, acc_t<T>* loss_elem, acc_t<T>* loss_rows) {
-  using A = acc_t<T>;
   using K = BinaryRows<T>;
-  const BinaryParams& p = k.p;
-  auto elem = [&](int64_t r, int64_t begin, int64_t end) {
-    const typename K::Row rw = k.row(r);
-    const RowOut<A, true> out{loss_elem + r * p.cols, 1};
-    row_map<K::kVec>(begin, end, out, [&](auto at) { return k.loss_at(at, rw); });
-  };
-  auto part = [&](int64_t r, int64_t begin, int64_t end) {
-    const typename K::Row rw = k.row(r);
-    return row_sum<K::kVec, A>(begin, end, [&](auto at) { return k.loss_at(at, rw); });
-  };
-  auto merge = [](A& acc, const A& c) { acc += c; };
-  auto finish = [&](int64_t r, const A& v) { loss_rows[r] = v; };
-  if (loss_elem != nullptr) {
-    advise_first_write(loss_elem, p.rows * p.cols * static_cast<int64_t>(sizeof(A)));
-    for_row_ranges(p.rows, p.cols, p.num_threads, true, elem);
-  }
-  if (loss_rows == nullptr) return;
-  if (split_rows(p.rows, p.cols, p.num_threads)) {
-    merge_chunks_split<A>(p.rows, p.cols, p.num_threads, part, merge, finish);
-    return;
-  }
-  parallel_for(p.rows, p.cols, p.num_threads, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) finish(r, merge_chunks<A>(r, p.cols, part, merge));
-  });
+  elementwise_loss_rows<K::kVec>(k.p.rows, k.p.cols, k.p.num_threads, loss_elem, loss_rows,
+                                 [&](int64_t r) {
+                                   const typename K::Row rw = k.row(r);
+                                   return [&k, rw](auto at) { return k.loss_at(at, rw); };
+                                 });
 }
 
 template <typename T>

@@ -355,6 +355,36 @@ void merge_chunks_split(int64_t rows, int64_t classes, int num_threads, const Pa
   });
 }
 
+// The forward of an elementwise loss over contiguous [rows, cols]: loss_of_row(r) returns the
+// per-element formula f(at) of row r; writes every element to loss_elem and/or each row's sum to
+// loss_rows (either may be nullptr). Row sums follow row_sum's order within chunks, the chunks
+// added in order, rows split across threads as for_row_ranges does: the sums do not depend on
+// the thread count.
+template <bool kVector, typename A, typename RowLossFn>
+void elementwise_loss_rows(int64_t rows, int64_t cols, int num_threads, A* loss_elem,
+                           A* loss_rows, const RowLossFn& loss_of_row) {
+  if (loss_elem != nullptr) {
+    advise_first_write(loss_elem, rows * cols * static_cast<int64_t>(sizeof(A)));
+    for_row_ranges(rows, cols, num_threads, true, [&](int64_t r, int64_t begin, int64_t end) {
+      const RowOut<A, true> out{loss_elem + r * cols, 1};
+      row_map<kVector>(begin, end, out, loss_of_row(r));
+    });
+  }
+  if (loss_rows == nullptr) return;
+  auto part = [&](int64_t r, int64_t begin, int64_t end) {
+    return row_sum<kVector, A>(begin, end, loss_of_row(r));
+  };
+  auto merge = [](A& acc, const A& c) { acc += c; };
+  auto finish = [&](int64_t r, const A& v) { loss_rows[r] = v; };
+  if (split_rows(rows, cols, num_threads)) {
+    merge_chunks_split<A>(rows, cols, num_threads, part, merge, finish);
+    return;
+  }
+  parallel_for(rows, cols, num_threads, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) finish(r, merge_chunks<A>(r, cols, part, merge));
+  });
+}
+
 }  // namespace
 }  // namespace PO_CPU_ISA
 }  // namespace paddle_ops

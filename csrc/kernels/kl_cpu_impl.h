@@ -284,35 +284,13 @@ struct KLDivTerm {
 template <typename T>
 void kl_div_fwd_rows(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,
                     acc_t<T>* loss_rows) {
-  using A = acc_t<T>;
-  constexpr bool kVec = kVectorRows<T, true>;
   const KLDivTerm term{p.log_target};
-  auto in = [&](const T* base, int64_t r) { return row_in<true>(base, r, p.cols, 1); };
-  auto elem = [&](int64_t r, int64_t begin, int64_t end) {
-    const auto xr = in(x, r);
-    const auto yr = in(y, r);
-    const RowOut<A, true> out{loss_elem + r * p.cols, 1};
-    row_map<kVec>(begin, end, out, [&](auto at) { return term.loss(at(xr), at(yr)); });
-  };
-  auto part = [&](int64_t r, int64_t begin, int64_t end) {
-    const auto xr = in(x, r);
-    const auto yr = in(y, r);
-    return row_sum<kVec, A>(begin, end, [&](auto at) { return term.loss(at(xr), at(yr)); });
-  };
-  auto merge = [](A& acc, const A& c) { acc += c; };
-  auto finish = [&](int64_t r, const A& v) { loss_rows[r] = v; };
-  if (loss_elem != nullptr) {
-    advise_first_write(loss_elem, p.rows * p.cols * static_cast<int64_t>(sizeof(A)));
-    for_row_ranges(p.rows, p.cols, p.num_threads, true, elem);
-  }
-  if (loss_rows == nullptr) return;
-  if (split_rows(p.rows, p.cols, p.num_threads)) {
-    merge_chunks_split<A>(p.rows, p.cols, p.num_threads, part, merge, finish);
-    return;
-  }
-  parallel_for(p.rows, p.cols, p.num_threads, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) finish(r, merge_chunks<A>(r, p.cols, part, merge));
-  });
+  elementwise_loss_rows<kVectorRows<T, true>>(
+      p.rows, p.cols, p.num_threads, loss_elem, loss_rows, [&](int64_t r) {
+        const auto xr = row_in<true>(x, r, p.cols, 1);
+        const auto yr = row_in<true>(y, r, p.cols, 1);
+        return [&term, xr, yr](auto at) { return term.loss(at(xr), at(yr)); };
+      });
 }
 
 template <typename T>

@@ -33,8 +33,9 @@ void check_reduction(int reduction, const paddle::Tensor& x) {
            "the op reduces the loss only on the CPU; for ", x.place(), " pass reduction 0 (none)");
 }
 
-// Sum of a row statistic in row order, in double (fp32 statistics of up to 2^24 rows lose nothing
-// to the running sum): the same bits for every thread count.
+// Sum of a row statistic in row order, in double: for fp32 statistics the rounding of up to 2^24
+// additions stays below fp32's own precision, and the order gives the same bits for every
+// thread count.
 template <typename A>
 double row_sum(const A* v, int64_t rows) {
   double s = 0.0;
