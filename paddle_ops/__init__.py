@@ -5,6 +5,8 @@
 """
 
 from . import _ops, nn
+from ._deploy import create_predictor, jit_load, uses_paddle_ops
+from ._patch import is_patched, patch, patched, unpatch
 from ._runtime import (best_cpu_isa, empty_grad_cache, get_cpu_isa, get_num_threads,
                        grad_cache_info, set_cpu_isa, set_grad_cache_limit, set_num_threads)
 
@@ -23,4 +25,11 @@ __all__ = [
     "set_grad_cache_limit",
     "grad_cache_info",
     "empty_grad_cache",
+    "patch",
+    "unpatch",
+    "patched",
+    "is_patched",
+    "jit_load",
+    "create_predictor",
+    "uses_paddle_ops",
 ]

@@ -1,0 +1,249 @@
+"""Drop-in patching: route Paddle's loss functions and loss layers through paddle_ops.
+
+Replaced while patched (Paddle 3.3.1 names):
+
+- ``paddle.nn.functional.X`` and ``paddle.nn.functional.loss.X`` for X in cross_entropy,
+  softmax_with_cross_entropy, kl_div, binary_cross_entropy_with_logits, sigmoid_focal_loss;
+- ``forward`` of ``paddle.nn.CrossEntropyLoss``, ``KLDivLoss`` and ``BCEWithLogitsLoss`` (the
+  classes themselves stay, so isinstance checks and existing instances keep working). paddle.nn
+  has no other loss layer that one of these functions computes.
+
+Every original lives in ``_ORIGINALS`` keyed by (owner, attribute), so unpatch() puts back the very
+same objects. A call goes to Paddle's original, with one warning per (function, reason), when
+paddle_ops has no kernel for it (non-CPU tensors for the CPU-only binary losses, any non-CPU tensor
+in a build without CUDA), when paddle_ops would compute something else than Paddle (see the
+`_*_fallback` functions), or when paddle_ops rejects the arguments with TypeError/ValueError and
+Paddle accepts them. If Paddle rejects them too, Paddle's exception is raised, as without patching.
+"""
+
+import contextlib
+import functools
+import warnings
+
+import paddle
+import paddle.nn.functional as _F
+import paddle.nn.functional.loss as _F_loss
+
+from .nn import functional as _POF
+
+_FUNCTION_OWNERS = (_F, _F_loss)
+_ORIGINALS = {}
+_WARNED = set()
+
+
+def _warn_once(function, reason):
+    key = (function, reason)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(f"paddle_ops.patch(): {function} falls back to Paddle's implementation: "
+                      f"{reason}", UserWarning, stacklevel=4)
+
+
+def _original(name):
+    return _PADDLE[name]
+
+
+def _device_reason(tensors, cpu_only):
+    """Why paddle_ops has no kernel for these tensors, or None. In static mode the place is only
+    known when the program runs: binary programs of a CUDA build go to Paddle."""
+    if not paddle.in_dynamic_mode():
+        if cpu_only and paddle.is_compiled_with_cuda():
+            return "static program of a CUDA build (the binary kernels are CPU-only)"
+        return None
+    for t in tensors:
+        if isinstance(t, paddle.Tensor) and not t.place.is_cpu_place():
+            if cpu_only or not (t.place.is_gpu_place() and paddle.is_compiled_with_cuda()):
+                return f"tensors on {t.place} (no paddle_ops kernel there)"
+    return None
+
+
+def _dispatch(name, reason, run_ops, args, kwargs):
+    """Runs paddle_ops (run_ops()) unless `reason` says why not; falls back to Paddle's original
+    on a reason or on a TypeError/ValueError from paddle_ops that Paddle does not share."""
+    original = _original(name)
+    if reason is not None:
+        _warn_once(name, reason)
+        return original(*args, **kwargs)
+    try:
+        return run_ops()
+    except (TypeError, ValueError) as rejected:
+        result = original(*args, **kwargs)
+        _warn_once(name, f"paddle_ops rejected the call ({type(rejected).__name__}: {rejected}) "
+                         "and Paddle accepts it")
+        return result
+
+
+def _extra_kwargs_reason(kwargs):
+    return f"keyword argument(s) {sorted(kwargs)} not in Paddle 3.3.1's signature" if kwargs else None
+
+
+def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean',
+                  soft_label=False, axis=-1, use_softmax=True, label_smoothing=0.0, name=None,
+                  **kwargs):
+    reason = (_extra_kwargs_reason(kwargs)
+              or _device_reason((input, label, weight), cpu_only=False))
+    return _dispatch(
+        "cross_entropy", reason,
+        lambda: _POF.cross_entropy(input, label, weight, ignore_index, reduction, soft_label,
+                                   axis, use_softmax, label_smoothing, name),
+        (input, label, weight, ignore_index, reduction, soft_label, axis, use_softmax,
+         label_smoothing, name), kwargs)
+
+
+def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-100,
+                               numeric_stable_mode=True, return_softmax=False, axis=-1, **kwargs):
+    # paddle_ops' extra softmax output carries gradient and Paddle's does not: keep Paddle's.
+    reason = (_extra_kwargs_reason(kwargs)
+              or ("return_softmax=True (Paddle's softmax output carries no gradient)"
+                  if return_softmax else None)
+              or _device_reason((logits, label), cpu_only=False))
+    return _dispatch(
+        "softmax_with_cross_entropy", reason,
+        lambda: _POF.softmax_with_cross_entropy(logits, label, soft_label, ignore_index,
+                                                numeric_stable_mode, False, axis),
+        (logits, label, soft_label, ignore_index, numeric_stable_mode, return_softmax, axis),
+        kwargs)
+
+
+def _constant(x):
+    """Paddle's kl_div treats the label as a constant; paddle_ops differentiates it unless it stops
+    gradient, so a label that requires gradient is detached (dygraph) to keep Paddle's result."""
+    if isinstance(x, paddle.Tensor) and not x.stop_gradient:
+        return x.detach()
+    return x
+
+
+def kl_div(input, label, reduction='mean', log_target=False, name=None, **kwargs):
+    reason = _extra_kwargs_reason(kwargs) or _device_reason((input, label), cpu_only=False)
+    if (reason is None and not paddle.in_dynamic_mode()
+            and not getattr(label, "stop_gradient", True)):
+        reason = "a static-graph label that requires gradient (Paddle's kl_div gives it none)"
+    return _dispatch(
+        "kl_div", reason,
+        lambda: _POF.kl_div(input, _constant(label), reduction, log_target, name),
+        (input, label, reduction, log_target, name), kwargs)
+
+
+def _ignored_label_reason(label):
+    """Paddle's sigmoid_cross_entropy_with_logits kernel gives loss 0 to labels whose integer part
+    is -100 (a hidden ignore_index); paddle_ops evaluates them. Checked in dygraph only (one min
+    over the label): a static program cannot look at values."""
+    if (paddle.in_dynamic_mode() and isinstance(label, paddle.Tensor) and label.size > 0
+            and float(label.min()) <= -99.0):
+        return "labels <= -99 (Paddle ignores labels whose integer part is -100)"
+    return None
+
+
+def binary_cross_entropy_with_logits(logit, label, weight=None, reduction='mean',
+                                     pos_weight=None, name=None, **kwargs):
+    reason = (_extra_kwargs_reason(kwargs)
+              or _device_reason((logit, label, weight, pos_weight), cpu_only=True)
+              or _ignored_label_reason(label))
+    return _dispatch(
+        "binary_cross_entropy_with_logits", reason,
+        lambda: _POF.binary_cross_entropy_with_logits(logit, label, weight, reduction,
+                                                      pos_weight, name),
+        (logit, label, weight, reduction, pos_weight, name), kwargs)
+
+
+def sigmoid_focal_loss(logit, label, normalizer=None, alpha=0.25, gamma=2.0, reduction='sum',
+                       name=None, **kwargs):
+    reason = (_extra_kwargs_reason(kwargs)
+              or _device_reason((logit, label, normalizer), cpu_only=True)
+              or ("a label that requires gradient (Paddle gives it a partial gradient, "
+                  "paddle_ops none)" if not getattr(label, "stop_gradient", True) else None)
+              or _ignored_label_reason(label))
+    return _dispatch(
+        "sigmoid_focal_loss", reason,
+        lambda: _POF.sigmoid_focal_loss(logit, label, normalizer, alpha, gamma, reduction, name),
+        (logit, label, normalizer, alpha, gamma, reduction, name), kwargs)
+
+
+_FUNCTIONS = {f.__name__: f for f in (cross_entropy, softmax_with_cross_entropy, kl_div,
+                                      binary_cross_entropy_with_logits, sigmoid_focal_loss)}
+# Paddle's objects as found when paddle_ops was imported: fallbacks call these, so a patched
+# function that someone kept a reference to still works after unpatch().
+_PADDLE = {name: _F.__dict__[name] for name in _FUNCTIONS}
+
+
+def _ce_forward(self, input, label):
+    return cross_entropy(input, label, weight=self.weight, ignore_index=self.ignore_index,
+                         reduction=self.reduction, soft_label=self.soft_label, axis=self.axis,
+                         use_softmax=self.use_softmax, label_smoothing=self.label_smoothing,
+                         name=self.name)
+
+
+def _kl_forward(self, input, label):
+    return kl_div(input, label, self.reduction, self.log_target)
+
+
+def _bce_forward(self, logit, label):
+    return binary_cross_entropy_with_logits(logit, label, self.weight, self.reduction,
+                                            self.pos_weight, self.name)
+
+
+def _layer_forward(layer_name, forward):
+    """A forward for Paddle's layer class that takes the same arguments as Paddle's (aliases such
+    as CrossEntropyLoss's `target=` included: those calls run Paddle's own forward, which looks the
+    patched function up on paddle.nn.functional and so still reaches paddle_ops)."""
+    original = _PADDLE_FORWARDS[layer_name]
+
+    @functools.wraps(original)
+    def patched_forward(self, *args, **kwargs):
+        if len(args) == 2 and not kwargs:
+            return forward(self, *args)
+        return original(self, *args, **kwargs)
+
+    return patched_forward
+
+
+_LAYERS = {"CrossEntropyLoss": _ce_forward, "KLDivLoss": _kl_forward,
+           "BCEWithLogitsLoss": _bce_forward}
+_PADDLE_FORWARDS = {name: getattr(paddle.nn, name).__dict__["forward"] for name in _LAYERS}
+
+
+def is_patched():
+    """Whether patch() is in effect."""
+    return bool(_ORIGINALS)
+
+
+def patch():
+    """Routes Paddle's losses through paddle_ops (see this module's docstring). Idempotent.
+
+    Code that bound a function before patching (``from paddle.nn.functional import
+    cross_entropy``) keeps Paddle's: only module attribute look-ups see the patch."""
+    if is_patched():
+        return
+    for name in _FUNCTIONS:
+        for owner in _FUNCTION_OWNERS:
+            _ORIGINALS[(owner, name)] = owner.__dict__[name]
+    for layer_name in _LAYERS:
+        cls = getattr(paddle.nn, layer_name)
+        _ORIGINALS[(cls, "forward")] = cls.__dict__["forward"]
+    for name, function in _FUNCTIONS.items():
+        for owner in _FUNCTION_OWNERS:
+            setattr(owner, name, function)
+    for layer_name, forward in _LAYERS.items():
+        setattr(getattr(paddle.nn, layer_name), "forward", _layer_forward(layer_name, forward))
+
+
+def unpatch():
+    """Puts back exactly the objects patch() replaced. Idempotent."""
+    for (owner, attribute), original in _ORIGINALS.items():
+        setattr(owner, attribute, original)
+    _ORIGINALS.clear()
+
+
+@contextlib.contextmanager
+def patched():
+    """``with paddle_ops.patched():`` patches on entry and unpatches on exit, also on an exception.
+    Nested uses (or a use inside an explicit patch()) do nothing: only the context that did the
+    patching undoes it, so the outermost one restores Paddle's functions."""
+    owner = not is_patched()
+    if owner:
+        patch()
+    try:
+        yield
+    finally:
+        if owner:
+            unpatch()
