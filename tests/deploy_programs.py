@@ -49,7 +49,7 @@ def save(d):
     np.savez(f"{d}/expected.npz", *[o.numpy() for o in outs])
     static = paddle.jit.to_static(model, input_spec=[
         paddle.static.InputSpec([None, 8], "float32", "x"),
-        paddle.static.InputSpec([None], "int64", "y")])
+        paddle.static.InputSpec([None], "int64", "y")], full_graph=True)
     paddle.jit.save(static, f"{d}/model")
 
 
