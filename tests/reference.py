@@ -401,3 +401,21 @@ def paddle_builtin_sigmoid_focal_loss(logit, label, **kwargs):
     """Paddle's built-in sigmoid_focal_loss (a chain of elementwise ops), which tests compare
     against and benchmarks time."""
     return paddle.nn.functional.sigmoid_focal_loss(logit, label, **kwargs)
+
+
+# ---- helpers shared by the test files ----
+
+def rounded(x, dtype):
+    """x as `dtype` values (what the kernel reads), returned as float64."""
+    return paddle.to_tensor(np.asarray(x, np.float64)).astype(dtype).astype("float64").numpy()
+
+
+def leaf(x, dtype, grad=True):
+    """x as a `dtype` tensor that receives a gradient unless grad=False."""
+    t = paddle.to_tensor(np.asarray(x, np.float64)).astype(dtype)
+    t.stop_gradient = not grad
+    return t
+
+
+def as64(t):
+    return t.astype("float64").numpy()

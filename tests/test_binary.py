@@ -12,26 +12,12 @@ import pytest
 
 import paddle_ops.nn as PON
 import paddle_ops.nn.functional as POF
-from reference import (TOLERANCES, bce_with_logits_ref, focal_ref, paddle_builtin_bce_with_logits,
-                       paddle_builtin_sigmoid_focal_loss)
+from reference import (TOLERANCES, as64, bce_with_logits_ref, focal_ref, leaf,
+                       paddle_builtin_bce_with_logits, paddle_builtin_sigmoid_focal_loss, rounded)
 
 DTYPE_IDS = list(TOLERANCES)
 PADDLE_DTYPE_IDS = ["f64", "f32"]
 REDUCTIONS = ["none", "mean", "sum"]
-
-
-def rounded(x, dtype):
-    return paddle.to_tensor(np.asarray(x, np.float64)).astype(dtype).astype("float64").numpy()
-
-
-def leaf(x, dtype, grad=True):
-    t = paddle.to_tensor(np.asarray(x, np.float64)).astype(dtype)
-    t.stop_gradient = not grad
-    return t
-
-
-def as64(t):
-    return t.astype("float64").numpy()
 
 
 def close(actual, expected, tol, err_msg=""):

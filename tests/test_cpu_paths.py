@@ -15,8 +15,8 @@ import pytest
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
-from reference import (TOLERANCES, bce_with_logits_ref, focal_ref, kl_div_ref, kl_logits_ref,
-                       softmax_ce_ref, softmax_entropy_ref)
+from reference import (TOLERANCES, as64, bce_with_logits_ref, focal_ref, kl_div_ref, kl_logits_ref,
+                       leaf, rounded, softmax_ce_ref, softmax_entropy_ref)
 
 ISAS = [isa for isa in paddle_ops._runtime.CPU_ISAS
         if paddle_ops._runtime.CPU_ISAS.index(isa)
@@ -38,20 +38,6 @@ def threads():
     """Restores the default thread count after a test that sets it."""
     yield
     paddle_ops.set_num_threads(0)
-
-
-def leaf(x, dtype, grad=True):
-    t = paddle.to_tensor(np.asarray(x, np.float64)).astype(dtype)
-    t.stop_gradient = not grad
-    return t
-
-
-def rounded(x, dtype):
-    return paddle.to_tensor(np.asarray(x, np.float64)).astype(dtype).astype("float64").numpy()
-
-
-def as64(t):
-    return t.astype("float64").numpy()
 
 
 def close(actual, expected, tol):

@@ -7,7 +7,7 @@ import pytest
 
 import paddle_ops.nn as PON
 import paddle_ops.nn.functional as POF
-from reference import TOLERANCES, info_nce_ref
+from reference import TOLERANCES, info_nce_ref, rounded
 
 TEMPERATURE = 0.1
 
@@ -30,10 +30,6 @@ def embeddings(b, d, seed=0):
     q = rng.normal(0, 1, (b, d))
     k = q + rng.normal(0, 0.8, (b, d))
     return q, k
-
-
-def rounded(x, dtype):
-    return paddle.to_tensor(np.asarray(x, np.float64)).astype(dtype).astype("float64").numpy()
 
 
 def numeric_grads(q, k, **kw):

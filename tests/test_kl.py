@@ -13,8 +13,8 @@ import pytest
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
-from reference import (TOLERANCES, kl_div_ref, kl_logits_ref, paddle_builtin_kl_div,
-                       paddle_kl_logits_composition, softmax_entropy_ref)
+from reference import (TOLERANCES, kl_div_ref, kl_logits_ref, leaf, paddle_builtin_kl_div,
+                       paddle_kl_logits_composition, rounded, softmax_entropy_ref)
 
 DTYPE_IDS = list(TOLERANCES)
 PADDLE_DTYPE_IDS = ["f64", "f32"]  # Paddle 3.3.1 has no fp16/bf16 CPU kldiv_loss kernel
@@ -43,17 +43,6 @@ CONFIGS = {
 # scale_t2 is an option of kl_div_with_logits only.
 LOGIT_CASES = [(m, c) for m in MODES for c in CONFIGS
                if not (MODES[m]["op"] == "jsd" and CONFIGS[c].get("scale_t2"))]
-
-
-def rounded(x, dtype):
-    """x as `dtype` values (what the kernel reads), returned as float64."""
-    return paddle.to_tensor(np.asarray(x, np.float64)).astype(dtype).astype("float64").numpy()
-
-
-def leaf(x, dtype, grad=True):
-    t = paddle.to_tensor(np.asarray(x, np.float64)).astype(dtype)
-    t.stop_gradient = not grad
-    return t
 
 
 def grad_of(t):

@@ -11,7 +11,7 @@ import pytest
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
-from reference import TOLERANCES, paddle_cross_entropy, softmax_ce_ref
+from reference import TOLERANCES, paddle_cross_entropy, rounded, softmax_ce_ref
 
 DTYPE_IDS = list(TOLERANCES)
 PADDLE_DTYPE_IDS = ["f64", "f32"]  # Paddle has no fp16/bf16 CPU kernel for cross_entropy
@@ -95,11 +95,6 @@ def make_case(cfg, seed=0):
                   axis=cfg.get("axis", -1), use_softmax=cfg.get("use_softmax", True),
                   label_smoothing=cfg.get("label_smoothing", 0.0))
     return x, label, weight, kwargs
-
-
-def rounded(x, dtype):
-    """x rounded to `dtype` and returned as float64 (the values the kernel actually sees)."""
-    return paddle.to_tensor(x).astype(dtype).astype("float64").numpy()
 
 
 def upstream(reduction, rows_shape, seed=1):
