@@ -42,6 +42,8 @@ namespace paddle_ops {
                       bool per_row, T* logit_grad);                                               \
   void exp_f32_cpu(const float* x, float* y, int64_t n);                                          \
   void log_f32_cpu(const float* x, float* y, int64_t n);                                          \
+  void to_bf16_cpu(const float* x, bf16* y, int64_t n);                                           \
+  void to_fp16_cpu(const float* x, fp16* y, int64_t n);                                           \
   }
 PO_DECLARE_ISA(base)
 PO_DECLARE_ISA(avx2)

@@ -9,8 +9,10 @@
 // written once, as generic lambdas, and run on VF for contiguous fp32/fp16/bf16 rows and on
 // scalars for strided rows and fp64.
 //
-// exp (all paths): x = n ln2 + r, n = round(x / ln2), |r| <= ln2 / 2, exp(r) by its degree-7
-// Taylor polynomial (relative truncation error < 6e-9), the same steps as exp_f32 in ce_math.h.
+// exp (all paths): the steps of exp_f32 in ce_math.h (x = n ln2 + r, |r| <= ln2 / 2, a degree-5
+// polynomial for exp(r), 2^n applied with gradual underflow), with its constants, so every path
+// gives the same bits for the same x (AVX-512 applies 2^n with one vscalefps, which rounds as
+// the two products do).
 // log (all paths): x = 2^e m with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s) with
 // s = (m - 1) / (m + 1), |s| <= 0.1716, by the odd series to s^9 (relative truncation error
 // s^10 / 11 < 2e-9), plus e ln2 in two parts (Cody-Waite). Special values: log(0) = -inf,
@@ -44,14 +46,7 @@ namespace paddle_ops {
 namespace PO_CPU_ISA {
 namespace {
 
-constexpr float kLog2eF = 1.44269504088896341f;
-constexpr float kLn2HiF = 0.693145751953125f;
-constexpr float kLn2LoF = 1.428606765330187045e-06f;
 constexpr float kSqrtHalfF = 0.70710678118654752f;
-// Clamp for exp's argument: below it the result is 0 (exp(-104) < 2^-149), above it inf.
-constexpr float kExpLoF = -104.0f;
-constexpr float kExpHiF = 88.72283935546875f;
-constexpr float kExpClampHiF = 89.0f;
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define PO_SIMD_AVX512 1
@@ -118,15 +113,21 @@ PO_HD VF vload(const fp16* p, int n) {
 }
 
 // fp32 -> bf16 bits in the low half of each 32-bit lane: round to nearest even, NaN kept quiet
-// (the rule of from_float<bf16> in dtypes.h).
+// (the rule of from_float<bf16> in dtypes.h). A NaN first gets its quiet bit and a cleared low
+// half (one masked vpternlogd: (u | 0x400000) & 0xffff0000), so that the rounding increment
+// cannot carry into its exponent; the rounding then serves every lane: add 0x7fff, plus 1 where
+// the kept part is odd (ties to even), and keep the high half. Six instructions instead of the
+// nine of a separate NaN path and blend: the 16-bit backward kernels are arithmetic-bound.
 PO_HD __m512i bf16_bits(VF a) {
   const __m512i u = _mm512_castps_si512(a.v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i rounded =
-      _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
-  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
   const __mmask16 nan = _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q);
-  return _mm512_mask_blend_epi32(nan, rounded, quiet);
+  const __m512i v = _mm512_mask_ternarylogic_epi32(u, nan, _mm512_set1_epi32(0x400000),
+                                                   _mm512_set1_epi32(static_cast<int>(0xffff0000u)),
+                                                   0xa8);
+  const __mmask16 odd = _mm512_test_epi32_mask(v, _mm512_set1_epi32(0x10000));
+  __m512i t = _mm512_add_epi32(v, _mm512_set1_epi32(0x7fff));
+  t = _mm512_mask_add_epi32(t, odd, t, _mm512_set1_epi32(1));
+  return _mm512_srli_epi32(t, 16);
 }
 PO_HD void vstore(float* p, VF a) { _mm512_storeu_ps(p, a.v); }
 PO_HD void vstore(bf16* p, VF a) {
@@ -147,23 +148,18 @@ PO_HD void vstore(fp16* p, VF a, int n) {
 }
 
 PO_HD VF vexp(VF x) {
-  // Clamped to [-104, 89] with the constant as the first operand, so that a NaN x passes through
-  // (vmaxps/vminps return the second operand when either is NaN) and stays NaN to the end. The
-  // clamp keeps n finite; vscalefps then gives 0 below exp(-103.97), gradual underflow above it,
-  // and inf from 88.73 up (x = 89 gives 2^128 * 1.32), so no special-case selects are needed.
-  const VF xc = vmin(vset(kExpClampHiF), vmax(vset(kExpLoF), x));
+  // The clamp has the constant as the first operand, so that a NaN x passes through (vmaxps and
+  // vminps return the second operand when either is NaN) and stays NaN to the end.
+  const VF xc = vmin(vset(kExpHi), vmax(vset(kExpLo), x));
   const VF n = {_mm512_roundscale_ps((xc * vset(kLog2eF)).v,
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
   const VF r = vfma(n, vset(-kLn2LoF), vfma(n, vset(-kLn2HiF), xc));
-  VF p = vset(1.0f / 5040.0f);
-  p = vfma(p, r, vset(1.0f / 720.0f));
-  p = vfma(p, r, vset(1.0f / 120.0f));
-  p = vfma(p, r, vset(1.0f / 24.0f));
-  p = vfma(p, r, vset(1.0f / 6.0f));
-  p = vfma(p, r, vset(0.5f));
+  VF p = vfma(vset(kExpC5), r, vset(kExpC4));
+  p = vfma(p, r, vset(kExpC3));
+  p = vfma(p, r, vset(kExpC2));
+  p = vfma(p, r, vset(kExpC1));
   p = vfma(p, r, vset(1.0f));
-  p = vfma(p, r, vset(1.0f));
-  // p * 2^n in one instruction, exact, with gradual underflow and overflow to inf.
+  // p * 2^n in one instruction, rounded once, with gradual underflow and overflow to inf.
   return {_mm512_scalef_ps(p.v, n.v)};
 }
 
@@ -280,40 +276,24 @@ PO_HD void vstore(T* p, VF a, int n) {
   for (int k = 0; k < n; ++k) p[k] = buf[k];
 }
 
-PO_HD __m256i vround_bits(VF x) {
-  // 1.5 * 2^23 added and removed rounds to nearest; the low mantissa bits then hold n + 2^22.
-  return _mm256_castps_si256(_mm256_add_ps(x.v, _mm256_set1_ps(12582912.0f)));
-}
-
 PO_HD VF vexp(VF x) {
-  // Same steps as exp_f32 (ce_math.h): clamp to [-87.34, 88.72] so that n is in [-126, 128], and
-  // build 2^n as two factors 2^(n/2) so that n = 128 and n = -126 stay representable.
-  const VF lo = vset(-87.33654022216797f);
-  const VF xc = vmin(vmax(x, lo), vset(kExpHiF));
-  const VF t = {_mm256_add_ps((xc * vset(kLog2eF)).v, _mm256_set1_ps(12582912.0f))};
-  const VF n = t - vset(12582912.0f);
+  // exp_f32's steps (ce_math.h); the clamp's constant comes first so that a NaN passes through.
+  const VF xc = vmin(vset(kExpHi), vmax(vset(kExpLo), x));
+  const VF t = {_mm256_add_ps((xc * vset(kLog2eF)).v, _mm256_set1_ps(kExpRound))};
+  const VF n = t - vset(kExpRound);
   const VF r = vfma(n, vset(-kLn2LoF), vfma(n, vset(-kLn2HiF), xc));
-  VF p = vset(1.0f / 5040.0f);
-  p = vfma(p, r, vset(1.0f / 720.0f));
-  p = vfma(p, r, vset(1.0f / 120.0f));
-  p = vfma(p, r, vset(1.0f / 24.0f));
-  p = vfma(p, r, vset(1.0f / 6.0f));
-  p = vfma(p, r, vset(0.5f));
+  VF p = vfma(vset(kExpC5), r, vset(kExpC4));
+  p = vfma(p, r, vset(kExpC3));
+  p = vfma(p, r, vset(kExpC2));
+  p = vfma(p, r, vset(kExpC1));
   p = vfma(p, r, vset(1.0f));
-  p = vfma(p, r, vset(1.0f));
-  const __m256i ni = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t.v),
-                                                       _mm256_set1_epi32(0x7fffff)),
-                                      _mm256_set1_epi32(0x400000));
-  const __m256i n1 = _mm256_srai_epi32(ni, 1);
-  const __m256i n2 = _mm256_sub_epi32(ni, n1);
-  const __m256 s1 =
-      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
-  const __m256 s2 =
-      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
-  VF y = {_mm256_mul_ps(_mm256_mul_ps(p.v, s1), s2)};
-  y = select(x > vset(kExpHiF), vset(INFINITY), y);
-  y = select(x < lo, vset(0.0f), y);
-  return select(x == x, y, x);
+  const __m256i m = _mm256_add_epi32(_mm256_castps_si256(t.v),
+                                     _mm256_set1_epi32(static_cast<int>(254u - kExpRoundBits)));
+  const __m256i e1 = _mm256_srli_epi32(m, 1);
+  const __m256i e2 = _mm256_sub_epi32(m, e1);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(e1, 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(e2, 23));
+  return {_mm256_mul_ps(_mm256_mul_ps(p.v, s1), s2)};
 }
 
 PO_HD VF vlog(VF x) {
@@ -418,28 +398,23 @@ PO_HD void vstore(T* p, VF a, int n) {
 }
 
 PO_HD VF vexp(VF x) {
-  const VFloat lo = VFloat{} - 87.33654022216797f;
-  const VFloat hi = VFloat{} + kExpHiF;
-  const VFloat round = VFloat{} + 12582912.0f;  // 1.5 * 2^23
+  const VFloat lo = VFloat{} + kExpLo;
+  const VFloat hi = VFloat{} + kExpHi;
+  const VFloat round = VFloat{} + kExpRound;
   const VFloat xc = x.v > hi ? hi : (x.v < lo ? lo : x.v);  // NaN passes through
   const VFloat t = xc * kLog2eF + round;
   const VFloat n = t - round;
   const VFloat r = (xc - n * kLn2HiF) - n * kLn2LoF;
-  VFloat p = VFloat{} + 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
+  VFloat p = VFloat{} + kExpC5;
+  p = p * r + kExpC4;
+  p = p * r + kExpC3;
+  p = p * r + kExpC2;
+  p = p * r + kExpC1;
   p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const VInt ni = ((VInt)t & 0x7fffff) - 0x400000;
-  const VInt n1 = ni >> 1;
-  const VInt n2 = ni - n1;
-  VFloat y = p * (VFloat)((n1 + 127) << 23) * (VFloat)((n2 + 127) << 23);
-  y = x.v > hi ? VFloat{} + INFINITY : y;
-  y = x.v < lo ? VFloat{} : y;
-  return {x.v == x.v ? y : x.v};
+  const VUint m = (VUint)t - (kExpRoundBits - 254u);
+  const VUint e1 = m >> 1;
+  const VUint e2 = m - e1;
+  return {p * (VFloat)(e1 << 23) * (VFloat)(e2 << 23)};
 }
 
 PO_HD VF vlog(VF x) {
