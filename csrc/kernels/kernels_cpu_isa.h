@@ -17,6 +17,10 @@ namespace paddle_ops {
                                      const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,       \
                                      acc_t<T>* row_weight);                                       \
   template <typename T, typename L>                                                               \
+  SoftmaxCEStatus softmax_ce_fwd_stats_cpu(                                                       \
+      const SoftmaxCEParams& p, const T* logits, const L* label, const acc_t<T>* weight,          \
+      acc_t<T>* loss, acc_t<T>* lse, acc_t<T>* row_weight, bool* correct, acc_t<T>* entropy);     \
+  template <typename T, typename L>                                                               \
   void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,              \
                           const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,  \
                           T* logits_grad);                                                        \
