@@ -5,6 +5,7 @@
 
 #include "binary.h"
 #include "cpu_isa.h"
+#include "gaussian_kl.h"
 #include "kl.h"
 #include "softmax_ce.h"
 
@@ -44,6 +45,12 @@ namespace paddle_ops {
   void binary_bwd_cpu(const BinaryParams& p, const T* logit, const T* label,                      \
                       const acc_t<T>* weight, const acc_t<T>* pos_weight, const acc_t<T>* grad,   \
                       bool per_row, T* logit_grad);                                               \
+  template <typename T>                                                                           \
+  void gaussian_kl_fwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,              \
+                           acc_t<T>* loss_elem, acc_t<T>* loss_rows);                             \
+  template <typename T>                                                                           \
+  void gaussian_kl_bwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,              \
+                           const acc_t<T>* grad, bool per_row, const GaussianKLGrads<T>& out);    \
   void exp_f32_cpu(const float* x, float* y, int64_t n);                                          \
   void log_f32_cpu(const float* x, float* y, int64_t n);                                          \
   }

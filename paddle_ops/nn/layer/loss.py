@@ -154,3 +154,17 @@ class InfoNCELoss(paddle.nn.Layer):
     def forward(self, query, key):
         return F.info_nce(query, key, temperature=self.temperature, reduction=self.reduction,
                           symmetric=self.symmetric, normalize=self.normalize)
+
+
+class GaussianKLLoss(paddle.nn.Layer):
+    """KL divergence between diagonal Gaussians; see paddle_ops.nn.functional.gaussian_kl.
+    forward(mean1, logvar1, mean2=None, logvar2=None)."""
+
+    def __init__(self, reduction='mean', axis=None):
+        super().__init__()
+        self.reduction = reduction
+        self.axis = axis
+
+    def forward(self, mean1, logvar1, mean2=None, logvar2=None):
+        return F.gaussian_kl(mean1, logvar1, mean2, logvar2, reduction=self.reduction,
+                             axis=self.axis)
