@@ -10,8 +10,9 @@
 // or one sum per row ([d0, ..., dk-1]; [1] for 0-D inputs) with reduce_rows.
 // Grad ops: every input gets a gradient, computed when bit i of grad_mask is set (i = the input's
 // position); an input whose bit is clear gets an empty tensor instead (it stops gradient).
-// Two ops rather than optional inputs: Paddle 3.3.1's custom ops support optional gradient
-// outputs only for inplace outputs. CPU kernels only: a GPU input is an argument error.
+// Two ops rather than optional inputs: the gradients of optional inputs would be optional outputs
+// of the grad op, which Paddle 3.3.1's custom-operator checks accept only as inplace outputs.
+// CPU kernels only: a GPU input is an argument error.
 #include <vector>
 
 #include "paddle/extension.h"
