@@ -14,6 +14,13 @@ has no CPU bfloat16 cross-entropy kernel). Modes: fwd (forward with gradients en
 
 The run ends with issue 5's targets measured on its own rows (TARGETS below).
 
+With --stats a third provider, `paddle_ops+stats`, times cross_entropy(..., return_stats=True)
+(fwd and full; its backward is the plain one) interleaved with the plain call, and the run adds
+issue 9's target: the statistics cost under 10% of the fp32 [4096, 32000] forward.
+
+    python benchmarks/bench_softmax_ce.py --stats --shapes 4096x32000 --dtypes float32 \
+        --csv /tmp/stats.csv --no-plot
+
 Before timing, each configuration checks on its first rows that both providers agree with the
 tests' reference (tests/reference.py), so a broken build is never timed.
 """
@@ -87,6 +94,20 @@ def paddle_ops_ce(x, label):
     return POF.cross_entropy(x, label, reduction="mean")
 
 
+STATS = "paddle_ops+stats"
+STATS_TARGET = harness.provider_ratio_target(
+    "fp32 [4096, 32000] forward with return_stats costs < 10% more than without "
+    "(plain time / stats time >= 1/1.1)", OP, "fwd", "float32", "4096x32000", STATS,
+    "paddle_ops", 1 / 1.1)
+
+
+def paddle_ops_ce_stats(x, label):
+    """The loss with the prediction statistics of the same pass; returns the loss (the
+    statistics are computed and dropped, as a training step that logs them would read them)."""
+    loss, _ = POF.cross_entropy(x, label, reduction="mean", return_stats=True)
+    return loss
+
+
 def make_inputs(shape, dtype, rng):
     """Logits as a leaf tensor of `dtype` requiring gradients, and int64 labels in [0, classes)."""
     rows, classes = shape
@@ -125,20 +146,25 @@ def check_agreement(x, label, dtype):
                                    err_msg=f"{name} {dtype}: gradient disagrees with the reference")
 
 
-def build_cases(shape, dtype, x, label, versions):
+def build_cases(shape, dtype, x, label, versions, stats=False):
     """One case per mode and provider; within a mode the providers run back to back so that their
-    ratio is taken over the same stretch of machine load."""
+    ratio is taken over the same stretch of machine load. With stats, paddle_ops+stats joins the
+    fwd and full modes (its backward is the plain one)."""
     providers = [("paddle_ops", paddle_ops_ce)]
+    if stats:
+        providers.append((STATS, paddle_ops_ce_stats))
     if dtype in BASELINE_DTYPES:
         providers.append(("paddle", paddle_builtin))
     cases = []
     for mode in harness.MODES:
         for provider, fn in providers:
+            if provider == STATS and mode == "bwd":
+                continue
             setup, call = harness.training_modes(lambda fn=fn: fn(x, label), [x])[mode]
             cases.append(harness.Case(
                 op=OP, provider=provider, mode=mode, dtype=dtype, shape=shape,
                 nbytes=harness.ideal_bytes(mode, shape[0], shape[1], harness.ITEMSIZE[dtype]),
-                fn=call, setup=setup, version=versions[provider]))
+                fn=call, setup=setup, version=versions[provider.split("+")[0]]))
     return cases
 
 
@@ -147,6 +173,8 @@ def main(argv=None):
                                  "built-in, same run.", DEFAULT_SHAPES, QUICK_SHAPES)
     parser.add_argument("--dtypes", type=lambda s: [d for d in s.split(",") if d],
                         default=DEFAULT_DTYPES, help="comma-separated (default float32,bfloat16)")
+    parser.add_argument("--stats", action="store_true",
+                        help="also time cross_entropy(..., return_stats=True) (issue 9)")
     args = harness.finalize_args(parser.parse_args(argv))
     for d in args.dtypes:
         if d not in harness.ITEMSIZE:
@@ -164,9 +192,10 @@ def main(argv=None):
         for dtype in args.dtypes:
             x, label = make_inputs(shape, dtype, rng)
             check_agreement(x, label, dtype)
-            rows += harness.run_cases(build_cases(shape, dtype, x, label, versions), args, device)
+            rows += harness.run_cases(build_cases(shape, dtype, x, label, versions, args.stats),
+                                      args, device)
             del x, label
-    return harness.finish(args, rows, bw, OP, TARGETS)
+    return harness.finish(args, rows, bw, OP, TARGETS + ([STATS_TARGET] if args.stats else []))
 
 
 if __name__ == "__main__":

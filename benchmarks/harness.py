@@ -770,6 +770,17 @@ def own_ratio_target(text: str, op: str, mode: str, slow: tuple, fast: tuple, mi
     return Target(text, measure, minimum)
 
 
+def provider_ratio_target(text: str, op: str, mode: str, dtype: str, shape: str,
+                          slow_provider: str, fast_provider: str, minimum: float):
+    """`fast_provider`'s p50 over `slow_provider`'s for one configuration (e.g. the cost of an
+    option: plain / with the option >= 1 / 1.1 means the option costs at most 10%)."""
+    def measure(by_key, _bw):
+        slow = _row(by_key, op, slow_provider, mode, dtype, shape)
+        fast = _row(by_key, op, fast_provider, mode, dtype, shape)
+        return None if slow is None or fast is None else fast["p50_ms"] / slow["p50_ms"]
+    return Target(text, measure, minimum)
+
+
 def peak_target(text: str, op: str, dtype: str, shape: str, grad_tensors: int = 1,
                 slack_mb: float = 2.0):
     """paddle_ops' peak memory in full mode against the gradients' size plus `slack_mb` (the

@@ -82,7 +82,10 @@ def _register():
 
 OPS = _register()
 softmax_ce = OPS["paddle_ops_softmax_ce"]
+softmax_ce_stats = OPS["paddle_ops_softmax_ce_stats"]
 kl_logits = OPS["paddle_ops_kl_logits"]
 softmax_entropy = OPS["paddle_ops_softmax_entropy"]
 kl_div = OPS["paddle_ops_kl_div"]
 binary = OPS["paddle_ops_binary"]
+gaussian_kl = OPS["paddle_ops_gaussian_kl"]
+gaussian_kl_std = OPS["paddle_ops_gaussian_kl_std"]

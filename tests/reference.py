@@ -403,6 +403,67 @@ def paddle_builtin_sigmoid_focal_loss(logit, label, **kwargs):
     return paddle.nn.functional.sigmoid_focal_loss(logit, label, **kwargs)
 
 
+# ---- Gaussian KL ----
+
+def _unbroadcast(grad, shape):
+    """Sums a gradient of the broadcast shape back to `shape` (what autograd does for an input
+    that was broadcast)."""
+    shape = tuple(shape)
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    for i, d in enumerate(shape):
+        if d == 1 and grad.shape[i] != 1:
+            grad = grad.sum(axis=i, keepdims=True)
+    return grad
+
+
+def gaussian_kl_ref(m1, v1, m2=None, v2=None, reduction="mean", axis=None, grad_out=1.0):
+    """KL(N(m1, exp(v1)) || N(m2, exp(v2))) elementwise in float64 from the closed form
+    1/2 (v2 - v1 + exp(v1 - v2) + (m1 - m2)^2 exp(-v2) - 1), the standard normal when m2 and v2
+    are None, broadcast like NumPy, summed over `axis`, then reduced ('mean' over the elements
+    left, 0 when there are none). exp(d) - 1 - d is taken from its series where it cancels
+    (|d| < 1e-3, to d^6, whose omitted rest is below 1e-18 relative). Returns (loss, [gradients of m1, v1, m2, v2 (the last two only when given)]),
+    each gradient of its input's shape and multiplied by grad_out (the loss's shape)."""
+    given = [np.asarray(a, np.float64) for a in (m1, v1, m2, v2) if a is not None]
+    full = np.broadcast_arrays(*given)
+    a1, b1 = full[0], full[1]
+    a2, b2 = (full[2], full[3]) if len(full) == 4 else (np.zeros_like(a1), np.zeros_like(a1))
+    d = a1 - a2
+    delta = b1 - b2
+    with np.errstate(over="ignore", invalid="ignore"):
+        series = delta * delta * (1 / 2 + delta * (1 / 6 + delta * (1 / 24 + delta * (
+            1 / 120 + delta / 720))))
+        excess = np.where(np.abs(delta) < 1e-3, series, np.expm1(delta) - delta)
+        u2 = d * d * np.exp(-b2)
+        elem = 0.5 * (excess + u2)
+        expm1 = excess + delta
+        grads = [d * np.exp(-b2), 0.5 * expm1, -d * np.exp(-b2), -0.5 * (expm1 + u2)]
+    ndim = elem.ndim
+    axes = () if axis is None else tuple(sorted({a % ndim for a in np.atleast_1d(axis)}))
+    summed = elem.sum(axis=axes) if axes else elem
+    if reduction == "none":
+        loss = summed
+        g = np.broadcast_to(np.asarray(grad_out, np.float64), summed.shape)
+        g = np.expand_dims(g, axes) if axes else g
+    elif reduction == "sum":
+        loss = summed.sum()
+        g = np.float64(grad_out)
+    else:
+        count = summed.size
+        loss = summed.sum() / (count or 1)
+        g = np.float64(grad_out) / (count or 1)
+    g = np.broadcast_to(g, elem.shape)
+    return loss, [_unbroadcast(g * gr, np.shape(a)) for gr, a in zip(grads, given)]
+
+
+def paddle_normal_kl(m1, v1, m2, v2):
+    """Paddle's own KL between normals, paddle.distribution.kl_divergence(Normal, Normal), on
+    tensors (scale = exp(v / 2)): the second reference of gaussian_kl."""
+    p = paddle.distribution.Normal(m1, paddle.exp(0.5 * v1))
+    q = paddle.distribution.Normal(m2, paddle.exp(0.5 * v2))
+    return paddle.distribution.kl_divergence(p, q)
+
+
 # ---- helpers shared by the test files ----
 
 def rounded(x, dtype):

@@ -2,13 +2,19 @@
 prints the per-step losses as JSON. Run by test_static_graph.py in a subprocess: a wrong
 InferShape/InferDtype aborts the whole process rather than raising.
 
-    python static_programs.py {dygraph|static|to_static} [dtype-of-loss-input] [ce|kl|binary]
+    python static_programs.py {dygraph|static|to_static} [dtype-of-loss-input]
+                              [ce|kl|binary|stats|gaussian]
 
 `ce` trains with cross_entropy; `kl` distils towards fixed teacher logits with every op of the KL
 family at once (kl_div_with_logits with ignored rows, jensen_shannon_with_logits, softmax_entropy
 and kl_div), so each op's InferShape/InferDtype runs in static mode. `binary` trains multi-label
 targets with binary_cross_entropy_with_logits (weight and pos_weight), sigmoid_focal_loss (with a
 normalizer) and the symmetric info_nce towards the teacher, on a 3-D view with a dynamic dimension.
+`stats` is `ce` with return_stats=True, the mean entropy minus the accuracy added to the printed
+loss (they carry no gradient), so that the statistics op's InferShape/InferDtype run and its
+values are compared between modes.
+`gaussian` reads the logits as means and log-variances and trains gaussian_kl against the
+standard normal and against a teacher prior broadcast from [1, 5] (a dynamic batch dimension).
 """
 
 import json
@@ -55,6 +61,19 @@ def loss_fn(logits, label, weight, dtype, teacher):
     if LOSS == "ce":
         return POF.cross_entropy(logits, label, weight=weight, ignore_index=-1, axis=1,
                                  label_smoothing=0.1, z_loss=1e-3)
+    if LOSS == "stats":
+        loss, stats = POF.cross_entropy(logits, label, weight=weight, ignore_index=-1, axis=1,
+                                        label_smoothing=0.1, z_loss=1e-3, return_stats=True)
+        # Entropy falls and accuracy rises as the model learns: the printed value keeps falling.
+        return loss + 0.01 * (stats.mean_entropy - stats.accuracy)
+    if LOSS == "gaussian":
+        flat = logits.transpose([0, 2, 1]).reshape([-1, CLASSES])
+        mean, logvar = flat[:, :5], flat[:, 5:]
+        prior_mean = teacher.astype(dtype)[:1, :5]
+        prior_logvar = 0.1 * teacher.astype(dtype)[:1, 5:]
+        vae = POF.gaussian_kl(mean, logvar, axis=-1)
+        pair = POF.gaussian_kl(mean, logvar, prior_mean, prior_logvar, reduction="sum")
+        return vae + 0.01 * pair
     teacher = teacher.astype(dtype).reshape([-1, 2, CLASSES]).transpose([0, 2, 1])
     kl = POF.kl_div_with_logits(logits, teacher, temperature=2.0, ignore_index=-1,
                                 target_index=label, axis=1)

@@ -26,6 +26,22 @@ def test_bench_softmax_ce_smoke(tmp_path):
     assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)
 
 
+def test_bench_softmax_ce_stats_smoke(tmp_path):
+    out = tmp_path / "results.csv"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_softmax_ce.py"),
+         "--shapes", "64x1000", "--dtypes", "float32", "--stats", "--reps", "2", "--warmup", "0",
+         "--no-plot", "--csv", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out) as f:
+        rows = [r for r in csv.DictReader(f) if r["op"] == "softmax_ce"]
+    got = {(r["provider"], r["mode"]) for r in rows}
+    assert got == {(p, m) for p in ("paddle_ops", "paddle") for m in ("fwd", "bwd", "full")} | {
+        ("paddle_ops+stats", "fwd"), ("paddle_ops+stats", "full")}
+    assert "return_stats costs < 10% more" in proc.stdout
+
+
 def test_bench_kl_smoke(tmp_path):
     # Tiny shapes for every op of the family; 500 classes keeps the log_softmax-based
     # compositions (quadratic in the class count on CPU) well under a second.

@@ -1,5 +1,6 @@
 """Static graph (PIR) and paddle.jit.to_static training with paddle_ops' losses (cross_entropy;
-the KL family together; the binary and contrastive losses together).
+the KL family together; the binary and contrastive losses together; cross_entropy with its
+statistics; gaussian_kl).
 
 Each mode runs in its own process (tests/static_programs.py): static mode runs the op's
 InferShape/InferDtype functions, and a wrong one aborts the process instead of raising.
@@ -28,7 +29,8 @@ def train(mode, dtype, loss):
 
 
 @pytest.fixture(scope="module",
-                params=[(d, l) for l in ("ce", "kl", "binary") for d in ("float32", "bfloat16")],
+                params=[(d, l) for l in ("ce", "kl", "binary", "stats", "gaussian")
+                        for d in ("float32", "bfloat16")],
                 ids=lambda p: f"{p[1]}-{p[0]}")
 def dygraph_losses(request):
     dtype, loss = request.param

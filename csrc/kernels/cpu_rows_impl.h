@@ -209,48 +209,56 @@ A lse_value(const LsePart<A>& part) {
   return part.m + log_acc(part.s);
 }
 
+// The max pass of one block [b, e) of the online log-sum-exp: the block's largest value, NaN
+// skipped (a NaN makes the exp-sum pass NaN instead), -inf for a block of -inf and NaN. With kSumX
+// also adds the block's sum of x to sum_x.
+template <bool kVector, bool kSumX, typename Row, typename A>
+A block_max(const Row& x, int64_t b, int64_t e, A& sum_x) {
+  constexpr A kNegInf = -kInfinity<A>;
+  if constexpr (kVector) {
+    // Two max accumulators so that the loop is not bound by vmaxps latency; tail lanes are
+    // filled with -inf, which a max ignores.
+    VF m0 = vset(kNegInf);
+    VF m1 = m0;
+    VF sx = vset(0.0f);
+    int64_t j = b;
+    for (; j + 2 * kW <= e; j += 2 * kW) {
+      const VF v0 = VecAt{j}(x);
+      const VF v1 = VecAt{j + kW}(x);
+      m0 = vmax(v0, m0);
+      m1 = vmax(v1, m1);
+      if (kSumX) sx = sx + v0 + v1;
+    }
+    for (; j < e; j += kW) {
+      const int n = e - j < kW ? static_cast<int>(e - j) : kW;
+      const VF v = VecTailAt{j, n}(x);
+      m0 = vmax(select(first_lanes(n), v, kNegInf), m0);
+      if (kSumX) sx = sx + v;
+    }
+    if (kSumX) sum_x += hsum(sx);
+    return hmax(vmax(m0, m1));
+  } else {
+    // A max that skips NaN does not depend on the order, so one running value will do.
+    A m = kNegInf;
+    for (int64_t j = b; j < e; ++j) {
+      const A v = x[j];
+      m = v > m ? v : m;
+    }
+    if (kSumX) sum_x += row_sum<false, A>(b, e, [&](auto at) { return at(x); });
+    return m;
+  }
+}
+
 // Online log-sum-exp of row elements [begin, end) in a single read (begin a multiple of kBlock):
 // per block a max pass and an exp-sum pass, the running sum rescaled when the max grows
 // (Milakov and Gimelshein, arXiv:1805.02867). With kSumX also sums x.
 template <bool kVector, bool kSumX, typename Row, typename A = decltype(Row{}[0])>
 LsePart<A> lse_part(const Row& x, int64_t begin, int64_t end) {
-  constexpr A kNegInf = -kInfinity<A>;
   LsePart<A> part;
   for (int64_t b = begin; b < end; b += kBlock) {
     const int64_t e = end - b < kBlock ? end : b + kBlock;
-    A block_max;
-    if constexpr (kVector) {
-      // Two max accumulators so that the loop is not bound by vmaxps latency; tail lanes are
-      // filled with -inf, which a max ignores.
-      VF m0 = vset(kNegInf);
-      VF m1 = m0;
-      VF sx = vset(0.0f);
-      int64_t j = b;
-      for (; j + 2 * kW <= e; j += 2 * kW) {
-        const VF v0 = VecAt{j}(x);
-        const VF v1 = VecAt{j + kW}(x);
-        m0 = vmax(v0, m0);
-        m1 = vmax(v1, m1);
-        if (kSumX) sx = sx + v0 + v1;
-      }
-      for (; j < e; j += kW) {
-        const int n = e - j < kW ? static_cast<int>(e - j) : kW;
-        const VF v = VecTailAt{j, n}(x);
-        m0 = vmax(select(first_lanes(n), v, kNegInf), m0);
-        if (kSumX) sx = sx + v;
-      }
-      block_max = hmax(vmax(m0, m1));
-      if (kSumX) part.sum_x += hsum(sx);
-    } else {
-      // A max that skips NaN does not depend on the order, so one running value will do.
-      block_max = kNegInf;
-      for (int64_t j = b; j < e; ++j) {
-        const A v = x[j];
-        block_max = v > block_max ? v : block_max;
-      }
-      if (kSumX) part.sum_x += row_sum<false, A>(b, e, [&](auto at) { return at(x); });
-    }
-    const A shift = online_softmax_rescale(part.m, part.s, block_max);
+    const A bmax = block_max<kVector, kSumX>(x, b, e, part.sum_x);
+    const A shift = online_softmax_rescale(part.m, part.s, bmax);
     if constexpr (kVector) {
       // The exp pass reads the block from L1 and leaves the memory bus idle; it prefetches the
       // next block (which may be the next row's start) so that the following max pass does not
@@ -264,6 +272,188 @@ LsePart<A> lse_part(const Row& x, int64_t begin, int64_t end) {
     }
   }
   return part;
+}
+
+// ---- Prediction statistics from the same read (softmax_ce's statistics launcher) ----
+//
+// Besides LsePart's (m, s), a part keeps
+//   t      = sum_j exp(x_j - m) (x_j - m), rescaled whenever m grows, as s is;
+//   argmax = the first index j of the part with x_j = m (m skips NaN, as the max pass does: this
+//            is the arg-max paddle.argmax returns, which also skips NaN), -1 when the part holds
+//            nothing but NaN.
+// The entropy of the softmax is then H = lse - sum_j p_j x_j = log s - t / s. Both terms are
+// >= 0 (s >= 1 because the maximum contributes exp(0); every term of t is <= 0), so nothing
+// cancels whatever the logits' magnitude. The textbook lse - (sum_j e^(x_j - m) x_j) / s
+// subtracts two numbers of the logits' size: at logits near 1e4 its fp32 rounding alone is ~1e-3.
+template <typename A>
+struct LseStatsPart {
+  LsePart<A> lse;
+  A t = 0;
+  int64_t argmax = -1;
+};
+
+// Two sums of f(at) = {a, b} in one pass on the scalar path, each in row_sum's order, so the
+// first is bitwise row_sum<false> of a (the vector path of lse_stats_part has its own loop).
+template <typename V>
+struct SumPair {
+  V a;
+  V b;
+};
+
+template <typename A, typename F>
+SumPair<A> row_sum2(int64_t begin, int64_t end, F&& f) {
+  A acc_a[kLanes] = {};
+  A acc_b[kLanes] = {};
+  int64_t j = begin;
+  for (; j + kLanes <= end; j += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const SumPair<A> v = f(ScalarAt<A>{j + k});
+      acc_a[k] += v.a;
+      acc_b[k] += v.b;
+    }
+  }
+  for (int k = 0; j < end; ++j, ++k) {
+    const SumPair<A> v = f(ScalarAt<A>{j});
+    acc_a[k] += v.a;
+    acc_b[k] += v.b;
+  }
+  return {tree_sum(acc_a), tree_sum(acc_b)};
+}
+
+// p * d, the term of t, for p = exp(d) and d = x - shift <= 0. A masked logit has d = -inf and
+// p = 0, and 0 * (-inf) would be NaN: d is clamped from below where exp is already exactly 0
+// (fp32: below -103.97 on every path; fp64: below -745.2), which changes no other product. A NaN
+// d gives a NaN p, so NaN still propagates.
+PO_HD VF xexp_term(VF p, VF d) { return p * vmax(d, vset(-104.0f)); }
+PO_HD float xexp_term(float p, float d) { return p * (d > -104.0f ? d : -104.0f); }
+PO_HD double xexp_term(double p, double d) { return p * (d > -746.0 ? d : -746.0); }
+
+// t after the reference of a part moves from m to m_new > m: every term exp(x - m)(x - m)
+// becomes f exp(x - m)((x - m) + d) with d = m - m_new, f = exp(d), so t' = f (t + d s). When f
+// underflows to 0 the result is 0 (also where d s overflows, which would give 0 * inf).
+template <typename A>
+A rescaled_t(A t, A s, A m, A m_new) {
+  const A d = m - m_new;
+  const A f = exp_acc(d);
+  return f == A(0) ? A(0) : f * (t + d * s);
+}
+
+// The first j in [begin, end) with x[j] == value, or -1. The vector path tests four vectors at a
+// time (a match anywhere shows as 1 in the lanes' max, one horizontal max per 4 kW elements),
+// then looks at the elements of the group that matched.
+template <bool kVector, typename Row, typename A>
+int64_t first_equal(const Row& x, int64_t begin, int64_t end, A value) {
+  int64_t j = begin;
+  if constexpr (kVector) {
+    const VF v = vset(value);
+    const VF one = vset(1.0f);
+    auto hit = [&](int64_t k) { return select(VecAt{k}(x) == v, one, 0.0f); };
+    for (; j + 4 * kW <= end; j += 4 * kW) {
+      const VF any = vmax(vmax(hit(j), hit(j + kW)), vmax(hit(j + 2 * kW), hit(j + 3 * kW)));
+      if (hmax(any) > 0.0f) break;
+    }
+  }
+  for (; j < end; ++j) {
+    if (x[j] == value) return j;
+  }
+  return -1;
+}
+
+// lse_part with the statistics: (m, s, sum_x) are bitwise lse_part's (the same max pass,
+// online_softmax_rescale and exp-sum order; t is a second accumulator beside s). The arg-max is
+// found after the blocks: the block where m was first reached is the one whose max last raised m
+// (a later block with the same max does not), so only that block is searched, from cache; a part
+// whose m is -inf (masked and NaN values only) is searched from its start.
+template <bool kVector, bool kSumX, typename Row, typename A = decltype(Row{}[0])>
+LseStatsPart<A> lse_stats_part(const Row& x, int64_t begin, int64_t end) {
+  LseStatsPart<A> part;
+  int64_t max_block = begin;
+  for (int64_t b = begin; b < end; b += kBlock) {
+    const int64_t e = end - b < kBlock ? end : b + kBlock;
+    const A bmax = block_max<kVector, kSumX>(x, b, e, part.lse.sum_x);
+    const A m_old = part.lse.m;
+    const A s_old = part.lse.s;
+    if (bmax > m_old) max_block = b;
+    const A shift = online_softmax_rescale(part.lse.m, part.lse.s, bmax);
+    // The condition under which online_softmax_rescale rescaled s.
+    if (bmax > m_old && s_old != A(0)) part.t = rescaled_t(part.t, s_old, m_old, bmax);
+    if constexpr (kVector) {
+      // s exactly as lse_part's row_sum (same accumulator, order and tail), and t beside it with
+      // one FMA per vector, unguarded: a masked logit (p = 0, d = -inf) makes the block's t NaN,
+      // and only such a block (s not NaN) is summed again from L1 with d clamped (xexp_term).
+      VF acc_s = vset(0.0f);
+      VF acc_t = vset(0.0f);
+      int64_t j = b;
+      for (; j + kW <= e; j += kW) {
+        prefetch(x, j + kBlock);  // as in lse_part
+        const VF d = VecAt{j}(x) - shift;
+        const VF pj = vexp(d);
+        acc_s = acc_s + pj;
+        acc_t = vfma(pj, d, acc_t);
+      }
+      if (j < e) {
+        const int n = static_cast<int>(e - j);
+        const VF d = VecTailAt{j, n}(x) - shift;
+        const VF pj = vexp(d);
+        acc_s = acc_s + select(first_lanes(n), pj, 0.0f);
+        acc_t = acc_t + select(first_lanes(n), pj * d, 0.0f);
+      }
+      const A s_block = hsum(acc_s);
+      A t_block = hsum(acc_t);
+      if (t_block != t_block && s_block == s_block) {
+        t_block = row_sum<kVector, A>(b, e, [&](auto at) {
+          const auto d = at(x) - shift;
+          return xexp_term(vexp(d), d);
+        });
+      }
+      part.lse.s += s_block;
+      part.t += t_block;
+    } else {
+      const SumPair<A> sums = row_sum2<A>(b, e, [&](auto at) {
+        const A d = at(x) - shift;
+        const A pj = vexp(d);
+        return SumPair<A>{pj, xexp_term(pj, d)};
+      });
+      part.lse.s += sums.a;
+      part.t += sums.b;
+    }
+  }
+  const A m = part.lse.m;
+  if (m != -kInfinity<A>) {
+    const int64_t e = end - max_block < kBlock ? end : max_block + kBlock;
+    part.argmax = first_equal<kVector>(x, max_block, e, m);
+  } else {
+    part.argmax = first_equal<kVector>(x, begin, end, m);
+  }
+  return part;
+}
+
+// Appends part c to acc as lse_merge does (which updates acc.lse), with t brought to the common
+// reference first and the earlier arg-max kept on a tie. Merging into the empty state returns c
+// exactly.
+template <typename A>
+void lse_stats_merge(LseStatsPart<A>& acc, const LseStatsPart<A>& c) {
+  const A m = c.lse.m > acc.lse.m ? c.lse.m : acc.lse.m;
+  if (m == -kInfinity<A>) {
+    acc.t += c.t;
+  } else {
+    const A ta = acc.lse.m == m ? acc.t : rescaled_t(acc.t, acc.lse.s, acc.lse.m, m);
+    const A tc = c.lse.m == m ? c.t : rescaled_t(c.t, c.lse.s, c.lse.m, m);
+    acc.t = ta + tc;
+  }
+  if (acc.argmax < 0 || c.lse.m > acc.lse.m) {
+    if (c.argmax >= 0) acc.argmax = c.argmax;
+  }
+  lse_merge(acc.lse, c.lse);
+}
+
+// Entropy of the softmax of a whole row from its statistics: log s - t / s. A row without a
+// distribution (every logit -inf) has entropy 0, as softmax_entropy defines it; NaN stays NaN.
+template <typename A>
+A stats_entropy(const LseStatsPart<A>& part) {
+  const A s = part.lse.s;
+  if (part.lse.m == -kInfinity<A> && s == A(0)) return 0;
+  return log_acc(s) - part.t / s;
 }
 
 // The whole row: its chunks in order.
@@ -352,6 +542,21 @@ void merge_chunks_split(int64_t rows, int64_t classes, int num_threads, const Pa
       for (int64_t c = 0; c < chunks; ++c) merge(acc, parts.data[r * chunks + c]);
       finish(r, acc);
     }
+  });
+}
+
+// finish(r, P) for every row of the chunk-wise reduction part/merge, rows split into chunks
+// across threads where split_rows says so and whole rows per thread otherwise; bitwise the same
+// either way.
+template <typename P, typename PartFn, typename MergeFn, typename FinishFn>
+void reduce_rows(int64_t rows, int64_t classes, int num_threads, const PartFn& part,
+                 const MergeFn& merge, const FinishFn& finish) {
+  if (split_rows(rows, classes, num_threads)) {
+    merge_chunks_split<P>(rows, classes, num_threads, part, merge, finish);
+    return;
+  }
+  parallel_for(rows, classes, num_threads, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) finish(r, merge_chunks<P>(r, classes, part, merge));
   });
 }
 

@@ -5,6 +5,7 @@
 
 #include "binary.h"
 #include "cpu_isa.h"
+#include "gaussian_kl.h"
 #include "kl.h"
 #include "softmax_ce.h"
 
@@ -16,6 +17,10 @@ namespace paddle_ops {
   SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,  \
                                      const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,       \
                                      acc_t<T>* row_weight);                                       \
+  template <typename T, typename L>                                                               \
+  SoftmaxCEStatus softmax_ce_fwd_stats_cpu(                                                       \
+      const SoftmaxCEParams& p, const T* logits, const L* label, const acc_t<T>* weight,          \
+      acc_t<T>* loss, acc_t<T>* lse, acc_t<T>* row_weight, bool* correct, acc_t<T>* entropy);     \
   template <typename T, typename L>                                                               \
   void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,              \
                           const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,  \
@@ -40,6 +45,12 @@ namespace paddle_ops {
   void binary_bwd_cpu(const BinaryParams& p, const T* logit, const T* label,                      \
                       const acc_t<T>* weight, const acc_t<T>* pos_weight, const acc_t<T>* grad,   \
                       bool per_row, T* logit_grad);                                               \
+  template <typename T>                                                                           \
+  void gaussian_kl_fwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,              \
+                           acc_t<T>* loss_elem, acc_t<T>* loss_rows);                             \
+  template <typename T>                                                                           \
+  void gaussian_kl_bwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,              \
+                           const acc_t<T>* grad, bool per_row, const GaussianKLGrads<T>& out);    \
   void exp_f32_cpu(const float* x, float* y, int64_t n);                                          \
   void log_f32_cpu(const float* x, float* y, int64_t n);                                          \
   void to_bf16_cpu(const float* x, bf16* y, int64_t n);                                           \

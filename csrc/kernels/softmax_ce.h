@@ -61,6 +61,22 @@ void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* labe
                         const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
                         T* logits_grad);
 
+// The forward of hard labels with softmax, plus prediction statistics from the same single read
+// of the logits (the online log-sum-exp also tracks the arg-max and sum_j p_j (x_j - max); see
+// cpu_rows_impl.h). loss, lse and row_weight are bitwise those of softmax_ce_fwd_cpu, and the
+// backward is softmax_ce_bwd_cpu's. Extra outputs, [rows] each:
+//   correct: label != ignore_index and the label is the row's arg-max, the first index of the
+//            largest logit with NaN skipped (paddle.argmax's rule; a row of NaN only predicts 0);
+//   entropy: -sum_j p_j log p_j of the row's softmax, for ignored rows too; 0 for a row whose
+//            logits are all -inf (no distribution), NaN where the row holds NaN or +inf.
+// p.use_softmax must be true (the bindings check it); label_smoothing, z_loss and weights apply
+// to the loss as usual and do not change the statistics. CPU only.
+template <typename T, typename L>
+SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEParams& p, const T* logits,
+                                         const L* label, const acc_t<T>* weight, acc_t<T>* loss,
+                                         acc_t<T>* lse, acc_t<T>* row_weight, bool* correct,
+                                         acc_t<T>* entropy);
+
 // CUDA launchers (softmax_ce_cuda.cu, compiled only in a CUDA build). Same pointers and layout as
 // the CPU launchers, all in device memory, queued on `stream` with no host synchronisation; they
 // return the cudaError_t of the launch (0 = cudaSuccess). A hard label outside [0, classes) that
@@ -95,5 +111,18 @@ int softmax_ce_bwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* labe
   PO_INSTANTIATE_SOFTMAX_CE(fp16, fp16) PO_INSTANTIATE_SOFTMAX_CE(fp16, float)             \
   PO_INSTANTIATE_SOFTMAX_CE(bf16, int32_t) PO_INSTANTIATE_SOFTMAX_CE(bf16, int64_t)        \
   PO_INSTANTIATE_SOFTMAX_CE(bf16, bf16) PO_INSTANTIATE_SOFTMAX_CE(bf16, float)
+
+// The statistics launcher, hard labels only (L = int32_t, int64_t).
+#define PO_INSTANTIATE_SOFTMAX_CE_STATS(T, L)                                                  \
+  template SoftmaxCEStatus softmax_ce_fwd_stats_cpu<T, L>(                                     \
+      const SoftmaxCEParams&, const T*, const L*, const acc_t<T>*, acc_t<T>*, acc_t<T>*,       \
+      acc_t<T>*, bool*, acc_t<T>*);
+
+#define PO_SOFTMAX_CE_STATS_INSTANTIATE_ALL                                                      \
+  PO_INSTANTIATE_SOFTMAX_CE_STATS(float, int32_t) PO_INSTANTIATE_SOFTMAX_CE_STATS(float, int64_t) \
+  PO_INSTANTIATE_SOFTMAX_CE_STATS(double, int32_t)                                                \
+  PO_INSTANTIATE_SOFTMAX_CE_STATS(double, int64_t)                                                \
+  PO_INSTANTIATE_SOFTMAX_CE_STATS(fp16, int32_t) PO_INSTANTIATE_SOFTMAX_CE_STATS(fp16, int64_t)   \
+  PO_INSTANTIATE_SOFTMAX_CE_STATS(bf16, int32_t) PO_INSTANTIATE_SOFTMAX_CE_STATS(bf16, int64_t)
 
 }  // namespace paddle_ops

@@ -12,6 +12,15 @@ SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEParams& p, const T* logits, co
 }
 
 template <typename T, typename L>
+SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEParams& p, const T* logits,
+                                         const L* label, const acc_t<T>* weight, acc_t<T>* loss,
+                                         acc_t<T>* lse, acc_t<T>* row_weight, bool* correct,
+                                         acc_t<T>* entropy) {
+  PO_CPU_DISPATCH(softmax_ce_fwd_stats_cpu, p, logits, label, weight, loss, lse, row_weight,
+                  correct, entropy)
+}
+
+template <typename T, typename L>
 void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,
                         const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
                         T* logits_grad) {
@@ -24,5 +33,6 @@ void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* labe
 }
 
 PO_SOFTMAX_CE_INSTANTIATE_ALL
+PO_SOFTMAX_CE_STATS_INSTANTIATE_ALL
 
 }  // namespace paddle_ops

@@ -14,6 +14,9 @@
 // bf16 run on fp32 vectors (fp16/bf16 converted in registers); summation order in cpu_rows_impl.h.
 // With fewer rows than threads, hard-label rows are split into chunks across threads (forward:
 // per-chunk log-sum-exp states merged in order; backward: disjoint ranges).
+// The statistics launcher runs the same forward with LseStatsPart states (cpu_rows_impl.h), which
+// add the arg-max and the entropy's sum to the single read; the plain launcher does not pay for
+// them.
 #ifndef PO_CPU_ISA
 #error "define PO_CPU_ISA (base, avx2 or avx512) before including softmax_ce_cpu_impl.h"
 #endif
@@ -108,6 +111,24 @@ struct RowKernels {
     const A w = hard_row_weight(y);
     loss[r] = w * ce;
     row_weight[r] = w;
+  }
+
+  // hard_part with the prediction statistics; its lse state is bitwise hard_part's.
+  LseStatsPart<A> hard_stats_part(int64_t r, int64_t begin, int64_t end) const {
+    const auto x = logits_row(r);
+    return smoothing() ? lse_stats_part<kVec, true>(x, begin, end)
+                       : lse_stats_part<kVec, false>(x, begin, end);
+  }
+
+  // finish_hard's outputs, plus whether the arg-max is the (counted) label and the entropy. A row
+  // of NaN only has no arg-max; paddle.argmax returns 0 for it, and so does this.
+  void finish_stats(int64_t r, const LseStatsPart<A>& part, A* loss, A* lse, A* row_weight,
+                    bool* correct, A* entropy) const {
+    finish_hard(r, part.lse, loss, lse, row_weight);
+    const int64_t y = static_cast<int64_t>(label[r]);
+    const int64_t predicted = part.argmax < 0 ? 0 : part.argmax;
+    correct[r] = y != p.ignore_index && predicted == y;
+    entropy[r] = stats_entropy(part);
   }
 
   // Every other case: soft labels, or probabilities (use_softmax = false).
@@ -266,6 +287,38 @@ void forward_rows(const RowKernels<T, L, kContig>& k, acc_t<T>* loss, acc_t<T>* 
   });
 }
 
+// The statistics forward: hard labels with softmax only, every row through lse_stats_part (the
+// short-row grouping of forward_rows is not used; its states equal hard_part's bit for bit, so
+// the loss outputs are the plain forward's either way).
+template <typename T, typename L, bool kContig>
+void forward_stats_rows(const RowKernels<T, L, kContig>& k, acc_t<T>* loss, acc_t<T>* lse,
+                        acc_t<T>* row_weight, bool* correct, acc_t<T>* entropy) {
+  using P = LseStatsPart<acc_t<T>>;
+  auto part = [&](int64_t r, int64_t begin, int64_t end) {
+    return k.hard_stats_part(r, begin, end);
+  };
+  auto merge = [](P& acc, const P& c) { lse_stats_merge(acc, c); };
+  auto finish = [&](int64_t r, const P& st) {
+    k.finish_stats(r, st, loss, lse, row_weight, correct, entropy);
+  };
+  reduce_rows<P>(k.p.rows(), k.p.classes, k.p.num_threads, part, merge, finish);
+}
+
+// The first (lowest row index) hard label outside [0, classes) that is not ignore_index.
+template <typename L>
+SoftmaxCEStatus first_bad_label(const SoftmaxCEParams& p, const L* label) {
+  SoftmaxCEStatus status;
+  for (int64_t r = 0; r < p.rows(); ++r) {
+    const int64_t y = static_cast<int64_t>(label[r]);
+    if (y != p.ignore_index && (y < 0 || y >= p.classes)) {
+      status.bad_row = r;
+      status.bad_label = y;
+      return status;
+    }
+  }
+  return status;
+}
+
 }  // namespace
 
 template <typename T, typename L>
@@ -273,21 +326,32 @@ SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEParams& p, const T* logits, co
                                    const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
                                    acc_t<T>* row_weight) {
   SoftmaxCEStatus status;
-  const int64_t rows = p.rows();
   if constexpr (std::is_integral<L>::value) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t y = static_cast<int64_t>(label[r]);
-      if (y != p.ignore_index && (y < 0 || y >= p.classes)) {
-        status.bad_row = r;
-        status.bad_label = y;
-        return status;
-      }
-    }
+    status = first_bad_label(p, label);
+    if (!status.ok()) return status;
   }
   if (p.inner == 1) {
     forward_rows(make_rows<T, L, true>(p, logits, label, weight), loss, lse, row_weight);
   } else {
     forward_rows(make_rows<T, L, false>(p, logits, label, weight), loss, lse, row_weight);
+  }
+  return status;
+}
+
+template <typename T, typename L>
+SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEParams& p, const T* logits,
+                                         const L* label, const acc_t<T>* weight, acc_t<T>* loss,
+                                         acc_t<T>* lse, acc_t<T>* row_weight, bool* correct,
+                                         acc_t<T>* entropy) {
+  static_assert(std::is_integral<L>::value, "prediction statistics need hard labels");
+  const SoftmaxCEStatus status = first_bad_label(p, label);
+  if (!status.ok()) return status;
+  if (p.inner == 1) {
+    forward_stats_rows(make_rows<T, L, true>(p, logits, label, weight), loss, lse, row_weight,
+                       correct, entropy);
+  } else {
+    forward_stats_rows(make_rows<T, L, false>(p, logits, label, weight), loss, lse, row_weight,
+                       correct, entropy);
   }
   return status;
 }
@@ -312,6 +376,7 @@ void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* labe
 }
 
 PO_SOFTMAX_CE_INSTANTIATE_ALL
+PO_SOFTMAX_CE_STATS_INSTANTIATE_ALL
 
 }  // namespace PO_CPU_ISA
 }  // namespace paddle_ops

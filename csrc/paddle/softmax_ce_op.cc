@@ -13,6 +13,20 @@
 //         with Paddle's ops): they exist because at small shapes every extra Paddle op in the
 //         Python wrapper costs as much as the kernel.
 // Grad     paddle_ops_softmax_ce_grad(X, Label, Weight?, LSE, RowWeight, Loss@GRAD) -> X@GRAD
+//
+// Forward with prediction statistics (cross_entropy(..., return_stats=True)), CPU only:
+//          paddle_ops_softmax_ce_stats(X, Label, Weight?) -> Loss, LSE, RowWeight, Correct,
+//                                                           Entropy, Accuracy, MeanEntropy, Count
+//   The attributes, Loss, LSE, RowWeight and the grad op (the same kernel) are
+//   paddle_ops_softmax_ce's; hard labels and use_softmax only. From the same read of X:
+//   Correct      bool, X's shape without `axis`: label != ignore_index and label == the row's
+//                arg-max (first index of the largest logit, NaN skipped, as paddle.argmax)
+//   Entropy      accumulation dtype, X's shape without `axis`: entropy of the row's softmax
+//                (ignored rows too; 0 for a row of -inf only)
+//   Accuracy     0-D: correct counted rows / counted rows, counted = label != ignore_index
+//                (class weights do not weight it); 0 when no row counts
+//   MeanEntropy  0-D: mean Entropy of the counted rows; 0 when no row counts
+//   Count        0-D int64: the counted rows (the denominator of both means)
 #include <vector>
 
 #include "paddle/extension.h"
@@ -49,6 +63,21 @@ template <typename A>
 double mean_divisor(const A* row_weight, int64_t rows) {
   const double total = row_sum(row_weight, rows);
   return total == 0.0 ? 1.0 : total;
+}
+
+// The forward's error for a hard label outside [0, classes) that is not ignore_index.
+void check_labels(const SoftmaxCEStatus& st, const SoftmaxCEParams& p) {
+  PO_CHECK(st.ok(), "label value ", st.bad_label, " at position ", st.bad_row,
+           " is out of range: expected a class index in [0, ", p.classes, ") or ignore_index (",
+           p.ignore_index, ")");
+}
+
+// The reduced loss of a CPU forward (reduction sum or mean) from its row losses.
+template <typename A>
+A reduce_loss(const A* loss_rows, const A* row_weight, int64_t rows, int reduction) {
+  double total = row_sum(loss_rows, rows);
+  if (reduction == kMean) total /= mean_divisor(row_weight, rows);
+  return static_cast<A>(total);
 }
 
 SoftmaxCEParams make_params(const std::vector<int64_t>& shape, int axis, int64_t ignore_index,
@@ -150,13 +179,10 @@ std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const padd
           A* loss_rows = reduction == kNone ? data_ptr<A>(loss) : row_loss.data();
           const SoftmaxCEStatus st = softmax_ce_fwd_cpu<T, L>(
               p, logits, labels, w, loss_rows, data_ptr<A>(lse), data_ptr<A>(row_weight));
-          PO_CHECK(st.ok(), "label value ", st.bad_label, " at position ", st.bad_row,
-                   " is out of range: expected a class index in [0, ", p.classes,
-                   ") or ignore_index (", p.ignore_index, ")");
+          check_labels(st, p);
           if (reduction == kNone) return;
-          double total = row_sum(loss_rows, p.rows());
-          if (reduction == kMean) total /= mean_divisor(data_ptr<A>(row_weight), p.rows());
-          *data_ptr<A>(loss) = static_cast<A>(total);
+          *data_ptr<A>(loss) =
+              reduce_loss(loss_rows, data_ptr<A>(row_weight), p.rows(), reduction);
         },
         // An out-of-range label cannot be reported without a synchronisation: its row is NaN.
         [&](GpuStream stream) {
@@ -243,6 +269,93 @@ std::vector<paddle::DataType> SoftmaxCEBackwardDtype(
   return {x};
 }
 
+// ---- forward with prediction statistics ----
+
+std::vector<paddle::Tensor> SoftmaxCEStatsForward(
+    const paddle::Tensor& x, const paddle::Tensor& label,
+    const paddle::optional<paddle::Tensor>& weight, int axis, int64_t ignore_index,
+    const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax,
+    int reduction) {
+  const SoftmaxCEParams p =
+      make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
+  check_inputs(x, label, weight, p);
+  PO_CHECK(x.is_cpu(), "return_stats has no CUDA kernel yet; the logits are on ", x.place(),
+           " (compute the loss without return_stats, or on the CPU)");
+  PO_CHECK(!is_float_dtype(label.dtype()),
+           "return_stats needs hard labels (class indices), got soft labels of dtype ",
+           phi::DataTypeToString(label.dtype()));
+  PO_CHECK(use_softmax, "return_stats needs use_softmax=True (the input holds probabilities)");
+  check_reduction(reduction, x);
+  const auto out_shape = drop_axis(x.shape(), axis);
+  const auto stat = acc_dtype(x.dtype());
+  // The reduced loss, accuracy and mean entropy start at 0: their value when no row counts (an
+  // empty batch, every label ignored), as for the mean loss.
+  auto loss = reduction == kNone ? paddle::empty(out_shape, stat, x.place())
+                                 : paddle::full({}, 0, stat, x.place());
+  auto lse = paddle::empty(out_shape, stat, x.place());
+  auto row_weight = paddle::empty(out_shape, stat, x.place());
+  auto correct = paddle::empty(out_shape, paddle::DataType::BOOL, x.place());
+  auto entropy = paddle::empty(out_shape, stat, x.place());
+  auto accuracy = paddle::full({}, 0, stat, x.place());
+  auto mean_entropy = paddle::full({}, 0, stat, x.place());
+  auto count = paddle::full({}, 0, paddle::DataType::INT64, x.place());
+  const std::vector<paddle::Tensor> outputs = {loss,    lse,      row_weight,   correct,
+                                               entropy, accuracy, mean_entropy, count};
+  if (p.rows() == 0) return outputs;
+  PO_CHECK(p.classes > 0, "logits have zero classes along axis ", axis);
+  dispatch_float(x.dtype(), "logits", [&](auto t) {
+    dispatch_index(label.dtype(), "label", [&](auto l) {
+      using T = typename decltype(t)::type;
+      using L = typename decltype(l)::type;
+      using A = acc_t<T>;
+      const L* labels = data_ptr<L>(label);
+      std::vector<A> row_loss(reduction == kNone ? 0 : static_cast<size_t>(p.rows()));
+      A* loss_rows = reduction == kNone ? data_ptr<A>(loss) : row_loss.data();
+      const A* rw = data_ptr<A>(row_weight);
+      const bool* hit = data_ptr<bool>(correct);
+      const A* h = data_ptr<A>(entropy);
+      check_labels(softmax_ce_fwd_stats_cpu<T, L>(
+                       p, data_ptr<T>(x), labels, weight ? data_ptr<A>(*weight) : nullptr,
+                       loss_rows, data_ptr<A>(lse), data_ptr<A>(row_weight),
+                       data_ptr<bool>(correct), data_ptr<A>(entropy)),
+                   p);
+      if (reduction != kNone) *data_ptr<A>(loss) = reduce_loss(loss_rows, rw, p.rows(), reduction);
+      // Counts and sums in row order, in double: the same bits for every thread count.
+      int64_t counted = 0;
+      int64_t hits = 0;
+      double h_sum = 0.0;
+      for (int64_t r = 0; r < p.rows(); ++r) {
+        if (static_cast<int64_t>(labels[r]) == p.ignore_index) continue;
+        ++counted;
+        hits += hit[r] ? 1 : 0;
+        h_sum += static_cast<double>(h[r]);
+      }
+      *data_ptr<int64_t>(count) = counted;
+      if (counted == 0) return;
+      *data_ptr<A>(accuracy) =
+          static_cast<A>(static_cast<double>(hits) / static_cast<double>(counted));
+      *data_ptr<A>(mean_entropy) = static_cast<A>(h_sum / static_cast<double>(counted));
+    });
+  });
+  return outputs;
+}
+
+std::vector<std::vector<int64_t>> SoftmaxCEStatsForwardShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>& label,
+    const paddle::optional<std::vector<int64_t>>& weight, int axis, int64_t ignore_index,
+    const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax,
+    int reduction) {
+  const auto out = drop_axis(x, axis);
+  return {reduction == kNone ? out : std::vector<int64_t>{}, out, out, out, out, {}, {}, {}};
+}
+
+std::vector<paddle::DataType> SoftmaxCEStatsForwardDtype(
+    const paddle::DataType& x, const paddle::DataType& label,
+    const paddle::optional<paddle::DataType>& weight) {
+  const auto stat = acc_dtype(x);
+  return {stat, stat, stat, paddle::DataType::BOOL, stat, stat, stat, paddle::DataType::INT64};
+}
+
 }  // namespace
 }  // namespace paddle_ops
 
@@ -262,6 +375,26 @@ PD_BUILD_GRAD_OP(paddle_ops_softmax_ce)
     .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: std::vector<float>",
             "z_loss: std::vector<float>",
             "use_softmax: bool", "reduction: int"})
+    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEBackward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEBackwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEBackwardDtype));
+
+PD_BUILD_OP(paddle_ops_softmax_ce_stats)
+    .Inputs({"X", "Label", paddle::Optional("Weight")})
+    .Outputs({"Loss", "LSE", "RowWeight", "Correct", "Entropy", "Accuracy", "MeanEntropy",
+              "Count"})
+    .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: std::vector<float>",
+            "z_loss: std::vector<float>", "use_softmax: bool", "reduction: int"})
+    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEStatsForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEStatsForwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEStatsForwardDtype));
+
+// The statistics have no gradient: the grad op is paddle_ops_softmax_ce's.
+PD_BUILD_GRAD_OP(paddle_ops_softmax_ce_stats)
+    .Inputs({"X", "Label", paddle::Optional("Weight"), "LSE", "RowWeight", paddle::Grad("Loss")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: std::vector<float>",
+            "z_loss: std::vector<float>", "use_softmax: bool", "reduction: int"})
     .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEBackward))
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEBackwardShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEBackwardDtype));

@@ -15,11 +15,41 @@ distribution :math:`q` (one-hot, smoothed one-hot :math:`(1-\varepsilon)\,\mathr
 if that sum is 0 the result is 0, as in Paddle). One kernel computes the loss and the fp32
 log-sum-exp in a single read of the logits; backward recomputes the softmax from the logits and
 that saved LSE, so nothing of the logits' size is kept between forward and backward.
+
+``return_stats=True`` also returns prediction statistics from the same read of the logits
+(:class:`CrossEntropyStats`): per-row correctness of the arg-max and the softmax entropy
+:math:`H = -\sum_j p_j \log p_j = \log s - t / s` with :math:`s = \sum_j e^{x_j - m}`,
+:math:`t = \sum_j e^{x_j - m}(x_j - m)` and :math:`m` the row maximum (two sums of terms of one
+sign each, so no cancellation whatever the logits' size), plus their means over the rows that count.
 """
+
+from typing import NamedTuple
 
 import paddle
 
 from ... import _checks, _ops
+
+
+class CrossEntropyStats(NamedTuple):
+    """Prediction statistics of ``cross_entropy(..., return_stats=True)``, all without gradient.
+
+    Attributes:
+        accuracy: 0-D, the share of counted rows (label != ``ignore_index``) whose arg-max is the
+            label; 0 when no row counts. Class weights do not weight it.
+        mean_entropy: 0-D, the mean of ``entropy`` over the counted rows; 0 when none counts.
+        correct: bool, the input's shape without ``axis``: the row counts and its arg-max (the
+            first index of the largest logit, NaN skipped, as ``paddle.argmax``) is the label.
+        entropy: the input's shape without ``axis``, fp32 (fp64 for fp64): entropy of each row's
+            softmax, ignored rows included; 0 for a row whose logits are all ``-inf``, NaN for a
+            row holding NaN or ``+inf``.
+        count: 0-D int64, the counted rows (the denominator of both means; what weighs a batch's
+            means when averaging over batches).
+    """
+    accuracy: paddle.Tensor
+    mean_entropy: paddle.Tensor
+    correct: paddle.Tensor
+    entropy: paddle.Tensor
+    count: paddle.Tensor
 
 # The op's `reduction` attribute; must match enum Reduction in csrc/paddle/softmax_ce_op.cc.
 _REDUCTION_CODES = {'none': 0, 'sum': 1, 'mean': 2}
@@ -84,21 +114,43 @@ def _plain_call(input, label, ignore_index, axis):
     return rank - 1
 
 
+def _run_op(stats, *args):
+    """paddle_ops_softmax_ce, or with stats its statistics form (the same loss, LSE and row
+    weights, and the same grad op). Returns (loss, lse, row_weight, CrossEntropyStats or None);
+    everything but the loss stops gradient."""
+    if not stats:
+        loss, lse, row_weight = _ops.softmax_ce(*args)
+        extras = None
+    else:
+        loss, lse, row_weight, correct, entropy, accuracy, mean_entropy, count = (
+            _ops.softmax_ce_stats(*args))
+        extras = CrossEntropyStats(accuracy, mean_entropy, correct, entropy, count)
+        for t in extras:
+            t.stop_gradient = True
+    lse.stop_gradient = True
+    row_weight.stop_gradient = True
+    return loss, lse, row_weight, extras
+
+
 def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softmax,
-                label_smoothing, z_loss, reduction='none'):
-    """Validates arguments and runs the op. Returns (loss, lse, row_weight, keep_axis, axis):
-    lse and row_weight with the input's shape minus the class axis, loss too for reduction
-    'none', else a 0-D tensor."""
+                label_smoothing, z_loss, reduction='none', stats=False):
+    """Validates arguments and runs the op. Returns (loss, lse, row_weight, keep_axis, axis,
+    stats): lse and row_weight with the input's shape minus the class axis, loss too for
+    reduction 'none', else a 0-D tensor; stats a CrossEntropyStats when asked for, else None."""
+    if stats and soft_label:
+        raise ValueError("return_stats needs hard labels (class indices): a soft label has no "
+                         "single correct class; compare paddle.argmax of the logits and of the "
+                         "label instead")
+    if stats and not use_softmax:
+        raise ValueError("return_stats needs use_softmax=True (the input holds probabilities)")
     if (weight is None and not soft_label and use_softmax is True and label_smoothing == 0.0
             and z_loss == 0.0):
         plain_axis = _plain_call(input, label, ignore_index, axis)
         if plain_axis is not None:
-            loss, lse, row_weight = _ops.softmax_ce(
-                input, label, None, plain_axis, ignore_index, _checks.double_attr(0.0),
+            loss, lse, row_weight, extras = _run_op(
+                stats, input, label, None, plain_axis, ignore_index, _checks.double_attr(0.0),
                 _checks.double_attr(0.0), True, _REDUCTION_CODES[reduction])
-            lse.stop_gradient = True
-            row_weight.stop_gradient = True
-            return loss, lse, row_weight, False, plain_axis
+            return loss, lse, row_weight, False, plain_axis, extras
     _checks.check_float(input, "input")
     axis = _checks.class_axis(input, axis, "input")
     rank = len(input.shape)
@@ -130,23 +182,21 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
         if _checks.dtype_name(weight) != _checks.acc_dtype(input):
             weight = weight.astype(_checks.acc_dtype(input))
     in_op = reduction != 'none' and _reduces_in_op(input)
-    loss, lse, row_weight = _ops.softmax_ce(
-        _checks.contiguous(input), _checks.contiguous(label), _checks.contiguous(weight), axis,
-        ignore_index, _checks.double_attr(label_smoothing), _checks.double_attr(z_loss),
+    loss, lse, row_weight, extras = _run_op(
+        stats, _checks.contiguous(input), _checks.contiguous(label), _checks.contiguous(weight),
+        axis, ignore_index, _checks.double_attr(label_smoothing), _checks.double_attr(z_loss),
         bool(use_softmax), _REDUCTION_CODES[reduction if in_op else 'none'])
-    lse.stop_gradient = True
-    row_weight.stop_gradient = True
     if reduction == 'sum' and not in_op:
         loss = paddle.sum(loss)
     elif reduction == 'mean' and not in_op:
         total = paddle.sum(row_weight)
         loss = paddle.sum(loss) / paddle.where(total == 0, paddle.ones_like(total), total)
-    return loss, lse, row_weight, keep_axis, axis
+    return loss, lse, row_weight, keep_axis, axis, extras
 
 
 def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean',
                   soft_label=False, axis=-1, use_softmax=True, label_smoothing=0.0, name=None, *,
-                  z_loss=0.0, return_lse=False):
+                  z_loss=0.0, return_lse=False, return_stats=False):
     r"""Softmax cross-entropy with Paddle's signature, fused into one forward and one backward
     kernel.
 
@@ -164,21 +214,28 @@ def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean'
             weighted like the row.
         return_lse: keyword-only; also return the per-row log-sum-exp (fp32 for 16-bit inputs,
             shape of the input minus ``axis``, ``stop_gradient=True``).
+        return_stats: keyword-only; also return a :class:`CrossEntropyStats` (accuracy, mean
+            entropy, per-row correctness and entropy) computed in the same read of the logits.
+            Hard labels with ``use_softmax=True`` only; CPU only (a GPU tensor raises
+            ``ValueError``). The loss and its gradient are unchanged.
 
     Returns:
         The loss (fp32 for float16/bfloat16 inputs, fp64 for fp64, else fp32): a scalar for
         ``mean``/``sum``; for ``none`` the label's shape (input's shape with ``axis`` of size 1 for
-        soft labels). With ``return_lse=True`` a tuple ``(loss, lse)``.
+        soft labels). With ``return_lse`` and/or ``return_stats`` a tuple ``(loss, lse, stats)``
+        holding the ones asked for, in that order.
     """
     _checks.check_reduction(reduction)
     if return_lse and not use_softmax:
         raise ValueError("return_lse needs use_softmax=True (the input holds probabilities)")
-    loss, lse, _, keep_axis, axis = _softmax_ce(
+    loss, lse, _, keep_axis, axis, stats = _softmax_ce(
         input, label, weight, ignore_index, soft_label, axis, use_softmax, label_smoothing, z_loss,
-        reduction)
+        reduction, stats=bool(return_stats))
     if reduction == 'none' and keep_axis:
         loss = loss.unsqueeze(axis)
-    return (loss, lse) if return_lse else loss
+    if not (return_lse or return_stats):
+        return loss
+    return (loss,) + ((lse,) if return_lse else ()) + ((stats,) if return_stats else ())
 
 
 def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-100,
@@ -189,8 +246,8 @@ def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-10
     With ``return_softmax=True`` the softmax is computed by ``paddle.nn.functional.softmax`` in
     fp32 (one extra pass, only when asked for) and, unlike Paddle's, carries gradient.
     """
-    loss, _, _, _, axis = _softmax_ce(logits, label, None, ignore_index, soft_label, axis, True,
-                                        0.0, 0.0)
+    loss, _, _, _, axis, _ = _softmax_ce(logits, label, None, ignore_index, soft_label, axis,
+                                         True, 0.0, 0.0)
     loss = loss.unsqueeze(axis)
     if not return_softmax:
         return loss

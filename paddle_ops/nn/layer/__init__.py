@@ -1,5 +1,7 @@
-from .loss import (BCEWithLogitsLoss, CrossEntropyLoss, InfoNCELoss, JensenShannonWithLogitsLoss,
-                   KLDivLoss, KLDivWithLogitsLoss, SigmoidFocalLoss, SoftmaxEntropy)
+from .loss import (BCEWithLogitsLoss, CrossEntropyLoss, GaussianKLLoss, InfoNCELoss,
+                   JensenShannonWithLogitsLoss, KLDivLoss, KLDivWithLogitsLoss, SigmoidFocalLoss,
+                   SoftmaxEntropy)
 
 __all__ = ["CrossEntropyLoss", "KLDivLoss", "KLDivWithLogitsLoss", "JensenShannonWithLogitsLoss",
-           "SoftmaxEntropy", "BCEWithLogitsLoss", "SigmoidFocalLoss", "InfoNCELoss"]
+           "SoftmaxEntropy", "BCEWithLogitsLoss", "SigmoidFocalLoss", "InfoNCELoss",
+           "GaussianKLLoss"]

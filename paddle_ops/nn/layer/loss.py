@@ -6,11 +6,19 @@ from .. import functional as F
 
 
 class CrossEntropyLoss(paddle.nn.Layer):
-    """paddle.nn.CrossEntropyLoss backed by the fused kernel; extra keyword-only ``z_loss``."""
+    """paddle.nn.CrossEntropyLoss backed by the fused kernel; extra keyword-only ``z_loss``, and
+    ``keep_stats``: when True, each call also computes the prediction statistics of
+    ``cross_entropy(..., return_stats=True)`` in the same pass and keeps them in
+    ``last_stats`` (a CrossEntropyStats, None before the first call) while still returning only
+    the loss, so that a caller that expects a loss (paddle.Model) can use the layer unchanged and
+    paddle_ops.monitor can read the statistics."""
 
     def __init__(self, weight=None, ignore_index=-100, reduction='mean', soft_label=False,
-                 axis=-1, use_softmax=True, label_smoothing=0.0, name=None, *, z_loss=0.0):
+                 axis=-1, use_softmax=True, label_smoothing=0.0, name=None, *, z_loss=0.0,
+                 keep_stats=False):
         super().__init__()
+        self.keep_stats = keep_stats
+        self.last_stats = None
         self.weight = weight
         self.ignore_index = ignore_index
         self.reduction = reduction
@@ -22,11 +30,15 @@ class CrossEntropyLoss(paddle.nn.Layer):
         self.name = name
 
     def forward(self, input, label):
-        return F.cross_entropy(input, label, weight=self.weight, ignore_index=self.ignore_index,
-                               reduction=self.reduction, soft_label=self.soft_label,
-                               axis=self.axis, use_softmax=self.use_softmax,
-                               label_smoothing=self.label_smoothing, name=self.name,
-                               z_loss=self.z_loss)
+        out = F.cross_entropy(input, label, weight=self.weight, ignore_index=self.ignore_index,
+                              reduction=self.reduction, soft_label=self.soft_label,
+                              axis=self.axis, use_softmax=self.use_softmax,
+                              label_smoothing=self.label_smoothing, name=self.name,
+                              z_loss=self.z_loss, return_stats=self.keep_stats)
+        if not self.keep_stats:
+            return out
+        loss, self.last_stats = out
+        return loss
 
 
 class KLDivLoss(paddle.nn.Layer):
@@ -142,3 +154,17 @@ class InfoNCELoss(paddle.nn.Layer):
     def forward(self, query, key):
         return F.info_nce(query, key, temperature=self.temperature, reduction=self.reduction,
                           symmetric=self.symmetric, normalize=self.normalize)
+
+
+class GaussianKLLoss(paddle.nn.Layer):
+    """KL divergence between diagonal Gaussians; see paddle_ops.nn.functional.gaussian_kl.
+    forward(mean1, logvar1, mean2=None, logvar2=None)."""
+
+    def __init__(self, reduction='mean', axis=None):
+        super().__init__()
+        self.reduction = reduction
+        self.axis = axis
+
+    def forward(self, mean1, logvar1, mean2=None, logvar2=None):
+        return F.gaussian_kl(mean1, logvar1, mean2, logvar2, reduction=self.reduction,
+                             axis=self.axis)

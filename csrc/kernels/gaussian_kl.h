@@ -1,0 +1,83 @@
+// KL divergence between diagonal Gaussians, elementwise: framework-free parameters and CPU
+// launchers.
+//
+// Every element pairs a first distribution N(m1, exp(v1)) with a second N(m2, exp(v2)), the v
+// being log-variances. With d = m1 - m2, delta = v1 - v2, h = exp(-v2 / 2) (1 / sigma2) and
+// u = d h:
+//   KL = 1/2 (v2 - v1 + exp(v1 - v2) + d^2 exp(-v2) - 1) = 1/2 (E(delta) + u^2),
+//   E(delta) = exp(delta) - 1 - delta >= 0,
+//   dKL/dm1 = u h = -dKL/dm2,
+//   dKL/dv1 = 1/2 expm1(delta),
+//   dKL/dv2 = -1/2 (expm1(delta) + u^2).
+// Without a second pair (m2 = v2 = 0: the standard normal, the VAE prior), delta = v1, u = m1,
+// h = 1: KL = 1/2 (E(v1) + m1^2), the usual -1/2 (1 + v1 - m1^2 - exp(v1)).
+//
+// Numerics: exp(v1) / exp(v2) is one exponential of delta, and d^2 / exp(v2) is the square of
+// d exp(-v2 / 2), so neither exp(v2) nor d^2 overflows on its own (fp32 covers every delta and v2
+// in [-60, 60], hence log-variances in [-30, 30]). The textbook form adds terms of both signs and
+// cancels when the distributions are close (delta = 1e-3 leaves 3 correct bits of
+// exp(delta) - 1 - delta in fp32); here KL is a sum of two terms >= 0, E(delta) comes from its
+// Taylor series for |delta| <= 1 and from exp(delta) - (1 + delta) otherwise (where E >= 0.26
+// exp(delta), so at most 2 bits are lost), and expm1(delta) = delta + E(delta) likewise. NaN
+// inputs give NaN; infinite log-variances are outside the contract (inf or NaN).
+#pragma once
+
+#include <cstdint>
+
+#include "dtypes.h"
+
+namespace paddle_ops {
+
+// Tensors viewed as [rows, cols], cols the last dimension (a 0-D tensor is one row of one column).
+struct GaussianKLParams {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int num_threads = 0;  // 0: default_num_threads()
+};
+
+// The four inputs, each [rows, cols]. mean2 and logvar2 are both nullptr for the standard normal;
+// the kernels also accept one of them alone (a missing mean is 0, a missing log-variance 0).
+template <typename T>
+struct GaussianKLInputs {
+  const T* mean1 = nullptr;
+  const T* logvar1 = nullptr;
+  const T* mean2 = nullptr;
+  const T* logvar2 = nullptr;
+};
+
+// Gradients to write, each [rows, cols] and written completely, or nullptr when not wanted.
+template <typename T>
+struct GaussianKLGrads {
+  T* mean1 = nullptr;
+  T* logvar1 = nullptr;
+  T* mean2 = nullptr;
+  T* logvar2 = nullptr;
+};
+
+// Writes the elementwise KL to loss_elem ([rows, cols]) when it is not nullptr, and each row's
+// sum to loss_rows ([rows]) when that is not nullptr, in fp32 (fp64 for fp64).
+template <typename T>
+void gaussian_kl_fwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
+                         acc_t<T>* loss_elem, acc_t<T>* loss_rows);
+
+// grad: upstream gradient, [rows] (one per row sum) when per_row, else [rows, cols]; nullptr is
+// treated as zero.
+template <typename T>
+void gaussian_kl_bwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
+                         const acc_t<T>* grad, bool per_row, const GaussianKLGrads<T>& out);
+
+// Explicit instantiations of both CPU launchers, in the namespace where it is expanded
+// (gaussian_kl_cpu.cc and each per-ISA copy in gaussian_kl_cpu_impl.h).
+#define PO_INSTANTIATE_GAUSSIAN_KL(T)                                                            \
+  template void gaussian_kl_fwd_cpu<T>(const GaussianKLParams&, const GaussianKLInputs<T>&,     \
+                                       acc_t<T>*, acc_t<T>*);                                   \
+  template void gaussian_kl_bwd_cpu<T>(const GaussianKLParams&, const GaussianKLInputs<T>&,     \
+                                       const acc_t<T>*, bool, const GaussianKLGrads<T>&);
+
+#define PO_GAUSSIAN_KL_INSTANTIATE_ALL \
+  PO_INSTANTIATE_GAUSSIAN_KL(float)    \
+  PO_INSTANTIATE_GAUSSIAN_KL(double)   \
+  PO_INSTANTIATE_GAUSSIAN_KL(fp16)     \
+  PO_INSTANTIATE_GAUSSIAN_KL(bf16)
+
+}  // namespace paddle_ops

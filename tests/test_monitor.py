@@ -1,0 +1,163 @@
+"""paddle_ops.monitor: TrainingMonitor in a plain training loop, StatsCallback in a short
+paddle.Model.fit beside paddle.callbacks.EarlyStopping, CSV and PNG output, and bad input."""
+
+import csv
+import warnings
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_ops
+import paddle_ops.nn.functional as POF
+from paddle_ops.monitor import StatsCallback, TrainingMonitor
+
+FEATURES, CLASSES = 6, 4
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def is_png(path):
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_record_csv_and_png(tmp_path):
+    m = TrainingMonitor()
+    logits = paddle.to_tensor(np.random.default_rng(0).normal(size=(8, 5)).astype("float32"))
+    labels = paddle.to_tensor(np.arange(8) % 5)
+    for step in range(3):
+        loss, stats = POF.cross_entropy(logits * (step + 1), labels, return_stats=True)
+        m.record(step, loss=loss, stats=stats, lr=0.1 / (step + 1))
+    m.record(2, eval_loss=np.float32(0.5))  # same step: the same row
+    assert len(m) == 3
+    assert m.names == ["loss", "accuracy", "entropy", "lr", "eval_loss"]
+    steps, acc = m.history("accuracy")
+    assert steps == [0, 1, 2] and acc[0] == stats.accuracy.item()
+    rows = read_csv(m.to_csv(tmp_path / "curves.csv"))
+    assert [r["step"] for r in rows] == ["0", "1", "2"]
+    assert rows[0]["eval_loss"] == "" and float(rows[2]["eval_loss"]) == 0.5
+    np.testing.assert_allclose(float(rows[2]["entropy"]), stats.mean_entropy.item(), rtol=1e-7)
+    assert is_png(m.plot(tmp_path / "curves.png"))
+    assert is_png(m.plot(tmp_path / "two.png", names=["loss", "accuracy"], title="run"))
+
+
+def test_plain_training_loop_records_the_fused_statistics():
+    rng = np.random.default_rng(1)
+    x = paddle.to_tensor(rng.normal(size=(64, FEATURES)).astype("float32"))
+    y = paddle.to_tensor(np.argmax(x.numpy()[:, :CLASSES], axis=1))
+    model = paddle.nn.Linear(FEATURES, CLASSES)
+    opt = paddle.optimizer.SGD(learning_rate=0.5, parameters=model.parameters())
+    monitor = TrainingMonitor()
+    for step in range(15):
+        logits = model(x)
+        loss, stats = POF.cross_entropy(logits, y, return_stats=True)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        monitor.record(step, loss=loss, stats=stats)
+        expected = float((paddle.argmax(logits, axis=-1) == y).astype("float32").mean())
+        assert monitor.history("accuracy")[1][-1] == pytest.approx(expected, abs=1e-7)
+    losses = monitor.history("loss")[1]
+    assert losses[-1] < losses[0]
+    assert monitor.history("accuracy")[1][-1] > monitor.history("accuracy")[1][0]
+
+
+class Blobs(paddle.io.Dataset):
+    """A linearly separable toy problem: the label is the arg-max of the first CLASSES features."""
+
+    def __init__(self, n, seed):
+        rng = np.random.default_rng(seed)
+        self.x = rng.normal(size=(n, FEATURES)).astype("float32")
+        self.y = np.argmax(self.x[:, :CLASSES], axis=1).astype("int64")[:, None]
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+    def __len__(self):
+        return len(self.x)
+
+
+def make_model(loss_layer):
+    paddle.seed(0)
+    net = paddle.nn.Linear(FEATURES, CLASSES)
+    model = paddle.Model(net, inputs=[paddle.static.InputSpec([None, FEATURES], "float32", "x")],
+                         labels=[paddle.static.InputSpec([None, 1], "int64", "y")])
+    model.prepare(paddle.optimizer.SGD(learning_rate=0.3, parameters=net.parameters()),
+                  loss_layer)
+    return model, net
+
+
+def test_model_fit_with_callback_beside_early_stopping(tmp_path):
+    train, val = Blobs(96, 2), Blobs(40, 3)
+    loss_layer = paddle_ops.nn.CrossEntropyLoss(keep_stats=True)
+    model, net = make_model(loss_layer)
+    # What the first batch's statistics must be, from the initial weights.
+    first = paddle.to_tensor(train.x[:16])
+    _, expected = POF.cross_entropy(net(first), paddle.to_tensor(train.y[:16]),
+                                    return_stats=True)
+    cb = StatsCallback(loss_layer, csv_path=str(tmp_path / "fit.csv"),
+                       png_path=str(tmp_path / "fit.png"))
+    # baseline=1.01 cannot be reached: EarlyStopping stops after the first evaluation, which
+    # it can only do if it finds the 'accuracy' that StatsCallback put into the logs.
+    stop = paddle.callbacks.EarlyStopping(monitor="accuracy", mode="max", patience=1,
+                                          baseline=1.01, save_best_model=False, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(train, val, batch_size=16, epochs=5, shuffle=False, verbose=0,
+                  callbacks=[cb, stop])
+    # EarlyStopping warns (and does nothing) when its key is missing from the logs.
+    assert not [w for w in caught if "EarlyStopping" in str(w.message)]
+    steps_per_epoch = 96 // 16
+    rows = read_csv(tmp_path / "fit.csv")
+    assert len(rows) == steps_per_epoch  # one epoch: stopped early
+    assert is_png(tmp_path / "fit.png")
+    assert float(rows[0]["accuracy"]) == pytest.approx(expected.accuracy.item(), abs=1e-7)
+    assert float(rows[0]["entropy"]) == pytest.approx(expected.mean_entropy.item(), rel=1e-6)
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
+    # The evaluation's means, weighted by the rows of each batch, at the last training step.
+    last = rows[-1]
+    model.network.eval()
+    logits = net(paddle.to_tensor(val.x))
+    _, whole = POF.cross_entropy(logits, paddle.to_tensor(val.y), return_stats=True)
+    assert float(last["eval_accuracy"]) == pytest.approx(whole.accuracy.item(), abs=1e-6)
+    assert float(last["eval_entropy"]) == pytest.approx(whole.mean_entropy.item(), rel=1e-5)
+
+
+def test_model_fit_with_loss_early_stopping_and_no_files():
+    loss_layer = paddle_ops.nn.CrossEntropyLoss(keep_stats=True)
+    model, _ = make_model(loss_layer)
+    cb = StatsCallback(loss_layer)
+    stop = paddle.callbacks.EarlyStopping(monitor="loss", patience=5, save_best_model=False,
+                                          verbose=0)
+    model.fit(Blobs(48, 4), Blobs(16, 5), batch_size=16, epochs=2, verbose=0,
+              callbacks=[cb, stop])
+    assert len(cb.monitor) == 2 * 3
+    losses = cb.monitor.history("loss")[1]
+    assert losses[-1] < losses[0]
+    assert cb.monitor.history("eval_accuracy")[0] == [2, 5]
+
+
+BAD_INPUTS = {
+    "step_float": (lambda m: m.record(1.5, loss=1.0), TypeError, r"step must be an int, got float"),
+    "loss_vector": (lambda m: m.record(0, loss=paddle.ones([3])), ValueError,
+                    r"loss must be a scalar, got an array of shape \[3\]"),
+    "loss_string": (lambda m: m.record(0, loss="low"), TypeError,
+                    r"loss must be a number or a one-element tensor, got str"),
+    "stats_type": (lambda m: m.record(0, stats=(0.5, 0.1)), TypeError,
+                   r"stats must be the CrossEntropyStats"),
+    "history_unknown": (lambda m: m.history("acc"), KeyError, r"nothing recorded as 'acc'"),
+    "plot_empty": (lambda m: m.plot("never.png"), ValueError, r"nothing recorded yet"),
+    "callback_layer": (lambda m: StatsCallback(paddle_ops.nn.CrossEntropyLoss()), ValueError,
+                       r"loss_layer must keep its statistics"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input(name):
+    call, exc, match = BAD_INPUTS[name]
+    with pytest.raises(exc, match=match):
+        call(TrainingMonitor())
