@@ -60,7 +60,8 @@ def run(dtype_id, x, y, loss="bce", weight=None, pos_weight=None, alpha=0.25, ga
         layouts=("auto", "auto"), outs=None):
     """Forward (both outputs) and backward (per-row and elementwise upstream gradients) against
     the reference. outs: optional (elementwise loss, elementwise upstream gradient, gradient)
-    tensors to use instead of fresh ones (misaligned views). Returns (elem, rows, d_rows, d_elem)."""
+    tensors to use instead of fresh ones (misaligned views).
+    Returns (elem, rows, d_rows, d_elem)."""
     _, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
     kw = dict(loss=loss, weight=weight, pos_weight=pos_weight, alpha=alpha, gamma=gamma,
               layouts=layouts)
