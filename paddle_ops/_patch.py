@@ -10,8 +10,8 @@ Replaced while patched (Paddle 3.3.1 names):
 
 Every original lives in ``_ORIGINALS`` keyed by (owner, attribute), so unpatch() puts back the very
 same objects. A call goes to Paddle's original, with one warning per (function, reason), when
-paddle_ops has no kernel for it (non-CPU tensors for the CPU-only binary losses, any non-CPU tensor
-in a build without CUDA), when paddle_ops would compute something else than Paddle (see the
+paddle_ops has no kernel for it (tensors on a device other than the CPU and, in a CUDA build, a
+GPU), when paddle_ops would compute something else than Paddle (see the
 `_*_fallback` functions), or when paddle_ops rejects the arguments with TypeError/ValueError and
 Paddle accepts them. If Paddle rejects them too, Paddle's exception is raised, as without patching.
 """
@@ -43,16 +43,14 @@ def _original(name):
     return _PADDLE[name]
 
 
-def _device_reason(tensors, cpu_only):
+def _device_reason(tensors):
     """Why paddle_ops has no kernel for these tensors, or None. In static mode the place is only
-    known when the program runs: binary programs of a CUDA build go to Paddle."""
+    known when the program runs; every op has CPU kernels and, in a CUDA build, CUDA kernels."""
     if not paddle.in_dynamic_mode():
-        if cpu_only and paddle.is_compiled_with_cuda():
-            return "static program of a CUDA build (the binary kernels are CPU-only)"
         return None
     for t in tensors:
         if isinstance(t, paddle.Tensor) and not t.place.is_cpu_place():
-            if cpu_only or not (t.place.is_gpu_place() and paddle.is_compiled_with_cuda()):
+            if not (t.place.is_gpu_place() and paddle.is_compiled_with_cuda()):
                 return f"tensors on {t.place} (no paddle_ops kernel there)"
     return None
 
@@ -81,7 +79,7 @@ def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean'
                   soft_label=False, axis=-1, use_softmax=True, label_smoothing=0.0, name=None,
                   **kwargs):
     reason = (_extra_kwargs_reason(kwargs)
-              or _device_reason((input, label, weight), cpu_only=False))
+              or _device_reason((input, label, weight)))
     return _dispatch(
         "cross_entropy", reason,
         lambda: _POF.cross_entropy(input, label, weight, ignore_index, reduction, soft_label,
@@ -96,7 +94,7 @@ def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-10
     reason = (_extra_kwargs_reason(kwargs)
               or ("return_softmax=True (Paddle's softmax output carries no gradient)"
                   if return_softmax else None)
-              or _device_reason((logits, label), cpu_only=False))
+              or _device_reason((logits, label)))
     return _dispatch(
         "softmax_with_cross_entropy", reason,
         lambda: _POF.softmax_with_cross_entropy(logits, label, soft_label, ignore_index,
@@ -114,7 +112,7 @@ def _constant(x):
 
 
 def kl_div(input, label, reduction='mean', log_target=False, name=None, **kwargs):
-    reason = _extra_kwargs_reason(kwargs) or _device_reason((input, label), cpu_only=False)
+    reason = _extra_kwargs_reason(kwargs) or _device_reason((input, label))
     if (reason is None and not paddle.in_dynamic_mode()
             and not getattr(label, "stop_gradient", True)):
         reason = "a static-graph label that requires gradient (Paddle's kl_div gives it none)"
@@ -127,7 +125,8 @@ def kl_div(input, label, reduction='mean', log_target=False, name=None, **kwargs
 def _ignored_label_reason(label):
     """Paddle's sigmoid_cross_entropy_with_logits kernel gives loss 0 to labels whose integer part
     is -100 (a hidden ignore_index); paddle_ops evaluates them. Checked in dygraph only (one min
-    over the label): a static program cannot look at values."""
+    over the label): a static program cannot look at values. For a GPU label reading that min
+    back waits for the device (one synchronisation per patched call)."""
     if (paddle.in_dynamic_mode() and isinstance(label, paddle.Tensor) and label.size > 0
             and float(label.min()) <= -99.0):
         return "labels <= -99 (Paddle ignores labels whose integer part is -100)"
@@ -137,7 +136,7 @@ def _ignored_label_reason(label):
 def binary_cross_entropy_with_logits(logit, label, weight=None, reduction='mean',
                                      pos_weight=None, name=None, **kwargs):
     reason = (_extra_kwargs_reason(kwargs)
-              or _device_reason((logit, label, weight, pos_weight), cpu_only=True)
+              or _device_reason((logit, label, weight, pos_weight))
               or _ignored_label_reason(label))
     return _dispatch(
         "binary_cross_entropy_with_logits", reason,
@@ -149,7 +148,7 @@ def binary_cross_entropy_with_logits(logit, label, weight=None, reduction='mean'
 def sigmoid_focal_loss(logit, label, normalizer=None, alpha=0.25, gamma=2.0, reduction='sum',
                        name=None, **kwargs):
     reason = (_extra_kwargs_reason(kwargs)
-              or _device_reason((logit, label, normalizer), cpu_only=True)
+              or _device_reason((logit, label, normalizer))
               or ("a label that requires gradient (Paddle gives it a partial gradient, "
                   "paddle_ops none)" if not getattr(label, "stop_gradient", True) else None)
               or _ignored_label_reason(label))

@@ -9,6 +9,13 @@ Cases (--quick: 1024 rows instead of 8192, fewer repetitions):
               'batchmean', gradient for the student only (distillation):
               ours = harness forward + mean, backward into s; torch = F.kl_div(log_softmax(s),
               log_softmax(t), log_target=True, reduction='batchmean').
+  bce_logits  fp32 and bf16 [8192, 8192], and fp32 [4096, 1000] (the CPU benchmark's shape),
+              0/1 labels, reduction 'mean': ours = harness forward (row sums) + sum / numel in
+              torch (as the Paddle wrapper reduces on the GPU), backward with 1 / numel per row;
+              torch = F.binary_cross_entropy_with_logits(x, y).
+  sigmoid_focal  fp32 [8192, 8192], alpha 0.25, gamma 2, reduction 'mean': ours as for BCE;
+              torch = torchvision.ops.sigmoid_focal_loss when torchvision is installed, else the
+              same formula composed from torch ops (sigmoid, BCE with logits, pow, mean).
 Modes fwd / bwd / full, timed with CUDA events after warm-up: median with p20/p80 (ms). Every
 case is first checked on its first rows against the float64 reference of tests/gpu (ours) and
 against torch's own result, so a broken build is never timed.
@@ -262,6 +269,99 @@ class Bench:
         if abs(ours_mean - theirs) > 1e-4 * abs(theirs) + 1e-6:
             raise AssertionError(f"KL batchmean {ours_mean} vs torch (fp32) {theirs}")
 
+    # ---- binary losses ----
+
+    def binary_case(self, op, dtype_name, shape):
+        torch = self.torch
+        ops = self.ops
+        dtype = getattr(torch, dtype_name)
+        rows, cols = shape
+        numel = rows * cols
+        g = torch.Generator(device="cuda").manual_seed(2)
+        x = (torch.randn(shape, generator=g, device="cuda") * 3).to(dtype)
+        y = (torch.rand(shape, generator=g, device="cuda") < 0.3).to(dtype)
+        loss = "bce" if op == "bce_logits" else "focal"
+        acc = ops.acc_dtype(dtype)
+
+        torch_loss = self.check_binary(x, y, loss, dtype_name)
+
+        def ours_fwd(_):
+            _, sums = ops.binary_fwd(x, y, loss=loss, elementwise=False)
+            return sums.sum() / numel
+
+        def ours_bwd(_):
+            grad = torch.full((rows,), 1.0 / numel, dtype=acc, device="cuda")
+            return ops.binary_bwd(x, y, grad, loss=loss)
+
+        xl = x.detach().requires_grad_(True)
+
+        def torch_fwd(_):
+            xl.grad = None
+            return torch_loss(xl, y)
+
+        def torch_bwd(out):
+            out.backward()
+            return xl.grad
+
+        n = numel * x.element_size()
+        nbytes = {"fwd": 2 * n + rows * 4, "bwd": 3 * n + rows * 4, "full": 5 * n + rows * 8}
+        return self.modes(op, dtype_name, shape, nbytes, ours_fwd, ours_bwd, torch_fwd, torch_bwd)
+
+    def torch_focal(self):
+        """torch's sigmoid focal loss (alpha 0.25, gamma 2, mean): torchvision's, or its formula
+        from torch ops. Returns (function, name)."""
+        torch = self.torch
+        F = torch.nn.functional
+        try:
+            from torchvision.ops import sigmoid_focal_loss
+            return (lambda x, y: sigmoid_focal_loss(x, y, alpha=0.25, gamma=2.0,
+                                                    reduction="mean"),
+                    "torchvision.ops.sigmoid_focal_loss")
+        except ImportError:
+            pass
+
+        def composed(x, y):
+            p = torch.sigmoid(x)
+            ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+            p_t = p * y + (1 - p) * (1 - y)
+            alpha_t = 0.25 * y + 0.75 * (1 - y)
+            return (alpha_t * ce * (1 - p_t) ** 2).mean()
+
+        return composed, "composed from torch ops (torchvision not installed)"
+
+    def check_binary(self, x, y, loss, dtype_name):
+        """Ours on the first rows (elementwise loss, row sums, gradient for upstream 1) against the
+        float64 reference, and the means against torch's. Returns torch's loss function."""
+        torch = self.torch
+        ops = self.ops
+        dtype_id = {"float32": "f32", "bfloat16": "bf16", "float16": "f16",
+                    "float64": "f64"}[dtype_name]
+        _, fwd_tol, bwd_tol = self.tol[dtype_id]
+        k = CHECK_ROWS
+        elem, sums = ops.binary_fwd(x[:k].contiguous(), y[:k].contiguous(), loss=loss)
+        ones = torch.ones_like(sums)
+        grad = ops.binary_bwd(x[:k].contiguous(), y[:k].contiguous(), ones, loss=loss)
+        ref = self.ref.binary(x[:k].to(torch.float64), y[:k].to(torch.float64), loss=loss,
+                              grad=ones)
+        for what, got, want, tol in (("loss", elem, ref["elem"], fwd_tol),
+                                     ("row sums", sums, ref["rows"], fwd_tol),
+                                     ("grad", grad, ref["grad"], bwd_tol)):
+            torch.testing.assert_close(got.double(), want, atol=tol[0], rtol=tol[1],
+                                       msg=lambda m, w=what: f"{loss} {w} vs reference: {m}")
+        if loss == "bce":
+            torch_loss = torch.nn.functional.binary_cross_entropy_with_logits
+            name = "torch.nn.functional.binary_cross_entropy_with_logits"
+        else:
+            torch_loss, name = self.torch_focal()
+        _, sums = ops.binary_fwd(x, y, loss=loss, elementwise=False)
+        ours_mean = (sums.sum() / x.numel()).item()
+        theirs = torch_loss(x, y).item()
+        rtol = 1e-4 if dtype_name == "float32" else 1e-2
+        if abs(ours_mean - theirs) > rtol * abs(theirs):
+            raise AssertionError(f"{loss} mean {ours_mean} vs {name} {theirs}")
+        print(f"  {loss} baseline: {name}")
+        return torch_loss
+
     # ---- modes ----
 
     def modes(self, op, dtype_name, shape, nbytes, ours_fwd, ours_bwd, torch_fwd, torch_bwd):
@@ -312,13 +412,21 @@ def main(argv=None):
     cases = [("softmax_ce", "bfloat16", (rows_n, 128256)),
              ("softmax_ce", "float32", (rows_n, 32000)),
              ("kl_logits", "float32", (rows_n, 32000)),
-             ("kl_logits", "bfloat16", (rows_n, 32000))]
+             ("kl_logits", "bfloat16", (rows_n, 32000)),
+             ("bce_logits", "float32", (rows_n, 8192)),
+             ("bce_logits", "bfloat16", (rows_n, 8192)),
+             ("bce_logits", "float32", (rows_n // 2, 1000)),
+             ("sigmoid_focal", "float32", (rows_n, 8192))]
     results, failed = [], []
     for op, dtype_name, shape in cases:
         label = f"{op} {dtype_name} {shape[0]}x{shape[1]}"
         try:
-            run = bench.ce_case if op == "softmax_ce" else bench.kl_case
-            results += run(dtype_name, shape)
+            if op == "softmax_ce":
+                results += bench.ce_case(dtype_name, shape)
+            elif op == "kl_logits":
+                results += bench.kl_case(dtype_name, shape)
+            else:
+                results += bench.binary_case(op, dtype_name, shape)
             print(f"checked and timed {label}")
         except AssertionError as e:
             failed.append(label)
@@ -335,7 +443,7 @@ def main(argv=None):
         "device": device, "timestamp": stamp, "version": f"torch {torch.__version__}"}]
     by_key = {}
     print()
-    print(f"{'op':<11}{'dtype':<10}{'shape':<13}{'mode':<6}{'provider':<12}{'p50 ms':>9}"
+    print(f"{'op':<14}{'dtype':<10}{'shape':<13}{'mode':<6}{'provider':<12}{'p50 ms':>9}"
           f"{'p20':>9}{'p80':>9}{'TB/s':>7}{'%copy':>7}{'%peak':>7}{'x torch':>9}")
     for r in results:
         st = r["stats"]
@@ -347,7 +455,7 @@ def main(argv=None):
         base = by_key.get((r["op"], BASELINE, r["mode"], r["dtype"], r["shape"]))
         speedup = base["stats"]["p50"] / st["p50"] if base and r["provider"] == OURS else None
         pct_peak = f"{100 * r['tbps'] / peak_tbps:6.1f}%" if peak_tbps else "     -"
-        print(f"{r['op']:<11}{r['dtype']:<10}{r['shape']:<13}{r['mode']:<6}{r['provider']:<12}"
+        print(f"{r['op']:<14}{r['dtype']:<10}{r['shape']:<13}{r['mode']:<6}{r['provider']:<12}"
               f"{st['p50']:9.3f}{st['p20']:9.3f}{st['p80']:9.3f}{r['tbps']:7.3f}"
               f"{100 * r['tbps'] / copy_tbps:6.1f}%{pct_peak}"
               f"{'' if speedup is None else f'{speedup:8.2f}x':>9}")

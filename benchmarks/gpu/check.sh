@@ -56,7 +56,8 @@ begin "preflight"
 PYTHONPATH="$BUILD_DIR${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "
 import torch, paddle_ops_gpu_harness as h
 assert torch.cuda.is_available(), 'no CUDA device'
-print('harness', h.__file__, 'KL_STATS', h.KL_STATS)"
+print('harness', h.__file__, 'KL_STATS', h.KL_STATS,
+      'binary workspace for 1 x 100003 fp32:', h.binary_fwd_workspace('float32', 1, 100003))"
 end "preflight" $?
 
 begin "tests/gpu"

@@ -4,14 +4,16 @@
 //
 // Pointers and the stream travel as integers (torch.Tensor.data_ptr(),
 // torch.cuda.current_stream().cuda_stream); 0 is nullptr. Dtypes are named as in Paddle and
-// PyTorch: float32, float64, float16, bfloat16, int32, int64. Every function returns the
-// launch's cudaError_t (0 = success) and never synchronises.
+// PyTorch: float32, float64, float16, bfloat16, int32, int64. Every launching function returns the
+// launch's cudaError_t (0 = success) and never synchronises; binary_fwd_workspace returns the bytes
+// of device scratch that binary_fwd needs for row sums.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
+#include "binary.h"
 #include "kl.h"
 #include "softmax_ce.h"
 
@@ -194,6 +196,72 @@ int kl_div_bwd(const std::string& dtype, int64_t rows, int64_t cols, bool log_ta
   });
 }
 
+BinaryParams binary_params(int64_t rows, int64_t cols, int loss, int weight_kind,
+                           int pos_weight_kind, double alpha, double gamma) {
+  if (loss != static_cast<int>(BinaryLoss::kBCE) && loss != static_cast<int>(BinaryLoss::kFocal)) {
+    throw std::invalid_argument("unknown binary loss " + std::to_string(loss));
+  }
+  for (int kind : {weight_kind, pos_weight_kind}) {
+    if (kind < 0 || kind > static_cast<int>(BinaryOperand::kFull)) {
+      throw std::invalid_argument("unknown operand layout " + std::to_string(kind));
+    }
+  }
+  if (rows < 0 || cols < 0) throw std::invalid_argument("negative rows or cols");
+  BinaryParams p;
+  p.rows = rows;
+  p.cols = cols;
+  p.loss = static_cast<BinaryLoss>(loss);
+  p.weight = static_cast<BinaryOperand>(weight_kind);
+  p.pos_weight = static_cast<BinaryOperand>(pos_weight_kind);
+  p.alpha = alpha;
+  p.gamma = gamma;
+  return p;
+}
+
+// Bytes of the device workspace binary_fwd needs when it writes row sums (0 for most shapes).
+int64_t binary_fwd_workspace(const std::string& dtype, int64_t rows, int64_t cols) {
+  BinaryParams p;
+  p.rows = rows;
+  p.cols = cols;
+  if (dtype == "float32") return binary_fwd_cuda_workspace<float>(p);
+  if (dtype == "float64") return binary_fwd_cuda_workspace<double>(p);
+  if (dtype == "float16") return binary_fwd_cuda_workspace<fp16>(p);
+  if (dtype == "bfloat16") return binary_fwd_cuda_workspace<bf16>(p);
+  throw std::invalid_argument("unsupported floating dtype: " + dtype);
+}
+
+int binary_fwd(const std::string& dtype, int64_t rows, int64_t cols, int loss, int weight_kind,
+               int pos_weight_kind, double alpha, double gamma, std::uintptr_t logit,
+               std::uintptr_t label, std::uintptr_t weight, std::uintptr_t pos_weight,
+               std::uintptr_t loss_elem, std::uintptr_t loss_rows, std::uintptr_t workspace,
+               std::uintptr_t stream) {
+  const BinaryParams p =
+      binary_params(rows, cols, loss, weight_kind, pos_weight_kind, alpha, gamma);
+  return dispatch_float(dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    using A = acc_t<T>;
+    return binary_fwd_cuda<T>(p, ptr<const T>(logit), ptr<const T>(label), ptr<const A>(weight),
+                              ptr<const A>(pos_weight), ptr<A>(loss_elem), ptr<A>(loss_rows),
+                              ptr<void>(workspace), stream_of(stream));
+  });
+}
+
+int binary_bwd(const std::string& dtype, int64_t rows, int64_t cols, int loss, int weight_kind,
+               int pos_weight_kind, double alpha, double gamma, std::uintptr_t logit,
+               std::uintptr_t label, std::uintptr_t weight, std::uintptr_t pos_weight,
+               std::uintptr_t grad, bool per_row, std::uintptr_t logit_grad,
+               std::uintptr_t stream) {
+  const BinaryParams p =
+      binary_params(rows, cols, loss, weight_kind, pos_weight_kind, alpha, gamma);
+  return dispatch_float(dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    using A = acc_t<T>;
+    return binary_bwd_cuda<T>(p, ptr<const T>(logit), ptr<const T>(label), ptr<const A>(weight),
+                              ptr<const A>(pos_weight), ptr<const A>(grad), per_row,
+                              ptr<T>(logit_grad), stream_of(stream));
+  });
+}
+
 }  // namespace
 }  // namespace paddle_ops
 
@@ -207,4 +275,7 @@ PYBIND11_MODULE(paddle_ops_gpu_harness, m) {
   m.def("kl_logits_bwd", &kl_logits_bwd);
   m.def("kl_div_fwd", &kl_div_fwd);
   m.def("kl_div_bwd", &kl_div_bwd);
+  m.def("binary_fwd_workspace", &binary_fwd_workspace);
+  m.def("binary_fwd", &binary_fwd);
+  m.def("binary_bwd", &binary_bwd);
 }

@@ -1,4 +1,4 @@
-// Fused binary (sigmoid) losses: framework-free parameters and CPU launchers.
+// Fused binary (sigmoid) losses: framework-free parameters, CPU and CUDA launchers.
 //
 // Logits x and labels y are viewed as [rows, cols] (cols = the last dimension; a 0-D tensor is one
 // row of one column). Every element is independent:
@@ -20,7 +20,8 @@
 //
 // s and 1 - s both come from e = exp(-|x|) without cancellation, sp never overflows, and ce is
 // finite for every finite x, so |x| up to the fp32 maximum gives finite losses and gradients (the
-// loss itself overflows only where its true value exceeds the fp32 range, e.g. pw * 3e38).
+// loss itself overflows only where its true value exceeds the fp32 range, e.g. pw * 3e38). The
+// per-element math is written once, for both devices, in binary_math.h.
 #pragma once
 
 #include <cstdint>
@@ -58,6 +59,28 @@ void binary_fwd_cpu(const BinaryParams& p, const T* logit, const T* label, const
 template <typename T>
 void binary_bwd_cpu(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
                     const acc_t<T>* pos_weight, const acc_t<T>* grad, bool per_row, T* logit_grad);
+
+// CUDA launchers (binary_cuda.cu, compiled only in a CUDA build): the CPU launchers' contracts on
+// device pointers, queued on `stream` with no host synchronisation; they return the cudaError_t of
+// the launch (0 = cudaSuccess). num_threads is ignored. Row sums have a fixed reduction order for
+// a given shape (no atomics), so they are the same bits run to run; they are not the CPU's bits.
+//
+// Row sums of a few long rows are split into segments that many blocks sum in parallel, and the
+// segments' partial sums are added by a second kernel: that needs a device scratch buffer of
+// binary_fwd_cuda_workspace<T>(p) bytes (0 for most shapes), which the caller allocates on the
+// device and passes as `workspace` whenever loss_rows is not nullptr (nullptr when it is 0).
+template <typename T>
+int64_t binary_fwd_cuda_workspace(const BinaryParams& p);
+
+template <typename T>
+int binary_fwd_cuda(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
+                    const acc_t<T>* pos_weight, acc_t<T>* loss_elem, acc_t<T>* loss_rows,
+                    void* workspace, GpuStream stream);
+
+template <typename T>
+int binary_bwd_cuda(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
+                    const acc_t<T>* pos_weight, const acc_t<T>* grad, bool per_row, T* logit_grad,
+                    GpuStream stream);
 
 // Explicit instantiations of both CPU launchers, in the namespace where it is expanded
 // (binary_cpu.cc and each per-ISA copy in binary_cpu_impl.h).

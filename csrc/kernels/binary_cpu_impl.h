@@ -1,5 +1,6 @@
-// CPU kernels of the fused binary losses (formulas in binary.h), compiled once per instruction set
-// like softmax_ce_cpu_impl.h (see there for why nothing here may be a shared library template).
+// CPU kernels of the fused binary losses (formulas in binary.h; the per-element math, shared with
+// the CUDA kernels, in binary_math.h), compiled once per instruction set like softmax_ce_cpu_impl.h
+// (see there for why nothing here may be a shared library template).
 //
 // One pass per direction: forward reads logit, label (and the optional factors) once and writes
 // either the elementwise loss or one fp32 sum per row; backward reads the same inputs and the
@@ -16,41 +17,13 @@
 #endif
 
 #include "binary.h"
+#include "binary_math.h"
 #include "cpu_rows_impl.h"
 #include "parallel.h"
 
 namespace paddle_ops {
 namespace PO_CPU_ISA {
 namespace {
-
-// log(1 + u) for u in [0, 1] with log1p's accuracy from a plain log: 1 + u rounds to v, and
-// log(v) * u / (v - 1) corrects for that rounding (Goldberg 1991, "What every computer scientist
-// should know about floating-point arithmetic", Theorem 4). Where v == 1 the answer is u.
-template <typename V>
-PO_HD V log1p_unit(V u) {
-  const V v = 1.0f + u;
-  return select(v == 1.0f, u, vlog(v) * (u / (v - 1.0f)));
-}
-
-// sigmoid(x), sigmoid(-x) and softplus(-x) = -log sigmoid(x) from e = exp(-|x|) in (0, 1]: no
-// overflow for any finite x, and no cancellation in either probability.
-template <typename V>
-struct Logistic {
-  V s;
-  V sn;
-  V sp;
-};
-
-template <typename V>
-PO_HD Logistic<V> logistic(V x) {
-  const auto neg = x < 0.0f;
-  const V ax = select(neg, -x, x);
-  const V e = vexp(-ax);
-  const V big = 1.0f / (1.0f + e);  // sigmoid(|x|)
-  const V small = e * big;          // sigmoid(-|x|)
-  return {select(neg, small, big), select(neg, big, small),
-          log1p_unit(e) + select(neg, -x, 0.0f)};
-}
 
 template <typename T>
 struct BinaryRows {
@@ -62,8 +35,7 @@ struct BinaryRows {
   const T* label;
   const A* weight;
   const A* pos_weight;
-  A alpha;
-  A gamma;
+  binary_math::BinaryTerms<SimdMath, A> terms;  // the per-element formulas (binary_math.h)
 
   // One row's inputs; a factor that is absent is nullptr.
   struct Row {
@@ -88,59 +60,18 @@ struct BinaryRows {
     return f != nullptr ? at(f) : at.splat(A(1));
   }
 
-  // BCE's loss and gradient terms. Focal loss with gamma = 0 calls the same code with w = alpha_t
-  // and pw = 1, which is what makes it equal weighted BCE bit for bit.
-  template <typename V>
-  static V bce_loss(V x, V y, const Logistic<V>& g, V w, V pw) {
-    const V P = 1.0f + (pw - 1.0f) * y;
-    return w * ((1.0f - y) * x + P * g.sp);
-  }
-  template <typename V>
-  static V bce_grad(V y, const Logistic<V>& g, V w, V pw) {
-    const V P = 1.0f + (pw - 1.0f) * y;
-    return w * (P * g.s - pw * y);
-  }
-
-  template <typename V>
-  V alpha_t(V y) const {
-    return alpha * y + (1.0f - alpha) * (1.0f - y);
-  }
-
-  // m = 1 - p_t and m^gamma. gamma = 1 and 2 (the default) skip exp/log; exp(gamma log 0) = 0.
-  template <typename V>
-  V modulator(V m) const {
-    if (gamma == 2) return m * m;
-    if (gamma == 1) return m;
-    return vexp(gamma * vlog(m));
-  }
-
   template <typename At>
   auto loss_at(const At& at, const Row& rw) const {
     const auto x = at(rw.x);
     const auto y = at(rw.y);
-    const auto g = logistic(x);
-    const auto one = at.splat(A(1));
-    if (p.loss == BinaryLoss::kBCE) return bce_loss(x, y, g, factor(at, rw.w), factor(at, rw.pw));
-    if (gamma == 0) return bce_loss(x, y, g, alpha_t(y), one);
-    const auto ce = (1.0f - y) * x + g.sp;
-    const auto m = g.s * (1.0f - y) + g.sn * y;
-    return alpha_t(y) * (ce * modulator(m));
+    return terms.loss_of(x, y, [&] { return factor(at, rw.w); }, [&] { return factor(at, rw.pw); });
   }
 
   template <typename At>
   auto grad_at(const At& at, const Row& rw) const {
     const auto x = at(rw.x);
     const auto y = at(rw.y);
-    const auto g = logistic(x);
-    const auto one = at.splat(A(1));
-    if (p.loss == BinaryLoss::kBCE) return bce_grad(y, g, factor(at, rw.w), factor(at, rw.pw));
-    if (gamma == 0) return bce_grad(y, g, alpha_t(y), one);
-    const auto ce = (1.0f - y) * x + g.sp;
-    const auto m = g.s * (1.0f - y) + g.sn * y;
-    // r = s (1 - s) / m is at most 1 (m >= min(s, 1 - s)); it multiplies ce first so that a
-    // huge ce (|x| near the fp32 maximum) meets r = 0 before gamma can overflow the product.
-    const auto r = select(m > 0.0f, g.s * g.sn / m, 0.0f);
-    return alpha_t(y) * (modulator(m) * ((g.s - y) + gamma * ((r * (1.0f - 2.0f * y)) * ce)));
+    return terms.grad_of(x, y, [&] { return factor(at, rw.w); }, [&] { return factor(at, rw.pw); });
   }
 };
 
@@ -176,8 +107,7 @@ void binary_bwd_rows(const BinaryRows<T>& k, const acc_t<T>* grad, bool per_row,
 template <typename T>
 BinaryRows<T> make_binary_rows(const BinaryParams& p, const T* logit, const T* label,
                                const acc_t<T>* weight, const acc_t<T>* pos_weight) {
-  using A = acc_t<T>;
-  return {p, logit, label, weight, pos_weight, static_cast<A>(p.alpha), static_cast<A>(p.gamma)};
+  return {p, logit, label, weight, pos_weight, binary_math::binary_terms<SimdMath, acc_t<T>>(p)};
 }
 
 }  // namespace

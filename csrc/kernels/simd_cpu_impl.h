@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "ce_math.h"
 #include "dtypes.h"
@@ -469,6 +470,31 @@ template <typename A, typename B>
 PO_HD A select(bool m, A a, B b) {
   return m ? a : static_cast<A>(b);
 }
+
+// The functions above as the primitives policy of per-element math that is shared with the CUDA
+// kernels (binary_math.h): the same calls, so results are those of calling them directly.
+struct SimdMath {
+  template <typename V>
+  static PO_HD V vexp(V x) {
+    return PO_CPU_ISA::vexp(x);
+  }
+  template <typename V>
+  static PO_HD V vlog(V x) {
+    return PO_CPU_ISA::vlog(x);
+  }
+  template <typename K, typename A, typename B>
+  static PO_HD auto select(K m, A a, B b) {
+    return PO_CPU_ISA::select(m, a, b);
+  }
+  template <typename V>
+  static PO_HD V splat(float c) {
+    if constexpr (std::is_same<V, VF>::value) {
+      return vset(c);
+    } else {
+      return static_cast<V>(c);
+    }
+  }
+};
 
 }  // namespace
 }  // namespace PO_CPU_ISA

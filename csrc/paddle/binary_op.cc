@@ -9,7 +9,10 @@
 // Grad      paddle_ops_binary_grad(X, Label, Weight?, PosWeight?, Loss@GRAD) -> X@GRAD
 // Label, Weight and PosWeight get no gradient (Paddle's sigmoid_cross_entropy_with_logits gives
 // them none either; a weight that needs one is handled in paddle_ops/nn/functional/binary.py).
-// There is no CUDA kernel yet: in a CUDA build a GPU input is an argument error, not a crash.
+// In a CUDA build GPU tensors run the CUDA kernels on the tensor's stream (dispatch.h: launch),
+// without a host synchronisation; row sums of a few long rows take a small workspace
+// (binary_fwd_cuda_workspace) from Paddle's allocator. A CPU-only build rejects GPU tensors with
+// an argument error (check_float_input).
 #include <vector>
 
 #include "paddle/extension.h"
@@ -71,8 +74,6 @@ void check_inputs(const paddle::Tensor& x, const paddle::Tensor& label,
                   const paddle::optional<paddle::Tensor>& weight,
                   const paddle::optional<paddle::Tensor>& pos_weight, const BinaryParams& p) {
   check_float_input(x, "logit");
-  PO_CHECK(x.is_cpu(), "binary losses have no CUDA kernel yet; logit is on ", x.place(),
-           " (move the inputs to the CPU)");
   check_float_input(label, "label");
   check_same_place(x, "logit", label, "label");
   PO_CHECK(label.shape() == x.shape(), "label must have the logit's shape");
@@ -106,9 +107,25 @@ std::vector<paddle::Tensor> BinaryForward(const paddle::Tensor& x, const paddle:
   dispatch_float(x.dtype(), "logit", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    binary_fwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(label), factor_ptr<A>(weight),
-                      factor_ptr<A>(pos_weight), reduce_rows ? nullptr : data_ptr<A>(out),
-                      reduce_rows ? data_ptr<A>(out) : nullptr);
+    const T* xp = data_ptr<T>(x);
+    const T* yp = data_ptr<T>(label);
+    const A* wp = factor_ptr<A>(weight);
+    const A* pwp = factor_ptr<A>(pos_weight);
+    A* loss_elem = reduce_rows ? nullptr : data_ptr<A>(out);
+    A* loss_rows = reduce_rows ? data_ptr<A>(out) : nullptr;
+    launch(
+        x, "binary forward",
+        [&] { binary_fwd_cpu<T>(p, xp, yp, wp, pwp, loss_elem, loss_rows); },
+        [&](GpuStream stream) {
+          // Released when this returns, as Paddle's own kernels release their temporaries: its
+          // GPU allocator is stream-ordered, so the block is reused only by work queued after
+          // these kernels.
+          const int64_t bytes = reduce_rows ? binary_fwd_cuda_workspace<T>(p) : 0;
+          paddle::Tensor workspace;
+          if (bytes > 0) workspace = paddle::empty({bytes}, paddle::DataType::UINT8, x.place());
+          return binary_fwd_cuda<T>(p, xp, yp, wp, pwp, loss_elem, loss_rows,
+                                    bytes > 0 ? workspace.data() : nullptr, stream);
+        });
   });
   return {out};
 }
@@ -128,8 +145,17 @@ std::vector<paddle::Tensor> BinaryBackward(const paddle::Tensor& x, const paddle
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
     const A* dloss = upstream_grad<A>(loss_grad, reduce_rows ? p.rows : p.rows * p.cols, x);
-    binary_bwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(label), factor_ptr<A>(weight),
-                      factor_ptr<A>(pos_weight), dloss, reduce_rows, data_ptr<T>(grad));
+    const T* xp = data_ptr<T>(x);
+    const T* yp = data_ptr<T>(label);
+    const A* wp = factor_ptr<A>(weight);
+    const A* pwp = factor_ptr<A>(pos_weight);
+    T* dx = data_ptr<T>(grad);
+    launch(
+        x, "binary backward",
+        [&] { binary_bwd_cpu<T>(p, xp, yp, wp, pwp, dloss, reduce_rows, dx); },
+        [&](GpuStream stream) {
+          return binary_bwd_cuda<T>(p, xp, yp, wp, pwp, dloss, reduce_rows, dx, stream);
+        });
   });
   return {grad};
 }

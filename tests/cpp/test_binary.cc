@@ -273,8 +273,11 @@ TYPED_TEST(BinaryEveryType, NullUpstreamGradientGivesZeros) {
 TYPED_TEST(BinaryEveryType, FocalGammaZeroIsWeightedBCEBitForBit) {
   using T = TypeParam;
   using A = acc_t<T>;
+  // 0/1 labels: alpha_t is then exact however it is evaluated. For soft labels the kernel's
+  // alpha * y + (1 - alpha)(1 - y) may be contracted into a fused multiply-add (the avx2/avx512
+  // kernels at -O2 are), so the weights computed here would not be its bits.
   BinaryCase c("gamma0", 7, 301);
-  c.focal(0.3, 0.0).soft_labels();
+  c.focal(0.3, 0.0);
   Problem<T> focal = make_problem<T>(c);
   BinaryParams bce = focal.p;
   bce.loss = BinaryLoss::kBCE;

@@ -3,10 +3,10 @@ built from csrc/harness/gpu_harness.cc with -DPADDLE_OPS_BUILD_HARNESS=ON).
 
 Each wrapper checks its tensors (CUDA, one device, contiguous, dtype), allocates the outputs with
 torch, queues the launch on torch's current stream and returns torch tensors. The semantics are the
-launchers' (csrc/kernels/softmax_ce.h, kl.h): per-row outputs in the accumulation dtype (float64
-for float64 inputs, float32 otherwise), gradients in the input dtype, an upstream gradient of None
-treated as zero, and no host synchronisation. A bad hard label is not an exception on the GPU: its
-row comes back NaN.
+launchers' (csrc/kernels/softmax_ce.h, kl.h, binary.h): per-row outputs in the accumulation dtype
+(float64 for float64 inputs, float32 otherwise), gradients in the input dtype, an upstream gradient
+of None treated as zero, and no host synchronisation. A bad hard label is not an exception on the
+GPU: its row comes back NaN.
 
 Used by tests/gpu and benchmarks/gpu; imports neither Paddle nor paddle_ops. The harness module is
 looked up in $PADDLE_OPS_GPU_HARNESS_DIR, else in build/gpu of this repository.
@@ -36,6 +36,9 @@ FLOAT_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16
                torch.bfloat16: "bfloat16"}
 INDEX_NAMES = {torch.int32: "int32", torch.int64: "int64"}
 KL_MODES = {"forward": 0, "reverse": 1, "jsd": 2, "entropy": 3}
+BINARY_LOSSES = {"bce": 0, "focal": 1}
+# BinaryOperand in binary.h: how a weight / pos_weight is laid out.
+BINARY_LAYOUTS = {"none": 0, "cols": 1, "full": 2}
 
 
 class HarnessLaunchError(RuntimeError):
@@ -255,6 +258,91 @@ def kl_div_bwd(x, y, grad, log_target=False, x_grad=True, y_grad=True):
     _call("kl_div_bwd", FLOAT_NAMES[x.dtype], n_rows, cols, bool(log_target), _ptr(x), _ptr(y),
           _ptr(grad), per_row, _ptr(dx), _ptr(dy), _stream())
     return dx, dy
+
+
+def _binary_view(x, y):
+    """(rows, cols, row-sums shape) of x viewed as [rows, cols] with cols its last dimension (a 0-D
+    tensor is one row of one column, whose row sum has shape (1,), as the Paddle op gives)."""
+    _logits("logit", x)
+    _check("label", y, (x.dtype,), x.device, shape=x.shape)
+    if x.dim() == 0:
+        return 1, 1, (1,)
+    return math.prod(x.shape[:-1]), x.shape[-1], tuple(x.shape[:-1])
+
+
+def _binary_factor(name, f, x, layout):
+    """A weight or pos_weight and its layout code: None, [cols] ('cols') or x's shape ('full');
+    layout 'auto' picks 'full' for x's shape and 'cols' for a 1-D [cols] tensor."""
+    if f is None:
+        return BINARY_LAYOUTS["none"]
+    cols = x.shape[-1] if x.dim() else 1
+    if layout == "auto":
+        layout = "full" if tuple(f.shape) == tuple(x.shape) else "cols"
+    if layout == "full":
+        _check(name, f, (acc_dtype(x.dtype),), x.device, shape=x.shape)
+    elif layout == "cols":
+        _check(name, f, (acc_dtype(x.dtype),), x.device, shape=(cols,))
+    else:
+        raise ValueError(f"{name} layout must be 'auto', 'cols' or 'full', got {layout!r}")
+    return BINARY_LAYOUTS[layout]
+
+
+def _binary_options(loss, x, weight, pos_weight, layouts):
+    if loss not in BINARY_LOSSES:
+        raise ValueError(f"unknown binary loss {loss!r}; expected one of {list(BINARY_LOSSES)}")
+    return (BINARY_LOSSES[loss], _binary_factor("weight", weight, x, layouts[0]),
+            _binary_factor("pos_weight", pos_weight, x, layouts[1]))
+
+
+def binary_fwd(x, y, loss="bce", weight=None, pos_weight=None, alpha=0.25, gamma=2.0,
+               elementwise=True, rows=True, layouts=("auto", "auto")):
+    """BCE with logits or the sigmoid focal loss (binary.h) of logit x and label y (same shape
+    and dtype): (elementwise loss of x's shape or None, per-row sums over the last dimension or
+    None), in the accumulation dtype. weight / pos_weight: [cols] or x's shape, accumulation dtype
+    (BCE only). elementwise / rows: False to skip that output, or a tensor to write it into (e.g. a
+    misaligned view)."""
+    n_rows, cols, rows_shape = _binary_view(x, y)
+    kind, wk, pwk = _binary_options(loss, x, weight, pos_weight, layouts)
+    acc = acc_dtype(x.dtype)
+
+    def output(name, spec, shape):
+        if spec is True:
+            return torch.empty(shape, dtype=acc, device=x.device)
+        if spec is False or spec is None:
+            return None
+        _check(name, spec, (acc,), x.device, shape=shape)
+        return spec
+
+    elem = output("elementwise", elementwise, tuple(x.shape))
+    sums = output("rows", rows, rows_shape)
+    workspace = None
+    if sums is not None:
+        nbytes = require_harness().binary_fwd_workspace(FLOAT_NAMES[x.dtype], n_rows, cols)
+        if nbytes > 0:
+            workspace = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
+    _call("binary_fwd", FLOAT_NAMES[x.dtype], n_rows, cols, kind, wk, pwk, float(alpha),
+          float(gamma), _ptr(x), _ptr(y), _ptr(weight), _ptr(pos_weight), _ptr(elem), _ptr(sums),
+          _ptr(workspace), _stream())
+    return elem, sums
+
+
+def binary_bwd(x, y, grad, loss="bce", weight=None, pos_weight=None, alpha=0.25, gamma=2.0,
+               out=None, layouts=("auto", "auto")):
+    """dloss/dx times `grad`, in x's dtype and shape: grad is one value per row (the row sums'
+    shape) or per element (x's shape), in the accumulation dtype; None is zero. `out`, when given,
+    is the (contiguous, possibly misaligned) tensor written."""
+    n_rows, cols, rows_shape = _binary_view(x, y)
+    kind, wk, pwk = _binary_options(loss, x, weight, pos_weight, layouts)
+    acc = acc_dtype(x.dtype)
+    per_row = grad is not None and tuple(grad.shape) == rows_shape
+    _check("grad", grad, (acc,), x.device, shape=rows_shape if per_row else tuple(x.shape))
+    if out is None:
+        out = torch.empty_like(x)
+    _check("out", out, (x.dtype,), x.device, shape=x.shape)
+    _call("binary_bwd", FLOAT_NAMES[x.dtype], n_rows, cols, kind, wk, pwk, float(alpha),
+          float(gamma), _ptr(x), _ptr(y), _ptr(weight), _ptr(pos_weight), _ptr(grad), per_row,
+          _ptr(out), _stream())
+    return out
 
 
 def unavailable_reason():

@@ -33,9 +33,11 @@ def upstream(rows_shape, dtype, seed):
     return mag * (1.0 - 2.0 * negative.to(acc))
 
 
-def close(actual, expected, tol, what):
+def close(actual, expected, tol, what, equal_nan=False):
+    """actual (any dtype) against a float64 reference; equal_nan: NaN matches NaN (for inputs
+    that contain NaN or infinities on purpose)."""
     torch.testing.assert_close(actual.to(torch.float64), expected, atol=tol[0], rtol=tol[1],
-                               msg=lambda m: f"{what}: {m}")
+                               equal_nan=equal_nan, msg=lambda m: f"{what}: {m}")
 
 
 def misaligned(t):

@@ -1,6 +1,7 @@
 """float64 PyTorch references for the GPU tests and benchmarks (tests/reference.py imports Paddle,
-which the GPU machine lacks). Written from the definitions in csrc/kernels/softmax_ce.h and kl.h,
-independently of the kernels: losses from the formulas, gradients by autograd in float64.
+which the GPU machine lacks). Written from the definitions in csrc/kernels/softmax_ce.h, kl.h and
+binary.h, independently of the kernels: losses from the formulas, gradients by autograd in float64
+(the binary losses' analytic gradients, as tests/reference.py has them).
 
 Callers pass the inputs already rounded to the dtype under test and converted to float64, so the
 reference sees exactly the values the kernel sees. Rows that have no defined gradient under the
@@ -192,3 +193,56 @@ def kl_div(x, y, log_target=False, grad=None):
     dx, dy = torch.autograd.grad((elem * up).sum(), [xl, yl])
     elem = elem.detach()
     return {"elem": elem, "rows": elem.sum(dim=-1), "dx": dx, "dy": dy}
+
+
+def binary(x, y, loss="bce", weight=None, pos_weight=None, alpha=0.25, gamma=2.0, grad=None):
+    """BCE with logits or the sigmoid focal loss of binary.h, elementwise in float64, with
+    s = sigmoid(x) and sp = log1p(exp(-|x|)) + max(-x, 0) = -log s:
+      'bce'    w ((1 - y) x + P sp), P = 1 + (pw - 1) y;   d/dx = w (P s - pw y)
+      'focal'  a ce m^gamma with ce = (1 - y) x + sp, m = s (1 - y) + (1 - s) y (= 1 - p_t),
+               a = alpha y + (1 - alpha)(1 - y);
+               d/dx = a ((s - y) m^gamma + ce gamma m^(gamma - 1) s (1 - s)(1 - 2 y)), the second
+               term 0 where m = 0 or gamma = 0 (its limit; as tests/reference.py's focal_ref)
+    weight (w) / pos_weight (pw): None (1), [cols] or x's shape (BCE only). grad: the upstream
+    gradient, one value per element (x's shape) or per row (x's shape without the last axis;
+    (1,) for a 0-D x); None is 1. Non-finite logits go through the same expressions, so NaN and
+    +-inf come out where the formulas put them (e.g. x = +inf with y = 1 gives 0 * inf = NaN).
+    Returns a dict of float64 tensors: elem (x's shape), rows (sums over the last axis, shape
+    (1,) for a 0-D x) and grad (x's shape, times the upstream gradient)."""
+    x = x.to(torch.float64)
+    y = y.to(torch.float64)
+    s = torch.sigmoid(x)
+    sn = torch.sigmoid(-x)  # 1 - s without cancellation
+    sp = torch.log1p(torch.exp(-x.abs())) + torch.clamp(-x, min=0.0)
+    def spread(f):
+        if f is None:
+            return torch.ones_like(x)
+        f = f.to(torch.float64)
+        return f.reshape(()) if x.dim() == 0 else f.expand_as(x)
+
+    if loss == "bce":
+        w = spread(weight)
+        pw = spread(pos_weight)
+        P = 1.0 + (pw - 1.0) * y
+        elem = w * ((1.0 - y) * x + P * sp)
+        d = w * (P * s - pw * y)
+    elif loss == "focal":
+        ce = (1.0 - y) * x + sp
+        m = s * (1.0 - y) + sn * y
+        a = alpha * y + (1.0 - alpha) * (1.0 - y)
+        elem = a * ce * m.pow(gamma)
+        d = (s - y) * m.pow(gamma)
+        if gamma != 0.0:
+            dm = gamma * m.pow(gamma - 1.0) * (s * sn) * (1.0 - 2.0 * y)
+            d = d + ce * torch.where(m > 0, dm, 0.0)
+        d = a * d
+    else:
+        raise ValueError(f"unknown binary loss {loss!r}")
+    rows = elem.reshape(1) if x.dim() == 0 else elem.sum(dim=-1)
+    if grad is None:
+        up = torch.ones_like(x)
+    else:
+        up = grad.to(torch.float64)
+        if up.shape != x.shape:  # one value per row
+            up = up.reshape(x.shape) if x.dim() == 0 else up.unsqueeze(-1)
+    return {"elem": elem, "rows": rows, "grad": up * d}
