@@ -4,8 +4,9 @@ from .binary import binary_cross_entropy_with_logits, sigmoid_focal_loss
 from .contrastive import info_nce
 from .kl import (jensen_shannon_with_logits, kl_div, kl_div_with_logits,
                  softmax_entropy)
+from .linear_ce import linear_cross_entropy
 from .softmax_ce import cross_entropy, softmax_with_cross_entropy
 
 __all__ = ["cross_entropy", "softmax_with_cross_entropy", "kl_div", "kl_div_with_logits",
            "jensen_shannon_with_logits", "softmax_entropy", "binary_cross_entropy_with_logits",
-           "sigmoid_focal_loss", "info_nce"]
+           "sigmoid_focal_loss", "info_nce", "linear_cross_entropy"]
