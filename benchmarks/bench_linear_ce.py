@@ -6,7 +6,7 @@ Configuration: the issue-8 shape, N = 8192 tokens, H = 1024 hidden, V = 32000 cl
 `8192x1024x32000` in the CSV), float32, no bias, reduction 'mean', uniformly random labels,
 hidden states N(0, 1) and weights N(0, 1/H) (logits of unit scale); the input and the weight
 require gradients, as in training. Default mode: full (forward + backward); the default chunk
-budget (256 MiB, 1048 rows per chunk at this shape).
+budget (128 MiB, 524 rows per chunk at this shape).
 
     python benchmarks/bench_linear_ce.py                 # about 5 minutes on 2 cores
     python benchmarks/bench_linear_ce.py --quick         # [1024, 256, 8000]: a smoke run

@@ -208,9 +208,9 @@ def test_all_rows_ignored_mean_is_zero():
 
 
 def test_chunk_rows_from_the_memory_budget():
-    # 256 MiB over 2 * 32000 fp32 values per row: 1048 rows.
-    assert linear_ce.chunk_rows(8192, 32000) == 1048
-    assert linear_ce.chunk_rows(8192, 32000, "float64") == 524
+    # 128 MiB over 2 * 32000 fp32 values per row: 524 rows.
+    assert linear_ce.chunk_rows(8192, 32000) == 524
+    assert linear_ce.chunk_rows(8192, 32000, "float64") == 262
     assert linear_ce.chunk_rows(8192, 32000, chunk_budget_mb=1) == 4
     assert linear_ce.chunk_rows(8192, 32000, chunk_budget_mb=1e-6) == 1
     assert linear_ce.chunk_rows(100, 10) == 100
