@@ -49,6 +49,9 @@ CASES = {
     "f16_mean_uneven": dict(dtype="f16", counts=(70, 57), split="explicit", ignored=True),
     "f32_long_rows": dict(dtype="f32", counts=(40000, 30001), split="explicit", rows=3,
                           label_smoothing=0.1, reduction="none"),
+    # Rank 0 holds the last classes, rank 1 the first: any order of contiguous ranges works.
+    "f32_reversed_ranges": dict(dtype="f32", counts=(9, 25), split="reversed",
+                                label_smoothing=0.1, reduction="sum"),
 }
 # Uneven counts without class_offset/num_classes: every rank must raise the same ValueError.
 UNEVEN_DEFAULT = dict(dtype="f32", counts=(12, 11))
@@ -78,7 +81,12 @@ def make_problem(cfg, seed):
 
 
 def shard_of(cfg, rank):
-    counts = cfg["counts"]
+    """This rank's columns [begin, end): rank r holds the r-th range of `counts`, or with
+    split="reversed" the r-th from the end."""
+    counts = list(cfg["counts"])
+    if cfg.get("split") == "reversed":
+        counts = counts[::-1]
+        rank = len(counts) - 1 - rank
     begin = sum(counts[:rank])
     return begin, begin + counts[rank]
 
@@ -108,7 +116,7 @@ def run_case(cfg, seed, rank, layer=False):
     z = cfg.get("z_loss", 0.0)
     label = paddle.to_tensor(y[:, None] if cfg.get("keepdim") else y)
     split = {}
-    if cfg.get("split") == "explicit":
+    if cfg.get("split") in ("explicit", "reversed"):
         split = dict(class_offset=begin, num_classes=x.shape[1])
 
     local = leaf(x[:, begin:end], dtype)

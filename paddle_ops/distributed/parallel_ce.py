@@ -80,7 +80,7 @@ def _resolve_group(group):
 
 
 def _check_split(meta, rank, explicit):
-    """Raises ValueError unless the ranks' class ranges tile [0, total) in rank order with one
+    """Raises ValueError unless the ranks' class ranges, in any order, tile [0, total) with one
     total. meta: per rank [offset, classes, total] as gathered."""
     ranges = [(o, o + c) for o, c, _ in meta]
     totals = {t for _, _, t in meta}
@@ -91,12 +91,13 @@ def _check_split(meta, rank, explicit):
             f"{counts[rank]}); the default assumes an even split (rank r holds classes "
             "[r * C, (r + 1) * C)). For an uneven split pass class_offset and num_classes on "
             "every rank")
-    tiled = all(ranges[k][1] == ranges[k + 1][0] for k in range(len(ranges) - 1))
-    if len(totals) > 1 or ranges[0][0] != 0 or not tiled or ranges[-1][1] != meta[0][2]:
+    bounds = sorted(ranges)
+    tiled = all(bounds[k][1] == bounds[k + 1][0] for k in range(len(bounds) - 1))
+    if len(totals) > 1 or bounds[0][0] != 0 or not tiled or bounds[-1][1] != meta[0][2]:
         raise ValueError(
             f"parallel_cross_entropy: the ranks' class ranges {ranges} (in rank order) with "
-            f"num_classes {sorted(totals)} do not tile [0, num_classes): rank r must hold the "
-            "classes right after rank r - 1's, and every rank must pass the same num_classes")
+            f"num_classes {sorted(totals)} do not tile [0, num_classes): together they must "
+            "cover every class once, and every rank must pass the same num_classes")
 
 
 def _gather(payload, group, nranks):
@@ -209,8 +210,8 @@ def parallel_cross_entropy(input, label, group=None, ignore_index=-100, reductio
         label_smoothing: epsilon in [0, 1], spread over all ``num_classes`` classes.
         z_loss: keyword-only; adds ``z_loss * LSE**2`` per row (LSE over all classes).
         class_offset, num_classes: keyword-only, both or neither. Default: an even split, rank r
-            holding classes ``[r * C_k, (r + 1) * C_k)`` of ``P * C_k``. With both, any contiguous
-            split in rank order (each rank its own ``class_offset`` and ``C_k``, one
+            holding classes ``[r * C_k, (r + 1) * C_k)`` of ``P * C_k``. With both, any split into
+            contiguous ranges (each rank its own ``class_offset`` and ``C_k``, one
             ``num_classes``). The split is checked on the first call of each configuration
             (ValueError on every rank when the ranges do not tile ``[0, num_classes)``).
 
