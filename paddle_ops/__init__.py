@@ -4,7 +4,7 @@
     loss = POF.cross_entropy(logits, labels)
 """
 
-from . import _ops, monitor, nn
+from . import _ops, distributed, monitor, nn
 from ._deploy import create_predictor, jit_load, uses_paddle_ops
 from ._patch import is_patched, patch, patched, unpatch
 from ._runtime import (best_cpu_isa, empty_grad_cache, get_cpu_isa, get_num_threads,
@@ -16,6 +16,7 @@ LIBRARY_PATH = _ops.LIBRARY_PATH
 __all__ = [
     "nn",
     "monitor",
+    "distributed",
     "LIBRARY_PATH",
     "__version__",
     "set_num_threads",

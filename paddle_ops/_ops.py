@@ -83,6 +83,8 @@ def _register():
 OPS = _register()
 softmax_ce = OPS["paddle_ops_softmax_ce"]
 softmax_ce_stats = OPS["paddle_ops_softmax_ce_stats"]
+softmax_ce_shard = OPS["paddle_ops_softmax_ce_shard"]
+softmax_ce_shard_bwd = OPS["paddle_ops_softmax_ce_shard_bwd"]
 kl_logits = OPS["paddle_ops_kl_logits"]
 softmax_entropy = OPS["paddle_ops_softmax_entropy"]
 kl_div = OPS["paddle_ops_kl_div"]

@@ -106,6 +106,30 @@ def paddle_cross_entropy(x, label, grad_out=None, **kwargs):
     return loss.numpy(), xt.grad.numpy()
 
 
+def linear_ce_ref(h, w, label, bias=None, reduction="mean", grad_out=1.0, **kwargs):
+    """cross_entropy(h @ w + bias, label) in float64 for hidden states h [..., H], w [H, V]
+    (paddle.nn.Linear's layout) and bias [V]; kwargs as softmax_ce_ref (classes last). Returns
+    (loss, dloss/dh, dloss/dw, dloss/dbias) with the upstream gradient grad_out applied."""
+    h = np.asarray(h, np.float64)
+    w = np.asarray(w, np.float64)
+    logits = h @ w
+    if bias is not None:
+        logits = logits + np.asarray(bias, np.float64)
+    loss, dlogits, _ = softmax_ce_ref(logits, label, reduction=reduction, grad_out=grad_out,
+                                      **kwargs)
+    d2 = dlogits.reshape(-1, w.shape[1])
+    h2 = h.reshape(-1, w.shape[0])
+    return loss, (d2 @ w.T).reshape(h.shape), h2.T @ d2, d2.sum(axis=0)
+
+
+def unfused_linear_cross_entropy(input, weight, label, bias=None, **kwargs):
+    """The unfused path the fused linear cross-entropy replaces, which tests compare against and
+    benchmarks time: paddle.nn.functional.linear, then paddle_ops' cross_entropy on the whole
+    [N, V] logits (tensors in and out)."""
+    import paddle_ops.nn.functional as POF
+    return POF.cross_entropy(paddle.nn.functional.linear(input, weight, bias), label, **kwargs)
+
+
 # ---- the KL family ----
 
 def _class_rows(x, axis):

@@ -86,3 +86,35 @@ def test_bench_binary_smoke(tmp_path):
     assert got == expected
     assert all(r["shape"] == "64x80" for r in rows)
     assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)
+
+
+def test_bench_linear_ce_smoke(tmp_path):
+    out = tmp_path / "results.csv"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_linear_ce.py"),
+         "--shapes", "64x16x300", "--modes", "fwd,full", "--reps", "2", "--warmup", "0",
+         "--csv", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out) as f:
+        rows = [r for r in csv.DictReader(f) if r["op"] == "linear_ce"]
+    got = {(r["provider"], r["mode"], r["dtype"], r["shape"]) for r in rows}
+    assert got == {(p, m, "float32", "64x16x300") for p in ("paddle_ops", "unfused")
+                   for m in ("fwd", "full")}
+    assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)
+
+
+def test_bench_parallel_ce_smoke(tmp_path):
+    out = tmp_path / "results.csv"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_parallel_ce.py"),
+         "--shapes", "64x200", "--reps", "2", "--warmup", "0", "--csv", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bytes exchanged per row and rank: 8 sent, 8 received" in proc.stdout
+    with open(out) as f:
+        rows = [r for r in csv.DictReader(f) if r["op"] == "parallel_ce"]
+    got = {(r["provider"], r["mode"], r["shape"]) for r in rows}
+    assert got == {(p, m, "64x200") for p in ("paddle_ops", "paddle_ops_2proc")
+                   for m in ("fwd", "full")}
+    assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)

@@ -14,6 +14,21 @@
 // Terms with q_j = 0 are skipped, so a masked logit (-inf) that is not a target adds nothing
 // (0 * log 0 = 0). A row whose logits are all -inf has lse = -inf; it gets loss +inf when it is not
 // ignored and a zero gradient.
+//
+// Class shards (vocabulary parallelism, shard.total > 0): the logits hold the columns
+// [shard.offset, shard.offset + classes) of a row of shard.total classes, hard labels are global
+// class indices in [0, shard.total) (or ignore_index), and smoothing spreads eps over shard.total
+// classes (on = 1 - eps, off = eps / total). Only hard labels with use_softmax and no class weights
+// (weight = nullptr). For the row's full log-sum-exp LSE and q_j = off + on [j = y]:
+//   loss = w_row * (sum_j q_j (LSE - x_j) + z LSE^2) = w_row * (LSE - sum_j q_j x_j + z LSE^2),
+// since sum_j q_j = 1, and sum_j q_j x_j splits over the shards. So the forward writes, per row,
+//   lse  = log sum_{j in shard} exp(x_j)                  (the shard's part of LSE)
+//   loss = on x_y [y in shard] + off sum_{j in shard} x_j  (the shard's target term t)
+//   row_weight = 1 (0 for ignored rows, whose loss is 0)
+// and the caller combines the shards: LSE = log sum_shards exp(lse), loss = w_row (LSE - sum_shards
+// t + z LSE^2), +inf when LSE = -inf. The backward takes that full LSE in `lse` and writes this
+// shard's columns of the full gradient, w_row g ((1 + 2 z LSE) exp(x_j - LSE) - q_j): rows whose
+// target is in another shard get the softmax part alone. Neither direction communicates.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +36,12 @@
 #include "dtypes.h"
 
 namespace paddle_ops {
+
+// Which columns of the full class range a logits tensor holds (see "Class shards" above).
+struct ClassShard {
+  int64_t offset = 0;  // global index of the first column
+  int64_t total = 0;   // classes of the full row; 0: the tensor holds every class (no shard)
+};
 
 struct SoftmaxCEParams {
   int64_t outer = 0;
@@ -31,13 +52,16 @@ struct SoftmaxCEParams {
   double z_loss = 0.0;           // needs use_softmax
   bool use_softmax = true;
   int num_threads = 0;  // 0: default_num_threads()
+  ClassShard shard;     // the whole row unless shard.total > 0 (see "Class shards" above)
 
   PO_HD int64_t rows() const { return outer * inner; }
+  // Hard labels are class indices in [0, label_classes()), over which smoothing spreads.
+  PO_HD int64_t label_classes() const { return shard.total > 0 ? shard.total : classes; }
 };
 
-// Outcome of a forward launch: the first (lowest row index) hard label outside [0, classes) that
-// is not ignore_index, or bad_row = -1 when every label is valid. Nothing is computed when a label
-// is bad.
+// Outcome of a forward launch: the first (lowest row index) hard label outside
+// [0, label_classes()) that is not ignore_index, or bad_row = -1 when every label is valid.
+// Nothing is computed when a label is bad.
 struct SoftmaxCEStatus {
   int64_t bad_row = -1;
   int64_t bad_label = 0;
@@ -79,10 +103,10 @@ SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEParams& p, const T* logi
 
 // CUDA launchers (softmax_ce_cuda.cu, compiled only in a CUDA build). Same pointers and layout as
 // the CPU launchers, all in device memory, queued on `stream` with no host synchronisation; they
-// return the cudaError_t of the launch (0 = cudaSuccess). A hard label outside [0, classes) that
-// is not ignore_index cannot be reported without a synchronisation, so that row gets NaN for loss,
-// lse and row_weight (any reduction that includes it is NaN) and a NaN gradient row; the other rows
-// are unaffected.
+// return the cudaError_t of the launch (0 = cudaSuccess). A hard label outside
+// [0, label_classes()) that is not ignore_index cannot be reported without a synchronisation, so
+// that row gets NaN for loss, lse and row_weight (any reduction that includes it is NaN) and a NaN
+// gradient row; the other rows are unaffected.
 template <typename T, typename L>
 int softmax_ce_fwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
                         const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,

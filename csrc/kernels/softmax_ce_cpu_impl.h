@@ -99,6 +99,15 @@ struct RowKernels {
       row_weight[r] = 0;
       return;
     }
+    if (p.shard.total > 0) {
+      // The shard's target term on x_y [y in shard] + off sum_x (softmax_ce.h, "Class shards").
+      const int64_t col = y - p.shard.offset;
+      A t = smoothing() ? sm.off * part.sum_x : A(0);
+      if (0 <= col && col < p.classes) t += sm.on * logits_row(r)[col];
+      loss[r] = t;
+      row_weight[r] = 1;
+      return;
+    }
     const A xy = logits_row(r)[y];
     // sum_j q_j (lse - x_j) = on (lse - x_y) + off (C lse - sum_x), with off * C = eps.
     A ce = smoothing() ? sm.on * (l - xy) + static_cast<A>(p.label_smoothing) * l - sm.off * part.sum_x
@@ -188,14 +197,17 @@ struct RowKernels {
     if constexpr (kHard) {
       const int64_t y = static_cast<int64_t>(label[r]);
       // Out-of-range labels were rejected by the forward; the range check only guards memory.
-      if (y == p.ignore_index || y < 0 || y >= C) return zero();
+      if (y == p.ignore_index || y < 0 || y >= p.label_classes()) return zero();
       const A gw = g * hard_row_weight(y);
-      const bool has_y = begin <= y && y < end;
+      // The target's column: y itself, or in a class shard y - offset, which is outside [0, C)
+      // when another shard holds the target (this row then gets the softmax part alone).
+      const int64_t col = y - p.shard.offset;
+      const bool has_y = begin <= col && col < end;
       if (p.use_softmax) {
         const A cp = gw * (1 + z2);
         const A off = gw * sm.off;
         row_map<kVec>(begin, end, out, [&](auto at) { return cp * vexp(at(x) - l) - off; });
-        if (has_y) out.set(y, cp * vexp(x[y] - l) - gw * (sm.on + sm.off));
+        if (has_y) out.set(col, cp * vexp(x[col] - l) - gw * (sm.on + sm.off));
       } else {
         if (smoothing()) {
           const A c = -gw * sm.off;
@@ -203,7 +215,7 @@ struct RowKernels {
         } else {
           zero();
         }
-        if (has_y) out.set(y, -gw * (sm.on + sm.off) / x[y]);
+        if (has_y) out.set(col, -gw * (sm.on + sm.off) / x[col]);
       }
     } else {
       const auto q = label_row(r);
@@ -235,7 +247,7 @@ template <typename T, typename L, bool kContig>
 RowKernels<T, L, kContig> make_rows(const SoftmaxCEParams& p, const T* logits, const L* label,
                                     const acc_t<T>* weight) {
   return {p, logits, label, weight, sum_weights(weight, p.classes),
-          Smoothing<acc_t<T>>(p.label_smoothing, p.classes)};
+          Smoothing<acc_t<T>>(p.label_smoothing, p.label_classes())};
 }
 
 template <typename T, typename L, bool kContig>
@@ -310,7 +322,7 @@ SoftmaxCEStatus first_bad_label(const SoftmaxCEParams& p, const L* label) {
   SoftmaxCEStatus status;
   for (int64_t r = 0; r < p.rows(); ++r) {
     const int64_t y = static_cast<int64_t>(label[r]);
-    if (y != p.ignore_index && (y < 0 || y >= p.classes)) {
+    if (y != p.ignore_index && (y < 0 || y >= p.label_classes())) {
       status.bad_row = r;
       status.bad_label = y;
       return status;

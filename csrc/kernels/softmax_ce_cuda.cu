@@ -90,11 +90,11 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
   if constexpr (kHard<L>) {
     const int64_t y = static_cast<int64_t>(label[r]);
     const bool ignored = y == p.ignore_index;
-    if (!ignored && (y < 0 || y >= C)) {
+    if (!ignored && (y < 0 || y >= p.label_classes())) {
       if (leader) write_nan_row(r, loss, lse, row_weight);
       return;
     }
-    const Smoothing<A> sm(p.label_smoothing, C);
+    const Smoothing<A> sm(p.label_smoothing, p.label_classes());
     const A wsum = smooth && weight != nullptr && !ignored ? weight_sum_of(g, p, weight) : A(0);
     if (p.use_softmax) {
       const Lse<A> st = row_lse(g, x, C, smooth);
@@ -104,6 +104,15 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
       if (ignored) {
         loss[r] = 0;
         row_weight[r] = 0;
+        return;
+      }
+      if (p.shard.total > 0) {
+        // The shard's target term on x_y [y in shard] + off sum_x (softmax_ce.h, "Class shards").
+        const int64_t col = y - p.shard.offset;
+        A t = smooth ? sm.off * st.sx : A(0);
+        if (0 <= col && col < C) t += sm.on * x[col];
+        loss[r] = t;
+        row_weight[r] = 1;
         return;
       }
       const A xy = x[y];
@@ -181,7 +190,7 @@ template <typename A>
 struct HardGrad {
   enum Kind { kZero, kNaN, kSoftmax, kProb };
   Kind kind;
-  int64_t y;
+  int64_t y;  // the target's column (label minus the shard offset)
   A l;    // log-sum-exp
   A cp;   // coefficient of softmax_j
   A off;  // subtracted from every element
@@ -212,18 +221,21 @@ __device__ HardGrad<acc_t<T>> hard_grad(const SoftmaxCEParams& p, int64_t r, con
   using G = HardGrad<A>;
   const int64_t y = static_cast<int64_t>(label[r]);
   if (y == p.ignore_index) return {G::kZero, y, 0, 0, 0, 0};
-  if (y < 0 || y >= p.classes) return {G::kNaN, y, 0, 0, 0, 0};
+  if (y < 0 || y >= p.label_classes()) return {G::kNaN, y, 0, 0, 0, 0};
   const A l = lse[r];
   if (p.use_softmax && l == -kInfinity<A>) return {G::kZero, y, 0, 0, 0, 0};
   const bool smooth = p.label_smoothing > 0;
-  const Smoothing<A> sm(p.label_smoothing, p.classes);
+  const Smoothing<A> sm(p.label_smoothing, p.label_classes());
   const A g = loss_grad != nullptr ? loss_grad[r] : A(0);
   const A gw = g * hard_row_weight(weight, y, sm, smooth, weight_sum);
+  // The target's column; in a class shard that does not hold it, outside [0, classes), so that no
+  // element matches and the row gets the softmax part alone.
+  const int64_t col = y - p.shard.offset;
   if (p.use_softmax) {
     const A z2 = 2 * static_cast<A>(p.z_loss) * l;
-    return {G::kSoftmax, y, l, gw * (1 + z2), gw * sm.off, gw * sm.on};
+    return {G::kSoftmax, col, l, gw * (1 + z2), gw * sm.off, gw * sm.on};
   }
-  return {G::kProb, y, l, A(0), gw * sm.off, gw * sm.on};
+  return {G::kProb, col, l, A(0), gw * sm.off, gw * sm.on};
 }
 
 template <typename T, typename L, bool kContig, typename G>
@@ -238,7 +250,7 @@ __device__ void backward_row(const G& g, const SoftmaxCEParams& p, int64_t r, co
   auto put = [&](int64_t j, A v) { out[kContig ? j : j * p.inner] = from_acc<T>(v); };
   if constexpr (kHard<L>) {
     const int64_t y = static_cast<int64_t>(label[r]);
-    const bool live = y != p.ignore_index && y >= 0 && y < C;
+    const bool live = y != p.ignore_index && y >= 0 && y < p.label_classes();
     const bool smooth = p.label_smoothing > 0;
     const A wsum =
         live && smooth && weight != nullptr ? weight_sum_of(g, p, weight) : A(0);

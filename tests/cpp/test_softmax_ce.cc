@@ -776,5 +776,145 @@ TYPED_TEST(HardKernel, ReportsFirstBadRowAndWritesNothing) {
   check_bad_labels<T, L>(kBadLabels[3]);
 }
 
+// ------------------------------------------------------------------------------------------------
+// Class shards (softmax_ce.h, "Class shards"): the classes of a problem cut into contiguous slices,
+// each slice run through the kernels as a shard of the full row. The shards' lse and target terms,
+// combined here in long double, must give the whole row's loss and lse, and the backward of each
+// shard, given the whole row's lse, that shard's columns of the whole row's gradient.
+
+struct ShardCase {
+  Case problem;
+  std::vector<int64_t> cuts;  // slice boundaries: 0 = cuts[0] < ... < cuts.back() = classes
+};
+
+template <typename T, typename L>
+void check_shards(const ShardCase& sc) {
+  using A = acc_t<T>;
+  const auto pr = make_problem<T, L>(sc.problem);
+  const SoftmaxCEParams& whole = pr.p;
+  ASSERT_EQ(whole.inner, 1);
+  const int64_t rows = whole.rows();
+  const int64_t C = whole.classes;
+  const Reference ref = reference(pr);
+  const Tol tol = tolerance<T>();
+  const auto nan = static_cast<A>(kNaN);
+
+  // Forward of every shard.
+  struct Shard {
+    SoftmaxCEParams p;
+    std::vector<T> logits;
+    std::vector<A> term, lse, row_weight;
+  };
+  std::vector<Shard> shards;
+  for (size_t k = 0; k + 1 < sc.cuts.size(); ++k) {
+    Shard s;
+    s.p = whole;
+    s.p.classes = sc.cuts[k + 1] - sc.cuts[k];
+    s.p.shard.offset = sc.cuts[k];
+    s.p.shard.total = C;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = sc.cuts[k]; j < sc.cuts[k + 1]; ++j) s.logits.push_back(pr.logits[r * C + j]);
+    s.term.assign(static_cast<size_t>(rows), nan);
+    s.lse.assign(static_cast<size_t>(rows), nan);
+    s.row_weight.assign(static_cast<size_t>(rows), nan);
+    const SoftmaxCEStatus st = softmax_ce_fwd_cpu<T, L>(s.p, s.logits.data(), pr.label.data(),
+                                                        nullptr, s.term.data(), s.lse.data(),
+                                                        s.row_weight.data());
+    ASSERT_TRUE(st.ok()) << "shard " << k << ": bad label " << st.bad_label;
+    shards.push_back(std::move(s));
+  }
+
+  // The combination the Python layer does, in long double.
+  Mismatches m;
+  std::vector<A> lse(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    LD top = -kInf;
+    for (const Shard& s : shards) top = std::max(top, static_cast<LD>(s.lse[r]));
+    LD sum = 0, term = 0;
+    for (const Shard& s : shards) {
+      if (top > -kInf) sum += std::exp(static_cast<LD>(s.lse[r]) - top);
+      term += s.term[r];
+    }
+    const LD full_lse = top == -kInf ? -kInf : top + std::log(sum);
+    const LD w = shards[0].row_weight[r];
+    LD loss = 0;
+    if (w != 0) {
+      loss = full_lse == -kInf ? kInf
+                               : w * (full_lse - term + static_cast<LD>(whole.z_loss) * full_lse *
+                                                            full_lse);
+    }
+    for (const Shard& s : shards) m.check("row_weight", r, s.row_weight[r], ref.row_weight[r], 0);
+    m.check("loss", r, loss, ref.loss[r], tol.loss_abs + tol.loss_rel * std::fabs(ref.loss[r]));
+    m.check("lse", r, full_lse, ref.lse[r], tol.loss_abs + tol.loss_rel * std::fabs(ref.lse[r]));
+    lse[r] = static_cast<A>(full_lse);
+  }
+
+  // Backward of every shard with the whole row's lse: its columns of the whole gradient.
+  for (const Shard& s : shards) {
+    std::vector<T> grad(s.logits.size(), encode<T>(kNaN));
+    softmax_ce_bwd_cpu<T, L>(s.p, s.logits.data(), pr.label.data(), nullptr, lse.data(),
+                             pr.loss_grad.data(), grad.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < s.p.classes; ++j) {
+        const int64_t k = r * C + s.p.shard.offset + j;
+        m.check("grad", k, value(grad[r * s.p.classes + j]), ref.grad[k],
+                tol.grad_rel * std::fabs(ref.grad[k]) + tol.grad_abs * ref.grad_scale[r] +
+                    tol.grad_floor);
+      }
+    }
+  }
+  EXPECT_TRUE(m.result());
+}
+
+template <typename P>
+class ShardKernel : public ::testing::Test {};
+TYPED_TEST_SUITE(ShardKernel, HardKernels, KernelNames);
+
+const ShardCase kShardCases[] = {
+    // Uneven slices, one of a single class.
+    {Case("basic", 64, 37), {0, 10, 11, 37}},
+    {Case("ignore_smoothing_z_loss", 64, 37).ignore(-100, 0.25).smoothing(0.1).zloss(1e-2).upstream(),
+     {0, 20, 37}},
+    // ignore_index equal to a valid class that only the second shard holds.
+    {Case("ignore_positive", 64, 37).ignore(30, 0.25).smoothing(0.2), {0, 18, 37}},
+    {Case("masked", 64, 37).masked(0.3).upstream().smoothing(0.05), {0, 5, 36, 37}},
+    // The first shard entirely -inf (its lse is -inf), the targets all in the second.
+    {Case("masked_first_shard", 4, 4200).masked_prefix(4100).zloss(1e-2), {0, 4100, 4200}},
+    // Shards longer than one chunk (32768 classes) and than one vector block.
+    {Case("classes_70001", 3, 70001).smoothing(0.05).zloss(1e-3).upstream(), {0, 33000, 70001}},
+    {Case("short_rows", 64, 13).smoothing(0.1), {0, 6, 13}},
+};
+
+TYPED_TEST(ShardKernel, ShardsCombineToTheWholeRow) {
+  for (const ShardCase& c : kShardCases) {
+    SCOPED_TRACE(c.problem.name);
+    check_shards<typename TypeParam::first_type, typename TypeParam::second_type>(c);
+  }
+}
+
+// Labels are global: a label past the shard's own columns but below the total is valid, one at or
+// past the total is reported.
+TYPED_TEST(ShardKernel, LabelsAreCheckedAgainstTheTotal) {
+  using T = typename TypeParam::first_type;
+  using L = typename TypeParam::second_type;
+  Problem<T, L> pr = make_problem<T, L>(Case("shard_labels", 4, 5));
+  pr.p.shard.offset = 5;
+  pr.p.shard.total = 12;
+  std::vector<acc_t<T>> term(4), lse(4), row_weight(4);
+  for (const int64_t y : {0, 4, 5, 11}) {
+    std::fill(pr.label.begin(), pr.label.end(), static_cast<L>(y));
+    const SoftmaxCEStatus s = softmax_ce_fwd_cpu<T, L>(pr.p, pr.logits.data(), pr.label.data(),
+                                                       nullptr, term.data(), lse.data(),
+                                                       row_weight.data());
+    EXPECT_TRUE(s.ok()) << "label " << y;
+  }
+  pr.label[2] = static_cast<L>(12);
+  const SoftmaxCEStatus s = softmax_ce_fwd_cpu<T, L>(pr.p, pr.logits.data(), pr.label.data(),
+                                                     nullptr, term.data(), lse.data(),
+                                                     row_weight.data());
+  EXPECT_EQ(s.bad_row, 2);
+  EXPECT_EQ(s.bad_label, 12);
+}
+
 }  // namespace
 }  // namespace paddle_ops

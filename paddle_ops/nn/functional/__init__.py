@@ -5,8 +5,10 @@ from .contrastive import info_nce
 from .gaussian import gaussian_kl
 from .kl import (jensen_shannon_with_logits, kl_div, kl_div_with_logits,
                  softmax_entropy)
+from .linear_ce import linear_cross_entropy
 from .softmax_ce import CrossEntropyStats, cross_entropy, softmax_with_cross_entropy
 
 __all__ = ["cross_entropy", "softmax_with_cross_entropy", "kl_div", "kl_div_with_logits",
            "jensen_shannon_with_logits", "softmax_entropy", "binary_cross_entropy_with_logits",
-           "sigmoid_focal_loss", "info_nce", "gaussian_kl", "CrossEntropyStats"]
+           "sigmoid_focal_loss", "info_nce", "gaussian_kl", "CrossEntropyStats",
+           "linear_cross_entropy"]

@@ -1,0 +1,297 @@
+r"""Fused linear cross-entropy: ``cross_entropy(linear(input, weight, bias), label)`` without the
+``[N, V]`` logits.
+
+For hidden states :math:`h` (``[N, H]``), ``weight`` :math:`W` (``[H, V]``, ``paddle.nn.Linear``'s
+layout) and bias :math:`b`, the logits of row :math:`i` are :math:`x_i = h_i W + b`, and with
+:math:`g_i = \partial\ell/\partial x_i = w_i((1 + 2z\,\mathrm{lse}_i)\,\mathrm{softmax}(x_i) - q_i)`
+(``cross_entropy``'s gradient):
+
+.. math::
+    \frac{\partial L}{\partial h_i} = g_i W^\top,\qquad
+    \frac{\partial L}{\partial W} = \sum_i h_i^\top g_i,\qquad
+    \frac{\partial L}{\partial b} = \sum_i g_i
+
+The rows are processed in chunks of ``n`` rows: per chunk the ``[n, V]`` logits are computed, the
+fused cross-entropy kernel gives the chunk's losses and log-sum-exps, the class-shard backward
+kernel (with the whole row as its one shard) the ``[n, V]`` gradient ``g``, and two matmuls turn it
+into the chunk's rows of the input gradient and its share of the weight gradient, accumulated over
+chunks (in fp32 for fp16/bf16 inputs). Only one chunk's logits and gradient exist at a time.
+
+``mean`` and ``sum`` reduce to a scalar, so the gradients for an upstream gradient of 1 are
+computed during the forward (three matmuls per chunk, as many as the unfused forward and backward)
+and the backward only scales them. ``none`` has one upstream value per row, unknown in the forward:
+its forward keeps the per-row log-sum-exp and its backward computes the chunks' logits again (four
+matmuls per chunk). As in Cut Cross-Entropy (Wijmans et al. 2024) and Liger-Kernel's fused linear
+cross-entropy.
+"""
+
+import paddle
+from paddle.autograd import PyLayer
+
+from ... import _checks, _ops
+
+# Default memory budget for one chunk's logits and their gradient, in MiB: 524 rows at V = 32000,
+# enough rows for the matmuls to run at full speed, and small next to the [H, V] weight gradient
+# that the accumulation needs anyway.
+DEFAULT_CHUNK_BUDGET_MB = 128
+
+
+def _compute_dtype(input):
+    """The dtype the chunk products are computed in: float64 for float64, float32 otherwise.
+    16-bit inputs are widened (Paddle's CPU matmul has no 16-bit kernel; fp32 products of the
+    16-bit values are also what a GPU's tensor cores accumulate)."""
+    return "float64" if _checks.dtype_name(input) == "float64" else "float32"
+
+
+def chunk_rows(rows, classes, compute_dtype="float32", chunk_size=None, chunk_budget_mb=None):
+    """Rows per chunk: ``chunk_size`` when given, else as many as fit one chunk's logits and their
+    gradient (``2 * classes`` values of ``compute_dtype`` per row) in ``chunk_budget_mb`` MiB
+    (default DEFAULT_CHUNK_BUDGET_MB), at least 1 and at most ``rows``."""
+    if chunk_size is None:
+        budget = DEFAULT_CHUNK_BUDGET_MB if chunk_budget_mb is None else chunk_budget_mb
+        per_row = 2 * classes * (8 if compute_dtype == "float64" else 4)
+        chunk_size = int(budget * 2**20) // max(per_row, 1)
+    return max(1, min(int(chunk_size), max(rows, 1)))
+
+
+def _logits(x, weight, bias, compute):
+    """One chunk's logits in the compute dtype (x: the chunk's rows, weight and bias already in
+    the compute dtype)."""
+    if _checks.dtype_name(x) != compute:
+        x = x.astype(compute)
+    out = paddle.matmul(x, weight)
+    if bias is not None:
+        out.add_(bias)
+    return x, out
+
+
+class _Grads:
+    """Accumulates the gradients of the chunks: input rows (in the compute dtype, cast once at the
+    end), the weight and the bias (summed over chunks in the compute dtype, fp32 for 16-bit)."""
+
+    def __init__(self, need_x, need_w, need_b):
+        self.need_x, self.need_w, self.need_b = need_x, need_w, need_b
+        self.x_parts = []
+        self.w = None
+        self.b = None
+
+    def add(self, x, weight, dlogits):
+        if self.need_x:
+            self.x_parts.append(paddle.matmul(dlogits, weight, transpose_y=True))
+        if self.need_w:
+            # addmm_ adds x^T g into the accumulator in place: a matmul then add_ would hold a
+            # second [H, V] tensor (as large as the weight) at every chunk.
+            if self.w is None:
+                self.w = paddle.matmul(x, dlogits, transpose_x=True)
+            else:
+                self.w.addmm_(x.T, dlogits)
+        if self.need_b:
+            db = paddle.sum(dlogits, axis=0)
+            self.b = db if self.b is None else self.b.add_(db)
+
+    def results(self, x, weight, bias, compute):
+        """(input grad [N, H], weight grad, bias grad) in the compute dtype; zeros for an empty
+        batch, None where not needed."""
+        gx = gw = gb = None
+        if self.need_x:
+            gx = (paddle.concat(self.x_parts) if self.x_parts
+                  else paddle.zeros(x.shape, compute))
+        if self.need_w:
+            gw = self.w if self.w is not None else paddle.zeros(weight.shape, compute)
+        if self.need_b:
+            gb = self.b if self.b is not None else paddle.zeros(bias.shape, compute)
+        return gx, gw, gb
+
+
+def _scaled(grad, upstream, dtype):
+    """grad times the upstream gradient (None: already applied), in place, then in `dtype`."""
+    if grad is None:
+        return None
+    if upstream is not None:
+        grad.multiply_(upstream)
+    return grad if grad.dtype == dtype else grad.astype(dtype)
+
+
+class _LinearCE(PyLayer):
+    @staticmethod
+    def forward(ctx, x, weight, bias, label, cfg):
+        ignore_index, eps, z_loss, reduction, n_chunk, compute, need = cfg
+        rows = x.shape[0]
+        classes = weight.shape[1]
+        wc = weight.astype(compute) if _checks.dtype_name(weight) != compute else weight
+        bc = bias if bias is None or _checks.dtype_name(bias) == compute else bias.astype(compute)
+        eps_attr = _checks.double_attr(eps)
+        z_attr = _checks.double_attr(z_loss)
+        # mean/sum: gradients during the forward (for an upstream gradient of 1), when any is needed.
+        eager = reduction != "none" and any(need)
+        grads = _Grads(*need)
+        den = None
+        if reduction == "mean":
+            count = paddle.sum((label != ignore_index).astype(compute))
+            den = paddle.where(count == 0, paddle.ones_like(count), count)
+        losses, lses = [], []
+        for a in range(0, rows, n_chunk):
+            b = min(rows, a + n_chunk)
+            xc, logits = _logits(x[a:b], wc, bc, compute)
+            yc = label[a:b]
+            loss, lse, _ = _ops.softmax_ce(logits, yc, None, 1, ignore_index, eps_attr, z_attr,
+                                           True, 0)
+            losses.append(loss)
+            if not eager:
+                if any(need):
+                    lses.append(lse)
+                continue
+            # Upstream gradient 1 of the reduced loss reaches each row as 1 (sum) or 1/den (mean).
+            row_grad = paddle.ones([b - a], compute)
+            if den is not None:
+                row_grad = row_grad / den
+            dlogits = _ops.softmax_ce_shard_bwd(logits, yc, lse, row_grad, ignore_index, eps_attr,
+                                                z_attr, 0, classes)
+            del logits
+            grads.add(xc, wc, dlogits)
+        loss = paddle.concat(losses) if losses else paddle.zeros([0], compute)
+        ctx.cfg = cfg
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.has_bias = bias is not None
+        if eager:
+            ctx.grads = grads.results(x, wc, bc, compute)
+        if reduction != "none":
+            loss = paddle.sum(loss)
+            return loss if den is None else loss / den
+        ctx.save_for_backward(x, weight, bias if bias is not None else weight, label,
+                              paddle.concat(lses) if lses else paddle.zeros([0], compute))
+        return loss
+
+    @staticmethod
+    def backward(ctx, upstream):
+        ignore_index, eps, z_loss, reduction, n_chunk, compute, need = ctx.cfg
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        if reduction != "none":
+            gx, gw, gb = ctx.grads
+            ctx.grads = None
+            upstream = upstream.astype(compute)
+        else:
+            x, weight, bias, label, lse = ctx.saved_tensor()
+            bias = bias if ctx.has_bias else None
+            wc = weight.astype(compute) if weight.dtype != lse.dtype else weight
+            bc = bias if bias is None or bias.dtype == lse.dtype else bias.astype(compute)
+            grads = _Grads(*need)
+            row_grad = upstream.reshape([-1]).astype(compute)
+            rows, classes = x.shape[0], weight.shape[1]
+            for a in range(0, rows, n_chunk):
+                b = min(rows, a + n_chunk)
+                xc, logits = _logits(x[a:b], wc, bc, compute)
+                dlogits = _ops.softmax_ce_shard_bwd(
+                    logits, label[a:b], lse[a:b], row_grad[a:b], ignore_index,
+                    _checks.double_attr(eps), _checks.double_attr(z_loss), 0, classes)
+                del logits
+                grads.add(xc, wc, dlogits)
+            gx, gw, gb = grads.results(x, wc, bc, compute)
+            upstream = None
+        out = [_scaled(gx, upstream, x_dtype), _scaled(gw, upstream, w_dtype)]
+        if ctx.has_bias:
+            out.append(_scaled(gb, upstream, b_dtype))
+        return tuple(out) + (None,)
+
+
+def _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, ignore_index,
+                chunk_size, chunk_budget_mb):
+    _checks.check_float(input, "input")
+    _checks.check_float(weight, "weight")
+    _checks.check_tensor(label, "label")
+    _checks.check_reduction(reduction)
+    _checks.check_ignore_index(ignore_index)
+    shape = list(input.shape)
+    if len(shape) < 2:
+        raise ValueError(f"input must be [..., H] with at least two dimensions (rows and the "
+                         f"hidden size), got shape {shape}")
+    hidden = shape[-1]
+    if len(weight.shape) != 2 or weight.shape[0] != hidden:
+        raise ValueError(f"weight shape {list(weight.shape)} does not fit input shape {shape}: "
+                         f"expected [{hidden}, num_classes] (paddle.nn.Linear's [in, out] "
+                         "layout; a [num_classes, hidden] weight must be transposed)")
+    if weight.shape[1] < 1:
+        raise ValueError(f"weight must have at least one class (column), got shape "
+                         f"{list(weight.shape)}")
+    if _checks.dtype_name(weight) != _checks.dtype_name(input):
+        raise TypeError(f"weight dtype {_checks.dtype_name(weight)} must equal the input's "
+                        f"dtype {_checks.dtype_name(input)}")
+    if bias is not None:
+        _checks.check_float(bias, "bias")
+        if list(bias.shape) != [weight.shape[1]]:
+            raise ValueError(f"bias shape {list(bias.shape)} must be [{weight.shape[1]}] (one "
+                             "per class)")
+        if _checks.dtype_name(bias) != _checks.dtype_name(input):
+            raise TypeError(f"bias dtype {_checks.dtype_name(bias)} must equal the input's dtype "
+                            f"{_checks.dtype_name(input)}")
+    if _checks.dtype_name(label) in _checks.FLOAT_DTYPES:
+        raise TypeError(f"label must hold class indices (int32 or int64), got "
+                        f"{_checks.dtype_name(label)}")
+    rows_shape = shape[:-1]
+    if list(label.shape) not in (rows_shape, rows_shape + [1]):
+        raise ValueError(f"label shape {list(label.shape)} does not fit input shape {shape}: "
+                         f"expected {rows_shape} or {rows_shape + [1]}")
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not float(z_loss) >= 0.0:
+        raise ValueError(f"z_loss must be >= 0, got {z_loss}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int (rows per chunk), got {chunk_size!r}")
+    if chunk_budget_mb is not None and not float(chunk_budget_mb) > 0:
+        raise ValueError(f"chunk_budget_mb must be > 0, got {chunk_budget_mb!r}")
+
+
+def linear_cross_entropy(input, weight, label, bias=None, ignore_index=-100, reduction='mean',
+                         label_smoothing=0.0, z_loss=0.0, name=None, *, chunk_size=None,
+                         chunk_budget_mb=None):
+    r"""``cross_entropy(paddle.nn.functional.linear(input, weight, bias), label)`` computed in
+    chunks of rows, so that the ``[N, V]`` logits never exist.
+
+    Args:
+        input: hidden states ``[..., H]``, float32/float64/float16/bfloat16.
+        weight: ``[H, V]`` (``paddle.nn.Linear(H, V).weight``), the input's dtype.
+        label: int32/int64 class indices of shape ``input.shape[:-1]`` (or with a trailing 1).
+        bias: optional ``[V]``, the input's dtype.
+        ignore_index, reduction, label_smoothing: as ``cross_entropy`` (``mean`` over the
+            non-ignored rows).
+        z_loss: adds ``z_loss * lse**2`` per row.
+        chunk_size: keyword-only; rows per chunk. Default: as many as fit ``chunk_budget_mb``.
+        chunk_budget_mb: keyword-only; memory for one chunk's logits and their gradient
+            (``2 * V`` fp32 values per row, fp64 for fp64 inputs), default 128 MiB.
+
+    Returns:
+        The loss, float32 (float64 for float64 inputs): a scalar for ``mean``/``sum``, the label's
+        shape for ``none``. Gradients flow to ``input``, ``weight`` and ``bias`` (those that do
+        not stop gradient). fp16/bf16 inputs: the chunks' products and the gradients are computed
+        in fp32 (the weight gradient accumulated over chunks in fp32) and rounded once to the
+        input's dtype. Dygraph mode only.
+    """
+    if not paddle.in_dynamic_mode():
+        raise RuntimeError("linear_cross_entropy runs in dygraph mode only (it is a PyLayer)")
+    _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, ignore_index,
+                chunk_size, chunk_budget_mb)
+    compute = _compute_dtype(input)
+    label_shape = list(label.shape)
+    if _checks.dtype_name(label) not in _checks.INDEX_DTYPES:
+        label = label.astype("int64")
+    x = _checks.contiguous(input).reshape([-1, input.shape[-1]])
+    y = _checks.contiguous(label).reshape([-1])
+    n_chunk = chunk_rows(x.shape[0], weight.shape[1], compute, chunk_size, chunk_budget_mb)
+    enabled = paddle.is_grad_enabled()
+    need = tuple(enabled and t is not None and not t.stop_gradient for t in (input, weight, bias))
+    cfg = (ignore_index, float(label_smoothing), float(z_loss), reduction, n_chunk, compute, need)
+    if any(need):
+        loss = _LinearCE.apply(x, _checks.contiguous(weight), _checks.contiguous(bias), y, cfg)
+    else:
+        with paddle.no_grad():
+            loss = _LinearCE.forward(_NoContext(), x, weight, bias, y, cfg)
+    return loss.reshape(label_shape) if reduction == "none" else loss
+
+
+class _NoContext:
+    """Stands in for the PyLayer context when nothing needs a gradient: the forward's attributes
+    land here and are dropped."""
+
+    def save_for_backward(self, *tensors):
+        pass
