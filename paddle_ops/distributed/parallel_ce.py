@@ -37,10 +37,10 @@ from paddle.autograd import PyLayer
 
 from .. import _checks, _ops
 
-# Integers (class offsets and counts) travel in the floating payload as two parts below 2^24,
-# each exact in fp32: v = hi * 2^24 + lo, so counts up to 2^48 survive the trip.
+# Integers (class offset, class count and total: 6 values per rank) travel in the floating
+# payload as two parts below 2^24, each exact in fp32: v = hi * 2^24 + lo, so counts up to 2^48
+# survive the trip.
 _SPLIT = 1 << 24
-_META = 6  # offset, classes and total, two parts each
 
 # Class splits already checked, per (group, rank, offset, classes, total, explicit): reading the
 # gathered description of the other ranks' ranges is a device-to-host copy, so it is done on the
@@ -124,7 +124,7 @@ def _combine(lse_all, term_all, row_weight, z_loss):
     if z_loss != 0.0:
         # Added only when enabled: 0 * LSE^2 would turn LSE = -inf into NaN.
         loss = loss + z_loss * full * full
-    loss = paddle.where(full == float("-inf"), paddle.full_like(loss, float("inf")), loss)
+    loss = paddle.where(masked, paddle.full_like(loss, float("inf")), loss)
     return full, paddle.where(row_weight > 0, loss, paddle.zeros_like(loss))
 
 
@@ -135,8 +135,8 @@ class _ParallelCE(PyLayer):
         classes = x.shape[-1]
         term, lse, row_weight = _ops.softmax_ce_shard(
             x, label, ignore_index, _checks.double_attr(eps), offset, total)
-        rows = row_weight.numel()
         lse = lse.reshape([-1])
+        rows = lse.shape[0]
         meta = paddle.to_tensor(_encode([offset, classes, total]), dtype=lse.dtype)
         gathered = _gather(paddle.concat([lse, term.reshape([-1]), meta]), group, nranks)
         key = (id(group), rank, nranks, offset, classes, total, explicit)

@@ -813,7 +813,9 @@ void check_shards(const ShardCase& sc) {
     s.p.shard.offset = sc.cuts[k];
     s.p.shard.total = C;
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = sc.cuts[k]; j < sc.cuts[k + 1]; ++j) s.logits.push_back(pr.logits[r * C + j]);
+      for (int64_t j = sc.cuts[k]; j < sc.cuts[k + 1]; ++j) {
+        s.logits.push_back(pr.logits[r * C + j]);
+      }
     s.term.assign(static_cast<size_t>(rows), nan);
     s.lse.assign(static_cast<size_t>(rows), nan);
     s.row_weight.assign(static_cast<size_t>(rows), nan);
@@ -873,7 +875,11 @@ TYPED_TEST_SUITE(ShardKernel, HardKernels, KernelNames);
 const ShardCase kShardCases[] = {
     // Uneven slices, one of a single class.
     {Case("basic", 64, 37), {0, 10, 11, 37}},
-    {Case("ignore_smoothing_z_loss", 64, 37).ignore(-100, 0.25).smoothing(0.1).zloss(1e-2).upstream(),
+    {Case("ignore_smoothing_z_loss", 64, 37)
+         .ignore(-100, 0.25)
+         .smoothing(0.1)
+         .zloss(1e-2)
+         .upstream(),
      {0, 20, 37}},
     // ignore_index equal to a valid class that only the second shard holds.
     {Case("ignore_positive", 64, 37).ignore(30, 0.25).smoothing(0.2), {0, 18, 37}},

@@ -122,7 +122,7 @@ class _LinearCE(PyLayer):
         bc = bias if bias is None or _checks.dtype_name(bias) == compute else bias.astype(compute)
         eps_attr = _checks.double_attr(eps)
         z_attr = _checks.double_attr(z_loss)
-        # mean/sum: gradients during the forward (for an upstream gradient of 1), when any is needed.
+        # mean/sum: the gradients (for an upstream gradient of 1) during the forward, if needed.
         eager = reduction != "none" and any(need)
         grads = _Grads(*need)
         den = None
