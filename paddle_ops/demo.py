@@ -26,14 +26,20 @@ Nothing is downloaded. What runs:
    - paddle_ops: ``cross_entropy(s, labels)`` and ``kl_div_with_logits(s, t, temperature=T,
      target_index=labels, scale_t2=True)`` on all rows; ``ignore_index`` leaves padding out.
 
-   After every step each worker also evaluates the other implementation's loss on the same logits
-   and the mean softmax entropy of the student's predictions (neither is timed).
+   Each worker records every step in a ``paddle_ops.monitor.TrainingMonitor``: the loss, its CE
+   part, and the accuracy and mean softmax entropy of the student's predictions on the
+   non-padding positions. paddle_ops takes the last two from the cross-entropy's own forward pass
+   (``return_stats=True``); Paddle computes them in extra arg-max and softmax passes. Both are
+   part of the timed step. After the step (not timed) each worker also evaluates the other
+   implementation's loss on the same logits.
 4. An LM head alone at a 32000-token vocabulary (random hidden states and token ids, a few
    cross-entropy steps each), where the loss is a large part of the step; then the distillation
    term alone, forward, on a few rows of it (Paddle's CPU log_softmax is too slow for more).
 
-It prints progress while it runs, then a table (loss agreement, step time, peak memory), and
-writes a PNG with the loss, entropy and loss-difference curves of both runs. It exits with
+It prints progress while it runs, then a table (loss agreement, step time, peak memory), writes
+both monitors to one CSV (``--out`` with the suffix ``.csv``) and draws the PNG from them with
+``paddle_ops.monitor.plot_runs``: loss, accuracy and entropy of both runs, and the loss
+differences. It exits with
 status 1 when the two implementations' losses on the same logits differ by more than fp32
 rounding allows (checked at the first step, at once, and at every step).
 """
@@ -55,6 +61,7 @@ import paddle.nn.functional as F
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
+from paddle_ops.monitor import TrainingMonitor, plot_runs, runs_to_csv
 
 IMPLS = ("paddle", "paddle_ops")
 
@@ -165,7 +172,7 @@ def parameter_count(model):
 
 
 # -------------------------------------------------------------------------------------------------
-# The two losses (the same mathematics) and the two entropy monitors.
+# The two losses (the same mathematics) and their monitoring signals.
 
 
 def paddle_kd(s, t, temperature):
@@ -181,32 +188,49 @@ def paddle_ops_kd(s, t, temperature, labels=None):
 
 
 def paddle_loss(logits, teacher, labels, keep, temperature, alpha):
-    """(loss, its cross-entropy part) with Paddle's functions; rows gathered first because
+    """(loss, its cross-entropy part, None) with Paddle's functions; rows gathered first because
     F.cross_entropy's 'mean' with the default ignore_index divides by every position, padding
-    included (Paddle issue 48663)."""
+    included (Paddle issue 48663). Paddle's cross-entropy returns no prediction statistics:
+    `paddle_signals` computes them in passes of their own."""
     s = paddle.gather(logits, keep)
     ce = F.cross_entropy(s, paddle.gather(labels, keep))
-    return ce + alpha * paddle_kd(s, paddle.gather(teacher, keep), temperature), ce
+    return ce + alpha * paddle_kd(s, paddle.gather(teacher, keep), temperature), ce, None
 
 
 def paddle_ops_loss(logits, teacher, labels, keep, temperature, alpha):
-    """(loss, its cross-entropy part) with paddle_ops on all rows: ignore_index (-100) and
-    target_index leave the padding rows out of the sums and the denominators."""
-    ce = POF.cross_entropy(logits, labels)
-    return ce + alpha * paddle_ops_kd(logits, teacher, temperature, labels), ce
+    """(loss, its cross-entropy part, CrossEntropyStats) with paddle_ops on all rows:
+    ignore_index (-100) and target_index leave the padding rows out of the sums and the
+    denominators; the accuracy and softmax entropy of the counted rows come out of the
+    cross-entropy's forward pass (return_stats=True)."""
+    ce, stats = POF.cross_entropy(logits, labels, return_stats=True)
+    return ce + alpha * paddle_ops_kd(logits, teacher, temperature, labels), ce, stats
 
 
-def paddle_entropy(logits, keep):
-    s = paddle.gather(logits, keep)
-    return -(F.softmax(s) * F.log_softmax(s)).sum(axis=-1).mean()
+def paddle_signals(logits, labels, keep):
+    """(accuracy, mean softmax entropy) of the non-padding rows as Paddle users compute them:
+    an arg-max pass and a softmax / log_softmax pass over the logits."""
+    with paddle.no_grad():
+        s = paddle.gather(logits, keep)
+        y = paddle.gather(labels, keep)
+        accuracy = (paddle.argmax(s, axis=-1) == y).astype("float32").mean()
+        entropy = -(F.softmax(s) * F.log_softmax(s)).sum(axis=-1).mean()
+    return accuracy, entropy
 
 
-def paddle_ops_entropy(logits, keep):
-    return POF.softmax_entropy(paddle.gather(logits, keep), reduction="mean")
+def loss_and_signals(impl, logits, teacher, labels, keep, cfg):
+    """One implementation's loss, its CE part, and the keyword arguments that give
+    TrainingMonitor.record the prediction accuracy and entropy (paddle_ops: the loss's
+    CrossEntropyStats; Paddle: the values of the extra passes of `paddle_signals`)."""
+    loss, ce, stats = LOSSES[impl](logits, teacher, labels, keep, cfg.temperature, cfg.alpha)
+    if stats is None:
+        accuracy, entropy = paddle_signals(logits, labels, keep)
+        signals = dict(accuracy=accuracy, entropy=entropy)
+    else:
+        signals = dict(stats=stats)
+    return loss, ce, signals
 
 
 LOSSES = {"paddle": paddle_loss, "paddle_ops": paddle_ops_loss}
-ENTROPIES = {"paddle": paddle_entropy, "paddle_ops": paddle_ops_entropy}
 HEAD_LOSSES = {"paddle": F.cross_entropy, "paddle_ops": POF.cross_entropy}
 KDS = {"paddle": paddle_kd, "paddle_ops": paddle_ops_kd}
 
@@ -311,6 +335,7 @@ def _serve(conn, impl):
     opt = paddle.optimizer.AdamW(cfg.lr, parameters=model.parameters(),
                                  weight_decay=cfg.weight_decay)
     memory = PeakMemory()
+    monitor = TrainingMonitor()
     head = None
     while True:
         msg = conn.recv()
@@ -322,21 +347,24 @@ def _serve(conn, impl):
                 memory.start()
             start = time.perf_counter()
             logits = model(x)
-            loss, ce = LOSSES[impl](logits, teacher, labels, keep, cfg.temperature, cfg.alpha)
+            loss, ce, signals = loss_and_signals(impl, logits, teacher, labels, keep, cfg)
             loss.backward()
             opt.step()
             opt.clear_grad()
             ms = 1e3 * (time.perf_counter() - start)
-            loss_ms = _loss_ms(LOSSES[impl], logits, teacher, labels, keep, cfg)
+            # Recorded after the timing: reading the values is the same work for both runs.
+            monitor.record(i + 1, loss=loss, ce=ce, **signals)
+            loss_ms = _loss_ms(impl, logits, teacher, labels, keep, cfg)
             with paddle.no_grad():
-                check, _ = LOSSES[other](logits, teacher, labels, keep, cfg.temperature,
-                                         cfg.alpha)
-                entropy = ENTROPIES[impl](logits, keep)
-            record = dict(loss=float(loss), ce=float(ce), check=float(check),
-                          entropy=float(entropy), ms=ms, loss_ms=loss_ms)
+                check = LOSSES[other](logits, teacher, labels, keep, cfg.temperature,
+                                      cfg.alpha)[0]
+            monitor.record(i + 1, ms=ms, loss_ms=loss_ms, other_loss=check)
+            record = monitor.rows[-1]
             if i == cfg.steps - 1:
                 record["peak_mb"] = memory.peak_mb()
             conn.send(("step", record))
+        elif msg[0] == "monitor":
+            conn.send(("monitor", monitor))
         elif msg[0] == "sample":
             conn.send(("sample", _greedy(model, msg[1], msg[2], cfg.context)))
         elif msg[0] == "head_step":
@@ -354,13 +382,14 @@ def _serve(conn, impl):
             return
 
 
-def _loss_ms(loss_fn, logits, teacher, labels, keep, cfg):
-    """Time of the loss alone, forward and backward, on a detached copy of a step's logits: the
-    share of the step that the choice of library can change."""
+def _loss_ms(impl, logits, teacher, labels, keep, cfg):
+    """Time of the loss alone, forward and backward, with the accuracy and entropy it reports, on
+    a detached copy of a step's logits: the share of the step that the choice of library can
+    change."""
     leaf = logits.detach()
     leaf.stop_gradient = False
     start = time.perf_counter()
-    loss, _ = loss_fn(leaf, teacher, labels, keep, cfg.temperature, cfg.alpha)
+    loss, _, _ = loss_and_signals(impl, leaf, teacher, labels, keep, cfg)
     loss.backward()
     return 1e3 * (time.perf_counter() - start)
 
@@ -499,48 +528,36 @@ def _fmt_mb(mb):
     return "n/a" if mb != mb else f"{mb:.1f}"
 
 
-def _plot(path, hist, teacher_loss, cfg):
-    import matplotlib
+ULPS = "|loss difference|, fp32 ulps"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    steps = np.arange(1, cfg.steps + 1)
-    colours = {"paddle": "tab:blue", "paddle_ops": "tab:orange"}
-    styles = {"paddle": "-", "paddle_ops": "--"}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for impl in IMPLS:
-        axes[0].plot(steps, hist[impl]["loss"], styles[impl], color=colours[impl],
-                     label=f"{impl}: CE + {cfg.alpha:g} T\u00b2 KL")
-        axes[0].plot(steps, hist[impl]["ce"], styles[impl], color=colours[impl], alpha=0.45,
-                     label=f"{impl}: its CE part")
-        axes[1].plot(steps, hist[impl]["entropy"], styles[impl], color=colours[impl], label=impl)
-    axes[0].axhline(teacher_loss, color="grey", lw=0.8, ls=":", label="teacher's last CE")
-    axes[0].set(title=f"student training loss (T = {cfg.temperature:g})", xlabel="step",
-                ylabel="nats per character")
-    axes[1].set(title="mean softmax entropy of the student's predictions", xlabel="step",
-                ylabel="nats")
-    # Differences in units of the loss's fp32 spacing (one ulp: 2^-23 of its power of two), so
-    # that rounding-level agreement reads as small integers.
-    la, lb = (np.array(hist[impl]["loss"], dtype=np.float32) for impl in IMPLS)
+def _plot(path, monitors, teacher_loss, cfg):
+    """The curves of both runs from their TrainingMonitors, with two more runs of one name each:
+    the difference between the two runs' losses and between the two losses on the same logits,
+    in units of the loss's fp32 spacing (one ulp: 2^-23 of its power of two), so that
+    rounding-level agreement reads as small integers."""
+    la, lb = (np.array(monitors[impl].history("loss")[1], dtype=np.float32) for impl in IMPLS)
+    oa, ob = (np.array(monitors[impl].history("other_loss")[1], dtype=np.float32)
+              for impl in IMPLS)
+    steps = monitors["paddle"].history("loss")[0]
     ulp = np.spacing(np.abs(la))
-    same = np.maximum(np.abs(la - np.array(hist["paddle"]["check"], dtype=np.float32)),
-                      np.abs(lb - np.array(hist["paddle_ops"]["check"], dtype=np.float32)))
-    axes[2].plot(steps, np.abs(la - lb) / ulp, "o", ms=4, color="tab:red",
-                 label="the two training runs")
-    axes[2].plot(steps, same / ulp, "x", ms=4, color="tab:green",
-                 label="both losses on the same logits")
-    axes[2].set(title="|loss(paddle) - loss(paddle_ops)|, in fp32 ulps",
-                xlabel="step", ylabel="ulps")
-    axes[2].set_ylim(bottom=-0.5)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("paddle_ops demo: the same character-level transformer, same seed and batches, "
-                 "trained with Paddle's losses and with paddle_ops")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    same = np.maximum(np.abs(la - oa), np.abs(lb - ob))
+    agreement = {"the two runs": TrainingMonitor(), "both losses, same logits": TrainingMonitor()}
+    for step, runs, on_same in zip(steps, np.abs(la - lb) / ulp, same / ulp):
+        agreement["the two runs"].record(step, **{ULPS: runs})
+        agreement["both losses, same logits"].record(step, **{ULPS: on_same})
+    styles = {"paddle": dict(color="tab:blue"),
+              "paddle_ops": dict(color="tab:orange", ls="--"),
+              "the two runs": dict(color="tab:red", ls="none", marker="o", ms=4),
+              "both losses, same logits": dict(color="tab:green", ls="none", marker="x", ms=4)}
+    plot_runs(path, {**monitors, **agreement}, names=["loss", "accuracy", "entropy", ULPS],
+              columns=2, styles=styles,
+              title=f"paddle_ops demo: one character-level transformer, same seed and batches, "
+                    f"trained with Paddle's losses and with paddle_ops\n"
+                    f"loss = CE + {cfg.alpha:g} T\u00b2 KL, T = {cfg.temperature:g} (the teacher's "
+                    f"last CE: {teacher_loss:.3f})\naccuracy and softmax entropy of the "
+                    f"predictions: paddle_ops from the loss's forward pass, Paddle from extra "
+                    f"passes")
 
 
 def _run(cfg, out, workers):
@@ -569,17 +586,13 @@ def _run(cfg, out, workers):
         w.conn.send(("setup", cfg, state, batches, teacher_logits))
     del teacher_logits
 
-    hist = {impl: dict(loss=[], ce=[], check=[], entropy=[], ms=[], loss_ms=[])
-            for impl in IMPLS}
     peak = {}
     every = max(1, cfg.steps // 10)
-    print("  columns: step, loss paddle | paddle_ops, |difference|, softmax entropy paddle | "
-          "paddle_ops,\n           step ms paddle | paddle_ops", flush=True)
+    print("  columns: step, loss paddle | paddle_ops, |difference|, accuracy paddle | paddle_ops,"
+          "\n           softmax entropy paddle | paddle_ops, step ms paddle | paddle_ops",
+          flush=True)
     for i in range(cfg.steps):
         rec = {impl: workers[impl].call("step", i) for impl in IMPLS}
-        for impl in IMPLS:
-            for key in hist[impl]:
-                hist[impl][key].append(rec[impl][key])
         a, b = rec["paddle"]["loss"], rec["paddle_ops"]["loss"]
         if i == 0 and not abs(a - b) <= STEP0_RTOL * abs(a):
             raise SystemExit(f"FAILED: the first losses differ beyond fp32 rounding: paddle "
@@ -587,10 +600,14 @@ def _run(cfg, out, workers):
                              f"{STEP0_RTOL:g})")
         if (i + 1) % every == 0 or i == 0 or i + 1 == cfg.steps:
             print(f"  {i + 1:>4}/{cfg.steps:<4}  {a:>12.6f} | {b:<10.6f}  {abs(a - b):7.1e}  "
+                  f"{rec['paddle']['accuracy']:5.3f} | {rec['paddle_ops']['accuracy']:<5.3f}  "
                   f"{rec['paddle']['entropy']:6.3f} | {rec['paddle_ops']['entropy']:<6.3f}  "
                   f"{rec['paddle']['ms']:4.0f} | {rec['paddle_ops']['ms']:.0f}", flush=True)
     for impl in IMPLS:
         peak[impl] = rec[impl]["peak_mb"]
+    # Each worker's TrainingMonitor: per step loss, CE part, accuracy, entropy, times, and the
+    # other implementation's loss on the same logits.
+    monitors = {impl: workers[impl].call("monitor") for impl in IMPLS}
     prompt = "\nthe clever "
     samples = {impl: workers[impl].call("sample", prompt, cfg.context - len(prompt))
                for impl in IMPLS}
@@ -617,15 +634,19 @@ def _run(cfg, out, workers):
         head["kd"] = {impl: workers[impl].call("head_kd", rows) for impl in IMPLS}
         head["kd_all"] = workers["paddle_ops"].call("head_kd", cfg.head_tokens)
 
-    _plot(out, hist, teacher_loss, cfg)
-    return _report(cfg, hist, peak, samples, head, out)
+    _plot(out, monitors, teacher_loss, cfg)
+    csv_path = os.path.splitext(out)[0] + ".csv"
+    runs_to_csv(csv_path, monitors)
+    hist = {impl: {n: monitors[impl].history(n)[1] for n in monitors[impl].names}
+            for impl in IMPLS}
+    return _report(cfg, hist, peak, samples, head, out, csv_path)
 
 
-def _report(cfg, hist, peak, samples, head, out):
+def _report(cfg, hist, peak, samples, head, out, csv_path):
     la, lb = (np.array(hist[impl]["loss"]) for impl in IMPLS)
     runs = np.abs(la - lb)
-    same = np.maximum(np.abs(la - hist["paddle"]["check"]),
-                      np.abs(lb - hist["paddle_ops"]["check"]))
+    same = np.maximum(np.abs(la - hist["paddle"]["other_loss"]),
+                      np.abs(lb - hist["paddle_ops"]["other_loss"]))
     ms = {impl: _median_p20_p80(hist[impl]["ms"])[0] for impl in IMPLS}
 
     w = 34
@@ -633,6 +654,8 @@ def _report(cfg, hist, peak, samples, head, out):
     print(f"  {'':{w}}{'paddle':>16}{'paddle_ops':>16}")
     print(f"  {'loss at step 1':{w}}{la[0]:>16.6f}{lb[0]:>16.6f}")
     print(f"  {f'loss at step {cfg.steps}':{w}}{la[-1]:>16.6f}{lb[-1]:>16.6f}")
+    print(f"  {f'accuracy at step {cfg.steps}':{w}}"
+          f"{hist['paddle']['accuracy'][-1]:>16.4f}{hist['paddle_ops']['accuracy'][-1]:>16.4f}")
     print(f"  {f'softmax entropy at step {cfg.steps}':{w}}"
           f"{hist['paddle']['entropy'][-1]:>16.4f}{hist['paddle_ops']['entropy'][-1]:>16.4f}")
     print(f"  {'step time, ms: median (p20-p80) *':{w}}{_fmt_ms(hist['paddle']['ms']):>16}"
@@ -652,12 +675,13 @@ def _report(cfg, hist, peak, samples, head, out):
           f"(max relative {np.max(runs / np.abs(la)):.2e}); at the last step {runs[-1]:.2e}")
     for impl in IMPLS:
         print(f"  greedy text of the {impl} student: {samples[impl]!r}")
-    print(f"\n  *  one step = student forward, loss, backward, AdamW update, clear_grad; timed "
-          f"inside each\n     worker process, the two runs alternating step by step (the "
-          f"teacher's logits were\n     computed beforehand). 'Of which the loss': the loss's "
-          f"forward and backward alone, timed\n     again on the step's logits outside the step. "
-          f"At a vocabulary of {VOCAB} that is a small part\n     of the step, so the step times "
-          f"are about equal: the point is the same loss at no extra cost.")
+    print(f"\n  *  one step = student forward, loss and the prediction accuracy and entropy, "
+          f"backward, AdamW\n     update, clear_grad; timed inside each worker process, the two "
+          f"runs alternating step by\n     step (the teacher's logits were computed beforehand). "
+          f"'Of which the loss': the loss's\n     forward and backward with the accuracy and "
+          f"entropy, timed again on the step's logits\n     outside the step. At a vocabulary of "
+          f"{VOCAB} that is a small part of the step, so the step\n     times are about equal: "
+          f"the point is the same loss at no extra cost.")
     print(f"  ** growth of the worker process's resident memory (Linux VmHWM) during the "
           f"training loop\n     over its value just before the first step: activations, "
           f"gradients, AdamW moments,\n     allocator caches; the weights and the data were "
@@ -705,6 +729,7 @@ def _report(cfg, hist, peak, samples, head, out):
         failed = failed or not diff <= STEP0_RTOL * abs(ha["loss"][0])
 
     print(f"\nplot: {os.path.abspath(out)}")
+    print(f"curves (both runs, every step): {os.path.abspath(csv_path)}")
     if failed:
         print(f"FAILED: a loss differs between paddle and paddle_ops on the same logits beyond "
               f"fp32 rounding (relative {STEP0_RTOL:g})", file=sys.stderr)

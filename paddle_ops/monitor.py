@@ -12,6 +12,10 @@ Plain training loop::
     monitor.to_csv("curves.csv")
     monitor.plot("curves.png")
 
+Runs to compare (two implementations, two learning rates) go in one CSV and one figure, a line per
+run in each panel: ``runs_to_csv(path, {"a": m1, "b": m2})``, ``plot_runs(path, {"a": m1, "b":
+m2})``.
+
 paddle.Model (hapi) calls the loss itself, so the statistics come from the loss layer:
 ``paddle_ops.nn.CrossEntropyLoss(keep_stats=True)`` returns only the loss and keeps the batch's
 statistics, which :class:`StatsCallback` records after every batch.
@@ -24,7 +28,7 @@ import numbers
 import numpy as np
 import paddle
 
-__all__ = ["TrainingMonitor", "StatsCallback"]
+__all__ = ["TrainingMonitor", "StatsCallback", "plot_runs", "runs_to_csv"]
 
 
 def _scalar(value, name):
@@ -88,6 +92,11 @@ class TrainingMonitor:
         else:
             self._rows.append({"step": int(step), **values})
 
+    @property
+    def rows(self):
+        """Every recorded row as a dict {"step": int, name: float, ...}, oldest first (copies)."""
+        return [dict(r) for r in self._rows]
+
     def history(self, name):
         """(steps, values) of one name, as lists, over the rows that hold it."""
         if name not in self._names:
@@ -97,43 +106,103 @@ class TrainingMonitor:
 
     def to_csv(self, path):
         """One row per step: `step`, then every name (empty where a step did not record it)."""
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["step"] + self._names)
-            for r in self._rows:
-                writer.writerow([r["step"]] + [repr(r[n]) if n in r else "" for n in self._names])
-        return path
+        return runs_to_csv(path, {None: self})
 
     def plot(self, path, names=None, title=None):
         """One panel per name (default: all), value against step, stacked with a shared step
         axis; written as a PNG with matplotlib's Agg backend. Returns the path."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        return plot_runs(path, {None: self}, names=names, title=title)
 
-        names = self._names if names is None else list(names)
-        for n in names:
-            if n not in self._names:
-                raise KeyError(f"nothing recorded as {n!r}; recorded: {self._names}")
-        if not names:
-            raise ValueError("nothing recorded yet")
-        fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.2 * len(names) + 0.6),
-                                 sharex=True, squeeze=False)
-        for ax, n in zip(axes[:, 0], names):
-            steps, values = self.history(n)
-            ax.plot(steps, values, "-" if len(steps) > 1 else "o", lw=1.2)
-            ax.set_ylabel(n)
-            ax.grid(True, alpha=0.3)
-            finite = [v for v in values if math.isfinite(v)]
-            if finite and min(finite) == max(finite):
-                ax.set_ylim(finite[0] - 0.5, finite[0] + 0.5)
-        axes[-1, 0].set_xlabel("step")
-        if title:
-            axes[0, 0].set_title(title)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+
+def _check_runs(runs):
+    if not isinstance(runs, dict) or not runs:
+        raise ValueError("runs must be a non-empty dict {label: TrainingMonitor}, got "
+                         f"{runs!r}")
+    for label, monitor in runs.items():
+        if not isinstance(monitor, TrainingMonitor):
+            raise TypeError(f"runs[{label!r}] must be a TrainingMonitor, got "
+                            f"{type(monitor).__name__}")
+
+
+def _union_names(runs):
+    names = []
+    for monitor in runs.values():
+        names += [n for n in monitor.names if n not in names]
+    return names
+
+
+def runs_to_csv(path, runs):
+    """Several monitors in one CSV: a `run` column (the dict's labels) when there is more than one
+    run, then `step` and every name any run recorded (empty where a row did not record it).
+    Returns the path."""
+    _check_runs(runs)
+    names = _union_names(runs)
+    labelled = len(runs) > 1
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run"] * labelled + ["step"] + names)
+        for label, monitor in runs.items():
+            for r in monitor._rows:
+                writer.writerow([label] * labelled + [r["step"]] +
+                                [repr(r[n]) if n in r else "" for n in names])
+    return path
+
+
+def plot_runs(path, runs, names=None, title=None, columns=1, styles=None):
+    """Several runs' curves overlaid: one panel per name (default: every name any run recorded),
+    one line per run that recorded it, labelled with the run's key in ``runs`` (a dict
+    {label: TrainingMonitor}); ``columns`` panels per row, shared step axis; ``styles`` maps a
+    label to keyword arguments for matplotlib's ``plot`` (colour, line style, marker). Written as
+    a PNG with the Agg backend. Returns the path."""
+    _check_runs(runs)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recorded = _union_names(runs)
+    names = recorded if names is None else list(names)
+    for n in names:
+        if n not in recorded:
+            raise KeyError(f"nothing recorded as {n!r}; recorded: {recorded}")
+    if not names:
+        raise ValueError("nothing recorded yet")
+    if isinstance(columns, bool) or not isinstance(columns, numbers.Integral) or columns < 1:
+        raise ValueError(f"columns must be a positive int, got {columns!r}")
+    styles = styles or {}
+    columns = min(int(columns), len(names))
+    rows = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 2.2 * rows + 0.6),
+                             sharex=True, squeeze=False)
+    for ax, n in zip(axes.flat, names):
+        finite = []
+        for label, monitor in runs.items():
+            if n not in monitor.names:
+                continue
+            steps, values = monitor.history(n)
+            style = {"lw": 1.2, "marker": None if len(steps) > 1 else "o"}
+            style.update(styles.get(label, {}))
+            ax.plot(steps, values, label=None if label is None else str(label), **style)
+            finite += [v for v in values if math.isfinite(v)]
+        ax.set_ylabel(n)
+        ax.grid(True, alpha=0.3)
+        if finite and min(finite) == max(finite):
+            ax.set_ylim(finite[0] - 0.5, finite[0] + 0.5)
+        if any(label is not None for label in runs):
+            ax.legend(fontsize=8)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    # The lowest drawn panel of each column carries the step axis (a hidden panel below it
+    # would otherwise take the tick labels with it).
+    for c in range(columns):
+        bottom = axes[(len(names) - 1 - c) // columns, c]
+        bottom.xaxis.set_tick_params(labelbottom=True)
+        bottom.set_xlabel("step")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 class StatsCallback(paddle.callbacks.Callback):

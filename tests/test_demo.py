@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,6 +123,44 @@ def test_png_is_written(quick):
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 600
 
 
+def test_curves_come_from_the_monitors(quick):
+    """The CSV holds both workers' TrainingMonitor rows; paddle_ops's accuracy and entropy come
+    from cross_entropy(..., return_stats=True), Paddle's from its own arg-max and softmax passes,
+    so their agreement checks the fused statistics against Paddle inside real training."""
+    import csv
+
+    out, png = quick
+    path = str(png.with_suffix(".csv"))
+    assert f"curves (both runs, every step): {path}" in out
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["run", "step", "loss", "ce", "accuracy", "entropy", "ms", "loss_ms",
+                             "other_loss"]
+    runs = {impl: [r for r in rows if r["run"] == impl] for impl in ("paddle", "paddle_ops")}
+    assert len(rows) == 2 * QUICK_STEPS
+    for impl, rs in runs.items():
+        assert [int(r["step"]) for r in rs] == list(range(1, QUICK_STEPS + 1))
+        assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rs)
+        assert all(0.0 < float(r["entropy"]) <= np.log(41) + 1e-6 for r in rs)
+    # The table's last losses are the CSV's.
+    a, b = _row(f"loss at step {QUICK_STEPS}", out)
+    assert abs(float(runs["paddle"][-1]["loss"]) - a) <= 1e-6 * abs(a)
+    assert abs(float(runs["paddle_ops"][-1]["loss"]) - b) <= 1e-6 * abs(b)
+    pa, po = runs["paddle"], runs["paddle_ops"]
+    # Step 1: the same weights, so the same logits: the arg-max agrees row for row (a tie broken
+    # differently would need two logits equal in fp32) and the entropies agree to fp32 rounding
+    # of a sum of ~41 terms of size <= log(41).
+    assert float(pa[0]["accuracy"]) == float(po[0]["accuracy"])
+    assert abs(float(pa[0]["entropy"]) - float(po[0]["entropy"])) <= 1e-5
+    # Later steps: weights differ at the TRAJECTORY_RTOL level, which may flip the arg-max of a
+    # row whose two largest logits are that close: a few of the batch's at most 8 x 64 rows,
+    # so 0.01. The entropies move with the weights, as the losses do (TRAJECTORY_RTOL).
+    for ra, rb in zip(pa, po):
+        assert abs(float(ra["accuracy"]) - float(rb["accuracy"])) <= 0.01
+        ea, eb = float(ra["entropy"]), float(rb["entropy"])
+        assert abs(ea - eb) <= 1e-5 + TRAJECTORY_RTOL * ea
+
+
 def test_wrong_loss_fails_loudly(tmp_path):
     """A paddle_ops loss that forgets the T^2 factor must stop the demo at step 1 with status 1.
     The patch sits at the top level of the script, so the spawned workers, which re-run it as
@@ -135,10 +174,10 @@ def test_wrong_loss_fails_loudly(tmp_path):
 
 
         def forgets_t2(logits, teacher, labels, keep, temperature, alpha):
-            ce = POF.cross_entropy(logits, labels)
+            ce, stats = POF.cross_entropy(logits, labels, return_stats=True)
             kd = POF.kl_div_with_logits(logits, teacher, temperature=temperature,
                                         target_index=labels)
-            return ce + alpha * kd, ce
+            return ce + alpha * kd, ce, stats
 
 
         demo.LOSSES["paddle_ops"] = forgets_t2

@@ -10,7 +10,7 @@ import pytest
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
-from paddle_ops.monitor import StatsCallback, TrainingMonitor
+from paddle_ops.monitor import StatsCallback, TrainingMonitor, plot_runs, runs_to_csv
 
 FEATURES, CLASSES = 6, 4
 
@@ -43,6 +43,46 @@ def test_record_csv_and_png(tmp_path):
     np.testing.assert_allclose(float(rows[2]["entropy"]), stats.mean_entropy.item(), rtol=1e-7)
     assert is_png(m.plot(tmp_path / "curves.png"))
     assert is_png(m.plot(tmp_path / "two.png", names=["loss", "accuracy"], title="run"))
+
+
+def _two_runs():
+    runs = {"sgd": TrainingMonitor(), "adam": TrainingMonitor()}
+    for step in range(4):
+        runs["sgd"].record(step, loss=2.0 - 0.1 * step, accuracy=0.1 * step)
+        runs["adam"].record(step, loss=2.0 - 0.3 * step, entropy=1.5)
+    return runs
+
+
+def test_runs_to_csv_labels_each_row_with_its_run(tmp_path):
+    runs = _two_runs()
+    rows = read_csv(runs_to_csv(tmp_path / "runs.csv", runs))
+    assert list(rows[0]) == ["run", "step", "loss", "accuracy", "entropy"]
+    assert [(r["run"], r["step"]) for r in rows] == \
+        [("sgd", str(s)) for s in range(4)] + [("adam", str(s)) for s in range(4)]
+    assert float(rows[3]["loss"]) == 2.0 - 0.3 and rows[3]["entropy"] == ""
+    assert float(rows[5]["loss"]) == 2.0 - 0.3 and rows[5]["accuracy"] == ""
+    # One run: the file TrainingMonitor.to_csv writes, without the run column.
+    one = read_csv(runs_to_csv(tmp_path / "one.csv", {"sgd": runs["sgd"]}))
+    assert one == read_csv(runs["sgd"].to_csv(tmp_path / "same.csv"))
+    assert list(one[0]) == ["step", "loss", "accuracy"]
+
+
+def test_plot_runs_overlays_the_runs(tmp_path):
+    import matplotlib.image
+
+    runs = _two_runs()
+    both = plot_runs(tmp_path / "both.png", runs, columns=2,
+                     styles={"adam": {"ls": "--", "color": "tab:red"}}, title="two runs")
+    one = plot_runs(tmp_path / "one.png", {"sgd": runs["sgd"]}, names=["loss", "accuracy"],
+                    columns=2)
+    a, b = matplotlib.image.imread(str(both)), matplotlib.image.imread(str(one))
+    # Three panels in two columns (the fourth cell hidden) against two in one row.
+    assert a.shape[1] == b.shape[1] and a.shape[0] > b.shape[0]
+    # The red dashed line of the second run is drawn: pixels of tab:red (0.84, 0.15, 0.16).
+    red = (np.abs(a[..., 0] - 0.839) < 0.05) & (a[..., 1] < 0.25) & (a[..., 2] < 0.25)
+    assert red.sum() > 50
+    red_one = (np.abs(b[..., 0] - 0.839) < 0.05) & (b[..., 1] < 0.25) & (b[..., 2] < 0.25)
+    assert red_one.sum() == 0
 
 
 def test_plain_training_loop_records_the_fused_statistics():
@@ -151,6 +191,14 @@ BAD_INPUTS = {
                    r"stats must be the CrossEntropyStats"),
     "history_unknown": (lambda m: m.history("acc"), KeyError, r"nothing recorded as 'acc'"),
     "plot_empty": (lambda m: m.plot("never.png"), ValueError, r"nothing recorded yet"),
+    "runs_empty": (lambda m: plot_runs("never.png", {}), ValueError,
+                   r"runs must be a non-empty dict"),
+    "runs_not_monitor": (lambda m: runs_to_csv("never.csv", {"a": [1.0]}), TypeError,
+                         r"runs\['a'\] must be a TrainingMonitor, got list"),
+    "runs_unknown_name": (lambda m: plot_runs("never.png", _two_runs(), names=["lr"]),
+                          KeyError, r"nothing recorded as 'lr'"),
+    "runs_columns": (lambda m: plot_runs("never.png", _two_runs(), columns=0), ValueError,
+                     r"columns must be a positive int, got 0"),
     "callback_layer": (lambda m: StatsCallback(paddle_ops.nn.CrossEntropyLoss()), ValueError,
                        r"loss_layer must keep its statistics"),
 }
