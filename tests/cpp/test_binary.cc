@@ -18,10 +18,12 @@ namespace {
 
 using test_util::bits32;
 using test_util::encode;
+using test_util::FloatTypes;
 using test_util::LD;
 using test_util::Mismatches;
 using test_util::same_bits;
 using test_util::type_name;
+using test_util::TypeNames;
 using test_util::value;
 
 // One problem: logits, labels, the optional factors and an upstream gradient.
@@ -245,14 +247,6 @@ std::vector<BinaryCase> cases() {
 template <typename T>
 class BinaryEveryType : public ::testing::Test {};
 
-struct TypeNames {
-  template <typename T>
-  static std::string GetName(int) {
-    return type_name<T>();
-  }
-};
-
-using FloatTypes = ::testing::Types<float, double, fp16, bf16>;
 TYPED_TEST_SUITE(BinaryEveryType, FloatTypes, TypeNames);
 
 TYPED_TEST(BinaryEveryType, MatchesReference) {

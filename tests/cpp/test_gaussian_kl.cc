@@ -22,11 +22,14 @@
 namespace paddle_ops {
 namespace {
 
+using test_util::CaseKernelName;
 using test_util::encode;
+using test_util::FloatTypes;
 using test_util::LD;
 using test_util::Mismatches;
 using test_util::same_bits;
 using test_util::type_name;
+using test_util::TypeNames;
 using test_util::value;
 
 // exp(d) - 1 - d in long double.
@@ -279,23 +282,12 @@ TEST_P(GaussianKL, MatchReference) { std::get<1>(GetParam()).check(std::get<0>(G
 INSTANTIATE_TEST_SUITE_P(GaussianKL, GaussianKL,
                          ::testing::Combine(::testing::ValuesIn(kGaussCases),
                                             ::testing::ValuesIn(kGaussKernels)),
-                         [](const ::testing::TestParamInfo<GaussCaseAndKernel>& info) {
-                           return std::get<0>(info.param).name + "_" +
-                                  std::get<1>(info.param).name;
-                         });
+                         CaseKernelName());
 
 template <typename T>
 class GaussianKLEvery : public ::testing::Test {};
 
-struct GaussNames {
-  template <typename T>
-  static std::string GetName(int) {
-    return type_name<T>();
-  }
-};
-
-using GaussTypes = ::testing::Types<float, double, fp16, bf16>;
-TYPED_TEST_SUITE(GaussianKLEvery, GaussTypes, GaussNames);
+TYPED_TEST_SUITE(GaussianKLEvery, FloatTypes, TypeNames);
 
 // Identical distributions: KL and every gradient exactly 0 (E(0) = 0 from the series, u = 0).
 TYPED_TEST(GaussianKLEvery, EqualDistributionsGiveExactZero) {

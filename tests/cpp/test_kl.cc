@@ -26,11 +26,16 @@
 namespace paddle_ops {
 namespace {
 
+using test_util::CaseKernelName;
 using test_util::encode;
+using test_util::FloatTypes;
+using test_util::HardLabelPairs;
 using test_util::LD;
 using test_util::Mismatches;
+using test_util::PairNames;
 using test_util::same_bits;
 using test_util::type_name;
+using test_util::TypeNames;
 using test_util::value;
 
 constexpr LD kInfLD = std::numeric_limits<LD>::infinity();
@@ -538,9 +543,7 @@ TEST_P(KLLogits, MatchReference) { std::get<1>(GetParam()).check(std::get<0>(Get
 INSTANTIATE_TEST_SUITE_P(KL, KLLogits,
                          ::testing::Combine(::testing::ValuesIn(kl_cases()),
                                             ::testing::ValuesIn(kKLKernels)),
-                         [](const ::testing::TestParamInfo<KLCaseAndKernel>& info) {
-                           return std::get<0>(info.param).name + "_" + std::get<1>(info.param).name;
-                         });
+                         CaseKernelName());
 
 // ------------------------------------------------------------------------------------------------
 // kl_logits: properties for every instantiation
@@ -548,18 +551,7 @@ INSTANTIATE_TEST_SUITE_P(KL, KLLogits,
 template <typename P>
 class KLEveryKernel : public ::testing::Test {};
 
-struct KLKernelNames {
-  template <typename P>
-  static std::string GetName(int) {
-    return type_name<typename P::first_type>() + "_" + type_name<typename P::second_type>();
-  }
-};
-
-using KLKernelTypes = ::testing::Types<std::pair<float, int32_t>, std::pair<float, int64_t>,
-                                       std::pair<double, int32_t>, std::pair<double, int64_t>,
-                                       std::pair<fp16, int32_t>, std::pair<fp16, int64_t>,
-                                       std::pair<bf16, int32_t>, std::pair<bf16, int64_t>>;
-TYPED_TEST_SUITE(KLEveryKernel, KLKernelTypes, KLKernelNames);
+TYPED_TEST_SUITE(KLEveryKernel, HardLabelPairs, PairNames);
 
 template <typename T>
 bool all_zero(const std::vector<T>& v) {
@@ -790,14 +782,6 @@ void check_kl_thread_determinism(const KLCase& c) {
 template <typename T>
 class KLEveryType : public ::testing::Test {};
 
-struct TypeNames {
-  template <typename T>
-  static std::string GetName(int) {
-    return type_name<T>();
-  }
-};
-
-using FloatTypes = ::testing::Types<float, double, fp16, bf16>;
 TYPED_TEST_SUITE(KLEveryType, FloatTypes, TypeNames);
 
 // The position of T in FloatTypes. The determinism problems are large for ASan, so each type runs
@@ -1055,9 +1039,7 @@ TEST_P(KLDiv, MatchReference) { std::get<1>(GetParam()).check(std::get<0>(GetPar
 INSTANTIATE_TEST_SUITE_P(KL, KLDiv,
                          ::testing::Combine(::testing::ValuesIn(kDivCases),
                                             ::testing::ValuesIn(kDivKernels)),
-                         [](const ::testing::TestParamInfo<DivCaseAndKernel>& info) {
-                           return std::get<0>(info.param).name + "_" + std::get<1>(info.param).name;
-                         });
+                         CaseKernelName());
 
 // A NaN input x at a positive label makes that loss term, its row sum and dL/dy NaN; dL/dx = -y
 // does not involve x and stays finite, and a NaN x under a zero label gives 0 (the term is 0).

@@ -30,8 +30,10 @@ namespace paddle_ops {
 namespace {
 
 using test_util::bits32;
+using test_util::CaseKernelName;
 using test_util::encode;
 using test_util::f32;
+using test_util::HardLabelPairs;
 using test_util::LD;
 using test_util::Mismatches;
 using test_util::same_bits;
@@ -519,10 +521,6 @@ const std::vector<Kernel> kSoftKernels = {kernel<float, float>(), kernel<double,
 
 using CaseAndKernel = std::tuple<Case, Kernel>;
 
-std::string case_and_kernel_name(const ::testing::TestParamInfo<CaseAndKernel>& info) {
-  return std::get<0>(info.param).name + "_" + std::get<1>(info.param).name;
-}
-
 // ------------------------------------------------------------------------------------------------
 // Table-driven comparisons with the reference
 
@@ -557,7 +555,7 @@ const Case kHardCases[] = {
 INSTANTIATE_TEST_SUITE_P(SoftmaxCE, HardLabels,
                          ::testing::Combine(::testing::ValuesIn(kHardCases),
                                             ::testing::ValuesIn(kHardKernels)),
-                         case_and_kernel_name);
+                         CaseKernelName());
 
 class SoftLabels : public ::testing::TestWithParam<CaseAndKernel> {};
 
@@ -582,7 +580,7 @@ const Case kSoftCases[] = {
 INSTANTIATE_TEST_SUITE_P(SoftmaxCE, SoftLabels,
                          ::testing::Combine(::testing::ValuesIn(kSoftCases),
                                             ::testing::ValuesIn(kSoftKernels)),
-                         case_and_kernel_name);
+                         CaseKernelName());
 
 // ------------------------------------------------------------------------------------------------
 // Properties checked for every instantiation
@@ -763,11 +761,7 @@ INSTANTIATE_TEST_SUITE_P(SoftmaxCE, BadLabel, ::testing::ValuesIn(kBadLabels),
 template <typename P>
 class HardKernel : public ::testing::Test {};
 
-using HardKernels = ::testing::Types<std::pair<float, int32_t>, std::pair<float, int64_t>,
-                                     std::pair<double, int32_t>, std::pair<double, int64_t>,
-                                     std::pair<fp16, int32_t>, std::pair<fp16, int64_t>,
-                                     std::pair<bf16, int32_t>, std::pair<bf16, int64_t>>;
-TYPED_TEST_SUITE(HardKernel, HardKernels, KernelNames);
+TYPED_TEST_SUITE(HardKernel, HardLabelPairs, KernelNames);
 
 TYPED_TEST(HardKernel, ReportsFirstBadRowAndWritesNothing) {
   using T = typename TypeParam::first_type;
@@ -870,7 +864,7 @@ void check_shards(const ShardCase& sc) {
 
 template <typename P>
 class ShardKernel : public ::testing::Test {};
-TYPED_TEST_SUITE(ShardKernel, HardKernels, KernelNames);
+TYPED_TEST_SUITE(ShardKernel, HardLabelPairs, KernelNames);
 
 const ShardCase kShardCases[] = {
     // Uneven slices, one of a single class.

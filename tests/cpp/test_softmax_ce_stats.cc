@@ -25,9 +25,12 @@
 namespace paddle_ops {
 namespace {
 
+using test_util::CaseKernelName;
 using test_util::encode;
+using test_util::HardLabelPairs;
 using test_util::LD;
 using test_util::Mismatches;
+using test_util::PairNames;
 using test_util::same_bits;
 using test_util::type_name;
 using test_util::value;
@@ -287,10 +290,7 @@ TEST_P(Stats, MatchReference) { std::get<1>(GetParam()).check(std::get<0>(GetPar
 INSTANTIATE_TEST_SUITE_P(SoftmaxCE, Stats,
                          ::testing::Combine(::testing::ValuesIn(kStatsCases),
                                             ::testing::ValuesIn(kStatsKernels)),
-                         [](const ::testing::TestParamInfo<CaseAndStatsKernel>& info) {
-                           return std::get<0>(info.param).name + "_" +
-                                  std::get<1>(info.param).name;
-                         });
+                         CaseKernelName());
 
 // ------------------------------------------------------------------------------------------------
 // Properties checked for every hard-label instantiation
@@ -298,18 +298,7 @@ INSTANTIATE_TEST_SUITE_P(SoftmaxCE, Stats,
 template <typename P>
 class StatsKernels : public ::testing::Test {};
 
-struct StatsKernelNames {
-  template <typename P>
-  static std::string GetName(int) {
-    return type_name<typename P::first_type>() + "_" + type_name<typename P::second_type>();
-  }
-};
-
-using HardPairs = ::testing::Types<std::pair<float, int32_t>, std::pair<float, int64_t>,
-                                   std::pair<double, int32_t>, std::pair<double, int64_t>,
-                                   std::pair<fp16, int32_t>, std::pair<fp16, int64_t>,
-                                   std::pair<bf16, int32_t>, std::pair<bf16, int64_t>>;
-TYPED_TEST_SUITE(StatsKernels, HardPairs, StatsKernelNames);
+TYPED_TEST_SUITE(StatsKernels, HardLabelPairs, PairNames);
 
 // Equal maxima: the first one is the arg-max, within one vector, across blocks of 2048 and across
 // chunks of 32768 classes, also when the chunks of a row run on different threads.

@@ -1,6 +1,6 @@
-// Helpers shared by the kernel tests (test_softmax_ce.cc, test_kl.cc): storing and decoding the
-// kernels' element types, naming them for test ids, and comparing results with a long-double
-// reference.
+// Helpers shared by the kernel tests (test_softmax_ce.cc, test_kl.cc, test_binary.cc, ...):
+// storing and decoding the kernels' element types, naming them and the test cases for test ids,
+// and comparing results with a long-double reference.
 //
 // 16-bit values are stored with from_float and decoded with to_float (both checked bit-exactly in
 // test_dtypes.cc); nothing here uses the kernels' own math helpers.
@@ -13,7 +13,9 @@
 #include <cstring>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "dtypes.h"
 
@@ -104,6 +106,41 @@ bool same_bits(const V& a, const V& b) {
   return a.size() == b.size() &&
          (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0);
 }
+
+// gtest ids and type lists shared by the kernel tests.
+
+// The float element types of every kernel.
+using FloatTypes = ::testing::Types<float, double, fp16, bf16>;
+
+// (logits type, hard label type) of every hard-label kernel.
+using HardLabelPairs = ::testing::Types<std::pair<float, int32_t>, std::pair<float, int64_t>,
+                                        std::pair<double, int32_t>, std::pair<double, int64_t>,
+                                        std::pair<fp16, int32_t>, std::pair<fp16, int64_t>,
+                                        std::pair<bf16, int32_t>, std::pair<bf16, int64_t>>;
+
+// TYPED_TEST_SUITE name generators: "f32", and "f32_i64" for a std::pair.
+struct TypeNames {
+  template <typename T>
+  static std::string GetName(int) {
+    return type_name<T>();
+  }
+};
+
+struct PairNames {
+  template <typename P>
+  static std::string GetName(int) {
+    return type_name<typename P::first_type>() + "_" + type_name<typename P::second_type>();
+  }
+};
+
+// INSTANTIATE_TEST_SUITE_P name generator for Combine(cases, kernels): "<case>_<kernel>", from
+// the `name` members of both.
+struct CaseKernelName {
+  template <typename Param>
+  std::string operator()(const ::testing::TestParamInfo<Param>& info) const {
+    return std::get<0>(info.param).name + "_" + std::get<1>(info.param).name;
+  }
+};
 
 }  // namespace test_util
 }  // namespace paddle_ops
