@@ -1,6 +1,8 @@
 """GPU benchmark of the paddle_ops CUDA kernels against PyTorch's own ops, in one run on one device.
 
 Cases (--quick: 1024 rows instead of 8192, fewer repetitions):
+  softmax_ce_stats  bf16 [8192, 128256]: the statistics forward (return_stats) against the plain
+              forward, both ours, mode fwd only (providers paddle_ops and paddle_ops_plain).
   softmax_ce  bf16 [8192, 128256] hard int64 labels, and fp32 [8192, 32000]:
               ours = harness forward + mean in torch (sum of losses / sum of row weights, as the
               Paddle wrapper reduces on the GPU), backward with the mean's per-row gradient;
@@ -208,6 +210,37 @@ class Bench:
         if abs(ours_mean - theirs) > rtol * abs(theirs):
             raise AssertionError(f"CE mean {ours_mean} vs torch {theirs}")
 
+    def stats_case(self, dtype_name, shape):
+        """The statistics forward (return_stats' kernel: loss, lse, row weight, correct, entropy
+        and the device-side means) against the plain forward of the same logits, mode fwd only:
+        what the statistics cost on top of the single read. Checked first against the float64
+        reference on the first rows."""
+        torch = self.torch
+        ops = self.ops
+        dtype = getattr(torch, dtype_name)
+        rows, classes = shape
+        g = torch.Generator(device="cuda").manual_seed(3)
+        x = (torch.randn(shape, generator=g, device="cuda") * 3).to(dtype)
+        y = torch.randint(0, classes, (rows,), generator=g, device="cuda")
+        k = CHECK_ROWS
+        dtype_id = {"float32": "f32", "bfloat16": "bf16"}[dtype_name]
+        _, fwd_tol, _ = self.tol[dtype_id]
+        got = ops.softmax_ce_fwd_stats(x[:k].contiguous(), y[:k])
+        ref = self.ref.softmax_ce_stats(x[:k].to(torch.float64), y[:k])
+        if not torch.equal(got["correct"], ref["correct"]):
+            raise AssertionError("stats: correct differs from the reference")
+        torch.testing.assert_close(got["entropy"].double(), ref["entropy"], atol=fwd_tol[0],
+                                   rtol=fwd_tol[1], msg=lambda m: f"stats entropy: {m}")
+        n = rows * classes * x.element_size()
+        plain = self.time(lambda _: ops.softmax_ce_fwd(x, y))
+        stats = self.time(lambda _: ops.softmax_ce_fwd_stats(x, y))
+        common = {"op": "softmax_ce_stats", "mode": "fwd", "dtype": dtype_name,
+                  "shape": f"{rows}x{classes}"}
+        print(f"  stats forward / plain forward, {dtype_name} {rows}x{classes}: "
+              f"{stats['p50'] / plain['p50']:.3f}")
+        return [dict(common, provider=OURS, stats=stats, nbytes=n + rows * 25),
+                dict(common, provider=f"{OURS}_plain", stats=plain, nbytes=n + rows * 20)]
+
     # ---- KL from logits ----
 
     def kl_case(self, dtype_name, shape):
@@ -411,6 +444,7 @@ def main(argv=None):
 
     cases = [("softmax_ce", "bfloat16", (rows_n, 128256)),
              ("softmax_ce", "float32", (rows_n, 32000)),
+             ("softmax_ce_stats", "bfloat16", (rows_n, 128256)),
              ("kl_logits", "float32", (rows_n, 32000)),
              ("kl_logits", "bfloat16", (rows_n, 32000)),
              ("bce_logits", "float32", (rows_n, 8192)),
@@ -423,6 +457,8 @@ def main(argv=None):
         try:
             if op == "softmax_ce":
                 results += bench.ce_case(dtype_name, shape)
+            elif op == "softmax_ce_stats":
+                results += bench.stats_case(dtype_name, shape)
             elif op == "kl_logits":
                 results += bench.kl_case(dtype_name, shape)
             else:

@@ -5,8 +5,10 @@
 // Pointers and the stream travel as integers (torch.Tensor.data_ptr(),
 // torch.cuda.current_stream().cuda_stream); 0 is nullptr. Dtypes are named as in Paddle and
 // PyTorch: float32, float64, float16, bfloat16, int32, int64. Every launching function returns the
-// launch's cudaError_t (0 = success) and never synchronises; binary_fwd_workspace returns the bytes
-// of device scratch that binary_fwd needs for row sums.
+// launch's cudaError_t (0 = success) and never synchronises; binary_fwd_workspace and
+// gaussian_kl_fwd_workspace return the bytes of device scratch that binary_fwd / gaussian_kl_fwd
+// need for row sums. Arguments the launchers do not accept raise ValueError (std::invalid_argument)
+// naming the bad value, before anything is launched.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -14,6 +16,7 @@
 #include <string>
 
 #include "binary.h"
+#include "gaussian_kl.h"
 #include "kl.h"
 #include "softmax_ce.h"
 
@@ -112,6 +115,98 @@ int softmax_ce_bwd(const std::string& dtype, const std::string& label_dtype, int
                                        ptr<const A>(weight), ptr<const A>(lse),
                                        ptr<const A>(loss_grad), ptr<T>(logits_grad),
                                        stream_of(stream));
+    });
+  });
+}
+
+// The statistics forward (softmax_ce.h: softmax_ce_fwd_stats_cuda), then, when accuracy is not 0,
+// the means kernel (softmax_ce_stats_means_cuda) into accuracy, mean_entropy (accumulation dtype)
+// and count (int64), one value each. Hard labels with softmax only.
+int softmax_ce_fwd_stats(const std::string& dtype, const std::string& label_dtype, int64_t outer,
+                         int64_t classes, int64_t inner, int64_t ignore_index,
+                         double label_smoothing, double z_loss, std::uintptr_t logits,
+                         std::uintptr_t label, std::uintptr_t weight, std::uintptr_t loss,
+                         std::uintptr_t lse, std::uintptr_t row_weight, std::uintptr_t correct,
+                         std::uintptr_t entropy, std::uintptr_t accuracy,
+                         std::uintptr_t mean_entropy, std::uintptr_t count,
+                         std::uintptr_t stream) {
+  const SoftmaxCEParams p =
+      ce_params(outer, classes, inner, ignore_index, label_smoothing, z_loss, true);
+  return dispatch_float(dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    using A = acc_t<T>;
+    return dispatch_index(label_dtype, [&](auto l) {
+      using L = typename decltype(l)::type;
+      const int err = softmax_ce_fwd_stats_cuda<T, L>(
+          p, ptr<const T>(logits), ptr<const L>(label), ptr<const A>(weight), ptr<A>(loss),
+          ptr<A>(lse), ptr<A>(row_weight), ptr<bool>(correct), ptr<A>(entropy), stream_of(stream));
+      if (err != 0 || accuracy == 0) return err;
+      return softmax_ce_stats_means_cuda<A, L>(p, ptr<const L>(label), ptr<const bool>(correct),
+                                               ptr<const A>(entropy), ptr<A>(accuracy),
+                                               ptr<A>(mean_entropy), ptr<int64_t>(count),
+                                               stream_of(stream));
+    });
+  });
+}
+
+// Class-shard mode (softmax_ce.h, "Class shards"): logits [rows, classes] holding the columns
+// [class_offset, class_offset + classes) of rows of total_classes classes; hard global labels.
+SoftmaxCEParams shard_params(int64_t rows, int64_t classes, int64_t ignore_index,
+                             double label_smoothing, double z_loss, int64_t class_offset,
+                             int64_t total_classes) {
+  if (rows < 0 || classes < 1) {
+    throw std::invalid_argument("a class shard needs rows >= 0 and classes >= 1, got rows " +
+                                std::to_string(rows) + ", classes " + std::to_string(classes));
+  }
+  if (class_offset < 0 || class_offset + classes > total_classes) {
+    throw std::invalid_argument("class shard [" + std::to_string(class_offset) + ", " +
+                                std::to_string(class_offset + classes) + ") does not fit in " +
+                                std::to_string(total_classes) + " classes");
+  }
+  SoftmaxCEParams p = ce_params(rows, classes, 1, ignore_index, label_smoothing, z_loss, true);
+  p.shard.offset = class_offset;
+  p.shard.total = total_classes;
+  return p;
+}
+
+// Per row: term (the shard's target term), lse (of the shard's columns), row_weight.
+int softmax_ce_shard_fwd(const std::string& dtype, const std::string& label_dtype, int64_t rows,
+                         int64_t classes, int64_t ignore_index, double label_smoothing,
+                         int64_t class_offset, int64_t total_classes, std::uintptr_t logits,
+                         std::uintptr_t label, std::uintptr_t term, std::uintptr_t lse,
+                         std::uintptr_t row_weight, std::uintptr_t stream) {
+  const SoftmaxCEParams p = shard_params(rows, classes, ignore_index, label_smoothing, 0.0,
+                                         class_offset, total_classes);
+  return dispatch_float(dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    using A = acc_t<T>;
+    return dispatch_index(label_dtype, [&](auto l) {
+      using L = typename decltype(l)::type;
+      return softmax_ce_fwd_cuda<T, L>(p, ptr<const T>(logits), ptr<const L>(label), nullptr,
+                                       ptr<A>(term), ptr<A>(lse), ptr<A>(row_weight),
+                                       stream_of(stream));
+    });
+  });
+}
+
+// The shard's columns of the full gradient, given the rows' full log-sum-exp and upstream
+// gradient.
+int softmax_ce_shard_bwd(const std::string& dtype, const std::string& label_dtype, int64_t rows,
+                         int64_t classes, int64_t ignore_index, double label_smoothing,
+                         double z_loss, int64_t class_offset, int64_t total_classes,
+                         std::uintptr_t logits, std::uintptr_t label, std::uintptr_t lse,
+                         std::uintptr_t row_grad, std::uintptr_t logits_grad,
+                         std::uintptr_t stream) {
+  const SoftmaxCEParams p = shard_params(rows, classes, ignore_index, label_smoothing, z_loss,
+                                         class_offset, total_classes);
+  return dispatch_float(dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    using A = acc_t<T>;
+    return dispatch_index(label_dtype, [&](auto l) {
+      using L = typename decltype(l)::type;
+      return softmax_ce_bwd_cuda<T, L>(p, ptr<const T>(logits), ptr<const L>(label), nullptr,
+                                       ptr<const A>(lse), ptr<const A>(row_grad),
+                                       ptr<T>(logits_grad), stream_of(stream));
     });
   });
 }
@@ -262,6 +357,73 @@ int binary_bwd(const std::string& dtype, int64_t rows, int64_t cols, int loss, i
   });
 }
 
+GaussianKLParams gaussian_params(int64_t rows, int64_t cols) {
+  if (rows < 0 || cols < 0) {
+    throw std::invalid_argument("negative rows (" + std::to_string(rows) + ") or cols (" +
+                                std::to_string(cols) + ")");
+  }
+  GaussianKLParams p;
+  p.rows = rows;
+  p.cols = cols;
+  return p;
+}
+
+template <typename T>
+GaussianKLInputs<T> gaussian_inputs(std::uintptr_t mean1, std::uintptr_t logvar1,
+                                    std::uintptr_t mean2, std::uintptr_t logvar2) {
+  GaussianKLInputs<T> in;
+  in.mean1 = ptr<const T>(mean1);
+  in.logvar1 = ptr<const T>(logvar1);
+  in.mean2 = ptr<const T>(mean2);
+  in.logvar2 = ptr<const T>(logvar2);
+  return in;
+}
+
+// Bytes of the device workspace gaussian_kl_fwd needs when it writes row sums (0 for most shapes).
+int64_t gaussian_kl_fwd_workspace(const std::string& dtype, int64_t rows, int64_t cols) {
+  const GaussianKLParams p = gaussian_params(rows, cols);
+  if (dtype == "float32") return gaussian_kl_fwd_cuda_workspace<float>(p);
+  if (dtype == "float64") return gaussian_kl_fwd_cuda_workspace<double>(p);
+  if (dtype == "float16") return gaussian_kl_fwd_cuda_workspace<fp16>(p);
+  if (dtype == "bfloat16") return gaussian_kl_fwd_cuda_workspace<bf16>(p);
+  throw std::invalid_argument("unsupported floating dtype: " + dtype);
+}
+
+// mean2 = logvar2 = 0 (nullptr) for the standard normal.
+int gaussian_kl_fwd(const std::string& dtype, int64_t rows, int64_t cols, std::uintptr_t mean1,
+                    std::uintptr_t logvar1, std::uintptr_t mean2, std::uintptr_t logvar2,
+                    std::uintptr_t loss_elem, std::uintptr_t loss_rows, std::uintptr_t workspace,
+                    std::uintptr_t stream) {
+  const GaussianKLParams p = gaussian_params(rows, cols);
+  return dispatch_float(dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    using A = acc_t<T>;
+    return gaussian_kl_fwd_cuda<T>(p, gaussian_inputs<T>(mean1, logvar1, mean2, logvar2),
+                                   ptr<A>(loss_elem), ptr<A>(loss_rows), ptr<void>(workspace),
+                                   stream_of(stream));
+  });
+}
+
+// Gradients to write are nonzero pointers; grad is [rows] when per_row, else [rows, cols].
+int gaussian_kl_bwd(const std::string& dtype, int64_t rows, int64_t cols, std::uintptr_t mean1,
+                    std::uintptr_t logvar1, std::uintptr_t mean2, std::uintptr_t logvar2,
+                    std::uintptr_t grad, bool per_row, std::uintptr_t d_mean1,
+                    std::uintptr_t d_logvar1, std::uintptr_t d_mean2, std::uintptr_t d_logvar2,
+                    std::uintptr_t stream) {
+  const GaussianKLParams p = gaussian_params(rows, cols);
+  return dispatch_float(dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    using A = acc_t<T>;
+    GaussianKLGrads<T> out;
+    out.mean1 = ptr<T>(d_mean1);
+    out.logvar1 = ptr<T>(d_logvar1);
+    out.mean2 = ptr<T>(d_mean2);
+    out.logvar2 = ptr<T>(d_logvar2);
+    return gaussian_kl_bwd_cuda<T>(p, gaussian_inputs<T>(mean1, logvar1, mean2, logvar2),
+                                   ptr<const A>(grad), per_row, out, stream_of(stream));
+  });
+}
+
 }  // namespace
 }  // namespace paddle_ops
 
@@ -271,6 +433,9 @@ PYBIND11_MODULE(paddle_ops_gpu_harness, m) {
   m.attr("KL_STATS") = kKLStats;
   m.def("softmax_ce_fwd", &softmax_ce_fwd);
   m.def("softmax_ce_bwd", &softmax_ce_bwd);
+  m.def("softmax_ce_fwd_stats", &softmax_ce_fwd_stats);
+  m.def("softmax_ce_shard_fwd", &softmax_ce_shard_fwd);
+  m.def("softmax_ce_shard_bwd", &softmax_ce_shard_bwd);
   m.def("kl_logits_fwd", &kl_logits_fwd);
   m.def("kl_logits_bwd", &kl_logits_bwd);
   m.def("kl_div_fwd", &kl_div_fwd);
@@ -278,4 +443,7 @@ PYBIND11_MODULE(paddle_ops_gpu_harness, m) {
   m.def("binary_fwd_workspace", &binary_fwd_workspace);
   m.def("binary_fwd", &binary_fwd);
   m.def("binary_bwd", &binary_bwd);
+  m.def("gaussian_kl_fwd_workspace", &gaussian_kl_fwd_workspace);
+  m.def("gaussian_kl_fwd", &gaussian_kl_fwd);
+  m.def("gaussian_kl_bwd", &gaussian_kl_bwd);
 }

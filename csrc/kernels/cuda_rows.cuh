@@ -76,13 +76,16 @@ __device__ __forceinline__ DRow<T, kContig> drow(const T* base, int64_t r, int64
 
 // ---- groups: the threads that share one row --------------------------------------------------
 
-// Shuffles a state made only of `value_type` members (LSE states, sums), one member at a time.
+// Shuffles a reduction state word by word: any trivially copyable struct whose size is a multiple
+// of 4 bytes (LSE states, sums, the statistics' state with its int64 arg-max). A 32-bit shuffle of
+// each word moves the same bits as shuffling float or double members (a double shuffle is two
+// 32-bit ones), so the states of every reduction are exactly those of a per-member shuffle.
 template <typename S>
 __device__ __forceinline__ S shfl_down_state(const S& v, int delta) {
-  using W = typename S::value_type;
-  constexpr int n = sizeof(S) / sizeof(W);
-  static_assert(sizeof(S) == n * sizeof(W), "a reduction state holds value_type members only");
-  W a[n];
+  constexpr int n = static_cast<int>(sizeof(S) / sizeof(unsigned));
+  static_assert(sizeof(S) == n * sizeof(unsigned), "a reduction state is whole 32-bit words");
+  static_assert(std::is_trivially_copyable<S>::value, "a reduction state is copied as bytes");
+  unsigned a[n];
   memcpy(a, &v, sizeof(S));
 #pragma unroll
   for (int k = 0; k < n; ++k) a[k] = __shfl_down_sync(kFullMask, a[k], delta);
@@ -93,9 +96,10 @@ __device__ __forceinline__ S shfl_down_state(const S& v, int delta) {
 
 template <typename S>
 __device__ __forceinline__ S shfl_state(const S& v, int lane) {
-  using W = typename S::value_type;
-  constexpr int n = sizeof(S) / sizeof(W);
-  W a[n];
+  constexpr int n = static_cast<int>(sizeof(S) / sizeof(unsigned));
+  static_assert(sizeof(S) == n * sizeof(unsigned), "a reduction state is whole 32-bit words");
+  static_assert(std::is_trivially_copyable<S>::value, "a reduction state is copied as bytes");
+  unsigned a[n];
   memcpy(a, &v, sizeof(S));
 #pragma unroll
   for (int k = 0; k < n; ++k) a[k] = __shfl_sync(kFullMask, a[k], lane);
@@ -197,6 +201,14 @@ struct AddSums {
   }
 };
 
+// Lse::add's hook of the plain forward: nothing besides (m, s, sx).
+struct NoHook {
+  template <typename A>
+  __device__ __forceinline__ void rescale(A, A, A) {}
+  template <typename A>
+  __device__ __forceinline__ void term(int, A, A) {}
+};
+
 // Online log-sum-exp state (Milakov and Gimelshein, arXiv:1805.02867): running max m, sum of
 // exp(x - m), and (for label smoothing) the plain sum of x. The same rules as the CPU's
 // lse_merge: a state whose max is -inf (only masked entries so far) uses shift 0, so that
@@ -209,22 +221,35 @@ struct Lse {
   A sx;
   static __device__ Lse identity() { return {-kInfinity<A>, A(0), A(0)}; }
 
-  // Adds n values: one max over them, at most one rescale, then n exponentials.
-  template <bool kSumX, int n>
-  __device__ __forceinline__ void add(const A* v) {
+  // Adds n values: one max over them, at most one rescale, then n exponentials. The hook sees
+  // the state before a rescale (hook.rescale(m, s, new_m)) and every term after it
+  // (hook.term(k, d, exp(d)) with d = v[k] - shift): the statistics forward keeps its extra sums
+  // there from the same exponentials, and the plain forward's NoHook compiles to nothing, so both
+  // compute (m, s, sx) with the same operations.
+  template <bool kSumX, int n, typename H>
+  __device__ __forceinline__ void add(const A* v, H& hook) {
     A bm = v[0];
 #pragma unroll
     for (int k = 1; k < n; ++k) bm = v[k] > bm ? v[k] : bm;
     if (bm > m) {
+      hook.rescale(m, s, bm);
       s *= dev_exp(m - bm);
       m = bm;
     }
     const A shift = m == -kInfinity<A> ? A(0) : m;
 #pragma unroll
     for (int k = 0; k < n; ++k) {
-      s += dev_exp(v[k] - shift);
+      const A d = v[k] - shift;
+      const A e = dev_exp(d);
+      s += e;
+      hook.term(k, d, e);
       if (kSumX) sx += v[k];
     }
+  }
+  template <bool kSumX, int n>
+  __device__ __forceinline__ void add(const A* v) {
+    NoHook none;
+    add<kSumX, n>(v, none);
   }
   __device__ A value() const { return m + dev_log(s); }
 };

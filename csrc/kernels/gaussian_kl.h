@@ -1,4 +1,4 @@
-// KL divergence between diagonal Gaussians, elementwise: framework-free parameters and CPU
+// KL divergence between diagonal Gaussians, elementwise: framework-free parameters, CPU and CUDA
 // launchers.
 //
 // Every element pairs a first distribution N(m1, exp(v1)) with a second N(m2, exp(v2)), the v
@@ -65,6 +65,29 @@ void gaussian_kl_fwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& i
 template <typename T>
 void gaussian_kl_bwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
                          const acc_t<T>* grad, bool per_row, const GaussianKLGrads<T>& out);
+
+// CUDA launchers (gaussian_kl_cuda.cu, compiled only in a CUDA build): the CPU launchers'
+// contracts on device pointers, queued on `stream` with no host synchronisation; they return the
+// cudaError_t of the launch (0 = cudaSuccess). num_threads is ignored. Row sums have a fixed
+// reduction order for a given shape (no atomics), so they are the same bits run to run; they are
+// not the CPU's bits (the device rounds its own exp and sums in another order).
+//
+// Row sums of a few long rows are split into segments whose partial sums a second kernel adds:
+// that needs a device scratch buffer of gaussian_kl_fwd_cuda_workspace<T>(p) bytes (0 for most
+// shapes), which the caller allocates on the device and passes as `workspace` whenever loss_rows
+// is not nullptr (nullptr when it is 0).
+template <typename T>
+int64_t gaussian_kl_fwd_cuda_workspace(const GaussianKLParams& p);
+
+template <typename T>
+int gaussian_kl_fwd_cuda(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
+                         acc_t<T>* loss_elem, acc_t<T>* loss_rows, void* workspace,
+                         GpuStream stream);
+
+template <typename T>
+int gaussian_kl_bwd_cuda(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
+                         const acc_t<T>* grad, bool per_row, const GaussianKLGrads<T>& out,
+                         GpuStream stream);
 
 // Explicit instantiations of both CPU launchers, in the namespace where it is expanded
 // (gaussian_kl_cpu.cc and each per-ISA copy in gaussian_kl_cpu_impl.h).

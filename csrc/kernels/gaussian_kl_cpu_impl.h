@@ -2,6 +2,9 @@
 // per instruction set like softmax_ce_cpu_impl.h (see there for why nothing here may be a shared
 // library template).
 //
+// The per-element math (the terms, the loss and the gradients' factors) is gaussian_math.h's,
+// shared with the CUDA kernels.
+//
 // One pass per direction: the forward reads the two or four inputs once and writes either the
 // elementwise KL or one sum per row of the last dimension (elementwise_loss_rows in
 // cpu_rows_impl.h, whose summation order makes the sums independent of the thread count); the
@@ -15,52 +18,12 @@
 
 #include "cpu_rows_impl.h"
 #include "gaussian_kl.h"
+#include "gaussian_math.h"
 #include "parallel.h"
 
 namespace paddle_ops {
 namespace PO_CPU_ISA {
 namespace {
-
-// 1 / k! for k < 20, as constants of type A (computed in double, rounded once).
-template <typename A>
-struct InverseFactorials {
-  A v[20];
-  constexpr InverseFactorials() : v() {
-    double f = 1.0;
-    for (int k = 0; k < 20; ++k) {
-      f *= k > 1 ? k : 1;
-      v[k] = static_cast<A>(1.0 / f);
-    }
-  }
-};
-template <typename A>
-constexpr InverseFactorials<A> kInverseFactorials{};
-
-// The highest power of the series below: its first omitted term, d^(n-1) / (n+1)! relative to the
-// leading 1/2, is below 2^-26 (fp32, n = 11) or 2^-59 (fp64, n = 19) for |d| <= 1.
-template <typename A>
-constexpr int kSeriesLast = sizeof(A) == sizeof(float) ? 11 : 19;
-
-template <typename V>
-struct ExpExcess {
-  V excess;  // exp(d) - 1 - d
-  V expm1;   // exp(d) - 1
-};
-
-// E(d) = exp(d) - 1 - d and expm1(d) from one exponential: for |d| <= 1 from the Taylor series
-// E(d) = d^2 (1/2! + d/3! + d^2/4! + ...) (Horner), else exp(d) - (1 + d) and exp(d) - 1, which
-// lose at most 2 bits there (gaussian_kl.h).
-template <typename A, typename V>
-ExpExcess<V> exp_excess(V d) {
-  constexpr int n = kSeriesLast<A>;
-  const auto& c = kInverseFactorials<A>.v;
-  V poly = d * c[n] + c[n - 1];
-  for (int k = n - 2; k >= 2; --k) poly = poly * d + c[k];
-  const V series = d * d * poly;
-  const V e = vexp(d);
-  const auto small = (d <= A(1)) && !(d < A(-1));
-  return {select(small, series, e - (A(1) + d)), select(small, d + series, e - A(1))};
-}
 
 // Visits [begin, end) as row_map does (kW lanes, then a masked tail; or scalars), leaving the
 // stores to f, which writes several outputs per position.
@@ -88,14 +51,6 @@ void gauss_store(const ScalarAt<A>& at, T* out, A v) {
   out[at.j] = from_acc<T>(v);
 }
 
-template <typename V>
-struct GaussTerms {
-  V u;       // (m1 - m2) exp(-v2 / 2)
-  V h;       // exp(-v2 / 2)
-  V excess;  // E(v1 - v2)
-  V expm1;   // expm1(v1 - v2)
-};
-
 template <typename T>
 struct GaussianKLRows {
   using A = acc_t<T>;
@@ -116,7 +71,8 @@ struct GaussianKLRows {
             input_row(in.logvar2, r)};
   }
 
-  // kPrior: a second distribution is given (either input may still be absent, meaning 0).
+  // kPrior: a second distribution is given (either input may still be absent, meaning 0). The
+  // per-element math is gaussian_math.h's, on SimdMath (simd_cpu_impl.h).
   template <bool kPrior, typename At>
   auto terms(const At& at, const Row& rw) const {
     const auto m1 = at(rw.m1);
@@ -125,19 +81,15 @@ struct GaussianKLRows {
     if constexpr (kPrior) {
       const V m2 = rw.m2.ptr != nullptr ? at(rw.m2) : at.splat(A(0));
       const V v2 = rw.v2.ptr != nullptr ? at(rw.v2) : at.splat(A(0));
-      const V h = vexp(A(-0.5) * v2);
-      const ExpExcess<V> ee = exp_excess<A>(v1 - v2);
-      return GaussTerms<V>{(m1 - m2) * h, h, ee.excess, ee.expm1};
+      return gaussian_math::prior_terms<SimdMath, A>(m1, v1, m2, v2);
     } else {
-      const ExpExcess<V> ee = exp_excess<A>(v1);
-      return GaussTerms<V>{m1, at.splat(A(1)), ee.excess, ee.expm1};
+      return gaussian_math::standard_terms<SimdMath, A>(m1, v1);
     }
   }
 
   template <bool kPrior, typename At>
   auto loss_at(const At& at, const Row& rw) const {
-    const auto t = terms<kPrior>(at, rw);
-    return A(0.5) * (t.excess + t.u * t.u);
+    return gaussian_math::loss<A>(terms<kPrior>(at, rw));
   }
 };
 
@@ -177,12 +129,12 @@ void gaussian_kl_bwd_rows(const GaussianKLRows<T>& k, const acc_t<T>* grad, bool
       const auto g = g_elem != nullptr ? at(g_elem) : at.splat(g_row);
       const auto t = k.template terms<kPrior>(at, rw);
       if (dm1 != nullptr || dm2 != nullptr) {
-        const auto dm = g * (t.u * t.h);
+        const auto dm = g * gaussian_math::dmean1(t);
         if (dm1 != nullptr) gauss_store(at, dm1, dm);
         if (dm2 != nullptr) gauss_store(at, dm2, -dm);
       }
-      if (dv1 != nullptr) gauss_store(at, dv1, g * (A(0.5) * t.expm1));
-      if (dv2 != nullptr) gauss_store(at, dv2, g * (A(-0.5) * (t.expm1 + t.u * t.u)));
+      if (dv1 != nullptr) gauss_store(at, dv1, g * gaussian_math::dlogvar1<A>(t));
+      if (dv2 != nullptr) gauss_store(at, dv2, g * gaussian_math::dlogvar2<A>(t));
     });
   });
 }

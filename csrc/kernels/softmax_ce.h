@@ -94,7 +94,8 @@ void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* labe
 //   entropy: -sum_j p_j log p_j of the row's softmax, for ignored rows too; 0 for a row whose
 //            logits are all -inf (no distribution), NaN where the row holds NaN or +inf.
 // p.use_softmax must be true (the bindings check it); label_smoothing, z_loss and weights apply
-// to the loss as usual and do not change the statistics. CPU only.
+// to the loss as usual and do not change the statistics. Not for class shards. CUDA:
+// softmax_ce_fwd_stats_cuda below.
 template <typename T, typename L>
 SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEParams& p, const T* logits,
                                          const L* label, const acc_t<T>* weight, acc_t<T>* loss,
@@ -111,6 +112,25 @@ template <typename T, typename L>
 int softmax_ce_fwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
                         const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
                         acc_t<T>* row_weight, GpuStream stream);
+
+// The statistics forward on the device (softmax_ce_fwd_stats_cpu's outputs and definitions; hard
+// labels only). loss, lse and row_weight are bitwise softmax_ce_fwd_cuda's. A row with an
+// out-of-range label gets NaN loss, lse, row_weight and entropy and correct = false. Returns
+// cudaErrorInvalidValue (launching nothing) when !p.use_softmax or p.shard.total > 0.
+template <typename T, typename L>
+int softmax_ce_fwd_stats_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
+                              const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
+                              acc_t<T>* row_weight, bool* correct, acc_t<T>* entropy,
+                              GpuStream stream);
+
+// The statistics' means from the per-row outputs above, on the device (one block; A =
+// acc_t<T>), each a single value: count = rows with label != ignore_index; accuracy = counted
+// correct rows / count and mean_entropy = the mean entropy of the counted rows, both 0 when
+// count is 0, and both NaN when a counted row has a label outside [0, label_classes()).
+template <typename A, typename L>
+int softmax_ce_stats_means_cuda(const SoftmaxCEParams& p, const L* label, const bool* correct,
+                                const A* entropy, A* accuracy, A* mean_entropy, int64_t* count,
+                                GpuStream stream);
 
 template <typename T, typename L>
 int softmax_ce_bwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,

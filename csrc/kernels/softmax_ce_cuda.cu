@@ -9,6 +9,11 @@
 // element independent given the row's saved fp32 LSE: one read, one write. Everything else (soft
 // labels, which need the row sums of q first; smoothed class weights, which need the sum of the
 // weights; strided rows) runs one row per thread, warp or block like the forward.
+// Statistics forward (softmax_ce_fwd_stats_cuda): the same kernels with kStats set, whose online
+// state (LseStats) also carries the arg-max and the entropy's second sum through the same single
+// read; its (m, s, sx) are computed by the same operations as the plain forward's, so loss, lse
+// and row_weight are the plain forward's bits. A second, one-block kernel reduces the per-row
+// statistics to accuracy, mean entropy and count on the device.
 // A hard label outside [0, classes) that is not ignore_index gives that row NaN outputs and a NaN
 // gradient (no host synchronisation is allowed to report it).
 #include <cuda_runtime.h>
@@ -71,6 +76,138 @@ __device__ Lse<acc_t<T>> row_lse(const G& g, const DRow<T, kContig>& x, int64_t 
   return g.reduce(st, MergeLse{}, Lse<A>::identity());
 }
 
+// ---- prediction statistics (the kStats forward) -------------------------------------------------
+//
+// Besides Lse's (m, s, sx), a state keeps
+//   t    = sum_j exp(x_j - m)(x_j - m), at the same reference m as s and rescaled with it;
+//   best = the largest non-NaN value seen, arg = its first index (-1 while only NaN was seen).
+// The row's entropy is H = lse - sum_j p_j x_j = log s - t / s: both terms are >= 0 (s >= 1, every
+// term of t <= 0), so nothing cancels whatever the logits' size (the CPU kernel's form, see
+// cpu_rows_impl.h, LseStatsPart). The arg-max follows paddle.argmax: the first index of the
+// largest logit, NaN skipped, 0 for a row of NaN only.
+
+// t after the reference moves from m to m_new > m: every term exp(x - m)(x - m) becomes
+// f exp(x - m)((x - m) + d), d = m - m_new, f = exp(d), so t' = f (t + d s); 0 when f underflows
+// (also where d s would overflow to give 0 * inf).
+template <typename A>
+__device__ __forceinline__ A rescaled_t(A t, A s, A m, A m_new) {
+  const A d = m - m_new;
+  const A f = dev_exp(d);
+  return f == A(0) ? A(0) : f * (t + d * s);
+}
+
+// e * d, the term of t, for e = exp(d) and d <= 0. A masked logit has d = -inf and e = 0, whose
+// product would be NaN: d is clamped from below where exp is already exactly 0 (fp32: -104,
+// fp64: -746, as cpu_rows_impl.h's xexp_term), which changes no other product; NaN passes.
+__device__ __forceinline__ float entropy_term(float e, float d) {
+  return e * (d > -104.0f ? d : -104.0f);
+}
+__device__ __forceinline__ double entropy_term(double e, double d) {
+  return e * (d > -746.0 ? d : -746.0);
+}
+
+template <typename A>
+struct LseStats {
+  Lse<A> lse;
+  A t;
+  A best;
+  int64_t arg;
+  static __device__ LseStats identity() { return {Lse<A>::identity(), A(0), -kInfinity<A>, -1}; }
+
+  // Lse::add's hook: t follows s through the rescale and takes every term's exponential.
+  struct Hook {
+    A& t;
+    __device__ __forceinline__ void rescale(A m, A s, A m_new) {
+      if (s != A(0)) t = rescaled_t(t, s, m, m_new);
+    }
+    __device__ __forceinline__ void term(int, A d, A e) { t += entropy_term(e, d); }
+  };
+
+  // Adds elements j0 .. j0 + n - 1. Each thread sees its elements in increasing index order
+  // (visit_rows and the strided loop both walk upwards), so a strict improvement keeps the
+  // first index of a tie; threads' states are merged by index below.
+  template <bool kSumX, int n>
+  __device__ __forceinline__ void add(int64_t j0, const A* v) {
+#pragma unroll
+    for (int k = 0; k < n; ++k) {
+      if (v[k] > best || (arg < 0 && v[k] == v[k])) {
+        best = v[k];
+        arg = j0 + k;
+      }
+    }
+    Hook h{t};
+    lse.template add<kSumX, n>(v, h);
+  }
+
+  // The row's predicted class: the arg-max, or 0 for a row of NaN only (paddle.argmax).
+  __device__ int64_t predicted() const { return arg < 0 ? 0 : arg; }
+
+  // 0 for a row without a distribution (every logit -inf); NaN where the row holds NaN or +inf.
+  __device__ A entropy() const {
+    if (lse.m == -kInfinity<A> && lse.s == A(0)) return A(0);
+    return dev_log(lse.s) - t / lse.s;
+  }
+};
+
+// Appends y to x: t brought to the common reference first, then MergeLse; the arg-max of the
+// larger value, the lower index on a tie (states come from interleaved elements).
+struct MergeLseStats {
+  template <typename A>
+  __device__ void operator()(LseStats<A>& x, const LseStats<A>& y) const {
+    const A m = y.lse.m > x.lse.m ? y.lse.m : x.lse.m;
+    if (m == -kInfinity<A>) {
+      x.t += y.t;
+    } else {
+      const A tx = x.lse.m == m ? x.t : rescaled_t(x.t, x.lse.s, x.lse.m, m);
+      const A ty = y.lse.m == m ? y.t : rescaled_t(y.t, y.lse.s, y.lse.m, m);
+      x.t = tx + ty;
+    }
+    if (y.arg >= 0 &&
+        (x.arg < 0 || y.best > x.best || (y.best == x.best && y.arg < x.arg))) {
+      x.best = y.best;
+      x.arg = y.arg;
+    }
+    MergeLse{}(x.lse, y.lse);
+  }
+};
+
+// row_lse with the statistics.
+template <bool kContig, typename T, typename G>
+__device__ LseStats<acc_t<T>> row_lse_stats(const G& g, const DRow<T, kContig>& x, int64_t n,
+                                            bool sum_x) {
+  using A = acc_t<T>;
+  LseStats<A> st = LseStats<A>::identity();
+  if constexpr (kContig) {
+    const T* rows[1] = {x.ptr};
+    if (sum_x) {
+      visit_rows<1>(rows, n, g.rank(), g.size(), [&](int64_t j0, const auto& v, auto c) {
+        st.template add<true, decltype(c)::value>(j0, v[0]);
+      });
+    } else {
+      visit_rows<1>(rows, n, g.rank(), g.size(), [&](int64_t j0, const auto& v, auto c) {
+        st.template add<false, decltype(c)::value>(j0, v[0]);
+      });
+    }
+  } else {
+    for (int64_t j = g.rank(); j < n; j += g.size()) {
+      const A v = x[j];
+      if (sum_x) {
+        st.template add<true, 1>(j, &v);
+      } else {
+        st.template add<false, 1>(j, &v);
+      }
+    }
+  }
+  return g.reduce(st, MergeLseStats{}, LseStats<A>::identity());
+}
+
+// The statistics' per-row outputs (nullptr in the plain forward).
+template <typename A>
+struct StatsOut {
+  bool* correct;
+  A* entropy;
+};
+
 template <typename A>
 __device__ void write_nan_row(int64_t r, A* loss, A* lse, A* row_weight) {
   loss[r] = dev_nan<A>();
@@ -78,10 +215,10 @@ __device__ void write_nan_row(int64_t r, A* loss, A* lse, A* row_weight) {
   row_weight[r] = dev_nan<A>();
 }
 
-template <typename T, typename L, bool kContig, typename G>
+template <bool kStats, typename T, typename L, bool kContig, typename G>
 __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, const T* logits,
                             const L* label, const acc_t<T>* weight, acc_t<T>* loss,
-                            acc_t<T>* lse, acc_t<T>* row_weight) {
+                            acc_t<T>* lse, acc_t<T>* row_weight, StatsOut<acc_t<T>> so) {
   using A = acc_t<T>;
   const int64_t C = p.classes;
   const DRow<T, kContig> x = drow<kContig>(logits, r, C, p.inner);
@@ -91,13 +228,29 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
     const int64_t y = static_cast<int64_t>(label[r]);
     const bool ignored = y == p.ignore_index;
     if (!ignored && (y < 0 || y >= p.label_classes())) {
-      if (leader) write_nan_row(r, loss, lse, row_weight);
+      if (leader) {
+        write_nan_row(r, loss, lse, row_weight);
+        if constexpr (kStats) {
+          so.correct[r] = false;
+          so.entropy[r] = dev_nan<A>();
+        }
+      }
       return;
     }
     const Smoothing<A> sm(p.label_smoothing, p.label_classes());
     const A wsum = smooth && weight != nullptr && !ignored ? weight_sum_of(g, p, weight) : A(0);
     if (p.use_softmax) {
-      const Lse<A> st = row_lse(g, x, C, smooth);
+      Lse<A> st;
+      if constexpr (kStats) {
+        const LseStats<A> ss = row_lse_stats(g, x, C, smooth);
+        st = ss.lse;
+        if (leader) {
+          so.correct[r] = !ignored && ss.predicted() == y;
+          so.entropy[r] = ss.entropy();
+        }
+      } else {
+        st = row_lse(g, x, C, smooth);
+      }
       if (!leader) return;
       const A l = st.value();
       lse[r] = l;
@@ -174,14 +327,69 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
   }
 }
 
-template <typename T, typename L, bool kContig, typename G>
+template <bool kStats, typename T, typename L, bool kContig, typename G>
 __global__ void forward_kernel(SoftmaxCEParams p, const T* logits, const L* label,
                                const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
-                               acc_t<T>* row_weight) {
+                               acc_t<T>* row_weight, StatsOut<acc_t<T>> so) {
   const G g;
   const int64_t rows = p.rows();
   for (int64_t r = g.first_row(); r < rows; r += g.row_step()) {
-    forward_row<T, L, kContig>(g, p, r, logits, label, weight, loss, lse, row_weight);
+    forward_row<kStats, T, L, kContig>(g, p, r, logits, label, weight, loss, lse, row_weight,
+                                       so);
+  }
+}
+
+// The statistics' means over the counted rows (label != ignore_index), one block: each thread
+// sums a strided share of the rows, then the block's fixed tree (the same bits run to run).
+// Counts are int64 and the entropy sum is double, as on the CPU (there in row order, so the two
+// agree to rounding, not bit for bit). A counted row with an out-of-range label (its entropy is
+// NaN) makes both means NaN, so a bad label is never averaged in silently.
+constexpr int kMeansThreads = 1024;
+
+struct MeansState {
+  double entropy;
+  int64_t counted;
+  int64_t hits;
+  int64_t bad;
+};
+
+struct AddMeans {
+  __device__ void operator()(MeansState& x, const MeansState& y) const {
+    x.entropy += y.entropy;
+    x.counted += y.counted;
+    x.hits += y.hits;
+    x.bad += y.bad;
+  }
+};
+
+template <typename A, typename L>
+__global__ void __launch_bounds__(kMeansThreads)
+    stats_means_kernel(int64_t rows, int64_t label_classes, int64_t ignore_index, const L* label,
+                       const bool* correct, const A* entropy, A* accuracy, A* mean_entropy,
+                       int64_t* count) {
+  MeansState st{0.0, 0, 0, 0};
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
+    const int64_t y = static_cast<int64_t>(label[r]);
+    if (y == ignore_index) continue;
+    st.counted += 1;
+    st.hits += correct[r] ? 1 : 0;
+    st.entropy += static_cast<double>(entropy[r]);
+    st.bad += (y < 0 || y >= label_classes) ? 1 : 0;
+  }
+  const BlockGroup g;
+  st = g.reduce(st, AddMeans{}, MeansState{0.0, 0, 0, 0});
+  if (threadIdx.x != 0) return;
+  *count = st.counted;
+  if (st.bad > 0) {
+    *accuracy = dev_nan<A>();
+    *mean_entropy = dev_nan<A>();
+  } else if (st.counted == 0) {
+    *accuracy = A(0);
+    *mean_entropy = A(0);
+  } else {
+    const double n = static_cast<double>(st.counted);
+    *accuracy = static_cast<A>(static_cast<double>(st.hits) / n);
+    *mean_entropy = static_cast<A>(st.entropy / n);
   }
 }
 
@@ -336,13 +544,13 @@ int launch_rows(const SoftmaxCEParams& p, int vec, GpuStream stream, Args... arg
   return static_cast<int>(cudaGetLastError());
 }
 
-template <typename T, typename L>
+template <bool kStats, typename T, typename L>
 struct Fwd {
   template <bool kContig, typename G>
   struct K {
     template <typename... Args>
     static void launch(dim3 grid, int threads, GpuStream s, Args... args) {
-      forward_kernel<T, L, kContig, G><<<grid, threads, 0, s>>>(args...);
+      forward_kernel<kStats, T, L, kContig, G><<<grid, threads, 0, s>>>(args...);
     }
   };
 };
@@ -366,8 +574,32 @@ int softmax_ce_fwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* labe
                         const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
                         acc_t<T>* row_weight, GpuStream stream) {
   if (p.rows() == 0 || p.classes == 0) return 0;
-  return cuda::launch_rows<cuda::Fwd<T, L>::template K>(p, cuda::kVec<T>, stream, logits, label,
-                                                         weight, loss, lse, row_weight);
+  return cuda::launch_rows<cuda::Fwd<false, T, L>::template K>(
+      p, cuda::kVec<T>, stream, logits, label, weight, loss, lse, row_weight,
+      cuda::StatsOut<acc_t<T>>{nullptr, nullptr});
+}
+
+template <typename T, typename L>
+int softmax_ce_fwd_stats_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
+                              const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
+                              acc_t<T>* row_weight, bool* correct, acc_t<T>* entropy,
+                              GpuStream stream) {
+  static_assert(std::is_integral<L>::value, "prediction statistics need hard labels");
+  if (!p.use_softmax || p.shard.total > 0) return static_cast<int>(cudaErrorInvalidValue);
+  if (p.rows() == 0 || p.classes == 0) return 0;
+  return cuda::launch_rows<cuda::Fwd<true, T, L>::template K>(
+      p, cuda::kVec<T>, stream, logits, label, weight, loss, lse, row_weight,
+      cuda::StatsOut<acc_t<T>>{correct, entropy});
+}
+
+template <typename A, typename L>
+int softmax_ce_stats_means_cuda(const SoftmaxCEParams& p, const L* label, const bool* correct,
+                                const A* entropy, A* accuracy, A* mean_entropy, int64_t* count,
+                                GpuStream stream) {
+  cuda::stats_means_kernel<A, L><<<1, cuda::kMeansThreads, 0, stream>>>(
+      p.rows(), p.label_classes(), p.ignore_index, label, correct, entropy, accuracy,
+      mean_entropy, count);
+  return static_cast<int>(cudaGetLastError());
 }
 
 template <typename T, typename L>
@@ -395,6 +627,29 @@ int softmax_ce_bwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* labe
   template int softmax_ce_bwd_cuda<T, L>(const SoftmaxCEParams&, const T*, const L*,            \
                                          const acc_t<T>*, const acc_t<T>*, const acc_t<T>*, T*,  \
                                          GpuStream);
+
+// The statistics: hard labels only.
+#define PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(T, L)                                             \
+  template int softmax_ce_fwd_stats_cuda<T, L>(const SoftmaxCEParams&, const T*, const L*,    \
+                                               const acc_t<T>*, acc_t<T>*, acc_t<T>*,          \
+                                               acc_t<T>*, bool*, acc_t<T>*, GpuStream);
+
+#define PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(A, L)                                             \
+  template int softmax_ce_stats_means_cuda<A, L>(const SoftmaxCEParams&, const L*, const bool*, \
+                                                 const A*, A*, A*, int64_t*, GpuStream);
+
+PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(float, int32_t)
+PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(float, int64_t)
+PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(double, int32_t)
+PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(double, int64_t)
+PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(fp16, int32_t)
+PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(fp16, int64_t)
+PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(bf16, int32_t)
+PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(bf16, int64_t)
+PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(float, int32_t)
+PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(float, int64_t)
+PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(double, int32_t)
+PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(double, int64_t)
 
 PO_INSTANTIATE_SOFTMAX_CE_CUDA(float, int32_t)
 PO_INSTANTIATE_SOFTMAX_CE_CUDA(float, int64_t)

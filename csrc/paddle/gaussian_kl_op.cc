@@ -12,7 +12,10 @@
 // position); an input whose bit is clear gets an empty tensor instead (it stops gradient).
 // Two ops rather than optional inputs: the gradients of optional inputs would be optional outputs
 // of the grad op, which Paddle 3.3.1's custom-operator checks accept only as inplace outputs.
-// CPU kernels only: a GPU input is an argument error.
+// In a CUDA build GPU tensors run the CUDA kernels on the tensor's stream (dispatch.h: launch),
+// without a host synchronisation; row sums of a few long rows take a small workspace
+// (gaussian_kl_fwd_cuda_workspace) from Paddle's allocator. A CPU-only build rejects GPU tensors
+// with an argument error (check_float_input).
 #include <vector>
 
 #include "paddle/extension.h"
@@ -44,8 +47,6 @@ void check_inputs(const std::vector<const paddle::Tensor*>& in) {
   const paddle::Tensor& m1 = *in[0];
   for (size_t i = 0; i < in.size(); ++i) {
     check_float_input(*in[i], kNames[i]);
-    PO_CHECK(in[i]->is_cpu(), "gaussian_kl has no CUDA kernel yet; ", kNames[i], " is on ",
-             in[i]->place(), " (move the inputs to the CPU)");
     if (i == 0) continue;
     check_same_place(m1, kNames[0], *in[i], kNames[i]);
     PO_CHECK(in[i]->shape() == m1.shape(), kNames[i],
@@ -83,8 +84,21 @@ std::vector<paddle::Tensor> forward(const std::vector<const paddle::Tensor*>& in
   dispatch_float(m1.dtype(), "mean1", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    gaussian_kl_fwd_cpu<T>(p, kernel_inputs<T>(in), reduce_rows ? nullptr : data_ptr<A>(out),
-                           reduce_rows ? data_ptr<A>(out) : nullptr);
+    const GaussianKLInputs<T> k = kernel_inputs<T>(in);
+    A* loss_elem = reduce_rows ? nullptr : data_ptr<A>(out);
+    A* loss_rows = reduce_rows ? data_ptr<A>(out) : nullptr;
+    launch(
+        m1, "gaussian_kl forward", [&] { gaussian_kl_fwd_cpu<T>(p, k, loss_elem, loss_rows); },
+        [&](GpuStream stream) {
+          // Released when this returns, as Paddle's own kernels release their temporaries: its
+          // GPU allocator is stream-ordered, so the block is reused only by work queued after
+          // these kernels.
+          const int64_t bytes = reduce_rows ? gaussian_kl_fwd_cuda_workspace<T>(p) : 0;
+          paddle::Tensor workspace;
+          if (bytes > 0) workspace = paddle::empty({bytes}, paddle::DataType::UINT8, m1.place());
+          return gaussian_kl_fwd_cuda<T>(p, k, loss_elem, loss_rows,
+                                         bytes > 0 ? workspace.data() : nullptr, stream);
+        });
   });
   return {out};
 }
@@ -106,7 +120,13 @@ std::vector<paddle::Tensor> backward(const std::vector<const paddle::Tensor*>& i
     for (size_t i = 0; i < in.size(); ++i) {
       if ((grad_mask >> i) & 1) *slots[i] = data_ptr<T>(grads[i]);
     }
-    gaussian_kl_bwd_cpu<T>(p, kernel_inputs<T>(in), dloss, reduce_rows, out);
+    const GaussianKLInputs<T> k = kernel_inputs<T>(in);
+    launch(
+        m1, "gaussian_kl backward",
+        [&] { gaussian_kl_bwd_cpu<T>(p, k, dloss, reduce_rows, out); },
+        [&](GpuStream stream) {
+          return gaussian_kl_bwd_cuda<T>(p, k, dloss, reduce_rows, out, stream);
+        });
   });
   return grads;
 }

@@ -14,7 +14,7 @@
 //         Python wrapper costs as much as the kernel.
 // Grad     paddle_ops_softmax_ce_grad(X, Label, Weight?, LSE, RowWeight, Loss@GRAD) -> X@GRAD
 //
-// Forward with prediction statistics (cross_entropy(..., return_stats=True)), CPU only:
+// Forward with prediction statistics (cross_entropy(..., return_stats=True)), CPU and CUDA:
 //          paddle_ops_softmax_ce_stats(X, Label, Weight?) -> Loss, LSE, RowWeight, Correct,
 //                                                           Entropy, Accuracy, MeanEntropy, Count
 //   The attributes, Loss, LSE, RowWeight and the grad op (the same kernel) are
@@ -27,6 +27,9 @@
 //                (class weights do not weight it); 0 when no row counts
 //   MeanEntropy  0-D: mean Entropy of the counted rows; 0 when no row counts
 //   Count        0-D int64: the counted rows (the denominator of both means)
+//   On a GPU (reduction none only, as for paddle_ops_softmax_ce) the three 0-D outputs come from a
+//   small device kernel, without a synchronisation; a row with an out-of-range label gets NaN
+//   Loss, LSE, RowWeight and Entropy, Correct false, and makes Accuracy and MeanEntropy NaN.
 // Class shards (csrc/kernels/softmax_ce.h, "Class shards"), for the vocabulary-parallel
 // cross-entropy and the fused linear cross-entropy, whose Python layers (PyLayers) combine the
 // shards and own the autograd; neither op has a grad op:
@@ -292,8 +295,6 @@ std::vector<paddle::Tensor> SoftmaxCEStatsForward(
   const SoftmaxCEParams p =
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
   check_inputs(x, label, weight, p);
-  PO_CHECK(x.is_cpu(), "return_stats has no CUDA kernel yet; the logits are on ", x.place(),
-           " (compute the loss without return_stats, or on the CPU)");
   PO_CHECK(!is_float_dtype(label.dtype()),
            "return_stats needs hard labels (class indices), got soft labels of dtype ",
            phi::DataTypeToString(label.dtype()));
@@ -321,33 +322,51 @@ std::vector<paddle::Tensor> SoftmaxCEStatsForward(
       using T = typename decltype(t)::type;
       using L = typename decltype(l)::type;
       using A = acc_t<T>;
+      const T* logits = data_ptr<T>(x);
       const L* labels = data_ptr<L>(label);
-      std::vector<A> row_loss(reduction == kNone ? 0 : static_cast<size_t>(p.rows()));
-      A* loss_rows = reduction == kNone ? data_ptr<A>(loss) : row_loss.data();
-      const A* rw = data_ptr<A>(row_weight);
-      const bool* hit = data_ptr<bool>(correct);
-      const A* h = data_ptr<A>(entropy);
-      check_labels(softmax_ce_fwd_stats_cpu<T, L>(
-                       p, data_ptr<T>(x), labels, weight ? data_ptr<A>(*weight) : nullptr,
-                       loss_rows, data_ptr<A>(lse), data_ptr<A>(row_weight),
-                       data_ptr<bool>(correct), data_ptr<A>(entropy)),
-                   p);
-      if (reduction != kNone) *data_ptr<A>(loss) = reduce_loss(loss_rows, rw, p.rows(), reduction);
-      // Counts and sums in row order, in double: the same bits for every thread count.
-      int64_t counted = 0;
-      int64_t hits = 0;
-      double h_sum = 0.0;
-      for (int64_t r = 0; r < p.rows(); ++r) {
-        if (static_cast<int64_t>(labels[r]) == p.ignore_index) continue;
-        ++counted;
-        hits += hit[r] ? 1 : 0;
-        h_sum += static_cast<double>(h[r]);
-      }
-      *data_ptr<int64_t>(count) = counted;
-      if (counted == 0) return;
-      *data_ptr<A>(accuracy) =
-          static_cast<A>(static_cast<double>(hits) / static_cast<double>(counted));
-      *data_ptr<A>(mean_entropy) = static_cast<A>(h_sum / static_cast<double>(counted));
+      const A* w = weight ? data_ptr<A>(*weight) : nullptr;
+      bool* hit = data_ptr<bool>(correct);
+      A* h = data_ptr<A>(entropy);
+      launch(
+          x, "softmax_ce stats forward",
+          [&] {
+            std::vector<A> row_loss(reduction == kNone ? 0 : static_cast<size_t>(p.rows()));
+            A* loss_rows = reduction == kNone ? data_ptr<A>(loss) : row_loss.data();
+            const A* rw = data_ptr<A>(row_weight);
+            check_labels(softmax_ce_fwd_stats_cpu<T, L>(p, logits, labels, w, loss_rows,
+                                                        data_ptr<A>(lse), data_ptr<A>(row_weight),
+                                                        hit, h),
+                         p);
+            if (reduction != kNone) {
+              *data_ptr<A>(loss) = reduce_loss(loss_rows, rw, p.rows(), reduction);
+            }
+            // Counts and sums in row order, in double: the same bits for every thread count.
+            int64_t counted = 0;
+            int64_t hits = 0;
+            double h_sum = 0.0;
+            for (int64_t r = 0; r < p.rows(); ++r) {
+              if (static_cast<int64_t>(labels[r]) == p.ignore_index) continue;
+              ++counted;
+              hits += hit[r] ? 1 : 0;
+              h_sum += static_cast<double>(h[r]);
+            }
+            *data_ptr<int64_t>(count) = counted;
+            if (counted == 0) return;
+            *data_ptr<A>(accuracy) =
+                static_cast<A>(static_cast<double>(hits) / static_cast<double>(counted));
+            *data_ptr<A>(mean_entropy) = static_cast<A>(h_sum / static_cast<double>(counted));
+          },
+          // The reduction is 'none' here (check_reduction). An out-of-range label cannot be
+          // reported without a synchronisation: its row is NaN, and so are both means.
+          [&](GpuStream stream) {
+            const int err = softmax_ce_fwd_stats_cuda<T, L>(
+                p, logits, labels, w, data_ptr<A>(loss), data_ptr<A>(lse),
+                data_ptr<A>(row_weight), hit, h, stream);
+            if (err != 0) return err;
+            return softmax_ce_stats_means_cuda<A, L>(p, labels, hit, h, data_ptr<A>(accuracy),
+                                                     data_ptr<A>(mean_entropy),
+                                                     data_ptr<int64_t>(count), stream);
+          });
     });
   });
   return outputs;

@@ -3,7 +3,7 @@ built from csrc/harness/gpu_harness.cc with -DPADDLE_OPS_BUILD_HARNESS=ON).
 
 Each wrapper checks its tensors (CUDA, one device, contiguous, dtype), allocates the outputs with
 torch, queues the launch on torch's current stream and returns torch tensors. The semantics are the
-launchers' (csrc/kernels/softmax_ce.h, kl.h, binary.h): per-row outputs in the accumulation dtype
+launchers' (csrc/kernels/softmax_ce.h, kl.h, binary.h, gaussian_kl.h): per-row outputs in the accumulation dtype
 (float64 for float64 inputs, float32 otherwise), gradients in the input dtype, an upstream gradient
 of None treated as zero, and no host synchronisation. A bad hard label is not an exception on the
 GPU: its row comes back NaN.
@@ -161,6 +161,78 @@ def softmax_ce_bwd(logits, label, lse, loss_grad, weight=None, axis=-1, ignore_i
     _call("softmax_ce_bwd", FLOAT_NAMES[logits.dtype], label_name, outer, classes, inner,
           ignore_index, float(label_smoothing), float(z_loss), bool(use_softmax), _ptr(logits),
           _ptr(label), _ptr(weight), _ptr(lse), _ptr(loss_grad), _ptr(out), _stream())
+    return out
+
+
+def softmax_ce_fwd_stats(logits, label, weight=None, axis=-1, ignore_index=-100,
+                        label_smoothing=0.0, z_loss=0.0, means=True):
+    """The statistics forward (softmax_ce.h: softmax_ce_fwd_stats_cuda) and, with means, the means
+    kernel. Returns a dict: loss, lse, row_weight, entropy (accumulation dtype) and correct (bool),
+    each of the logits' shape without `axis`; with means also accuracy and mean_entropy (0-D,
+    accumulation dtype) and count (0-D int64). Hard labels (int32/int64) only."""
+    outer, classes, inner, rows_shape, label_name = _check_ce_inputs(logits, label, weight, axis)
+    if label.dtype not in INDEX_NAMES:
+        raise TypeError(f"the statistics need hard labels (int32/int64), got {label.dtype}")
+    acc = acc_dtype(logits.dtype)
+    dev = logits.device
+    out = {name: torch.empty(rows_shape, dtype=acc, device=dev)
+           for name in ("loss", "lse", "row_weight", "entropy")}
+    out["correct"] = torch.empty(rows_shape, dtype=torch.bool, device=dev)
+    if means:
+        out["accuracy"] = torch.empty((), dtype=acc, device=dev)
+        out["mean_entropy"] = torch.empty((), dtype=acc, device=dev)
+        out["count"] = torch.empty((), dtype=torch.int64, device=dev)
+    _call("softmax_ce_fwd_stats", FLOAT_NAMES[logits.dtype], label_name, outer, classes, inner,
+          ignore_index, float(label_smoothing), float(z_loss), _ptr(logits), _ptr(label),
+          _ptr(weight), _ptr(out["loss"]), _ptr(out["lse"]), _ptr(out["row_weight"]),
+          _ptr(out["correct"]), _ptr(out["entropy"]), _ptr(out.get("accuracy")),
+          _ptr(out.get("mean_entropy")), _ptr(out.get("count")), _stream())
+    return out
+
+
+def _check_shard(logits, label, class_offset, total_classes):
+    """(rows, classes, rows_shape, label dtype name) of a class shard: logits [..., classes]
+    (classes last) holding columns [class_offset, class_offset + classes) of total_classes."""
+    _logits("logits", logits)
+    _, classes, _, rows_shape = layout(logits, -1)
+    rows = math.prod(rows_shape)
+    if label.dtype not in INDEX_NAMES:
+        raise TypeError(f"a class shard takes hard labels (int32/int64), got {label.dtype}")
+    _check("label", label, INDEX_NAMES, logits.device, numel=rows)
+    return rows, classes, rows_shape, INDEX_NAMES[label.dtype]
+
+
+def softmax_ce_shard_fwd(logits, label, class_offset, total_classes, ignore_index=-100,
+                         label_smoothing=0.0):
+    """Class-shard forward (softmax_ce.h, "Class shards"): per row (term, lse, row_weight) in the
+    accumulation dtype: the shard's target term, the log-sum-exp of its columns, and 1 (0 for
+    ignored rows). label: global class indices in [0, total_classes) or ignore_index."""
+    rows, classes, rows_shape, label_name = _check_shard(logits, label, class_offset,
+                                                         total_classes)
+    acc = acc_dtype(logits.dtype)
+    term, lse, row_weight = (torch.empty(rows_shape, dtype=acc, device=logits.device)
+                             for _ in range(3))
+    _call("softmax_ce_shard_fwd", FLOAT_NAMES[logits.dtype], label_name, rows, classes,
+          ignore_index, float(label_smoothing), int(class_offset), int(total_classes),
+          _ptr(logits), _ptr(label), _ptr(term), _ptr(lse), _ptr(row_weight), _stream())
+    return term, lse, row_weight
+
+
+def softmax_ce_shard_bwd(logits, label, lse, row_grad, class_offset, total_classes,
+                         ignore_index=-100, label_smoothing=0.0, z_loss=0.0):
+    """The shard's columns of the full gradient, in the logits' dtype: lse is the rows' full
+    log-sum-exp (over all total_classes) and row_grad the upstream gradient of each row's loss,
+    both per row in the accumulation dtype."""
+    rows, classes, rows_shape, label_name = _check_shard(logits, label, class_offset,
+                                                         total_classes)
+    acc = acc_dtype(logits.dtype)
+    _check("lse", lse, (acc,), logits.device, numel=rows)
+    _check("row_grad", row_grad, (acc,), logits.device, numel=rows)
+    out = torch.empty_like(logits)
+    _call("softmax_ce_shard_bwd", FLOAT_NAMES[logits.dtype], label_name, rows, classes,
+          ignore_index, float(label_smoothing), float(z_loss), int(class_offset),
+          int(total_classes), _ptr(logits), _ptr(label), _ptr(lse), _ptr(row_grad), _ptr(out),
+          _stream())
     return out
 
 
@@ -343,6 +415,67 @@ def binary_bwd(x, y, grad, loss="bce", weight=None, pos_weight=None, alpha=0.25,
           float(gamma), _ptr(x), _ptr(y), _ptr(weight), _ptr(pos_weight), _ptr(grad), per_row,
           _ptr(out), _stream())
     return out
+
+
+def _gaussian_view(mean1, logvar1, mean2, logvar2):
+    """(rows, cols, row-sums shape) of the inputs viewed as [rows, cols], cols the last dimension
+    (a 0-D input is one row of one column, row-sums shape (1,)). mean2 / logvar2 may be None."""
+    _logits("mean1", mean1)
+    for name, t in (("logvar1", logvar1), ("mean2", mean2), ("logvar2", logvar2)):
+        _check(name, t, (mean1.dtype,), mean1.device, shape=mean1.shape)
+    if logvar1 is None:
+        raise ValueError("logvar1 is required")
+    if mean1.dim() == 0:
+        return 1, 1, (1,)
+    return math.prod(mean1.shape[:-1]), mean1.shape[-1], tuple(mean1.shape[:-1])
+
+
+def gaussian_kl_fwd(mean1, logvar1, mean2=None, logvar2=None, elementwise=True, rows=True):
+    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) per element (gaussian_kl.h; mean2 and
+    logvar2 None: the standard normal, or one of them None: that one is 0): (elementwise KL of
+    mean1's shape or None, per-row sums over the last dimension or None), accumulation dtype.
+    elementwise / rows: False to skip that output, or a tensor to write it into."""
+    n_rows, cols, rows_shape = _gaussian_view(mean1, logvar1, mean2, logvar2)
+    acc = acc_dtype(mean1.dtype)
+
+    def output(name, spec, shape):
+        if spec is True:
+            return torch.empty(shape, dtype=acc, device=mean1.device)
+        if spec is False or spec is None:
+            return None
+        _check(name, spec, (acc,), mean1.device, shape=shape)
+        return spec
+
+    elem = output("elementwise", elementwise, tuple(mean1.shape))
+    sums = output("rows", rows, rows_shape)
+    workspace = None
+    if sums is not None:
+        nbytes = require_harness().gaussian_kl_fwd_workspace(FLOAT_NAMES[mean1.dtype], n_rows,
+                                                             cols)
+        if nbytes > 0:
+            workspace = torch.empty(nbytes, dtype=torch.uint8, device=mean1.device)
+    _call("gaussian_kl_fwd", FLOAT_NAMES[mean1.dtype], n_rows, cols, _ptr(mean1), _ptr(logvar1),
+          _ptr(mean2), _ptr(logvar2), _ptr(elem), _ptr(sums), _ptr(workspace), _stream())
+    return elem, sums
+
+
+def gaussian_kl_bwd(mean1, logvar1, grad, mean2=None, logvar2=None,
+                    wanted=(True, True, True, True)):
+    """Gradients of the Gaussian KL times `grad` (one value per element, mean1's shape, or per
+    row, the row sums' shape; accumulation dtype; None is zero), in the inputs' dtype:
+    [d_mean1, d_logvar1, d_mean2, d_logvar2], None where not wanted (wanted[i] False, or the
+    input itself is None)."""
+    n_rows, cols, rows_shape = _gaussian_view(mean1, logvar1, mean2, logvar2)
+    acc = acc_dtype(mean1.dtype)
+    per_row = grad is not None and tuple(grad.shape) == rows_shape
+    _check("grad", grad, (acc,), mean1.device,
+           shape=rows_shape if per_row else tuple(mean1.shape))
+    inputs = (mean1, logvar1, mean2, logvar2)
+    outs = [torch.empty_like(mean1) if want and t is not None else None
+            for want, t in zip(wanted, inputs)]
+    _call("gaussian_kl_bwd", FLOAT_NAMES[mean1.dtype], n_rows, cols, _ptr(mean1), _ptr(logvar1),
+          _ptr(mean2), _ptr(logvar2), _ptr(grad), per_row, *(_ptr(o) for o in outs), _stream())
+    return outs
 
 
 def unavailable_reason():

@@ -1,6 +1,6 @@
 """float64 PyTorch references for the GPU tests and benchmarks (tests/reference.py imports Paddle,
-which the GPU machine lacks). Written from the definitions in csrc/kernels/softmax_ce.h, kl.h and
-binary.h, independently of the kernels: losses from the formulas, gradients by autograd in float64
+which the GPU machine lacks). Written from the definitions in csrc/kernels/softmax_ce.h, kl.h,
+binary.h and gaussian_kl.h, independently of the kernels: losses from the formulas, gradients by autograd in float64
 (the binary losses' analytic gradients, as tests/reference.py has them).
 
 Callers pass the inputs already rounded to the dtype under test and converted to float64, so the
@@ -246,3 +246,68 @@ def binary(x, y, loss="bce", weight=None, pos_weight=None, alpha=0.25, gamma=2.0
         if up.shape != x.shape:  # one value per row
             up = up.reshape(x.shape) if x.dim() == 0 else up.unsqueeze(-1)
     return {"elem": elem, "rows": rows, "grad": up * d}
+
+
+def softmax_ce_stats(x, label, ignore_index=-100, axis=-1):
+    """The prediction statistics of softmax_ce.h (softmax_ce_fwd_stats_cpu), in float64, from
+    their definitions: per row `predicted` (the first index of the largest logit with NaN skipped,
+    0 for a row of NaN only: paddle.argmax's rule), `correct` (label != ignore_index and label ==
+    predicted), `entropy` (-sum_j p_j log p_j of softmax(x), 0 for a row whose logits are all -inf,
+    NaN for a row holding NaN or +inf), and over the counted rows (label != ignore_index)
+    `accuracy`, `mean_entropy` (both 0 when none counts) and `count`. Shapes: the rows' shape;
+    0-D for the three means."""
+    X, rows_shape = _rows(x.to(torch.float64), axis)
+    n = X.shape[0]
+    y = label.reshape(-1).to(torch.int64)
+    nan = torch.isnan(X)
+    top = torch.where(nan, -torch.inf, X).max(dim=1).values
+    # first True of (x == max) by argmax over 0/1 (torch returns the first maximal index); a row
+    # of NaN only has no True and gives 0
+    predicted = (X == top[:, None]).to(torch.uint8).argmax(dim=1)
+    counted = y != ignore_index
+    correct = counted & (predicted == y)
+    p = torch.softmax(X, dim=1)
+    entropy = torch.special.entr(p).sum(dim=1)
+    all_masked = (X == -torch.inf).all(dim=1)
+    entropy = torch.where(all_masked, 0.0, entropy)
+    bad_row = nan.any(dim=1) | (X == torch.inf).any(dim=1)
+    entropy = torch.where(bad_row, torch.nan, entropy)
+    count = int(counted.sum())
+    zero = torch.zeros((), dtype=torch.float64, device=X.device)
+    return {
+        "predicted": predicted.reshape(rows_shape),
+        "correct": correct.reshape(rows_shape),
+        "entropy": entropy.reshape(rows_shape),
+        "accuracy": correct.sum().to(torch.float64) / count if count else zero,
+        "mean_entropy": entropy[counted].sum() / count if count else zero,
+        "count": count,
+        "rows": n,
+    }
+
+
+def gaussian_kl(mean1, logvar1, mean2=None, logvar2=None, grad=None):
+    """KL(N(m1, exp(v1)) || N(m2, exp(v2))) elementwise in float64 by the textbook formula
+    1/2 (v2 - v1 + exp(v1 - v2) + (m1 - m2)^2 exp(-v2) - 1) (gaussian_kl.h), m2 / v2 = 0 where
+    None, with gradients by autograd. grad: the upstream gradient, per element (mean1's shape) or
+    per row (mean1's shape without the last axis; (1,) for 0-D inputs); None is 1. Returns a dict
+    of float64 tensors: elem, rows (sums over the last axis, (1,) for 0-D inputs) and grads (a
+    list for m1, v1, m2, v2; None for an input that is None)."""
+    leaves = [None if t is None else t.to(torch.float64).requires_grad_(True)
+              for t in (mean1, logvar1, mean2, logvar2)]
+    m1, v1, m2, v2 = leaves
+    zero = torch.zeros_like(m1)
+    m2e = zero if m2 is None else m2
+    v2e = zero if v2 is None else v2
+    d = m1 - m2e
+    elem = 0.5 * (v2e - v1 + torch.exp(v1 - v2e) + d * d * torch.exp(-v2e) - 1.0)
+    rows = elem.reshape(1) if elem.dim() == 0 else elem.sum(dim=-1)
+    if grad is None:
+        up = torch.ones_like(elem)
+    else:
+        up = grad.to(torch.float64)
+        if up.shape != elem.shape:  # one value per row
+            up = up.reshape(elem.shape) if elem.dim() == 0 else up.unsqueeze(-1)
+    present = [t for t in leaves if t is not None]
+    got = iter(torch.autograd.grad((elem * up).sum(), present))
+    grads = [None if t is None else next(got) for t in leaves]
+    return {"elem": elem.detach(), "rows": rows.detach(), "grads": grads}

@@ -216,8 +216,8 @@ def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean'
             shape of the input minus ``axis``, ``stop_gradient=True``).
         return_stats: keyword-only; also return a :class:`CrossEntropyStats` (accuracy, mean
             entropy, per-row correctness and entropy) computed in the same read of the logits.
-            Hard labels with ``use_softmax=True`` only; CPU only (a GPU tensor raises
-            ``ValueError``). The loss and its gradient are unchanged.
+            Hard labels with ``use_softmax=True`` only. CPU, and in a CUDA build GPU tensors (the
+            CUDA statistics kernel). The loss and its gradient are unchanged.
 
     Returns:
         The loss (fp32 for float16/bfloat16 inputs, fp64 for fp64, else fp32): a scalar for
