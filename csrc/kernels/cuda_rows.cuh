@@ -180,12 +180,10 @@ struct BlockGroup {
 
 template <typename A>
 struct Sum1 {
-  using value_type = A;
   A a;
 };
 template <typename A>
 struct Sum2 {
-  using value_type = A;
   A a;
   A b;
 };
@@ -215,7 +213,6 @@ struct NoHook {
 // exp(-inf - 0) = 0 instead of exp(-inf - (-inf)) = NaN, while a NaN entry still gives NaN.
 template <typename A>
 struct Lse {
-  using value_type = A;
   A m;
   A s;
   A sx;

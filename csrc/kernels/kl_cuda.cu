@@ -22,7 +22,6 @@ __device__ __forceinline__ bool row_ignored(const KLParams& p, const I* index, i
 
 template <typename A>
 struct Lse2 {
-  using value_type = A;
   Lse<A> s;
   Lse<A> t;
 };

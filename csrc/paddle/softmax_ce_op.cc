@@ -84,8 +84,42 @@ double mean_divisor(const A* row_weight, int64_t rows) {
 // The forward's error for a hard label outside [0, classes) that is not ignore_index.
 void check_labels(const SoftmaxCEStatus& st, const SoftmaxCEParams& p) {
   PO_CHECK(st.ok(), "label value ", st.bad_label, " at position ", st.bad_row,
-           " is out of range: expected a class index in [0, ", p.classes, ") or ignore_index (",
-           p.ignore_index, ")");
+           " is out of range: expected a class index in [0, ", p.label_classes(),
+           ") or ignore_index (", p.ignore_index, ")");
+}
+
+// The row-wise forward on the logits' device, shared by the plain and the class-shard ops: per
+// row the loss (in a shard, the shard's target term), the log-sum-exp and the row weight. On the
+// CPU an out-of-range label raises; on a GPU it cannot be reported without a synchronisation, so
+// its row is NaN.
+template <typename T, typename L>
+void forward_rows(const paddle::Tensor& x, const char* op, const SoftmaxCEParams& p,
+                  const T* logits, const L* labels, const acc_t<T>* w, acc_t<T>* loss_rows,
+                  acc_t<T>* lse, acc_t<T>* row_weight) {
+  launch(
+      x, op,
+      [&] {
+        check_labels(softmax_ce_fwd_cpu<T, L>(p, logits, labels, w, loss_rows, lse, row_weight),
+                     p);
+      },
+      [&](GpuStream stream) {
+        return softmax_ce_fwd_cuda<T, L>(p, logits, labels, w, loss_rows, lse, row_weight,
+                                         stream);
+      });
+}
+
+// The gradient from the saved log-sum-exp and one upstream value per row (nullptr: zero), on the
+// logits' device; shared by the plain and the class-shard ops.
+template <typename T, typename L>
+void backward_rows(const paddle::Tensor& x, const char* op, const SoftmaxCEParams& p,
+                   const T* logits, const L* labels, const acc_t<T>* w, const acc_t<T>* lse,
+                   const acc_t<T>* row_dloss, T* grad) {
+  launch(
+      x, op,
+      [&] { softmax_ce_bwd_cpu<T, L>(p, logits, labels, w, lse, row_dloss, grad); },
+      [&](GpuStream stream) {
+        return softmax_ce_bwd_cuda<T, L>(p, logits, labels, w, lse, row_dloss, grad, stream);
+      });
 }
 
 // The reduced loss of a CPU forward (reduction sum or mean) from its row losses.
@@ -187,24 +221,15 @@ std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const padd
     const T* logits = data_ptr<T>(x);
     const L* labels = data_ptr<L>(label);
     const A* w = weight ? data_ptr<A>(*weight) : nullptr;
-    launch(
-        x, "softmax_ce forward",
-        [&] {
-          // A reduced loss keeps the row losses in an O(rows) scratch buffer.
-          std::vector<A> row_loss(reduction == kNone ? 0 : static_cast<size_t>(p.rows()));
-          A* loss_rows = reduction == kNone ? data_ptr<A>(loss) : row_loss.data();
-          const SoftmaxCEStatus st = softmax_ce_fwd_cpu<T, L>(
-              p, logits, labels, w, loss_rows, data_ptr<A>(lse), data_ptr<A>(row_weight));
-          check_labels(st, p);
-          if (reduction == kNone) return;
-          *data_ptr<A>(loss) =
-              reduce_loss(loss_rows, data_ptr<A>(row_weight), p.rows(), reduction);
-        },
-        // An out-of-range label cannot be reported without a synchronisation: its row is NaN.
-        [&](GpuStream stream) {
-          return softmax_ce_fwd_cuda<T, L>(p, logits, labels, w, data_ptr<A>(loss),
-                                           data_ptr<A>(lse), data_ptr<A>(row_weight), stream);
-        });
+    // A reduced loss (CPU only, check_reduction) keeps the row losses in an O(rows) scratch
+    // buffer.
+    std::vector<A> row_loss(reduction == kNone ? 0 : static_cast<size_t>(p.rows()));
+    A* loss_rows = reduction == kNone ? data_ptr<A>(loss) : row_loss.data();
+    forward_rows<T, L>(x, "softmax_ce forward", p, logits, labels, w, loss_rows,
+                       data_ptr<A>(lse), data_ptr<A>(row_weight));
+    if (reduction != kNone) {
+      *data_ptr<A>(loss) = reduce_loss(loss_rows, data_ptr<A>(row_weight), p.rows(), reduction);
+    }
   });
   return {loss, lse, row_weight};
 }
@@ -239,16 +264,8 @@ std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const pad
       row_dloss.assign(static_cast<size_t>(p.rows()), static_cast<A>(g));
       dloss = row_dloss.data();
     }
-    launch(
-        x, "softmax_ce backward",
-        [&] {
-          softmax_ce_bwd_cpu<T, L>(p, logits, labels, w, data_ptr<A>(lse), dloss,
-                                   data_ptr<T>(grad));
-        },
-        [&](GpuStream stream) {
-          return softmax_ce_bwd_cuda<T, L>(p, logits, labels, w, data_ptr<A>(lse), dloss,
-                                           data_ptr<T>(grad), stream);
-        });
+    backward_rows<T, L>(x, "softmax_ce backward", p, logits, labels, w, data_ptr<A>(lse), dloss,
+                        data_ptr<T>(grad));
   });
   return {grad};
 }
@@ -447,20 +464,8 @@ std::vector<paddle::Tensor> SoftmaxCEShardForward(const paddle::Tensor& x,
     using A = acc_t<T>;
     const T* logits = data_ptr<T>(x);
     const L* labels = data_ptr<L>(label);
-    launch(
-        x, "softmax_ce shard forward",
-        [&] {
-          const SoftmaxCEStatus st =
-              softmax_ce_fwd_cpu<T, L>(p, logits, labels, nullptr, data_ptr<A>(term),
-                                       data_ptr<A>(lse), data_ptr<A>(row_weight));
-          PO_CHECK(st.ok(), "label value ", st.bad_label, " at position ", st.bad_row,
-                   " is out of range: expected a class index in [0, ", p.label_classes(),
-                   ") or ignore_index (", p.ignore_index, ")");
-        },
-        [&](GpuStream stream) {
-          return softmax_ce_fwd_cuda<T, L>(p, logits, labels, nullptr, data_ptr<A>(term),
-                                           data_ptr<A>(lse), data_ptr<A>(row_weight), stream);
-        });
+    forward_rows<T, L>(x, "softmax_ce shard forward", p, logits, labels, nullptr,
+                       data_ptr<A>(term), data_ptr<A>(lse), data_ptr<A>(row_weight));
   });
   return {term, lse, row_weight};
 }
@@ -483,16 +488,8 @@ std::vector<paddle::Tensor> SoftmaxCEShardBackward(
     using A = acc_t<T>;
     const T* logits = data_ptr<T>(x);
     const L* labels = data_ptr<L>(label);
-    launch(
-        x, "softmax_ce shard backward",
-        [&] {
-          softmax_ce_bwd_cpu<T, L>(p, logits, labels, nullptr, data_ptr<A>(lse),
-                                   data_ptr<A>(row_grad), data_ptr<T>(grad));
-        },
-        [&](GpuStream stream) {
-          return softmax_ce_bwd_cuda<T, L>(p, logits, labels, nullptr, data_ptr<A>(lse),
-                                           data_ptr<A>(row_grad), data_ptr<T>(grad), stream);
-        });
+    backward_rows<T, L>(x, "softmax_ce shard backward", p, logits, labels, nullptr,
+                        data_ptr<A>(lse), data_ptr<A>(row_grad), data_ptr<T>(grad));
   });
   return {grad};
 }
