@@ -34,6 +34,10 @@ constexpr int64_t kWarpRowMax = 2048;
 constexpr int kVecsPerThread = 8;
 constexpr int kWarpsPerBlock = 4;        // warp-per-row kernels: rows per block
 constexpr int kThreadRowsPerBlock = 256;  // thread-per-row kernels
+// The largest block pick_rows chooses. The row kernels declare it as __launch_bounds__, so that
+// the compiler keeps their registers within what a block of this size may use (64 per thread on
+// sm_80/sm_90) instead of a count at which such a launch would fail.
+constexpr int kMaxRowThreads = 1024;
 constexpr int64_t kMaxGridX = 1 << 30;
 constexpr int64_t kMaxGridY = 65535;
 
@@ -455,7 +459,8 @@ inline RowLaunch pick_rows(int64_t rows, int64_t classes, bool contiguous, int v
     const int64_t b = ceil_div(rows, kWarpsPerBlock);
     return {RowKind::kWarp, 32 * kWarpsPerBlock, b < kMaxGridX ? b : kMaxGridX};
   }
-  const int threads = pow2_clamp(ceil_div(classes, int64_t{vec} * kVecsPerThread), 64, 1024);
+  const int threads =
+      pow2_clamp(ceil_div(classes, int64_t{vec} * kVecsPerThread), 64, kMaxRowThreads);
   return {RowKind::kBlock, threads, rows < kMaxGridX ? rows : kMaxGridX};
 }
 

@@ -108,11 +108,13 @@ __device__ __forceinline__ double entropy_term(double e, double d) {
 
 template <typename A>
 struct LseStats {
+  // arg first: then no member needs padding before it (fp32: 8 + 12 + 4 + 4 bytes), so the
+  // word-by-word shuffle (shfl_down_state) moves only initialised bytes.
+  int64_t arg;
   Lse<A> lse;
   A t;
   A best;
-  int64_t arg;
-  static __device__ LseStats identity() { return {Lse<A>::identity(), A(0), -kInfinity<A>, -1}; }
+  static __device__ LseStats identity() { return {-1, Lse<A>::identity(), A(0), -kInfinity<A>}; }
 
   // Lse::add's hook: t follows s through the rescale and takes every term's exponential.
   struct Hook {
@@ -328,7 +330,7 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
 }
 
 template <bool kStats, typename T, typename L, bool kContig, typename G>
-__global__ void forward_kernel(SoftmaxCEParams p, const T* logits, const L* label,
+__global__ void __launch_bounds__(kMaxRowThreads) forward_kernel(SoftmaxCEParams p, const T* logits, const L* label,
                                const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
                                acc_t<T>* row_weight, StatsOut<acc_t<T>> so) {
   const G g;
@@ -500,7 +502,7 @@ __device__ void backward_row(const G& g, const SoftmaxCEParams& p, int64_t r, co
 }
 
 template <typename T, typename L, bool kContig, typename G>
-__global__ void backward_kernel(SoftmaxCEParams p, const T* logits, const L* label,
+__global__ void __launch_bounds__(kMaxRowThreads) backward_kernel(SoftmaxCEParams p, const T* logits, const L* label,
                                 const acc_t<T>* weight, const acc_t<T>* lse,
                                 const acc_t<T>* loss_grad, T* grad) {
   const G g;
@@ -586,7 +588,10 @@ int softmax_ce_fwd_stats_cuda(const SoftmaxCEParams& p, const T* logits, const L
                               GpuStream stream) {
   static_assert(std::is_integral<L>::value, "prediction statistics need hard labels");
   if (!p.use_softmax || p.shard.total > 0) return static_cast<int>(cudaErrorInvalidValue);
-  if (p.rows() == 0 || p.classes == 0) return 0;
+  if (p.rows() == 0) return 0;
+  // Rows without classes have no prediction: refused rather than leaving correct / entropy
+  // unwritten for the means kernel to read (the Paddle op rejects them before this).
+  if (p.classes == 0) return static_cast<int>(cudaErrorInvalidValue);
   return cuda::launch_rows<cuda::Fwd<true, T, L>::template K>(
       p, cuda::kVec<T>, stream, logits, label, weight, loss, lse, row_weight,
       cuda::StatsOut<acc_t<T>>{correct, entropy});

@@ -460,11 +460,11 @@ def gaussian_kl_fwd(mean1, logvar1, mean2=None, logvar2=None, elementwise=True, 
 
 
 def gaussian_kl_bwd(mean1, logvar1, grad, mean2=None, logvar2=None,
-                    wanted=(True, True, True, True)):
+                    wanted=(True, True, True, True), out=None):
     """Gradients of the Gaussian KL times `grad` (one value per element, mean1's shape, or per
     row, the row sums' shape; accumulation dtype; None is zero), in the inputs' dtype:
     [d_mean1, d_logvar1, d_mean2, d_logvar2], None where not wanted (wanted[i] False, or the
-    input itself is None)."""
+    input itself is None). out: four tensors (or None) to write the wanted gradients into."""
     n_rows, cols, rows_shape = _gaussian_view(mean1, logvar1, mean2, logvar2)
     acc = acc_dtype(mean1.dtype)
     per_row = grad is not None and tuple(grad.shape) == rows_shape
@@ -473,6 +473,10 @@ def gaussian_kl_bwd(mean1, logvar1, grad, mean2=None, logvar2=None,
     inputs = (mean1, logvar1, mean2, logvar2)
     outs = [torch.empty_like(mean1) if want and t is not None else None
             for want, t in zip(wanted, inputs)]
+    for i, o in enumerate(out or ()):
+        if o is not None and outs[i] is not None:
+            _check("out", o, (mean1.dtype,), mean1.device, shape=tuple(mean1.shape))
+            outs[i] = o
     _call("gaussian_kl_bwd", FLOAT_NAMES[mean1.dtype], n_rows, cols, _ptr(mean1), _ptr(logvar1),
           _ptr(mean2), _ptr(logvar2), _ptr(grad), per_row, *(_ptr(o) for o in outs), _stream())
     return outs

@@ -2,11 +2,12 @@
 harness, against the float64 PyTorch reference (the textbook formula, gradients by autograd) on
 the same (rounded) inputs with the suite's one tolerance table.
 
-Every configuration runs the forward with both outputs (elementwise KL and row sums) and the
-backward with a random upstream gradient per row and one per element, all four gradients. Shapes
-pick the launch paths of cuda_elementwise.cuh: the flat loop (elementwise KL, every backward),
+Every configuration runs the forward with both outputs (elementwise KL and row sums), with the
+elementwise output alone, and the backward with a random upstream gradient per row and one per
+element, all four gradients. Shapes pick the launch paths of cuda_elementwise.cuh: the flat loop (elementwise KL, every backward),
 row sums with 1 lane (5 columns), 8 lanes (200), a warp (1271), a block (300 x 4100) and segments
-in the workspace (8 x 70001); a 0-D input; misaligned pointers (the scalar prologue and tail).
+in the workspace (8 x 70001); a 0-D input; misaligned inputs and outputs (the scalar prologue
+and tail).
 """
 
 import pytest
@@ -52,6 +53,10 @@ def run(dtype_id, inputs, wanted=(True, True, True, True)):
     ref = reference_torch.gaussian_kl(*inputs)
     close(elem, ref["elem"], fwd_tol, f"{dtype_id} elementwise KL")
     close(rows, ref["rows"], fwd_tol, f"{dtype_id} row sums")
+    # The elementwise output alone: the flat loop (the Paddle op's path without a reduction over
+    # the last axis), where with both outputs the row-sum kernels write both.
+    alone, _ = gpu_ops.gaussian_kl_fwd(*inputs, rows=False)
+    close(alone, ref["elem"], fwd_tol, f"{dtype_id} elementwise KL alone")
     g_rows = upstream(rows.shape, m1.dtype, seed=201)
     g_elem = upstream(m1.shape, m1.dtype, seed=202)
     for what, g in (("per-row", g_rows), ("elementwise", g_elem)):
@@ -97,21 +102,51 @@ def test_only_some_gradients(dtype_id):
 @pytest.mark.parametrize("dtype_id", DTYPE_IDS)
 def test_close_distributions(dtype_id):
     """Second pair within 1e-3 of the first: the KL is ~1e-7 and comes from the series of
-    E(delta), which the textbook sum would lose to cancellation in fp32."""
+    E(delta), which the textbook sum would lose to cancellation in fp32 (exp(delta) - 1 - delta
+    at delta ~ 1e-3 keeps about one significant digit). So besides the table's tolerances (whose
+    absolute part is larger than the KL here), every element is checked relative to itself."""
     dtype = dtype_of(dtype_id)
     m1, v1, _, _ = gaussian_inputs((33, 200), dtype, seed=207)
     g = generator(208)
     base = torch.float64 if dtype == torch.float64 else torch.float32
     shift = lambda t: (t.to(base) + 1e-3 * torch.randn(t.shape, generator=g, device="cuda",
                                                        dtype=base)).to(dtype)
-    run(dtype_id, [m1, v1, shift(m1), shift(v1)])
+    inputs = [m1, v1, shift(m1), shift(v1)]
+    elem, _ = run(dtype_id, inputs)
+    ref = reference_torch.gaussian_kl(*inputs)["elem"]
+    if dtype in (torch.float32, torch.float64):
+        # The 1e-3 shift survives rounding: nearly every element has a small positive KL.
+        assert float((ref > 0).double().mean()) > 0.9 and float(ref.max()) < 1e-4
+    # fp32 accumulation (fp32, fp16, bf16 inputs): a few ulps of each of the two non-negative
+    # terms, so 1e-5 relative (~170 ulps); elements whose 16-bit inputs rounded to equal pairs
+    # are 0 on both sides. fp64: the float64 textbook reference itself is only good to about
+    # eps * (|v1| + |v2| + 1) / KL ~ 1e-9 relative here, so 1e-7.
+    rtol = 1e-7 if dtype == torch.float64 else 1e-5
+    bad = (elem.to(torch.float64) - ref).abs() > rtol * ref.abs()
+    assert not bool(bad.any()), (
+        f"{dtype_id}: {int(bad.sum())} elements off by more than {rtol:g} relative, e.g. got "
+        f"{elem[bad][:3].tolist()} want {ref[bad][:3].tolist()}")
 
 
 @pytest.mark.parametrize("dtype_id", DTYPE_IDS)
 def test_misaligned_pointers(dtype_id):
+    """Inputs and outputs one element into their buffers, so that the flat loop's alignment
+    prologue runs (it vectorises only where every pointer shares one alignment)."""
+    _, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
     inputs = [misaligned(t) for t in gaussian_inputs((41, 1271), dtype_of(dtype_id), seed=209)]
     assert inputs[0].data_ptr() % 16 != 0
     run(dtype_id, inputs)
+    acc = torch.float64 if inputs[0].dtype == torch.float64 else torch.float32
+    g = upstream(inputs[0].shape, inputs[0].dtype, seed=212)
+    ref = reference_torch.gaussian_kl(*inputs, grad=g)
+    elem_out = misaligned(torch.empty(inputs[0].shape, dtype=acc, device="cuda"))
+    elem, _ = gpu_ops.gaussian_kl_fwd(*inputs, elementwise=elem_out, rows=False)
+    close(elem, ref["elem"], fwd_tol, f"{dtype_id} elementwise KL, misaligned output")
+    outs = [misaligned(torch.empty_like(t)) for t in inputs]
+    got = gpu_ops.gaussian_kl_bwd(inputs[0], inputs[1], g, inputs[2], inputs[3], out=outs)
+    for name, a, o, e in zip(("mean1", "logvar1", "mean2", "logvar2"), got, outs, ref["grads"]):
+        assert a is o and a.data_ptr() % 16 != 0
+        close(a, e, bwd_tol, f"{dtype_id} d{name}, misaligned output")
 
 
 def test_missing_upstream_gradient_is_zero():

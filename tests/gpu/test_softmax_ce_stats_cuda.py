@@ -184,6 +184,9 @@ def test_stats_every_row_ignored_and_empty_batch():
     assert float(got["accuracy"]) == 0.0 and float(got["mean_entropy"]) == 0.0
     empty = gpu_ops.softmax_ce_fwd_stats(x[:0], y[:0])
     assert empty["entropy"].shape == (0,)
+    # The means kernel still runs and writes the values of no counted row.
+    assert int(empty["count"]) == 0
+    assert float(empty["accuracy"]) == 0.0 and float(empty["mean_entropy"]) == 0.0
 
 
 def test_harness_stats_rejects_probabilities_and_soft_labels():
