@@ -34,9 +34,7 @@ constexpr int64_t kWarpRowMax = 2048;
 constexpr int kVecsPerThread = 8;
 constexpr int kWarpsPerBlock = 4;        // warp-per-row kernels: rows per block
 constexpr int kThreadRowsPerBlock = 256;  // thread-per-row kernels
-// The largest block pick_rows chooses. The row kernels declare it as __launch_bounds__, so that
-// the compiler keeps their registers within what a block of this size may use (64 per thread on
-// sm_80/sm_90) instead of a count at which such a launch would fail.
+// The largest block pick_rows chooses (block per row).
 constexpr int kMaxRowThreads = 1024;
 constexpr int64_t kMaxGridX = 1 << 30;
 constexpr int64_t kMaxGridY = 65535;
@@ -121,7 +119,12 @@ __device__ __forceinline__ S warp_reduce(S v, M merge) {
 }
 
 // One thread per row: rows strided in memory.
+// Each group names the largest block pick_rows launches it with, kMaxThreads: the row kernels
+// declare it in __launch_bounds__(G::kMaxThreads), so that the compiler keeps their registers
+// within what such a block may use (64 per thread for 1024 threads on sm_80/sm_90) instead of
+// a count at which the launch would fail, while the smaller warp and thread blocks keep up to 255.
 struct ThreadGroup {
+  static constexpr int kMaxThreads = kThreadRowsPerBlock;
   __device__ int64_t first_row() const {
     return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   }
@@ -136,6 +139,7 @@ struct ThreadGroup {
 
 // One warp per row, kWarpsPerBlock rows per block.
 struct WarpGroup {
+  static constexpr int kMaxThreads = 32 * kWarpsPerBlock;
   __device__ int64_t first_row() const {
     return static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   }
@@ -153,6 +157,7 @@ struct WarpGroup {
 
 // One block per row.
 struct BlockGroup {
+  static constexpr int kMaxThreads = kMaxRowThreads;
   __device__ int64_t first_row() const { return blockIdx.x; }
   __device__ int64_t row_step() const { return gridDim.x; }
   __device__ int rank() const { return threadIdx.x; }

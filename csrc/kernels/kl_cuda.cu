@@ -174,8 +174,9 @@ __device__ void kl_forward_row(const G& g, const KLParams& p, int64_t r, const T
 }
 
 template <typename T, typename I, bool kContig, typename G>
-__global__ void __launch_bounds__(kMaxRowThreads) kl_forward_kernel(KLParams p, const T* s, const T* t, const I* index,
-                                  acc_t<T>* loss, acc_t<T>* stats) {
+__global__ void __launch_bounds__(G::kMaxThreads)
+    kl_forward_kernel(KLParams p, const T* s, const T* t, const I* index, acc_t<T>* loss,
+                      acc_t<T>* stats) {
   const G g;
   for (int64_t r = g.first_row(); r < p.rows(); r += g.row_step()) {
     kl_forward_row<T, I, kContig>(g, p, r, s, t, index, loss, stats);
@@ -269,9 +270,9 @@ __device__ void kl_backward_elems(const KLParams& p, int64_t r, const KLGrad<acc
 }
 
 template <typename T, typename I, bool kContig, typename G>
-__global__ void __launch_bounds__(kMaxRowThreads) kl_backward_kernel(KLParams p, const T* s, const T* t, const I* index,
-                                   const acc_t<T>* stats, const acc_t<T>* loss_grad, T* s_grad,
-                                   T* t_grad) {
+__global__ void __launch_bounds__(G::kMaxThreads)
+    kl_backward_kernel(KLParams p, const T* s, const T* t, const I* index, const acc_t<T>* stats,
+                       const acc_t<T>* loss_grad, T* s_grad, T* t_grad) {
   const G g;
   for (int64_t r = g.first_row(); r < p.rows(); r += g.row_step()) {
     const auto kg = kl_grad<T>(p, r, index, stats, loss_grad);

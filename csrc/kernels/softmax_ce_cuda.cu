@@ -330,9 +330,9 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
 }
 
 template <bool kStats, typename T, typename L, bool kContig, typename G>
-__global__ void __launch_bounds__(kMaxRowThreads) forward_kernel(SoftmaxCEParams p, const T* logits, const L* label,
-                               const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
-                               acc_t<T>* row_weight, StatsOut<acc_t<T>> so) {
+__global__ void __launch_bounds__(G::kMaxThreads)
+    forward_kernel(SoftmaxCEParams p, const T* logits, const L* label, const acc_t<T>* weight,
+                   acc_t<T>* loss, acc_t<T>* lse, acc_t<T>* row_weight, StatsOut<acc_t<T>> so) {
   const G g;
   const int64_t rows = p.rows();
   for (int64_t r = g.first_row(); r < rows; r += g.row_step()) {
@@ -502,9 +502,9 @@ __device__ void backward_row(const G& g, const SoftmaxCEParams& p, int64_t r, co
 }
 
 template <typename T, typename L, bool kContig, typename G>
-__global__ void __launch_bounds__(kMaxRowThreads) backward_kernel(SoftmaxCEParams p, const T* logits, const L* label,
-                                const acc_t<T>* weight, const acc_t<T>* lse,
-                                const acc_t<T>* loss_grad, T* grad) {
+__global__ void __launch_bounds__(G::kMaxThreads)
+    backward_kernel(SoftmaxCEParams p, const T* logits, const L* label, const acc_t<T>* weight,
+                    const acc_t<T>* lse, const acc_t<T>* loss_grad, T* grad) {
   const G g;
   const int64_t rows = p.rows();
   for (int64_t r = g.first_row(); r < rows; r += g.row_step()) {
