@@ -3,9 +3,9 @@ built from csrc/harness/gpu_harness.cc with -DPADDLE_OPS_BUILD_HARNESS=ON).
 
 Each wrapper checks its tensors (CUDA, one device, contiguous, dtype), allocates the outputs with
 torch, queues the launch on torch's current stream and returns torch tensors. The semantics are the
-launchers' (csrc/kernels/softmax_ce.h, kl.h, binary.h, gaussian_kl.h): per-row outputs in the accumulation dtype
-(float64 for float64 inputs, float32 otherwise), gradients in the input dtype, an upstream gradient
-of None treated as zero, and no host synchronisation. A bad hard label is not an exception on the
+launchers' (csrc/kernels/softmax_ce.h, kl.h, binary.h, gaussian_kl.h): per-row outputs in the
+accumulation dtype (float64 for float64 inputs, float32 otherwise), gradients in the input dtype,
+an upstream gradient of None treated as zero, and no host synchronisation. A bad hard label is not an exception on the
 GPU: its row comes back NaN.
 
 Used by tests/gpu and benchmarks/gpu; imports neither Paddle nor paddle_ops. The harness module is
@@ -270,6 +270,34 @@ def kl_logits_fwd(s, t, mode="forward", temperature=1.0, beta=0.5, target_index=
     return loss, stats
 
 
+def _output(name, spec, dtype, device, shape):
+    """An output given as `spec`: True allocates it, False or None skips it (None), a tensor is
+    checked (dtype, device, shape, contiguous) and written into."""
+    if spec is True:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if spec is False or spec is None:
+        return None
+    _check(name, spec, (dtype,), device, shape=shape)
+    return spec
+
+
+def _row_sum_outputs(x, elementwise, rows, view, workspace_bytes):
+    """(elementwise output, row sums, workspace) of an elementwise forward with optional row sums
+    (cuda_elementwise.cuh), in the accumulation dtype of x; view: (rows, cols, row-sums shape) of
+    x. The workspace (uint8, or None) is sized by `workspace_bytes(dtype name, rows, cols)` when
+    the row sums are wanted."""
+    n_rows, cols, rows_shape = view
+    acc = acc_dtype(x.dtype)
+    elem = _output("elementwise", elementwise, acc, x.device, tuple(x.shape))
+    sums = _output("rows", rows, acc, x.device, rows_shape)
+    workspace = None
+    if sums is not None:
+        nbytes = workspace_bytes(FLOAT_NAMES[x.dtype], n_rows, cols)
+        if nbytes > 0:
+            workspace = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
+    return elem, sums, workspace
+
+
 def kl_logits_bwd(s, t, stats, loss_grad, mode="forward", temperature=1.0, beta=0.5,
                   target_index=None, ignore_index=-100, axis=-1, s_grad=True, t_grad=True):
     """(ds, dt) times loss_grad (per row; None is zero). s_grad / t_grad: True to allocate that
@@ -281,15 +309,8 @@ def kl_logits_bwd(s, t, stats, loss_grad, mode="forward", temperature=1.0, beta=
     _check("stats", stats, (acc,), s.device, shape=(outer * inner, require_harness().KL_STATS))
     _check("loss_grad", loss_grad, (acc,), s.device, numel=outer * inner)
 
-    def output(name, spec):
-        if spec is True:
-            return torch.empty_like(s)
-        if spec is False or spec is None:
-            return None
-        _check(name, spec, (s.dtype,), s.device, shape=s.shape)
-        return spec
-
-    ds, dt = output("s_grad", s_grad), output("t_grad", t_grad)
+    ds = _output("s_grad", s_grad, s.dtype, s.device, tuple(s.shape))
+    dt = _output("t_grad", t_grad, s.dtype, s.device, tuple(s.shape))
     _call("kl_logits_bwd", FLOAT_NAMES[s.dtype], index_name, outer, classes, inner,
           KL_MODES[mode], float(temperature), float(beta), ignore_index, _ptr(s), _ptr(t),
           _ptr(target_index), _ptr(stats), _ptr(loss_grad), _ptr(ds), _ptr(dt), _stream())
@@ -375,23 +396,8 @@ def binary_fwd(x, y, loss="bce", weight=None, pos_weight=None, alpha=0.25, gamma
     misaligned view)."""
     n_rows, cols, rows_shape = _binary_view(x, y)
     kind, wk, pwk = _binary_options(loss, x, weight, pos_weight, layouts)
-    acc = acc_dtype(x.dtype)
-
-    def output(name, spec, shape):
-        if spec is True:
-            return torch.empty(shape, dtype=acc, device=x.device)
-        if spec is False or spec is None:
-            return None
-        _check(name, spec, (acc,), x.device, shape=shape)
-        return spec
-
-    elem = output("elementwise", elementwise, tuple(x.shape))
-    sums = output("rows", rows, rows_shape)
-    workspace = None
-    if sums is not None:
-        nbytes = require_harness().binary_fwd_workspace(FLOAT_NAMES[x.dtype], n_rows, cols)
-        if nbytes > 0:
-            workspace = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
+    elem, sums, workspace = _row_sum_outputs(x, elementwise, rows, (n_rows, cols, rows_shape),
+                                             require_harness().binary_fwd_workspace)
     _call("binary_fwd", FLOAT_NAMES[x.dtype], n_rows, cols, kind, wk, pwk, float(alpha),
           float(gamma), _ptr(x), _ptr(y), _ptr(weight), _ptr(pos_weight), _ptr(elem), _ptr(sums),
           _ptr(workspace), _stream())
@@ -436,24 +442,8 @@ def gaussian_kl_fwd(mean1, logvar1, mean2=None, logvar2=None, elementwise=True, 
     mean1's shape or None, per-row sums over the last dimension or None), accumulation dtype.
     elementwise / rows: False to skip that output, or a tensor to write it into."""
     n_rows, cols, rows_shape = _gaussian_view(mean1, logvar1, mean2, logvar2)
-    acc = acc_dtype(mean1.dtype)
-
-    def output(name, spec, shape):
-        if spec is True:
-            return torch.empty(shape, dtype=acc, device=mean1.device)
-        if spec is False or spec is None:
-            return None
-        _check(name, spec, (acc,), mean1.device, shape=shape)
-        return spec
-
-    elem = output("elementwise", elementwise, tuple(mean1.shape))
-    sums = output("rows", rows, rows_shape)
-    workspace = None
-    if sums is not None:
-        nbytes = require_harness().gaussian_kl_fwd_workspace(FLOAT_NAMES[mean1.dtype], n_rows,
-                                                             cols)
-        if nbytes > 0:
-            workspace = torch.empty(nbytes, dtype=torch.uint8, device=mean1.device)
+    elem, sums, workspace = _row_sum_outputs(mean1, elementwise, rows, (n_rows, cols, rows_shape),
+                                             require_harness().gaussian_kl_fwd_workspace)
     _call("gaussian_kl_fwd", FLOAT_NAMES[mean1.dtype], n_rows, cols, _ptr(mean1), _ptr(logvar1),
           _ptr(mean2), _ptr(logvar2), _ptr(elem), _ptr(sums), _ptr(workspace), _stream())
     return elem, sums
