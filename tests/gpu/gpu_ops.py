@@ -5,8 +5,8 @@ Each wrapper checks its tensors (CUDA, one device, contiguous, dtype), allocates
 torch, queues the launch on torch's current stream and returns torch tensors. The semantics are the
 launchers' (csrc/kernels/softmax_ce.h, kl.h, binary.h, gaussian_kl.h): per-row outputs in the
 accumulation dtype (float64 for float64 inputs, float32 otherwise), gradients in the input dtype,
-an upstream gradient of None treated as zero, and no host synchronisation. A bad hard label is not an exception on the
-GPU: its row comes back NaN.
+an upstream gradient of None treated as zero, and no host synchronisation. A bad hard label is
+not an exception on the GPU: its row comes back NaN.
 
 Used by tests/gpu and benchmarks/gpu; imports neither Paddle nor paddle_ops. The harness module is
 looked up in $PADDLE_OPS_GPU_HARNESS_DIR, else in build/gpu of this repository.
