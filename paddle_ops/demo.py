@@ -358,8 +358,7 @@ def _serve(conn, impl):
             with paddle.no_grad():
                 check = LOSSES[other](logits, teacher, labels, keep, cfg.temperature,
                                       cfg.alpha)[0]
-            monitor.record(i + 1, ms=ms, loss_ms=loss_ms, other_loss=check)
-            record = monitor.rows[-1]
+            record = monitor.record(i + 1, ms=ms, loss_ms=loss_ms, other_loss=check)
             if i == cfg.steps - 1:
                 record["peak_mb"] = memory.peak_mb()
             conn.send(("step", record))

@@ -55,7 +55,7 @@ class TrainingMonitor:
     ``CrossEntropyStats`` its ``accuracy`` and ``mean_entropy`` (recorded as ``accuracy`` and
     ``entropy``), plus any other named scalars. A record with the step of the previous one
     extends that row (a later value of the same name replaces the earlier). Values are read into
-    Python floats when recorded.
+    Python floats when recorded; ``record`` returns (a copy of) the row as it now stands.
     """
 
     def __init__(self):
@@ -91,6 +91,7 @@ class TrainingMonitor:
             self._rows[-1].update(values)
         else:
             self._rows.append({"step": int(step), **values})
+        return dict(self._rows[-1])
 
     @property
     def rows(self):

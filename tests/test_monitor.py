@@ -32,7 +32,11 @@ def test_record_csv_and_png(tmp_path):
     for step in range(3):
         loss, stats = POF.cross_entropy(logits * (step + 1), labels, return_stats=True)
         m.record(step, loss=loss, stats=stats, lr=0.1 / (step + 1))
-    m.record(2, eval_loss=np.float32(0.5))  # same step: the same row
+    row = m.record(2, eval_loss=np.float32(0.5))  # same step: the same row, returned
+    assert row == {"step": 2, "loss": float(loss), "accuracy": float(stats.accuracy),
+                   "entropy": float(stats.mean_entropy), "lr": 0.1 / 3, "eval_loss": 0.5}
+    row["loss"] = -1.0  # a copy: the monitor keeps its own
+    assert m.rows[-1]["loss"] == m.history("loss")[1][2] != -1.0
     assert len(m) == 3
     assert m.names == ["loss", "accuracy", "entropy", "lr", "eval_loss"]
     steps, acc = m.history("accuracy")
