@@ -166,7 +166,7 @@ struct BlockGroup {
   // thread gets the result. The leading barrier lets the shared buffer be reused by the next call.
   template <typename S, typename M>
   __device__ S reduce(S v, M merge, const S& identity) const {
-    __shared__ alignas(16) unsigned char raw[32 * sizeof(S)];
+    alignas(16) __shared__ unsigned char raw[32 * sizeof(S)];
     S* buf = reinterpret_cast<S*>(raw);
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;

@@ -1,0 +1,403 @@
+// The fiber scheduler behind cuda_runtime.h (see there for what is emulated and what is not).
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+#include "cuda_runtime.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CUDA_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CUDA_EMU_ASAN 1
+#endif
+#endif
+#if defined(CUDA_EMU_ASAN)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+namespace cuda_emu {
+namespace {
+
+// Per fiber. The kernels' frames are small (a few 16-byte vectors per thread), but ASan's
+// redzones make every frame larger; a guard page below each stack turns an overflow into a crash.
+constexpr std::size_t kStackBytes = std::size_t{256} << 10;
+constexpr int kMaxBlockThreads = 1024;
+constexpr unsigned kMaxGridX = 0x7fffffffu;
+constexpr unsigned kMaxGridYZ = 65535;
+
+struct Fiber {
+  ucontext_t context;
+  uint3 tid{0, 0, 0};
+  int linear = 0;
+  bool done = false;
+  // The barrier this fiber waits at (nullptr while running): named in a deadlock report.
+  const char* waiting = nullptr;
+  // Shuffles this lane has done; its parity picks the warp's exchange buffer (see shuffle).
+  uint64_t shuffles = 0;
+  char* stack = nullptr;
+  void* fake_stack = nullptr;  // ASan's, while switched out
+};
+
+struct Warp {
+  int size = 0;
+  int arrived = 0;
+  uint64_t generation = 0;
+  uint64_t slots[2][32] = {};
+  int widths[2][32] = {};
+};
+
+struct Block {
+  dim3 grid;
+  dim3 dims;
+  uint3 idx{0, 0, 0};
+  int threads = 0;
+  int arrived = 0;
+  uint64_t generation = 0;
+  std::vector<Warp> warps;
+  const std::function<void()>* body = nullptr;
+  // Set whenever a fiber arrives at or passes a barrier, or returns: a whole round of resumes
+  // without it means every live fiber waits at a barrier that can no longer complete.
+  bool progress = false;
+  std::string failure;
+};
+
+struct State {
+  std::vector<Fiber> fibers;
+  Block block;
+  Fiber* current = nullptr;
+  ucontext_t scheduler;
+  const void* scheduler_stack = nullptr;
+  std::size_t scheduler_stack_size = 0;
+  void* scheduler_fake_stack = nullptr;
+  Order order = Order::kForward;
+  std::vector<Launch> log;
+  std::string last_failure;
+  cudaError_t last_error = cudaSuccess;
+
+  State() : fibers(kMaxBlockThreads) {
+    const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    const std::size_t each = kStackBytes + page;
+    void* mem = mmap(nullptr, each * kMaxBlockThreads, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED) {
+      std::perror("cuda_emu: mmap of the fiber stacks");
+      std::abort();
+    }
+    char* base = static_cast<char*>(mem);
+    for (int k = 0; k < kMaxBlockThreads; ++k) {
+      char* guard = base + each * static_cast<std::size_t>(k);
+      if (mprotect(guard, page, PROT_NONE) != 0) {
+        std::perror("cuda_emu: mprotect of a guard page");
+        std::abort();
+      }
+      fibers[static_cast<std::size_t>(k)].stack = guard + page;
+    }
+  }
+};
+
+State& state() {
+  static State s;
+  return s;
+}
+
+Fiber& running(const char* what) {
+  Fiber* f = state().current;
+  if (f == nullptr) {
+    std::fprintf(stderr, "cuda_emu: %s outside a kernel\n", what);
+    std::abort();
+  }
+  return *f;
+}
+
+// Back to the scheduler; returns when the scheduler resumes this fiber.
+void yield() {
+  State& s = state();
+  Fiber& f = *s.current;
+#if defined(CUDA_EMU_ASAN)
+  __sanitizer_start_switch_fiber(&f.fake_stack, s.scheduler_stack, s.scheduler_stack_size);
+#endif
+  swapcontext(&f.context, &s.scheduler);
+#if defined(CUDA_EMU_ASAN)
+  __sanitizer_finish_switch_fiber(f.fake_stack, &s.scheduler_stack, &s.scheduler_stack_size);
+#endif
+}
+
+// Ends the launch from inside a kernel: the scheduler sees the failure after this fiber's next
+// switch and never resumes any fiber of the block again.
+[[noreturn]] void fail(const std::string& why) {
+  State& s = state();
+  const Fiber& f = running("a failure");
+  std::ostringstream text;
+  text << "thread (" << f.tid.x << "," << f.tid.y << "," << f.tid.z << "): " << why;
+  if (s.block.failure.empty()) s.block.failure = text.str();
+  for (;;) yield();
+}
+
+void entry() {
+  State& s = state();
+  Fiber& f = *s.current;
+#if defined(CUDA_EMU_ASAN)
+  __sanitizer_finish_switch_fiber(nullptr, &s.scheduler_stack, &s.scheduler_stack_size);
+#endif
+  (*s.block.body)();
+  f.done = true;
+  s.block.progress = true;
+  // A finished fiber is never resumed; its stack is reset before the next block reuses it.
+  for (;;) yield();
+}
+
+void resume(Fiber& f) {
+  State& s = state();
+  s.current = &f;
+#if defined(CUDA_EMU_ASAN)
+  __sanitizer_start_switch_fiber(&s.scheduler_fake_stack, f.stack, kStackBytes);
+#endif
+  swapcontext(&s.scheduler, &f.context);
+#if defined(CUDA_EMU_ASAN)
+  __sanitizer_finish_switch_fiber(s.scheduler_fake_stack, nullptr, nullptr);
+#endif
+  s.current = nullptr;
+}
+
+void start(Fiber& f) {
+#if defined(CUDA_EMU_ASAN)
+  // A fiber abandoned inside its frames (finished, or stopped by a failure) left ASan's redzones
+  // of those frames poisoned.
+  __asan_unpoison_memory_region(f.stack, kStackBytes);
+#endif
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = f.stack;
+  f.context.uc_stack.ss_size = kStackBytes;
+  f.context.uc_link = nullptr;
+  makecontext(&f.context, entry, 0);
+  f.done = false;
+  f.waiting = nullptr;
+  f.shuffles = 0;
+  f.fake_stack = nullptr;
+}
+
+std::string describe_deadlock(const Block& b, const std::vector<Fiber>& fibers) {
+  std::ostringstream text;
+  int exited = 0;
+  int first_exited = -1;
+  for (int k = 0; k < b.threads; ++k) {
+    if (fibers[static_cast<std::size_t>(k)].done) {
+      if (first_exited < 0) first_exited = k;
+      ++exited;
+    }
+  }
+  text << "deadlock: no thread can pass its barrier";
+  if (exited > 0) {
+    text << "; " << exited << " threads have returned (the first: " << first_exited << ")";
+  }
+  int shown = 0;
+  for (int k = 0; k < b.threads && shown < 4; ++k) {
+    const Fiber& f = fibers[static_cast<std::size_t>(k)];
+    if (f.done || f.waiting == nullptr) continue;
+    text << "; thread " << k << " waits at " << f.waiting;
+    ++shown;
+  }
+  return text.str();
+}
+
+// Runs one block to completion; false (with b.failure set) when it fails.
+bool run_block(State& s) {
+  Block& b = s.block;
+  b.arrived = 0;
+  b.generation = 0;
+  b.failure.clear();
+  b.warps.assign(static_cast<std::size_t>((b.threads + 31) / 32), Warp{});
+  for (int k = 0; k < b.threads; ++k) {
+    Fiber& f = s.fibers[static_cast<std::size_t>(k)];
+    f.linear = k;
+    f.tid =
+        uint3{static_cast<unsigned>(k) % b.dims.x, static_cast<unsigned>(k) / b.dims.x % b.dims.y,
+              static_cast<unsigned>(k) / (b.dims.x * b.dims.y)};
+    b.warps[static_cast<std::size_t>(k / 32)].size += 1;
+    start(f);
+  }
+  int live = b.threads;
+  while (live > 0) {
+    b.progress = false;
+    for (int n = 0; n < b.threads; ++n) {
+      const int k = s.order == Order::kForward ? n : b.threads - 1 - n;
+      Fiber& f = s.fibers[static_cast<std::size_t>(k)];
+      if (f.done) continue;
+      resume(f);
+      if (!b.failure.empty()) return false;
+      if (f.done) --live;
+    }
+    if (live > 0 && !b.progress) {
+      b.failure = describe_deadlock(b, s.fibers);
+      return false;
+    }
+  }
+  return true;
+}
+
+void warp_barrier(Warp& w) {
+  State& s = state();
+  Fiber& f = *s.current;
+  s.block.progress = true;
+  const uint64_t generation = w.generation;
+  if (++w.arrived == w.size) {
+    w.arrived = 0;
+    ++w.generation;
+    return;
+  }
+  f.waiting = "a warp shuffle";
+  do {
+    yield();
+  } while (w.generation == generation);
+  f.waiting = nullptr;
+  s.block.progress = true;
+}
+
+}  // namespace
+
+const uint3& thread_idx() { return running("threadIdx").tid; }
+const uint3& block_idx() {
+  running("blockIdx");
+  return state().block.idx;
+}
+const dim3& block_dim() {
+  running("blockDim");
+  return state().block.dims;
+}
+const dim3& grid_dim() {
+  running("gridDim");
+  return state().block.grid;
+}
+
+void syncthreads() {
+  State& s = state();
+  Fiber& f = running("__syncthreads");
+  Block& b = s.block;
+  b.progress = true;
+  const uint64_t generation = b.generation;
+  if (++b.arrived == b.threads) {
+    b.arrived = 0;
+    ++b.generation;
+    return;
+  }
+  f.waiting = "__syncthreads";
+  do {
+    yield();
+  } while (b.generation == generation);
+  f.waiting = nullptr;
+  b.progress = true;
+}
+
+uint64_t shuffle(unsigned mask, uint64_t bits, Shuffle kind, int arg, int width) {
+  State& s = state();
+  Fiber& f = running("a warp shuffle");
+  if (mask != 0xffffffffu) fail("a shuffle with a partial mask (not emulated)");
+  if (width < 1 || width > 32 || (width & (width - 1)) != 0) {
+    fail("shuffle width " + std::to_string(width) + " is not a power of 2 in [1, 32]");
+  }
+  Warp& w = s.block.warps[static_cast<std::size_t>(f.linear / 32)];
+  const int lane = f.linear % 32;
+  if (w.size != 32) {
+    fail("a full-mask shuffle in a warp of " + std::to_string(w.size) + " threads");
+  }
+  // Two exchange buffers used alternately: a lane can only write a buffer again after the next
+  // barrier, which every lane reaches only after reading this one.
+  const int buffer = static_cast<int>(f.shuffles++ & 1u);
+  w.slots[buffer][lane] = bits;
+  w.widths[buffer][lane] = width;
+  warp_barrier(w);
+  const int segment = lane & ~(width - 1);
+  int src = lane;
+  if (kind == Shuffle::kIndex) {
+    src = segment + (arg & (width - 1));
+  } else if (arg >= 0 && lane - segment + arg < width) {
+    src = lane + arg;
+  }
+  if (w.widths[buffer][src] != width) {
+    fail("lanes " + std::to_string(lane) + " and " + std::to_string(src) +
+         " shuffle with different widths");
+  }
+  return w.slots[buffer][src];
+}
+
+void check_aligned(const void* p, std::size_t align, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % align != 0) {
+    std::ostringstream text;
+    text << what << " of " << p << ", not aligned to " << align << " bytes";
+    fail(text.str());
+  }
+}
+
+void set_order(Order order) { state().order = order; }
+
+const std::vector<Launch>& log() { return state().log; }
+
+void clear_log() {
+  State& s = state();
+  s.log.clear();
+  s.last_failure.clear();
+}
+
+const std::string& last_failure() { return state().last_failure; }
+
+void launch(const Config& c, const std::function<void()>& body) {
+  State& s = state();
+  s.log.push_back(Launch{c.grid, c.block, c.stream, false});
+  std::string invalid = c.invalid;
+  const uint64_t threads = uint64_t{c.block.x} * c.block.y * c.block.z;
+  if (threads == 0 || threads > kMaxBlockThreads || c.block.z > 64) {
+    invalid += "block (" + std::to_string(c.block.x) + "," + std::to_string(c.block.y) + "," +
+               std::to_string(c.block.z) + ") is not 1 to 1024 threads; ";
+  }
+  if (c.grid.x == 0 || c.grid.x > kMaxGridX || c.grid.y == 0 || c.grid.y > kMaxGridYZ ||
+      c.grid.z == 0 || c.grid.z > kMaxGridYZ) {
+    invalid += "grid (" + std::to_string(c.grid.x) + "," + std::to_string(c.grid.y) + "," +
+               std::to_string(c.grid.z) + ") is out of range; ";
+  }
+  if (!invalid.empty()) {
+    s.last_error = cudaErrorInvalidConfiguration;
+    s.last_failure = "invalid launch: " + invalid;
+    std::fprintf(stderr, "cuda_emu: %s\n", s.last_failure.c_str());
+    return;
+  }
+  Block& b = s.block;
+  b.grid = c.grid;
+  b.dims = c.block;
+  b.threads = static_cast<int>(threads);
+  b.body = &body;
+  for (unsigned z = 0; z < c.grid.z; ++z) {
+    for (unsigned y = 0; y < c.grid.y; ++y) {
+      for (unsigned x = 0; x < c.grid.x; ++x) {
+        b.idx = uint3{x, y, z};
+        if (!run_block(s)) {
+          std::ostringstream text;
+          text << "block (" << x << "," << y << "," << z << "), " << b.failure;
+          s.last_error = cudaErrorLaunchFailure;
+          s.last_failure = text.str();
+          std::fprintf(stderr, "cuda_emu: launch failed: %s\n", s.last_failure.c_str());
+          return;
+        }
+      }
+    }
+  }
+}
+
+void memset_async(void* p, int value, std::size_t bytes, cudaStream_t stream) {
+  state().log.push_back(Launch{dim3(), dim3(), stream, true});
+  std::memset(p, value, bytes);
+}
+
+}  // namespace cuda_emu
+
+cudaError_t cudaGetLastError() {
+  cuda_emu::State& s = cuda_emu::state();
+  const cudaError_t e = s.last_error;
+  s.last_error = cudaSuccess;
+  return e;
+}
