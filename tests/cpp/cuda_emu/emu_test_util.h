@@ -1,0 +1,138 @@
+// Helpers of the emulated CUDA kernel tests (test_*_cuda.cc in this directory): buffers that
+// start where the test wants (misaligned on purpose), the tolerance table, comparisons of a CUDA
+// launcher's outputs with the CPU launcher's, and the launch log's stream check.
+//
+// The CPU kernels are the reference here: each is checked against long-double references of its
+// own formulas in tests/cpp (test_softmax_ce.cc, test_kl.cc, ...). Both sides are compared with
+// the per-dtype tolerance table of the Python suites (tests/tolerances.py), the one that
+// tests/gpu uses against float64 references on a GPU.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "cuda_runtime.h"
+#include "dtypes.h"
+#include "test_util.h"
+
+namespace paddle_ops {
+namespace emu_test {
+
+using test_util::LD;
+
+// The stream the tests pass to every launcher; no launch or memset may go anywhere else.
+inline cudaStream_t test_stream() { return reinterpret_cast<cudaStream_t>(uintptr_t{0x7e57}); }
+
+// Every launch and memset since cuda_emu::clear_log() went to test_stream().
+inline ::testing::AssertionResult all_on_test_stream() {
+  for (const cuda_emu::Launch& l : cuda_emu::log()) {
+    if (l.stream != test_stream()) {
+      return ::testing::AssertionFailure()
+             << (l.memset ? "a memset" : "a launch") << " went to stream " << l.stream;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// n elements that start `offset` elements into their own heap block of exactly n + offset, so
+// that ASan reports a read or write past either end and offset 1 misaligns every 16-byte vector.
+template <typename E>
+class Buffer {
+ public:
+  explicit Buffer(int64_t n = 0, int64_t offset = 0)
+      : n_(n), offset_(offset), storage_(static_cast<std::size_t>(n + offset)) {}
+  E* data() { return n_ == 0 ? nullptr : storage_.data() + offset_; }
+  const E* data() const { return n_ == 0 ? nullptr : storage_.data() + offset_; }
+  E& operator[](int64_t i) { return storage_[static_cast<std::size_t>(offset_ + i)]; }
+  const E& operator[](int64_t i) const { return storage_[static_cast<std::size_t>(offset_ + i)]; }
+  int64_t size() const { return n_; }
+  void fill(E v) {
+    for (int64_t i = 0; i < n_; ++i) (*this)[i] = v;
+  }
+  // The elements, as a vector (for bitwise comparisons).
+  std::vector<E> values() const {
+    return std::vector<E>(storage_.begin() + offset_, storage_.end());
+  }
+
+ private:
+  int64_t n_;
+  int64_t offset_;
+  std::vector<E> storage_;
+};
+
+// tests/tolerances.py, per storage type: losses (and every fp32/fp64 accumulator output) and
+// gradients (stored in the input's type), each atol + rtol * |reference|.
+struct Tol {
+  LD atol;
+  LD rtol;
+};
+
+template <typename T>
+Tol loss_tol() {
+  if constexpr (std::is_same<T, double>::value) {
+    return {1e-10L, 1e-10L};
+  } else {
+    return {2e-5L, 2e-5L};
+  }
+}
+
+template <typename T>
+Tol grad_tol() {
+  if constexpr (std::is_same<T, double>::value) {
+    return {1e-12L, 1e-10L};
+  } else if constexpr (std::is_same<T, float>::value) {
+    return {1e-6L, 2e-5L};
+  } else if constexpr (std::is_same<T, fp16>::value) {
+    return {1e-6L, 1.0L / 1024};
+  } else {
+    return {1e-6L, 1.0L / 128};
+  }
+}
+
+// got[i] against want[i] for i < n (NaN matches NaN, an infinity the same infinity).
+template <typename E>
+::testing::AssertionResult close_all(const char* what, const E* got, const E* want, int64_t n,
+                                     Tol tol) {
+  test_util::Mismatches m;
+  for (int64_t i = 0; i < n; ++i) {
+    const LD w = test_util::value(want[i]);
+    m.check(what, i, test_util::value(got[i]), w, tol.atol + tol.rtol * std::fabs(w));
+  }
+  return m.result();
+}
+
+template <typename E>
+::testing::AssertionResult close_all(const char* what, const Buffer<E>& got,
+                                     const Buffer<E>& want, Tol tol) {
+  if (got.size() != want.size()) {
+    return ::testing::AssertionFailure() << what << ": sizes " << got.size() << " and "
+                                         << want.size();
+  }
+  return close_all(what, got.data(), want.data(), got.size(), tol);
+}
+
+// N(0, scale^2) values stored as T (rounded once).
+template <typename T>
+void fill_normal(Buffer<T>& b, uint32_t seed, double scale = 3.0) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> normal(0.0, scale);
+  for (int64_t i = 0; i < b.size(); ++i) b[i] = test_util::encode<T>(normal(gen));
+}
+
+// Runs `f` with the emulator resuming fibers in `order`, and restores the forward order.
+template <typename F>
+void in_order(cuda_emu::Order order, F&& f) {
+  cuda_emu::set_order(order);
+  f();
+  cuda_emu::set_order(cuda_emu::Order::kForward);
+}
+
+}  // namespace emu_test
+}  // namespace paddle_ops
