@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -47,24 +48,22 @@ template <typename E>
 class Buffer {
  public:
   explicit Buffer(int64_t n = 0, int64_t offset = 0)
-      : n_(n), offset_(offset), storage_(static_cast<std::size_t>(n + offset)) {}
-  E* data() { return n_ == 0 ? nullptr : storage_.data() + offset_; }
-  const E* data() const { return n_ == 0 ? nullptr : storage_.data() + offset_; }
+      : n_(n), offset_(offset), storage_(new E[static_cast<std::size_t>(n + offset)]()) {}
+  E* data() { return n_ == 0 ? nullptr : storage_.get() + offset_; }
+  const E* data() const { return n_ == 0 ? nullptr : storage_.get() + offset_; }
   E& operator[](int64_t i) { return storage_[static_cast<std::size_t>(offset_ + i)]; }
   const E& operator[](int64_t i) const { return storage_[static_cast<std::size_t>(offset_ + i)]; }
   int64_t size() const { return n_; }
   void fill(E v) {
     for (int64_t i = 0; i < n_; ++i) (*this)[i] = v;
   }
-  // The elements, as a vector (for bitwise comparisons).
-  std::vector<E> values() const {
-    return std::vector<E>(storage_.begin() + offset_, storage_.end());
-  }
+  // The elements, as a vector (for bitwise comparisons; not for bool).
+  std::vector<E> values() const { return std::vector<E>(data(), data() + n_); }
 
  private:
   int64_t n_;
   int64_t offset_;
-  std::vector<E> storage_;
+  std::unique_ptr<E[]> storage_;
 };
 
 // tests/tolerances.py, per storage type: losses (and every fp32/fp64 accumulator output) and
@@ -109,11 +108,11 @@ template <typename E>
 }
 
 template <typename E>
-::testing::AssertionResult close_all(const char* what, const Buffer<E>& got,
-                                     const Buffer<E>& want, Tol tol) {
+::testing::AssertionResult close_all(const char* what, const Buffer<E>& got, const Buffer<E>& want,
+                                     Tol tol) {
   if (got.size() != want.size()) {
-    return ::testing::AssertionFailure() << what << ": sizes " << got.size() << " and "
-                                         << want.size();
+    return ::testing::AssertionFailure()
+           << what << ": sizes " << got.size() << " and " << want.size();
   }
   return close_all(what, got.data(), want.data(), got.size(), tol);
 }

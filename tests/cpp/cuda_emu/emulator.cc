@@ -1,7 +1,9 @@
 // The fiber scheduler behind cuda_runtime.h (see there for what is emulated and what is not).
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
 
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +26,78 @@
 namespace cuda_emu {
 namespace {
 
+// ---- switching stacks ------------------------------------------------------------------------
+
+#if defined(__x86_64__)
+// Saves what the SysV ABI has a call preserve (rbx, rbp, r12-r15; the return address is on the
+// stack), stores the stack pointer to *save_sp, loads next_sp and returns into whatever that
+// stack saved. glibc's swapcontext also saves and restores the signal mask, a system call per
+// switch that was most of the emulator's time.
+extern "C" void cuda_emu_switch(void** save_sp, void* next_sp);
+asm(R"(
+  .text
+  .p2align 4
+  .type cuda_emu_switch, @function
+cuda_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size cuda_emu_switch, .-cuda_emu_switch
+)");
+
+struct Context {
+  void* sp = nullptr;
+};
+
+void switch_context(Context& from, const Context& to) { cuda_emu_switch(&from.sp, to.sp); }
+
+// A context that starts fn() on [stack, stack + bytes): the six registers cuda_emu_switch pops,
+// fn as the address its `ret` jumps to, and a slot where fn's own return address would be, so
+// that fn starts with the stack pointer 8 bytes below a 16-byte boundary, as after a call. fn
+// never returns.
+void make_context(Context& c, char* stack, std::size_t bytes, void (*fn)()) {
+  auto top = reinterpret_cast<uintptr_t>(stack + bytes) & ~uintptr_t{15};
+  void** sp = reinterpret_cast<void**>(top);
+  *--sp = nullptr;
+  *--sp = reinterpret_cast<void*>(fn);
+  for (int k = 0; k < 6; ++k) *--sp = nullptr;
+  c.sp = sp;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+
+void switch_context(Context& from, const Context& to) { swapcontext(&from.uc, &to.uc); }
+
+void make_context(Context& c, char* stack, std::size_t bytes, void (*fn)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = bytes;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, fn, 0);
+  // makecontext has put the stack into the saved registers; uc_stack is only a record of it.
+  // ASan's swapcontext interceptor clears the shadow of the target's uc_stack on every switch,
+  // which start() below does once, for the part that needs it.
+  c.uc.uc_stack.ss_sp = nullptr;
+  c.uc.uc_stack.ss_size = 0;
+}
+#endif
+
+// ---- the emulated device ---------------------------------------------------------------------
+
 // Per fiber. The kernels' frames are small (a few 16-byte vectors per thread), but ASan's
 // redzones make every frame larger; a guard page below each stack turns an overflow into a crash.
 constexpr std::size_t kStackBytes = std::size_t{256} << 10;
@@ -32,7 +106,7 @@ constexpr unsigned kMaxGridX = 0x7fffffffu;
 constexpr unsigned kMaxGridYZ = 65535;
 
 struct Fiber {
-  ucontext_t context;
+  Context context;
   uint3 tid{0, 0, 0};
   int linear = 0;
   bool done = false;
@@ -42,6 +116,9 @@ struct Fiber {
   uint64_t shuffles = 0;
   char* stack = nullptr;
   void* fake_stack = nullptr;  // ASan's, while switched out
+  // The stack pointer at this fiber's last switch, about: the frames above it may still be live
+  // when the fiber is abandoned (see start).
+  const char* last_switch_sp = nullptr;
 };
 
 struct Warp {
@@ -71,7 +148,7 @@ struct State {
   std::vector<Fiber> fibers;
   Block block;
   Fiber* current = nullptr;
-  ucontext_t scheduler;
+  Context scheduler;
   const void* scheduler_stack = nullptr;
   std::size_t scheduler_stack_size = 0;
   void* scheduler_fake_stack = nullptr;
@@ -119,10 +196,12 @@ Fiber& running(const char* what) {
 void yield() {
   State& s = state();
   Fiber& f = *s.current;
+  const char marker = 0;
+  f.last_switch_sp = &marker;
 #if defined(CUDA_EMU_ASAN)
   __sanitizer_start_switch_fiber(&f.fake_stack, s.scheduler_stack, s.scheduler_stack_size);
 #endif
-  swapcontext(&f.context, &s.scheduler);
+  switch_context(f.context, s.scheduler);
 #if defined(CUDA_EMU_ASAN)
   __sanitizer_finish_switch_fiber(f.fake_stack, &s.scheduler_stack, &s.scheduler_stack_size);
 #endif
@@ -158,7 +237,7 @@ void resume(Fiber& f) {
 #if defined(CUDA_EMU_ASAN)
   __sanitizer_start_switch_fiber(&s.scheduler_fake_stack, f.stack, kStackBytes);
 #endif
-  swapcontext(&s.scheduler, &f.context);
+  switch_context(s.scheduler, f.context);
 #if defined(CUDA_EMU_ASAN)
   __sanitizer_finish_switch_fiber(s.scheduler_fake_stack, nullptr, nullptr);
 #endif
@@ -168,14 +247,17 @@ void resume(Fiber& f) {
 void start(Fiber& f) {
 #if defined(CUDA_EMU_ASAN)
   // A fiber abandoned inside its frames (finished, or stopped by a failure) left ASan's redzones
-  // of those frames poisoned.
-  __asan_unpoison_memory_region(f.stack, kStackBytes);
+  // of the frames that were live at its last switch poisoned; every deeper frame had returned
+  // and unpoisoned its own. Only that part is unpoisoned (with a page of slack for yield's own
+  // frame and the switch's).
+  if (f.last_switch_sp != nullptr) {
+    const std::size_t page = 4096;
+    const char* low = f.last_switch_sp - page > f.stack ? f.last_switch_sp - page : f.stack;
+    __asan_unpoison_memory_region(low, static_cast<std::size_t>(f.stack + kStackBytes - low));
+  }
 #endif
-  getcontext(&f.context);
-  f.context.uc_stack.ss_sp = f.stack;
-  f.context.uc_stack.ss_size = kStackBytes;
-  f.context.uc_link = nullptr;
-  makecontext(&f.context, entry, 0);
+  f.last_switch_sp = nullptr;
+  make_context(f.context, f.stack, kStackBytes, entry);
   f.done = false;
   f.waiting = nullptr;
   f.shuffles = 0;
