@@ -5,6 +5,7 @@
 #include <ucontext.h>
 #endif
 
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -208,13 +209,21 @@ void yield() {
 }
 
 // Ends the launch from inside a kernel: the scheduler sees the failure after this fiber's next
-// switch and never resumes any fiber of the block again.
-[[noreturn]] void fail(const std::string& why) {
+// switch and never resumes any fiber of the block again. The message is formatted on the stack:
+// the abandoned frames are never unwound, so a heap string there would leak.
+[[noreturn]] __attribute__((format(printf, 1, 2))) void fail(const char* format, ...) {
   State& s = state();
   const Fiber& f = running("a failure");
-  std::ostringstream text;
-  text << "thread (" << f.tid.x << "," << f.tid.y << "," << f.tid.z << "): " << why;
-  if (s.block.failure.empty()) s.block.failure = text.str();
+  char why[256];
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(why, sizeof why, format, args);
+  va_end(args);
+  if (s.block.failure.empty()) {
+    char text[320];
+    std::snprintf(text, sizeof text, "thread (%u,%u,%u): %s", f.tid.x, f.tid.y, f.tid.z, why);
+    s.block.failure = text;
+  }
   for (;;) yield();
 }
 
@@ -381,12 +390,12 @@ uint64_t shuffle(unsigned mask, uint64_t bits, Shuffle kind, int arg, int width)
   Fiber& f = running("a warp shuffle");
   if (mask != 0xffffffffu) fail("a shuffle with a partial mask (not emulated)");
   if (width < 1 || width > 32 || (width & (width - 1)) != 0) {
-    fail("shuffle width " + std::to_string(width) + " is not a power of 2 in [1, 32]");
+    fail("shuffle width %d is not a power of 2 in [1, 32]", width);
   }
   Warp& w = s.block.warps[static_cast<std::size_t>(f.linear / 32)];
   const int lane = f.linear % 32;
   if (w.size != 32) {
-    fail("a full-mask shuffle in a warp of " + std::to_string(w.size) + " threads");
+    fail("a full-mask shuffle in a warp of %d threads", w.size);
   }
   // Two exchange buffers used alternately: a lane can only write a buffer again after the next
   // barrier, which every lane reaches only after reading this one.
@@ -402,17 +411,14 @@ uint64_t shuffle(unsigned mask, uint64_t bits, Shuffle kind, int arg, int width)
     src = lane + arg;
   }
   if (w.widths[buffer][src] != width) {
-    fail("lanes " + std::to_string(lane) + " and " + std::to_string(src) +
-         " shuffle with different widths");
+    fail("lanes %d and %d shuffle with different widths", lane, src);
   }
   return w.slots[buffer][src];
 }
 
 void check_aligned(const void* p, std::size_t align, const char* what) {
   if (reinterpret_cast<uintptr_t>(p) % align != 0) {
-    std::ostringstream text;
-    text << what << " of " << p << ", not aligned to " << align << " bytes";
-    fail(text.str());
+    fail("%s of %p, not aligned to %zu bytes", what, p, align);
   }
 }
 
