@@ -1,6 +1,6 @@
 # make demo   - install everything into .venv, build, run the demo
-# make test   - install, build, run the C++ tests (ASan + UBSan) and the Python tests, then
-#               check-cuda
+# make test   - install, build, run the C++ tests (ASan + UBSan; the CPU kernels once per ISA and
+#               the CUDA kernels on the CPU emulator) and the Python tests, then check-cuda
 # make check-cuda - compile and link the CUDA extension (sm_80, sm_90) without a GPU; skipped
 #               when nvcc is missing
 # make bench  - run the benchmarks and update benchmarks/results.csv
@@ -58,7 +58,7 @@ test-cpp: $(STAMP)
 	$(VENV)/bin/cmake -S . -B $(CPP_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DPADDLE_OPS_SANITIZE=ON
 	$(VENV)/bin/cmake --build $(CPP_BUILD) -j $(JOBS)
-	$(VENV)/bin/ctest --test-dir $(CPP_BUILD) --output-on-failure
+	$(VENV)/bin/ctest --test-dir $(CPP_BUILD) --output-on-failure -j $(JOBS)
 
 # The CUDA extension built against the installed Paddle (a CPU one in CI) into its own directory,
 # leaving the in-place CPU library alone: every .cu file for sm_80 and sm_90 with warnings as

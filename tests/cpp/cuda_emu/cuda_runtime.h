@@ -1,10 +1,15 @@
 // A CPU emulation of the part of CUDA that csrc/kernels/*.cu use, so that the CUDA kernels run
-// here, under ASan and UBSan, on a machine without a GPU (tests/cpp/cuda_emu/README.md).
+// here, under ASan and UBSan, on a machine without a GPU (README.md: "The CUDA kernels on a
+// CPU").
 //
 // CMake compiles each .cu file as C++ with this directory first on the include path, so that
 // `#include <cuda_runtime.h>` finds this header, after translate.cmake has rewritten the launch
-// syntax `k<<<grid, block, smem, stream>>>(args)` into
+// syntax `k<<<grid, block, smem, stream>>>(args)` of the .cu and .cuh files into
 // `k | ::cuda_emu::Config(grid, block, smem, stream) | ::cuda_emu::KernelArgs(args)` (same lines).
+// The operators below run the launch: `k | Config` binds the kernel to its shape, `| KernelArgs`
+// converts the arguments to the kernel's parameter types once and runs it. The CUDA runtime API
+// is only what the kernels call (cudaGetLastError, cudaMemsetAsync); anything else, a host
+// synchronisation included, does not compile.
 //
 // Every CUDA thread of a block is a fiber with its own stack; a block runs until every fiber has
 // returned, switching fibers only at __syncthreads() and warp shuffles, which are real barriers
