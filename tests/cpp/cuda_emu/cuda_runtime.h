@@ -41,7 +41,8 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-// One block runs at a time, so a function-local static is exactly one block's shared memory.
+// One block runs at a time, so a function-local static is exactly one block's shared memory
+// (except that it starts with what the previous block left, where a GPU's would be garbage).
 #define __shared__ static
 
 struct CUstream_st;
