@@ -205,6 +205,20 @@ def test_kl_div_shapes(shape, reduction):
     check_close(dy, ref_dy, gtol)
 
 
+@pytest.mark.parametrize("reduction", ROW_REDUCTIONS)
+def test_kl_div_empty_last_axis(reduction):
+    """[3, 0] inputs: rows of no elements sum to 0, as Paddle's sum and batchmean say, and the
+    mean of no elements is Paddle's NaN (the row sums were once left uninitialised)."""
+    x, y = leaf(np.zeros((3, 0)), "float32"), leaf(np.full((3, 0), 0.5), "float32")
+    loss = POF.kl_div(x, y, reduction=reduction)
+    theirs = paddle_builtin_kl_div(paddle.zeros([3, 0]), paddle.full([3, 0], 0.5),
+                                   reduction=reduction)
+    assert loss.shape == theirs.shape
+    np.testing.assert_array_equal(loss.numpy(), theirs.numpy())
+    loss.sum().backward()
+    assert list(x.grad.shape) == [3, 0]
+
+
 @pytest.mark.parametrize("dtype_id", DTYPE_IDS)
 def test_kl_div_label_stop_gradient(dtype_id):
     dtype, _, gtol = TOLERANCES[dtype_id]

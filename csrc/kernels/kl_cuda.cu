@@ -361,7 +361,9 @@ template <typename T, typename I>
 int kl_logits_fwd_cuda(const KLParams& p, const T* s, const T* t, const I* row_index,
                        acc_t<T>* loss, acc_t<T>* stats, GpuStream stream) {
   using namespace cuda;
-  if (p.rows() == 0 || p.classes == 0) return 0;
+  // Rows of no classes still get their loss and statistics (the reductions' identities, as on
+  // the CPU): the row kernels handle an empty row.
+  if (p.rows() == 0) return 0;
   const bool contig = p.inner == 1;
   const RowLaunch rl = pick_rows(p.rows(), p.classes, contig, kVec<T>);
   const dim3 grid(static_cast<unsigned>(rl.blocks));
@@ -384,10 +386,20 @@ int kl_logits_bwd_cuda(const KLParams& p, const T* s, const T* t, const I* row_i
                        GpuStream stream) {
   using namespace cuda;
   if (p.rows() == 0 || p.classes == 0 || (s_grad == nullptr && t_grad == nullptr)) return 0;
+  const int64_t bytes = p.rows() * p.classes * static_cast<int64_t>(sizeof(T));
+  if (loss_grad == nullptr) {
+    // A missing upstream gradient is zero, and so is every gradient, also where the divergence
+    // is not finite (the kernels' 0 * inf would be NaN).
+    for (T* g : {s_grad, t_grad}) {
+      if (g == nullptr) continue;
+      const cudaError_t e = cudaMemsetAsync(g, 0, bytes, stream);
+      if (e != cudaSuccess) return static_cast<int>(e);
+    }
+    return 0;
+  }
   if (p.mode == KLMode::kEntropy && t_grad != nullptr) {
     // There is no teacher; a requested gradient is still written (zeros).
-    const cudaError_t e =
-        cudaMemsetAsync(t_grad, 0, p.rows() * p.classes * sizeof(T), stream);
+    const cudaError_t e = cudaMemsetAsync(t_grad, 0, bytes, stream);
     if (e != cudaSuccess) return static_cast<int>(e);
     t_grad = nullptr;
   }
@@ -414,7 +426,12 @@ template <typename T>
 int kl_div_fwd_cuda(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,
                     acc_t<T>* loss_rows, GpuStream stream) {
   using namespace cuda;
-  if (p.rows == 0 || p.cols == 0) return 0;
+  if (p.rows == 0) return 0;
+  if (p.cols == 0) {
+    // Rows of no columns sum to 0.
+    if (loss_rows == nullptr) return 0;
+    return static_cast<int>(cudaMemsetAsync(loss_rows, 0, p.rows * sizeof(acc_t<T>), stream));
+  }
   if (loss_elem != nullptr) {
     constexpr int threads = 256;
     kl_div_elem_kernel<T><<<static_cast<unsigned>(flat_blocks(p.rows * p.cols, threads)), threads,

@@ -107,7 +107,8 @@ SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEParams& p, const T* logi
 // return the cudaError_t of the launch (0 = cudaSuccess). A hard label outside
 // [0, label_classes()) that is not ignore_index cannot be reported without a synchronisation, so
 // that row gets NaN for loss, lse and row_weight (any reduction that includes it is NaN) and a NaN
-// gradient row; the other rows are unaffected.
+// gradient row; the other rows are unaffected. A null loss_grad gives a zero gradient, every row
+// of it, as on the CPU.
 template <typename T, typename L>
 int softmax_ce_fwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
                         const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,

@@ -612,6 +612,12 @@ int softmax_ce_bwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* labe
                         const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
                         T* logits_grad, GpuStream stream) {
   if (p.rows() == 0 || p.classes == 0) return 0;
+  if (loss_grad == nullptr) {
+    // A missing upstream gradient is zero, and so is the gradient, also in rows the kernels
+    // would make NaN (0 times a NaN softmax, or a bad label's NaN row).
+    return static_cast<int>(cudaMemsetAsync(
+        logits_grad, 0, p.rows() * p.classes * static_cast<int64_t>(sizeof(T)), stream));
+  }
   if constexpr (std::is_integral<L>::value) {
     if (p.inner == 1 && p.classes > cuda::kWarpRowMax &&
         !(p.label_smoothing > 0 && weight != nullptr)) {

@@ -273,7 +273,10 @@ std::vector<paddle::Tensor> KLDivForward(const paddle::Tensor& x, const paddle::
   check_pair(x, y, "input", "label");
   const KLDivParams p = kl_div_params(x.shape(), log_target);
   const auto stat = acc_dtype(x.dtype());
-  auto loss = paddle::empty(kl_div_loss_shape(x.shape(), reduce_rows), stat, x.place());
+  const auto loss_shape = kl_div_loss_shape(x.shape(), reduce_rows);
+  // Rows of zero columns (shape [..., 0]) sum to 0; the kernels see no rows at all then.
+  if (p.rows == 0 && reduce_rows) return {paddle::full(loss_shape, 0, stat, x.place())};
+  auto loss = paddle::empty(loss_shape, stat, x.place());
   if (p.rows == 0) return {loss};
   dispatch_float(x.dtype(), "input", [&](auto tt) {
     using T = typename decltype(tt)::type;

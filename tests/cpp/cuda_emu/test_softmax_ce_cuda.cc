@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <random>
@@ -435,6 +436,41 @@ TYPED_TEST(SoftmaxCECuda, OutOfRangeLabelGivesANaNRowOnly) {
         }
       }
     }
+  }
+}
+
+// No upstream gradient (nullptr) is a zero one: every element of the gradient is +0, also in a
+// row with a NaN logit and in a row whose label is out of range, where a gradient computed as
+// 0 * (softmax - q) would be NaN. The CPU launcher does the same (tested in test_softmax_ce.cc).
+TYPED_TEST(SoftmaxCECuda, NullUpstreamGradientGivesZeros) {
+  using T = TypeParam;
+  for (const ShapeCase& s : {kShapes[0], kShapes[1]}) {
+    SCOPED_TRACE(s.name);
+    const SoftmaxCEParams p = shape(s.rows, s.classes);
+    Buffer<T> x = logits<T>(p, 44);
+    x[3] = encode<T>(kNaN);
+    Buffer<int64_t> y = hard_labels<int64_t>(p, 45);
+    y[1] = p.classes;
+    Buffer<acc_t<T>> lse = nan_filled<acc_t<T>>(p.rows(), 0);
+    Buffer<acc_t<T>> loss = nan_filled<acc_t<T>>(p.rows(), 0);
+    Buffer<acc_t<T>> rw = nan_filled<acc_t<T>>(p.rows(), 0);
+    ASSERT_EQ(softmax_ce_fwd_cuda(p, x.data(), y.data(), static_cast<const acc_t<T>*>(nullptr),
+                                  loss.data(), lse.data(), rw.data(), test_stream()),
+              0);
+    Buffer<T> grad = nan_filled<T>(p.rows() * p.classes, 0);
+    cuda_emu::clear_log();
+    ASSERT_EQ(softmax_ce_bwd_cuda(p, x.data(), y.data(), static_cast<const acc_t<T>*>(nullptr),
+                                  lse.data(), static_cast<const acc_t<T>*>(nullptr), grad.data(),
+                                  test_stream()),
+              0);
+    EXPECT_TRUE(all_on_test_stream());
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < grad.size(); ++i) {
+      uint64_t bits = 0;
+      std::memcpy(&bits, &grad[i], sizeof(T));
+      nonzero += bits != 0;
+    }
+    EXPECT_EQ(nonzero, 0);
   }
 }
 
