@@ -34,6 +34,12 @@ namespace paddle_ops {
 namespace {
 
 using emu_test::Buffer;
+using emu_test::dims;
+using emu_test::is_flat_launch;
+using emu_test::is_rows_launch;
+using emu_test::kernel_launches;
+using emu_test::on_device;
+using emu_test::Rows;
 using emu_test::close_all;
 using emu_test::grad_tol;
 using emu_test::loss_tol;
@@ -48,85 +54,6 @@ using test_util::value;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-// Runs one CUDA launcher call, which must return 0 (cudaSuccess) and queue all its work on the
-// test stream. The launch log is left for the caller's path checks.
-template <typename F>
-::testing::AssertionResult on_device(const std::string& what, F&& launch) {
-  cuda_emu::clear_log();
-  const int rc = launch();
-  if (rc != 0) {
-    return ::testing::AssertionFailure()
-           << what << " returned " << rc << ": " << cuda_emu::last_failure();
-  }
-  return emu_test::all_on_test_stream();
-}
-
-// The kernel launches (not the memsets) of the last on_device call.
-std::vector<cuda_emu::Launch> kernel_launches() {
-  std::vector<cuda_emu::Launch> out;
-  for (const cuda_emu::Launch& l : cuda_emu::log()) {
-    if (!l.memset) out.push_back(l);
-  }
-  return out;
-}
-
-std::string dims(const std::vector<cuda_emu::Launch>& launches) {
-  std::string s;
-  for (const cuda_emu::Launch& l : launches) {
-    s += "[grid (" + std::to_string(l.grid.x) + "," + std::to_string(l.grid.y) + "), block " +
-         std::to_string(l.block.x) + "] ";
-  }
-  return s;
-}
-
-// The row-sum launches of cuda_elementwise.cuh's plan_rows that a case is written for.
-enum class Rows { kLanes1, kLanes8, kLanes32, kBlock, kSplit };
-
-// Whether `launches` are the row-sum launches of `path` for a [rows, cols] problem: W lanes per
-// row in blocks of 256 threads (256 / W rows each), a block of 64 to 512 threads per row (of
-// `threads` when not 0), or a block of 256 threads per 8192-column segment followed by the
-// segments' sum in blocks of 4 warps.
-::testing::AssertionResult is_rows_launch(const std::vector<cuda_emu::Launch>& launches, Rows path,
-                                          int64_t rows, int64_t cols, unsigned threads) {
-  auto lanes = [&](int64_t w) {
-    return launches.size() == 1 && launches[0].block.x == 256 &&
-           launches[0].grid.x == static_cast<unsigned>((rows * w + 255) / 256);
-  };
-  bool ok = false;
-  switch (path) {
-    case Rows::kLanes1:
-      ok = lanes(1);
-      break;
-    case Rows::kLanes8:
-      ok = lanes(8);
-      break;
-    case Rows::kLanes32:
-      ok = lanes(32);
-      break;
-    case Rows::kBlock:
-      ok = launches.size() == 1 && launches[0].grid.x == static_cast<unsigned>(rows) &&
-           launches[0].block.x >= 64 && launches[0].block.x <= 512 &&
-           (threads == 0 || launches[0].block.x == threads);
-      break;
-    case Rows::kSplit:
-      ok = launches.size() == 2 && launches[0].block.x == 256 &&
-           launches[0].grid.x == static_cast<unsigned>(rows * ((cols + 8191) / 8192)) &&
-           launches[1].block.x == 128;
-      break;
-  }
-  if (ok) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << "not the row sums of this case's path: " << dims(launches);
-}
-
-// The flat elementwise loop: one launch of 256-thread blocks.
-::testing::AssertionResult is_flat_launch(const std::vector<cuda_emu::Launch>& launches) {
-  if (launches.size() == 1 && launches[0].block.x == 256 && launches[0].grid.y == 1) {
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure() << "not the flat loop: " << dims(launches);
-}
 
 // Row sums against the CPU's within the loss tolerance relative to the sum of the terms'
 // magnitudes, as tests/gpu/test_binary_cuda.py checks them: terms of both signs (alpha < 0)

@@ -33,6 +33,9 @@ namespace paddle_ops {
 namespace {
 
 using emu_test::Buffer;
+using emu_test::dims;
+using emu_test::kernel_launches;
+using emu_test::on_device;
 using emu_test::close_all;
 using emu_test::grad_tol;
 using emu_test::loss_tol;
@@ -47,33 +50,6 @@ using test_util::value;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-// Runs one CUDA launcher call, which must return 0 (cudaSuccess) and queue all its work on the
-// test stream. The launch log is left for the caller's path checks.
-template <typename F>
-::testing::AssertionResult on_device(const std::string& what, F&& launch) {
-  cuda_emu::clear_log();
-  const int rc = launch();
-  if (rc != 0) {
-    return ::testing::AssertionFailure()
-           << what << " returned " << rc << ": " << cuda_emu::last_failure();
-  }
-  return emu_test::all_on_test_stream();
-}
-
-// The kernel launches (not the memsets) of the last on_device call.
-std::vector<cuda_emu::Launch> kernel_launches() {
-  std::vector<cuda_emu::Launch> out;
-  for (const cuda_emu::Launch& l : cuda_emu::log()) {
-    if (!l.memset) out.push_back(l);
-  }
-  return out;
-}
-
-std::string dims(const cuda_emu::Launch& l) {
-  return "grid (" + std::to_string(l.grid.x) + "," + std::to_string(l.grid.y) + "), block " +
-         std::to_string(l.block.x);
-}
 
 // The launch shapes of cuda_rows.cuh that a case is written for.
 enum class Path { kThread, kWarp, kBlock };
