@@ -7,7 +7,9 @@
 // syntax `k<<<grid, block, smem, stream>>>(args)` of the .cu and .cuh files into
 // `k | ::cuda_emu::Config(grid, block, smem, stream) | ::cuda_emu::KernelArgs(args)` (same lines).
 // The operators below run the launch: `k | Config` binds the kernel to its shape, `| KernelArgs`
-// converts the arguments to the kernel's parameter types once and runs it. The CUDA runtime API
+// converts the arguments to the kernel's parameter types once and runs it. translate.cmake also
+// starts every kernel with a check of its block size against its __launch_bounds__
+// (launch_bounds below). The CUDA runtime API
 // is only what the kernels call (cudaGetLastError, cudaMemsetAsync); anything else, a host
 // synchronisation included, does not compile.
 //
@@ -40,6 +42,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+// translate.cmake turns every kernel's __launch_bounds__ into a launch_bounds() call.
 #define __launch_bounds__(...)
 // One block runs at a time, so a function-local static is exactly one block's shared memory
 // (except that it starts with what the previous block left, where a GPU's would be garbage).
@@ -85,6 +88,14 @@ enum class Shuffle { kIndex, kDown };
 // Exchanges `bits` across the calling warp (every lane must take part) and returns the bits of
 // the source lane that `kind`, `arg` and `width` select, as __shfl_sync / __shfl_down_sync do.
 uint64_t shuffle(unsigned mask, uint64_t bits, Shuffle kind, int arg, int width);
+
+// Called first in every kernel (translate.cmake adds the call): the block must have at most
+// `declared` threads, the kernel's __launch_bounds__, or 256 threads when it declares none
+// (declared = 0). Without the bound ptxas may give each thread up to 255 registers, and a block
+// only surely fits the 64K registers of an SM at 256 threads; with it, ptxas keeps the registers
+// within what a block of `declared` threads may use. A larger block fails to launch on a GPU
+// ("too many resources requested"); here it is a failed launch too.
+void launch_bounds(int declared);
 
 // Checks a __ldg address: reported as a failed launch when it is not aligned to `align`.
 void check_aligned(const void* p, std::size_t align, const char* what);

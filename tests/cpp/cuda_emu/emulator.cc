@@ -416,6 +416,20 @@ uint64_t shuffle(unsigned mask, uint64_t bits, Shuffle kind, int arg, int width)
   return w.slots[buffer][src];
 }
 
+void launch_bounds(int declared) {
+  running("a kernel");
+  const int threads = state().block.threads;
+  if (declared > 0 && threads > declared) {
+    fail("a block of %d threads, over the kernel's __launch_bounds__(%d)", threads, declared);
+  }
+  if (declared <= 0 && threads > 256) {
+    fail(
+        "a block of %d threads for a kernel without __launch_bounds__ (up to 255 registers "
+        "per thread: only blocks of up to 256 threads surely launch)",
+        threads);
+  }
+}
+
 void check_aligned(const void* p, std::size_t align, const char* what) {
   if (reinterpret_cast<uintptr_t>(p) % align != 0) {
     fail("%s of %p, not aligned to %zu bytes", what, p, align);

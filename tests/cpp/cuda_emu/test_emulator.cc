@@ -190,3 +190,31 @@ TEST(CudaEmu, TheLogRecordsEachLaunchesShapeAndStream) {
   EXPECT_TRUE(cuda_emu::log()[1].memset);
   EXPECT_EQ(cuda_emu::log()[1].stream, stream);
 }
+
+namespace {
+
+// What translate.cmake makes of `__global__ void __launch_bounds__(64) k(...)`, and of a kernel
+// without the bound (declared = 0).
+__global__ void bounded_kernel(int declared, int* out) {
+  cuda_emu::launch_bounds(declared);
+  out[threadIdx.x] = 1;
+}
+
+}  // namespace
+
+TEST(CudaEmu, BlocksLargerThanTheKernelsLaunchBoundsFail) {
+  std::vector<int> out(512, 0);
+  bounded_kernel | cuda_emu::Config(1, 64) | cuda_emu::KernelArgs(64, out.data());
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << cuda_emu::last_failure();
+  bounded_kernel | cuda_emu::Config(1, 128) | cuda_emu::KernelArgs(64, out.data());
+  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
+  EXPECT_NE(cuda_emu::last_failure().find("__launch_bounds__(64)"), std::string::npos)
+      << cuda_emu::last_failure();
+  // no bound: 256 threads launch whatever the register count, 512 may not
+  bounded_kernel | cuda_emu::Config(1, 256) | cuda_emu::KernelArgs(0, out.data());
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << cuda_emu::last_failure();
+  bounded_kernel | cuda_emu::Config(1, 512) | cuda_emu::KernelArgs(0, out.data());
+  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
+  EXPECT_NE(cuda_emu::last_failure().find("without __launch_bounds__"), std::string::npos)
+      << cuda_emu::last_failure();
+}

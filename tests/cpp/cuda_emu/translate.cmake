@@ -2,6 +2,7 @@
 # Rewrites CUDA's launch syntax into C++ that cuda_runtime.h (this directory) implements:
 #   k<<<grid, block, smem, stream>>>(args)  ->
 #   k | ::cuda_emu::Config(grid, block, smem, stream) | ::cuda_emu::KernelArgs(args)
+# and adds the launch-bounds check below to every kernel.
 # Line breaks are kept and a #line directive names the original file, so compiler messages and
 # sanitizer reports point into the .cu source. Fails when the <<< and >>>( counts differ.
 file(READ "${IN}" text)
@@ -14,4 +15,12 @@ if(NOT n_open EQUAL n_close)
 endif()
 string(REPLACE "<<<" " | ::cuda_emu::Config(" text "${text}")
 string(REPLACE ">>>(" ") | ::cuda_emu::KernelArgs(" text "${text}")
+# Every kernel (a line starting `__global__ void`) starts with a check of its block size against
+# what it declares: ::cuda_emu::launch_bounds(N) for __launch_bounds__(N), launch_bounds(0) for a
+# kernel that declares none (the body's first `{` ends the parameter list, which has no braces).
+string(REGEX REPLACE "\n__global__ void __launch_bounds__\\(([^)]*)\\)([^{]*)\\{"
+       "\n__cuda_emu_bounded__ void\\2{ ::cuda_emu::launch_bounds(\\1);" text "${text}")
+string(REGEX REPLACE "\n__global__ void ([^{]*)\\{"
+       "\n__global__ void \\1{ ::cuda_emu::launch_bounds(0);" text "${text}")
+string(REPLACE "__cuda_emu_bounded__" "__global__" text "${text}")
 file(WRITE "${OUT}" "#line 1 \"${IN}\"\n${text}")
