@@ -80,7 +80,10 @@ template <typename T>
 void kl_div_fwd_cpu(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,
                     acc_t<T>* loss_rows);
 
-// grad: [rows, cols] elementwise upstream gradient, or [rows] (one per row) when per_row.
+// grad: [rows, cols] elementwise upstream gradient, or [rows] (one per row) when per_row, or
+// nullptr, a zero upstream gradient: each element is then 0 times its local derivative, NaN where
+// that is not finite (x or y infinite or NaN), on the CPU and on CUDA alike; x_grad / y_grad
+// (either may be nullptr) are written completely.
 template <typename T>
 void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
                     bool per_row, T* x_grad, T* y_grad);

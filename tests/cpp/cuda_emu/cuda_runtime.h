@@ -18,9 +18,9 @@
 // here: a barrier that some thread of the block (or lane of the warp) never reaches is reported
 // as a failed launch instead of hanging, and a shuffle is refused unless all 32 lanes take part.
 // Blocks run one after another in grid order, launches in the order they are queued (one stream).
-// The fibers of a block resume in thread order or, with set_order(Order::kReverse), backwards:
-// code that reads shared memory or a shuffle's result without the barrier it needs sees a
-// different value in the two orders.
+// With set_order(Order::kReverse) the blocks run backwards and the fibers of a block resume
+// backwards: code that reads shared memory or a shuffle's result without the barrier it needs,
+// or two blocks writing one element, can give different values in the two orders.
 //
 // What this cannot see: the hardware's own numerics (exp2f here is the host's libm, not the
 // GPU's MUFU approximation), timing, and memory-model effects between blocks. Tolerances in the
@@ -44,8 +44,9 @@
 #define __forceinline__ inline
 // translate.cmake turns every kernel's __launch_bounds__ into a launch_bounds() call.
 #define __launch_bounds__(...)
-// One block runs at a time, so a function-local static is exactly one block's shared memory
-// (except that it starts with what the previous block left, where a GPU's would be garbage).
+// One block runs at a time, so a function-local static is exactly one block's shared memory;
+// translate.cmake registers each (shared_region below) so that every block finds it filled with
+// all-ones bytes, as a GPU's would be garbage.
 #define __shared__ static
 
 struct CUstream_st;
@@ -96,6 +97,10 @@ uint64_t shuffle(unsigned mask, uint64_t bits, Shuffle kind, int arg, int width)
 // within what a block of `declared` threads may use. A larger block fails to launch on a GPU
 // ("too many resources requested"); here it is a failed launch too.
 void launch_bounds(int declared);
+
+// Registers a __shared__ array (translate.cmake adds the call after each declaration): it is
+// filled with 0xff bytes now and before every later block.
+void shared_region(void* p, std::size_t bytes);
 
 // Checks a __ldg address: reported as a failed launch when it is not aligned to `align`.
 void check_aligned(const void* p, std::size_t align, const char* what);

@@ -24,6 +24,13 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
+#if defined(CUDA_EMU_ASAN)
+// ASan's fake stacks (detect_stack_use_after_return, on by default in newer compilers) would be
+// made per fiber and never freed: a finished or abandoned fiber never makes the final switch
+// that destroys its fake stack, and its locals would not live on the stack that start() resets.
+extern "C" const char* __asan_default_options() { return "detect_stack_use_after_return=0"; }
+#endif
+
 namespace cuda_emu {
 namespace {
 
@@ -145,8 +152,15 @@ struct Block {
   std::string failure;
 };
 
+struct SharedRegion {
+  void* p;
+  std::size_t bytes;
+};
+
 struct State {
   std::vector<Fiber> fibers;
+  // The __shared__ arrays met so far (translate.cmake registers each where it is declared).
+  std::vector<SharedRegion> shared;
   Block block;
   Fiber* current = nullptr;
   Context scheduler;
@@ -197,8 +211,7 @@ Fiber& running(const char* what) {
 void yield() {
   State& s = state();
   Fiber& f = *s.current;
-  const char marker = 0;
-  f.last_switch_sp = &marker;
+  f.last_switch_sp = static_cast<const char*>(__builtin_frame_address(0));
 #if defined(CUDA_EMU_ASAN)
   __sanitizer_start_switch_fiber(&f.fake_stack, s.scheduler_stack, s.scheduler_stack_size);
 #endif
@@ -300,6 +313,9 @@ std::string describe_deadlock(const Block& b, const std::vector<Fiber>& fibers) 
 // Runs one block to completion; false (with b.failure set) when it fails.
 bool run_block(State& s) {
   Block& b = s.block;
+  // A block's shared memory starts as garbage on a GPU: all-ones bytes here (NaN in every float
+  // type, -1 in every integer), so a read before the block's own write shows.
+  for (const SharedRegion& r : s.shared) std::memset(r.p, 0xff, r.bytes);
   b.arrived = 0;
   b.generation = 0;
   b.failure.clear();
@@ -436,6 +452,16 @@ void check_aligned(const void* p, std::size_t align, const char* what) {
   }
 }
 
+void shared_region(void* p, std::size_t bytes) {
+  State& s = state();
+  for (const SharedRegion& r : s.shared) {
+    if (r.p == p) return;
+  }
+  // First met in this block, by the first thread to reach the declaration, before any write.
+  std::memset(p, 0xff, bytes);
+  s.shared.push_back(SharedRegion{p, bytes});
+}
+
 void set_order(Order order) { state().order = order; }
 
 const std::vector<Launch>& log() { return state().log; }
@@ -444,6 +470,7 @@ void clear_log() {
   State& s = state();
   s.log.clear();
   s.last_failure.clear();
+  s.last_error = cudaSuccess;
 }
 
 const std::string& last_failure() { return state().last_failure; }
@@ -473,9 +500,15 @@ void launch(const Config& c, const std::function<void()>& body) {
   b.dims = c.block;
   b.threads = static_cast<int>(threads);
   b.body = &body;
-  for (unsigned z = 0; z < c.grid.z; ++z) {
-    for (unsigned y = 0; y < c.grid.y; ++y) {
-      for (unsigned x = 0; x < c.grid.x; ++x) {
+  // Blocks in grid order, or backwards with Order::kReverse: a result that depends on the order
+  // in which blocks run (two blocks writing one element) differs between the two.
+  const bool reverse = s.order == Order::kReverse;
+  for (unsigned zi = 0; zi < c.grid.z; ++zi) {
+    for (unsigned yi = 0; yi < c.grid.y; ++yi) {
+      for (unsigned xi = 0; xi < c.grid.x; ++xi) {
+        const unsigned x = reverse ? c.grid.x - 1 - xi : xi;
+        const unsigned y = reverse ? c.grid.y - 1 - yi : yi;
+        const unsigned z = reverse ? c.grid.z - 1 - zi : zi;
         b.idx = uint3{x, y, z};
         if (!run_block(s)) {
           std::ostringstream text;

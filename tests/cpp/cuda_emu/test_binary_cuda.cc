@@ -34,17 +34,18 @@ namespace paddle_ops {
 namespace {
 
 using emu_test::Buffer;
+using emu_test::close_all;
 using emu_test::dims;
+using emu_test::grad_tol;
 using emu_test::is_flat_launch;
 using emu_test::is_rows_launch;
 using emu_test::kernel_launches;
+using emu_test::loss_tol;
 using emu_test::on_device;
 using emu_test::Rows;
-using emu_test::close_all;
-using emu_test::grad_tol;
-using emu_test::loss_tol;
 using emu_test::test_stream;
 using emu_test::Tol;
+using emu_test::unwritten;
 using test_util::encode;
 using test_util::FloatTypes;
 using test_util::LD;
@@ -226,8 +227,8 @@ struct Outputs {
         d_rows(n, offset),
         d_elem(n, offset),
         d_none(n, offset) {
-    for (Buffer<A>* b : {&elem, &rows, &elem_only, &rows_only}) b->fill(static_cast<A>(kNaN));
-    for (Buffer<T>* b : {&d_rows, &d_elem, &d_none}) b->fill(encode<T>(kNaN));
+    for (Buffer<A>* b : {&elem, &rows, &elem_only, &rows_only}) b->fill(unwritten<A>());
+    for (Buffer<T>* b : {&d_rows, &d_elem, &d_none}) b->fill(unwritten<T>());
   }
 };
 

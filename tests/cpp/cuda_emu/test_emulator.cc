@@ -218,3 +218,43 @@ TEST(CudaEmu, BlocksLargerThanTheKernelsLaunchBoundsFail) {
   EXPECT_NE(cuda_emu::last_failure().find("without __launch_bounds__"), std::string::npos)
       << cuda_emu::last_failure();
 }
+
+namespace {
+
+// Thread 0 of each block reads its shared slot before writing it (what a kernel must never
+// rely on), registered as translate.cmake registers every __shared__ array.
+__global__ void shared_start_kernel(int* first_read) {
+  __shared__ int slot[1];
+  cuda_emu::shared_region(slot, sizeof(slot));
+  if (threadIdx.x == 0) {
+    first_read[blockIdx.x] = slot[0];
+    slot[0] = 7;
+  }
+}
+
+// Every block writes its index to one element: the last block to run wins.
+__global__ void last_block_kernel(unsigned* out) {
+  if (threadIdx.x == 0) *out = blockIdx.x;
+}
+
+}  // namespace
+
+TEST(CudaEmu, EveryBlocksSharedMemoryStartsAsAllOnes) {
+  std::vector<int> first_read(3, 0);
+  shared_start_kernel | cuda_emu::Config(3, 32) | cuda_emu::KernelArgs(first_read.data());
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess) << cuda_emu::last_failure();
+  // not the 7 the previous block left
+  for (int b = 0; b < 3; ++b) EXPECT_EQ(first_read[static_cast<std::size_t>(b)], -1) << b;
+}
+
+TEST(CudaEmu, ReverseOrderAlsoRunsTheBlocksBackwards) {
+  unsigned forward = 99;
+  unsigned reverse = 99;
+  last_block_kernel | cuda_emu::Config(dim3(4), 32) | cuda_emu::KernelArgs(&forward);
+  cuda_emu::set_order(Order::kReverse);
+  last_block_kernel | cuda_emu::Config(dim3(4), 32) | cuda_emu::KernelArgs(&reverse);
+  cuda_emu::set_order(Order::kForward);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess) << cuda_emu::last_failure();
+  EXPECT_EQ(forward, 3u);
+  EXPECT_EQ(reverse, 0u);
+}

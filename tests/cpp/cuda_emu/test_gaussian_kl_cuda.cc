@@ -36,17 +36,18 @@ namespace paddle_ops {
 namespace {
 
 using emu_test::Buffer;
+using emu_test::close_all;
 using emu_test::dims;
+using emu_test::grad_tol;
 using emu_test::is_flat_launch;
 using emu_test::is_rows_launch;
 using emu_test::kernel_launches;
+using emu_test::loss_tol;
 using emu_test::on_device;
 using emu_test::Rows;
-using emu_test::close_all;
-using emu_test::grad_tol;
-using emu_test::loss_tol;
 using emu_test::test_stream;
 using emu_test::Tol;
+using emu_test::unwritten;
 using test_util::encode;
 using test_util::FloatTypes;
 using test_util::LD;
@@ -173,7 +174,7 @@ struct Grads {
   Grads(const GaussCase& c, int64_t n) {
     for (size_t k = 0; k < 4; ++k) {
       d[k] = Buffer<T>(c.wanted[k] ? n : 0, c.out_offset);
-      d[k].fill(encode<T>(kNaN));
+      d[k].fill(unwritten<T>());
     }
   }
   GaussianKLGrads<T> out() {
@@ -205,7 +206,7 @@ struct Outputs {
         d_rows(c, n),
         d_elem(c, n),
         d_none(c, n) {
-    for (Buffer<A>* b : {&elem, &rows, &elem_only, &rows_only}) b->fill(static_cast<A>(kNaN));
+    for (Buffer<A>* b : {&elem, &rows, &elem_only, &rows_only}) b->fill(unwritten<A>());
   }
 };
 
@@ -434,10 +435,10 @@ TYPED_TEST(GaussianKlCuda, EmptyShapes) {
   using T = TypeParam;
   using A = acc_t<T>;
   Buffer<T> unread(1);
-  for (const bool prior : {false, true}) {
-    SCOPED_TRACE(prior ? "prior" : "standard normal");
+  for (const bool second_pair : {false, true}) {
+    SCOPED_TRACE(second_pair ? "with a second pair (logvar2)" : "against N(0, 1)");
     GaussianKLInputs<T> in;
-    if (prior) in.logvar2 = unread.data();
+    if (second_pair) in.logvar2 = unread.data();
     GaussianKLParams p;
     p.rows = 0;
     p.cols = 5;

@@ -38,9 +38,10 @@ class Mapped {
   E* data_ = nullptr;
 };
 
-// Two rows of 2^30 + 3 bf16 zeros: row 1 ends past element 2^31, where a 32-bit index wraps.
-// Every logit 0 gives lse = log C, loss = log C, and a gradient of 1/C except -(1 - 1/C) at the
-// label, which row 1 puts past 2^31.
+// Two rows of 2^30 + 3 bf16 logits, all 0 except row 1's target, 5, which lies past element
+// 2^31, where a 32-bit index wraps. lse = log C (row 1's e^5 changes it by 1.4e-7, below fp32's
+// resolution at 20.8), so loss = log C in row 0 and log C - 5 in row 1: the forward must read
+// the target where it is. The gradient is 1/C (2^-30 in bf16) except -1 at the labels.
 TEST(CudaEmuLargeIndex, DISABLED_Bf16SoftmaxCEOverTwoPow31Elements) {
   constexpr int64_t kClasses = (int64_t{1} << 30) + 3;
   SoftmaxCEParams p;
@@ -48,12 +49,14 @@ TEST(CudaEmuLargeIndex, DISABLED_Bf16SoftmaxCEOverTwoPow31Elements) {
   p.classes = kClasses;
   const int64_t n = p.rows() * kClasses;
   ASSERT_GT(n, int64_t{1} << 31);
-  const Mapped<bf16> x(n);
+  Mapped<bf16> x(n);
   Mapped<bf16> grad(n);
   ASSERT_NE(x.data(), nullptr);
   ASSERT_NE(grad.data(), nullptr);
   const int64_t label[2] = {5, kClasses - 2};
   ASSERT_GT(kClasses + label[1], int64_t{1} << 31);
+  constexpr float kTarget = 5.0f;
+  x.data()[kClasses + label[1]] = from_float<bf16>(kTarget);
   float loss[2] = {0, 0};
   float lse[2] = {0, 0};
   float rw[2] = {0, 0};
@@ -67,7 +70,7 @@ TEST(CudaEmuLargeIndex, DISABLED_Bf16SoftmaxCEOverTwoPow31Elements) {
     // fp32 sums of 2^30 ones in per-thread parts: exact within a thread, ~1e-7 relative after
     // the block's merge
     EXPECT_NEAR(lse[r], log_c, 1e-5) << "row " << r;
-    EXPECT_NEAR(loss[r], log_c, 1e-5) << "row " << r;
+    EXPECT_NEAR(loss[r], r == 0 ? log_c : log_c - kTarget, 1e-5) << "row " << r;
   }
   ASSERT_EQ(softmax_ce_bwd_cuda(p, x.data(), label, static_cast<const float*>(nullptr), lse, g,
                                 grad.data(), emu_test::test_stream()),

@@ -137,10 +137,11 @@ Buffer<A> upstream(int64_t rows, uint32_t seed) {
   return g;
 }
 
+// An output buffer before a launch: every element emu_test::unwritten (a marked NaN).
 template <typename E>
 Buffer<E> nan_filled(int64_t n, int64_t offset) {
   Buffer<E> b(n, offset);
-  b.fill(encode<E>(kNaN));
+  b.fill(emu_test::unwritten<E>());
   return b;
 }
 
@@ -153,6 +154,29 @@ struct CudaRun {
   Buffer<A> row_weight;
   Buffer<T> grad;
 };
+
+// The forward's launch is the one the shape names (cuda_rows.cuh's pick_rows, written out here):
+// a thread per row in blocks of 256 for strided rows, a warp per row in blocks of 4 warps up to
+// 2048 contiguous classes, a block of 64 to 1024 threads (a power of 2) per row above.
+::testing::AssertionResult forward_path(const SoftmaxCEParams& p) {
+  if (cuda_emu::log().empty()) return ::testing::AssertionFailure() << "no launch";
+  const cuda_emu::Launch& l = cuda_emu::log()[0];
+  const int64_t rows = p.rows();
+  const int64_t grid = l.grid.x;
+  const unsigned block = l.block.x;
+  bool ok = false;
+  if (p.inner > 1) {
+    ok = block == 256 && grid == (rows + 255) / 256;
+  } else if (p.classes <= 2048) {
+    ok = block == 128 && grid == (rows + 3) / 4;
+  } else {
+    ok = grid == rows && block >= 64 && block <= 1024 && (block & (block - 1)) == 0;
+  }
+  if (ok) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "forward launch grid " << l.grid.x << ", block " << l.block.x << " for " << rows
+         << " rows of " << p.classes << " classes (inner " << p.inner << ")";
+}
 
 template <typename T, typename L>
 CudaRun<T> run_cuda(const SoftmaxCEParams& p, const Buffer<T>& x, const Buffer<L>& y,
@@ -171,6 +195,9 @@ CudaRun<T> run_cuda(const SoftmaxCEParams& p, const Buffer<T>& x, const Buffer<L
             0)
       << cuda_emu::last_failure();
   EXPECT_TRUE(all_on_test_stream());
+  if (rows > 0 && p.classes > 0) {
+    EXPECT_TRUE(forward_path(p));
+  }
   return r;
 }
 

@@ -23,4 +23,24 @@ string(REGEX REPLACE "\n__global__ void __launch_bounds__\\(([^)]*)\\)([^{]*)\\{
 string(REGEX REPLACE "\n__global__ void ([^{]*)\\{"
        "\n__global__ void \\1{ ::cuda_emu::launch_bounds(0);" text "${text}")
 string(REPLACE "__cuda_emu_bounded__" "__global__" text "${text}")
+string(REGEX MATCHALL "__global__" kernels "${text}")
+string(REGEX MATCHALL "::cuda_emu::launch_bounds\\(" checked "${text}")
+list(LENGTH kernels n_kernels)
+list(LENGTH checked n_checked)
+if(NOT n_kernels EQUAL n_checked)
+  message(FATAL_ERROR "${IN}: ${n_kernels} __global__ but ${n_checked} kernels rewritten: every "
+                      "kernel must start a line with `__global__ void` and have a body")
+endif()
+# Every __shared__ array (`__shared__ <type> name[size];`) is registered with the emulator right
+# after its declaration, on the same line.
+string(REGEX REPLACE "(__shared__[^;]*[^A-Za-z0-9_])([A-Za-z_][A-Za-z0-9_]*)(\\[[^;]*\\]);"
+       "\\1\\2\\3; ::cuda_emu::shared_region(\\2, sizeof(\\2));" text "${text}")
+string(REGEX MATCHALL "__shared__" shared "${text}")
+string(REGEX MATCHALL "::cuda_emu::shared_region\\(" registered "${text}")
+list(LENGTH shared n_shared)
+list(LENGTH registered n_registered)
+if(NOT n_shared EQUAL n_registered)
+  message(FATAL_ERROR "${IN}: ${n_shared} __shared__ but ${n_registered} registered: write "
+                      "shared memory as `__shared__ <type> name[size];`")
+endif()
 file(WRITE "${OUT}" "#line 1 \"${IN}\"\n${text}")
