@@ -66,6 +66,12 @@ def parse_args(argv=None):
                                                "benchmarks/gpu/last_run.csv)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 30)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up repetitions (default 5)")
+    p.add_argument("--only", default=None,
+                   help="run only the cases whose 'op dtype' contains this text (e.g. "
+                        "'softmax_ce bfloat16'; for profiling one case under ncu)")
+    p.add_argument("--sweep", action="store_true",
+                   help="also time the block-per-row forward and full modes of CE and KL at "
+                        "every block size (64 to 1024 threads, harness set_row_block_threads)")
     args = p.parse_args(argv)
     if args.reps is None:
         args.reps = 5 if args.quick else 30
@@ -108,17 +114,24 @@ class Bench:
         self.tol = tolerances
         self.args = args
 
+    # GPU cycles of the spin kernel queued before each timed call (about 2 ms at 2 GHz).
+    SPIN_CYCLES = 4_000_000
+
     def time(self, fn, setup=None):
         """{'p20', 'p50', 'p80'} ms of fn(setup()) between two CUDA events, and the peak extra
         device memory (MB) of one call. setup runs before the start event, so only fn's kernels
-        (and any host launch gap inside fn) are timed; each repetition synchronises at its end
-        event, so repetitions never overlap."""
+        are timed; each repetition synchronises at its end event, so repetitions never overlap.
+        A spin kernel (torch.cuda._sleep) is queued before the start event, so that the host
+        queues all of fn's launches while the GPU is still busy: the events then time the GPU's
+        work without the host's launch gaps (Python, argument checks, autograd), for both
+        providers alike, as in training, where the host runs ahead of the GPU."""
         torch = self.torch
         times = []
         for i in range(self.args.warmup + self.args.reps):
             state = setup() if setup is not None else None
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
+            torch.cuda._sleep(self.SPIN_CYCLES)
             start.record()
             out = fn(state)
             end.record()
@@ -395,6 +408,64 @@ class Bench:
         print(f"  {loss} baseline: {name}")
         return torch_loss
 
+    # ---- block-size sweep ----
+
+    def sweep(self, op, dtype_name, shape, threads=(64, 128, 256, 512, 1024)):
+        """fwd and full of ours with every block-per-row size forced (0 = the shape's own choice,
+        first), after checking the forward's result of each size against the default's (the
+        reduction tree changes with the block, so to the fwd tolerance, not bitwise)."""
+        torch = self.torch
+        ops = self.ops
+        h = ops.require_harness()
+        dtype = getattr(torch, dtype_name)
+        rows, classes = shape
+        g = torch.Generator(device="cuda").manual_seed(4)
+        x = (torch.randn(shape, generator=g, device="cuda") * 3).to(dtype)
+        dtype_id = {"float32": "f32", "bfloat16": "bf16"}[dtype_name]
+        _, fwd_tol, _ = self.tol[dtype_id]
+        if op == "softmax_ce":
+            y = torch.randint(0, classes, (rows,), generator=g, device="cuda")
+
+            def fwd(_):
+                return ops.softmax_ce_fwd(x, y)
+
+            def full(_):
+                loss, lse, rw = ops.softmax_ce_fwd(x, y)
+                return ops.softmax_ce_bwd(x, y, lse, rw)
+        else:
+            t = (torch.randn(shape, generator=g, device="cuda") * 2).to(dtype)
+
+            def fwd(_):
+                return ops.kl_logits_fwd(x, t, mode="forward")
+
+            def full(_):
+                loss, stats = ops.kl_logits_fwd(x, t, mode="forward")
+                return ops.kl_logits_bwd(x, t, stats, loss, mode="forward", t_grad=False)
+
+        # Logit-sized tensors an ideal kernel moves: CE reads x (fwd), then x again and writes
+        # its gradient; KL reads s and t, then both again and writes the student's gradient.
+        n = rows * classes * x.element_size()
+        tensors = {"fwd": 1, "full": 3} if op == "softmax_ce" else {"fwd": 2, "full": 5}
+        out = []
+        try:
+            base = None
+            for block in (0,) + tuple(threads):
+                h.set_row_block_threads(block)
+                got = fwd(None)[0].double()
+                if base is None:
+                    base = got
+                else:
+                    torch.testing.assert_close(got, base, atol=fwd_tol[0], rtol=fwd_tol[1],
+                                               msg=lambda m: f"{op} with {block} threads: {m}")
+                provider = OURS if block == 0 else f"{OURS}_threads{block}"
+                for mode, fn in (("fwd", fwd), ("full", full)):
+                    out.append({"op": f"{op}_sweep", "provider": provider, "mode": mode,
+                                "dtype": dtype_name, "shape": f"{rows}x{classes}",
+                                "stats": self.time(fn), "nbytes": n * tensors[mode]})
+        finally:
+            h.set_row_block_threads(0)
+        return out
+
     # ---- modes ----
 
     def modes(self, op, dtype_name, shape, nbytes, ours_fwd, ours_bwd, torch_fwd, torch_bwd):
@@ -451,10 +522,20 @@ def main(argv=None):
              ("bce_logits", "bfloat16", (rows_n, 8192)),
              ("bce_logits", "float32", (rows_n // 2, 1000)),
              ("sigmoid_focal", "float32", (rows_n, 8192))]
+    if args.sweep:
+        cases += [("sweep softmax_ce", "bfloat16", (rows_n, 128256)),
+                  ("sweep softmax_ce", "float32", (rows_n, 32000)),
+                  ("sweep kl_logits", "float32", (rows_n, 32000))]
+    if args.only:
+        cases = [c for c in cases if args.only in f"{c[0]} {c[1]}"]
     results, failed = [], []
     for op, dtype_name, shape in cases:
         label = f"{op} {dtype_name} {shape[0]}x{shape[1]}"
         try:
+            if op.startswith("sweep "):
+                results += bench.sweep(op.split()[1], dtype_name, shape)
+                print(f"swept {label}")
+                continue
             if op == "softmax_ce":
                 results += bench.ce_case(dtype_name, shape)
             elif op == "softmax_ce_stats":
@@ -479,7 +560,7 @@ def main(argv=None):
         "device": device, "timestamp": stamp, "version": f"torch {torch.__version__}"}]
     by_key = {}
     print()
-    print(f"{'op':<14}{'dtype':<10}{'shape':<13}{'mode':<6}{'provider':<12}{'p50 ms':>9}"
+    print(f"{'op':<18}{'dtype':<10}{'shape':<13}{'mode':<6}{'provider':<22}{'p50 ms':>9}"
           f"{'p20':>9}{'p80':>9}{'TB/s':>7}{'%copy':>7}{'%peak':>7}{'x torch':>9}")
     for r in results:
         st = r["stats"]
@@ -491,7 +572,7 @@ def main(argv=None):
         base = by_key.get((r["op"], BASELINE, r["mode"], r["dtype"], r["shape"]))
         speedup = base["stats"]["p50"] / st["p50"] if base and r["provider"] == OURS else None
         pct_peak = f"{100 * r['tbps'] / peak_tbps:6.1f}%" if peak_tbps else "     -"
-        print(f"{r['op']:<14}{r['dtype']:<10}{r['shape']:<13}{r['mode']:<6}{r['provider']:<12}"
+        print(f"{r['op']:<18}{r['dtype']:<10}{r['shape']:<13}{r['mode']:<6}{r['provider']:<22}"
               f"{st['p50']:9.3f}{st['p20']:9.3f}{st['p80']:9.3f}{r['tbps']:7.3f}"
               f"{100 * r['tbps'] / copy_tbps:6.1f}%{pct_peak}"
               f"{'' if speedup is None else f'{speedup:8.2f}x':>9}")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one prepared GPU check: on a fresh machine with one GPU, PyTorch, pybind11, nvcc and cmake
 # (no Paddle, no internet), from the repository root:
-#   bash benchmarks/gpu/check.sh            # or QUICK=1 for the benchmark's smoke mode
+#   bash benchmarks/gpu/check.sh            # or QUICK=1 for the benchmark's smoke mode,
+#                                           # SWEEP=1 for the block-size sweep, NCU=1 to profile
+#                                           # the CE forward with Nsight Compute
 # 1. prints the device; 2. builds the pybind11 harness over the CUDA launchers (build/gpu);
 # 3. runs tests/gpu alone (--confcutdir keeps tests/conftest.py, which imports Paddle, out);
 # 4. runs the benchmark. The benchmark runs even when tests fail; the script exits nonzero at the
@@ -68,8 +70,22 @@ begin "tests/gpu"
 "$PY" -m pytest tests/gpu --confcutdir=tests/gpu -p no:cacheprovider -q -rs --durations=10
 end "tests/gpu" $?
 
+if [ -n "${NCU:-}" ]; then
+  # One kernel profiled: the first forward_kernel launch, which is the cross-entropy forward on
+  # bf16 [8192, 128256] (the benchmark's first check); clocks left as the GPU sets them.
+  begin "profile"
+  NCU_BIN="$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu \
+    2> /dev/null | head -n 1)"
+  "${NCU_BIN:-ncu}" --clock-control none --kernel-name regex:forward_kernel --launch-count 1 \
+    --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
+    --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    "$PY" benchmarks/gpu/bench_gpu.py --only "softmax_ce bfloat16" --reps 1 --warmup 0 \
+    --csv "$BUILD_DIR/profile_run.csv"
+  end "profile" $?
+fi
+
 begin "benchmark"
-"$PY" benchmarks/gpu/bench_gpu.py --csv "$CSV" ${QUICK:+--quick}
+"$PY" benchmarks/gpu/bench_gpu.py --csv "$CSV" ${QUICK:+--quick} ${SWEEP:+--sweep}
 end "benchmark" $?
 
 echo

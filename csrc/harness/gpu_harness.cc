@@ -424,6 +424,14 @@ int gaussian_kl_bwd(const std::string& dtype, int64_t rows, int64_t cols, std::u
   });
 }
 
+// The block-per-row size for the benchmark's sweep (softmax_ce.h); 0 = from the shape.
+void set_row_block_threads(int threads) {
+  if (set_cuda_row_block_threads(threads) != 0) {
+    throw std::invalid_argument("row block threads must be 0 or a multiple of 32 in [64, 1024], "
+                                "got " + std::to_string(threads));
+  }
+}
+
 }  // namespace
 }  // namespace paddle_ops
 
@@ -446,4 +454,5 @@ PYBIND11_MODULE(paddle_ops_gpu_harness, m) {
   m.def("gaussian_kl_fwd_workspace", &gaussian_kl_fwd_workspace);
   m.def("gaussian_kl_fwd", &gaussian_kl_fwd);
   m.def("gaussian_kl_bwd", &gaussian_kl_bwd);
+  m.def("set_row_block_threads", &set_row_block_threads);
 }

@@ -8,8 +8,7 @@
 //   - rows strided in memory (class axis not last): one thread per row; consecutive threads take
 //     consecutive inner indices, so each class step is a coalesced read;
 //   - contiguous rows of at most kWarpRowMax classes: one warp per row;
-//   - longer contiguous rows: one block per row, 64 to 1024 threads, about kVecsPerThread 16-byte
-//     vectors per thread;
+//   - longer contiguous rows: one block per row, 64 to 1024 threads (BlockRule below);
 //   - elementwise backward of long contiguous rows: a 2-D grid (column tiles x rows).
 // Reductions have a fixed tree for a given launch shape, and the launch shape depends only on the
 // tensor shape, so results are bitwise reproducible run to run.
@@ -39,13 +38,29 @@ constexpr int kMaxRowThreads = 1024;
 constexpr int64_t kMaxGridX = 1 << 30;
 constexpr int64_t kMaxGridY = 65535;
 
-// exp(d) for the statistics' type. fp32: the hardware 2^x (MUFU.EX2 through exp2f, at most 2 ulp)
-// of d log2(e); the product rounds once, an absolute error of |d| * 2^-24 * log2(e) in the exponent,
-// i.e. a relative error below 2e-6 for the |d| <= 20 that carry weight in a softmax, and d is
-// always a difference x - shift formed first (exact when x is near the shift), never
+// exp(d) for the statistics' type. fp32: the hardware 2^x (MUFU.EX2, at most 2 ulp) of d log2(e);
+// the product rounds once, an absolute error of |d| * 2^-24 * log2(e) in the exponent, i.e. a
+// relative error below 2e-6 for the |d| <= 20 that carry weight in a softmax, and d is always a
+// difference x - shift formed first (exact when x is near the shift), never
 // x log2(e) - shift log2(e), which would lose |shift| * 2^-24 for large logits.
-__device__ __forceinline__ float dev_exp(float d) { return exp2f(d * 1.44269504088896341f); }
+// The .ftz form is one instruction; exp2f's IEEE form adds a compare and two multiplies per call
+// to produce subnormal results (d < -87.3), which is a third of the forward's per-element work.
+// Flushing them to 0 changes a softmax sum (>= 1, the max's own term) by less than 2^-126 per
+// term and a gradient element by less than 2^-126 absolute. The CUDA emulator of the C++ tests
+// compiles the host branch (the host's exp2f, subnormals kept).
+__device__ __forceinline__ float dev_exp2_ftz(float x) {
+#if defined(__CUDA_ARCH__)
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return exp2f(x);
+#endif
+}
+__device__ __forceinline__ float dev_exp(float d) { return dev_exp2_ftz(d * 1.44269504088896341f); }
 __device__ __forceinline__ double dev_exp(double d) { return exp(d); }
+__device__ __forceinline__ float dev_max(float a, float b) { return fmaxf(a, b); }
+__device__ __forceinline__ double dev_max(double a, double b) { return fmax(a, b); }
 __device__ __forceinline__ float dev_log(float x) { return logf(x); }
 __device__ __forceinline__ double dev_log(double x) { return log(x); }
 
@@ -234,9 +249,10 @@ struct Lse {
   // compute (m, s, sx) with the same operations.
   template <bool kSumX, int n, typename H>
   __device__ __forceinline__ void add(const A* v, H& hook) {
+    // fmax (one instruction; skips NaN): a NaN element still makes s NaN through its term below.
     A bm = v[0];
 #pragma unroll
-    for (int k = 1; k < n; ++k) bm = v[k] > bm ? v[k] : bm;
+    for (int k = 1; k < n; ++k) bm = dev_max(bm, v[k]);
     if (bm > m) {
       hook.rescale(m, s, bm);
       s *= dev_exp(m - bm);
@@ -452,9 +468,30 @@ inline int pow2_clamp(int64_t want, int lo, int hi) {
   return t;
 }
 
+// set_cuda_row_block_threads's value (softmax_ce.h): a benchmark's fixed block-per-row size, 0
+// for pick_rows's own choice. One variable for every .cu file of the library (C++17 inline).
+inline int row_block_threads_override = 0;
+
+// How a block-per-row launch sizes its blocks.
+//   kPerRowWork: enough threads that each takes about kVecsPerThread vectors, up to 1024 (the
+//     KL family, the cross-entropy backward's row kernels).
+//   kStreaming: kStreamThreads threads, each streaming a long share of its row, more only when
+//     too few rows are there to fill the GPU (kGpuThreads in flight) and never more than
+//     kPerRowWork would take (the cross-entropy forward). Measured on an H200 (benchmarks/gpu,
+//     bench_gpu.py --sweep, bf16 [8192, 128256]): 1024 threads took 0.66 ms, 512 0.54, 256 0.51,
+//     128 0.49, 64 0.50; fp32 [8192, 32000] 0.44 ms at 1024 threads, 0.28 at 128 and 256. With
+//     54 registers a 1024-thread block is the only one an SM holds (64K registers), so the SM
+//     idles at every block's reduction and start; 128-thread blocks overlap them. The KL forward
+//     measured the other way (0.81 ms at 1024 threads, 0.93 at 64 to 512) and keeps kPerRowWork.
+enum class BlockRule { kPerRowWork, kStreaming };
+constexpr int kStreamThreads = 128;
+// Threads an H100 or H200 holds at once (132 SMs x 2048), rounded to a power of 2.
+constexpr int64_t kGpuThreads = int64_t{1} << 18;
+
 // How the rows of a [rows, classes] problem are spread (see the top of this file). vec: elements
 // per 16-byte vector of the logits' type.
-inline RowLaunch pick_rows(int64_t rows, int64_t classes, bool contiguous, int vec) {
+inline RowLaunch pick_rows(int64_t rows, int64_t classes, bool contiguous, int vec,
+                           BlockRule rule = BlockRule::kPerRowWork) {
   if (!contiguous) {
     return {RowKind::kThread, kThreadRowsPerBlock,
             ceil_div(rows, kThreadRowsPerBlock) < kMaxGridX ? ceil_div(rows, kThreadRowsPerBlock)
@@ -464,8 +501,14 @@ inline RowLaunch pick_rows(int64_t rows, int64_t classes, bool contiguous, int v
     const int64_t b = ceil_div(rows, kWarpsPerBlock);
     return {RowKind::kWarp, 32 * kWarpsPerBlock, b < kMaxGridX ? b : kMaxGridX};
   }
-  const int threads =
+  const int per_row_work =
       pow2_clamp(ceil_div(classes, int64_t{vec} * kVecsPerThread), 64, kMaxRowThreads);
+  int threads = per_row_work;
+  if (rule == BlockRule::kStreaming) {
+    const int fill = pow2_clamp(ceil_div(kGpuThreads, rows), kStreamThreads, kMaxRowThreads);
+    threads = fill < per_row_work ? fill : per_row_work;
+  }
+  if (row_block_threads_override > 0) threads = row_block_threads_override;
   return {RowKind::kBlock, threads, rows < kMaxGridX ? rows : kMaxGridX};
 }
 

@@ -138,6 +138,14 @@ int softmax_ce_bwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* labe
                         const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
                         T* logits_grad, GpuStream stream);
 
+// Benchmark hook (CUDA build): the threads per block of every block-per-row launch of the
+// cross-entropy and KL families (rows over 2048 contiguous classes), process-wide; 0 restores the
+// choice from the shape (cuda_rows.cuh, pick_rows). For the block-size sweep of
+// benchmarks/gpu/bench_gpu.py (through the harness); the Paddle ops never set it. Returns
+// cudaErrorInvalidValue (and keeps the setting) unless threads is 0 or a multiple of 32 in
+// [64, 1024].
+int set_cuda_row_block_threads(int threads);
+
 // Explicit instantiations of both CPU launchers for every (T, L) pair the bindings use, in the
 // namespace where it is expanded (softmax_ce_cpu.cc and each per-ISA copy). Soft labels of 16-bit
 // logits may also come in fp32, so the target is not rounded.

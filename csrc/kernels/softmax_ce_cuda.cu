@@ -46,10 +46,11 @@ __device__ A weight_sum_of(const G& g, const SoftmaxCEParams& p, const A* weight
   return g.reduce(acc, AddSums{}, Sum1<A>{A(0)}).a;
 }
 
-// Online log-sum-exp of one row (with the sum of x for smoothing), every thread of g getting the
-// whole row's state.
+// Online log-sum-exp of this thread's share of one row (with the sum of x for smoothing); the
+// row's state is g.reduce(..., MergeLse{}, ...) of the shares (row_lse).
 template <bool kContig, typename T, typename G>
-__device__ Lse<acc_t<T>> row_lse(const G& g, const DRow<T, kContig>& x, int64_t n, bool sum_x) {
+__device__ Lse<acc_t<T>> thread_lse(const G& g, const DRow<T, kContig>& x, int64_t n,
+                                    bool sum_x) {
   using A = acc_t<T>;
   Lse<A> st = Lse<A>::identity();
   if constexpr (kContig) {
@@ -73,7 +74,13 @@ __device__ Lse<acc_t<T>> row_lse(const G& g, const DRow<T, kContig>& x, int64_t 
       }
     }
   }
-  return g.reduce(st, MergeLse{}, Lse<A>::identity());
+  return st;
+}
+
+// The whole row's state, in every thread of g.
+template <bool kContig, typename T, typename G>
+__device__ Lse<acc_t<T>> row_lse(const G& g, const DRow<T, kContig>& x, int64_t n, bool sum_x) {
+  return g.reduce(thread_lse(g, x, n, sum_x), MergeLse{}, Lse<acc_t<T>>::identity());
 }
 
 // ---- prediction statistics (the kStats forward) -------------------------------------------------
@@ -173,10 +180,10 @@ struct MergeLseStats {
   }
 };
 
-// row_lse with the statistics.
+// thread_lse with the statistics (reduced with MergeLseStats).
 template <bool kContig, typename T, typename G>
-__device__ LseStats<acc_t<T>> row_lse_stats(const G& g, const DRow<T, kContig>& x, int64_t n,
-                                            bool sum_x) {
+__device__ LseStats<acc_t<T>> thread_lse_stats(const G& g, const DRow<T, kContig>& x, int64_t n,
+                                               bool sum_x) {
   using A = acc_t<T>;
   LseStats<A> st = LseStats<A>::identity();
   if constexpr (kContig) {
@@ -200,7 +207,7 @@ __device__ LseStats<acc_t<T>> row_lse_stats(const G& g, const DRow<T, kContig>& 
       }
     }
   }
-  return g.reduce(st, MergeLseStats{}, LseStats<A>::identity());
+  return st;
 }
 
 // The statistics' per-row outputs (nullptr in the plain forward).
@@ -229,31 +236,38 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
   if constexpr (kHard<L>) {
     const int64_t y = static_cast<int64_t>(label[r]);
     const bool ignored = y == p.ignore_index;
-    if (!ignored && (y < 0 || y >= p.label_classes())) {
-      if (leader) {
-        write_nan_row(r, loss, lse, row_weight);
-        if constexpr (kStats) {
-          so.correct[r] = false;
-          so.entropy[r] = dev_nan<A>();
-        }
-      }
-      return;
-    }
+    const bool bad = !ignored && (y < 0 || y >= p.label_classes());
     const Smoothing<A> sm(p.label_smoothing, p.label_classes());
-    const A wsum = smooth && weight != nullptr && !ignored ? weight_sum_of(g, p, weight) : A(0);
     if (p.use_softmax) {
+      // Nothing before the row's read depends on the label: its load is in flight during the
+      // read, and a bad label is only acted on afterwards (its row is read for nothing). The
+      // target logit's load is issued after the read, so its latency overlaps the reduction.
+      const int64_t col = p.shard.total > 0 ? y - p.shard.offset : y;
+      const bool has_target = !ignored && !bad && 0 <= col && col < C;
       Lse<A> st;
+      A xy = A(0);
       if constexpr (kStats) {
-        const LseStats<A> ss = row_lse_stats(g, x, C, smooth);
+        LseStats<A> ss = thread_lse_stats(g, x, C, smooth);
+        if (leader && has_target) xy = x[col];
+        ss = g.reduce(ss, MergeLseStats{}, LseStats<A>::identity());
         st = ss.lse;
         if (leader) {
-          so.correct[r] = !ignored && ss.predicted() == y;
-          so.entropy[r] = ss.entropy();
+          so.correct[r] = !ignored && !bad && ss.predicted() == y;
+          so.entropy[r] = bad ? dev_nan<A>() : ss.entropy();
         }
       } else {
-        st = row_lse(g, x, C, smooth);
+        st = thread_lse(g, x, C, smooth);
+        if (leader && has_target) xy = x[col];
+        st = g.reduce(st, MergeLse{}, Lse<A>::identity());
       }
+      // Block-uniform (one label per row), so every thread of g takes the same branches.
+      const A wsum = smooth && weight != nullptr && !ignored && !bad
+                         ? weight_sum_of(g, p, weight) : A(0);
       if (!leader) return;
+      if (bad) {
+        write_nan_row(r, loss, lse, row_weight);
+        return;
+      }
       const A l = st.value();
       lse[r] = l;
       if (ignored) {
@@ -263,14 +277,12 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
       }
       if (p.shard.total > 0) {
         // The shard's target term on x_y [y in shard] + off sum_x (softmax_ce.h, "Class shards").
-        const int64_t col = y - p.shard.offset;
         A t = smooth ? sm.off * st.sx : A(0);
-        if (0 <= col && col < C) t += sm.on * x[col];
+        if (has_target) t += sm.on * xy;
         loss[r] = t;
         row_weight[r] = 1;
         return;
       }
-      const A xy = x[y];
       // sum_j q_j (lse - x_j) = on (lse - x_y) + off (C lse - sum_x), with off * C = eps.
       A ce = smooth ? sm.on * (l - xy) + static_cast<A>(p.label_smoothing) * l - sm.off * st.sx
                     : l - xy;
@@ -281,6 +293,11 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
       row_weight[r] = w;
       return;
     }
+    if (bad) {
+      if (leader) write_nan_row(r, loss, lse, row_weight);
+      return;
+    }
+    const A wsum = smooth && weight != nullptr && !ignored ? weight_sum_of(g, p, weight) : A(0);
     if (ignored) {
       if (leader) {
         loss[r] = 0;
@@ -530,11 +547,13 @@ __global__ void backward_grid_kernel(SoftmaxCEParams p, const T* logits, const L
   }
 }
 
-// Launches kernel<kContig, Group> for the row split that pick_rows chooses.
+// Launches kernel<kContig, Group> for the row split that pick_rows chooses (the forward
+// kernels stream their rows: BlockRule::kStreaming).
 template <template <bool, typename> class K, typename... Args>
-int launch_rows(const SoftmaxCEParams& p, int vec, GpuStream stream, Args... args) {
+int launch_rows(const SoftmaxCEParams& p, int vec, BlockRule rule, GpuStream stream,
+                Args... args) {
   const bool contig = p.inner == 1;
-  const RowLaunch rl = pick_rows(p.rows(), p.classes, contig, vec);
+  const RowLaunch rl = pick_rows(p.rows(), p.classes, contig, vec, rule);
   const dim3 grid(static_cast<unsigned>(rl.blocks));
   if (!contig) {
     K<false, ThreadGroup>::launch(grid, rl.threads, stream, p, args...);
@@ -576,8 +595,12 @@ int softmax_ce_fwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* labe
                         const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
                         acc_t<T>* row_weight, GpuStream stream) {
   if (p.rows() == 0 || p.classes == 0) return 0;
+  // Single-read rows stream; soft labels and probabilities read their rows twice and keep the
+  // fewer rows in flight of kPerRowWork, whose second read is more likely to hit L2.
+  const cuda::BlockRule rule = cuda::kHard<L> && p.use_softmax ? cuda::BlockRule::kStreaming
+                                                                : cuda::BlockRule::kPerRowWork;
   return cuda::launch_rows<cuda::Fwd<false, T, L>::template K>(
-      p, cuda::kVec<T>, stream, logits, label, weight, loss, lse, row_weight,
+      p, cuda::kVec<T>, rule, stream, logits, label, weight, loss, lse, row_weight,
       cuda::StatsOut<acc_t<T>>{nullptr, nullptr});
 }
 
@@ -593,7 +616,8 @@ int softmax_ce_fwd_stats_cuda(const SoftmaxCEParams& p, const T* logits, const L
   // unwritten for the means kernel to read (the Paddle op rejects them before this).
   if (p.classes == 0) return static_cast<int>(cudaErrorInvalidValue);
   return cuda::launch_rows<cuda::Fwd<true, T, L>::template K>(
-      p, cuda::kVec<T>, stream, logits, label, weight, loss, lse, row_weight,
+      p, cuda::kVec<T>, cuda::BlockRule::kStreaming, stream, logits, label, weight, loss, lse,
+      row_weight,
       cuda::StatsOut<acc_t<T>>{correct, entropy});
 }
 
@@ -627,8 +651,10 @@ int softmax_ce_bwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* labe
       return static_cast<int>(cudaGetLastError());
     }
   }
-  return cuda::launch_rows<cuda::Bwd<T, L>::template K>(p, cuda::kVec<T>, stream, logits, label,
-                                                         weight, lse, loss_grad, logits_grad);
+  return cuda::launch_rows<cuda::Bwd<T, L>::template K>(p, cuda::kVec<T>,
+                                                         cuda::BlockRule::kPerRowWork, stream,
+                                                         logits, label, weight, lse, loss_grad,
+                                                         logits_grad);
 }
 
 #define PO_INSTANTIATE_SOFTMAX_CE_CUDA(T, L)                                                     \
@@ -676,5 +702,13 @@ PO_INSTANTIATE_SOFTMAX_CE_CUDA(bf16, int32_t)
 PO_INSTANTIATE_SOFTMAX_CE_CUDA(bf16, int64_t)
 PO_INSTANTIATE_SOFTMAX_CE_CUDA(bf16, bf16)
 PO_INSTANTIATE_SOFTMAX_CE_CUDA(bf16, float)
+
+int set_cuda_row_block_threads(int threads) {
+  if (threads != 0 && (threads < 64 || threads > cuda::kMaxRowThreads || threads % 32 != 0)) {
+    return static_cast<int>(cudaErrorInvalidValue);
+  }
+  cuda::row_block_threads_override = threads;
+  return 0;
+}
 
 }  // namespace paddle_ops
