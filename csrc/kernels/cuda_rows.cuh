@@ -477,12 +477,14 @@ inline int row_block_threads_override = 0;
 //     KL family, the cross-entropy backward's row kernels).
 //   kStreaming: kStreamThreads threads, each streaming a long share of its row, more only when
 //     too few rows are there to fill the GPU (kGpuThreads in flight) and never more than
-//     kPerRowWork would take (the cross-entropy forward). Measured on an H200 (benchmarks/gpu,
-//     bench_gpu.py --sweep, bf16 [8192, 128256]): 1024 threads took 0.66 ms, 512 0.54, 256 0.51,
-//     128 0.49, 64 0.50; fp32 [8192, 32000] 0.44 ms at 1024 threads, 0.28 at 128 and 256. With
-//     54 registers a 1024-thread block is the only one an SM holds (64K registers), so the SM
-//     idles at every block's reduction and start; 128-thread blocks overlap them. The KL forward
-//     measured the other way (0.81 ms at 1024 threads, 0.93 at 64 to 512) and keeps kPerRowWork.
+//     kPerRowWork would take (the cross-entropy forward). Measured (bench_gpu.py --sweep, ms,
+//     H100 / H200), bf16 [8192, 128256]: 1024 threads 0.81 / 0.66, 512 0.70 / 0.54, 256
+//     0.70 / 0.51, 128 0.68 / 0.49, 64 0.70 / 0.50; fp32 [8192, 32000]: 1024 threads 0.49 / 0.43,
+//     128 0.37 / 0.28, 256 0.36 / 0.28. With 54 registers a 1024-thread block is the only one an
+//     SM holds (64K registers; Nsight Compute), so the SM idles through every block's reduction
+//     and start; 128-thread blocks overlap them. The KL forward measured the other way (fp32
+//     [8192, 32000]: 0.92 / 0.80 ms at 1024 threads, 1.33 / 0.93 at 64 to 512) and keeps
+//     kPerRowWork.
 enum class BlockRule { kPerRowWork, kStreaming };
 constexpr int kStreamThreads = 128;
 // Threads an H100 or H200 holds at once (132 SMs x 2048), rounded to a power of 2.
