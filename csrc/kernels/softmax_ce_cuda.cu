@@ -135,14 +135,22 @@ struct LseStats {
   // Adds elements j0 .. j0 + n - 1. Each thread sees its elements in increasing index order
   // (visit_rows and the strided loop both walk upwards), so a strict improvement keeps the
   // first index of a tie; threads' states are merged by index below.
+  // Per chunk, not per element: the chunk's largest non-NaN value cm (the max Lse::add also
+  // forms) replaces best only on a strict improvement (or as the first non-NaN value), and then
+  // arg is the first index holding cm. That is what the element-by-element rule gives (the
+  // running best rises to cm and stops at its first occurrence), with one compare per chunk
+  // instead of a compare and a 64-bit select per element.
   template <bool kSumX, int n>
   __device__ __forceinline__ void add(int64_t j0, const A* v) {
+    A cm = v[0];
 #pragma unroll
-    for (int k = 0; k < n; ++k) {
-      if (v[k] > best || (arg < 0 && v[k] == v[k])) {
-        best = v[k];
-        arg = j0 + k;
-      }
+    for (int k = 1; k < n; ++k) cm = dev_max(cm, v[k]);
+    if (cm > best || (arg < 0 && cm == cm)) {
+      int first = n - 1;
+#pragma unroll
+      for (int k = n - 2; k >= 0; --k) first = v[k] == cm ? k : first;
+      best = cm;
+      arg = j0 + first;
     }
     Hook h{t};
     lse.template add<kSumX, n>(v, h);
