@@ -42,12 +42,17 @@ constexpr int64_t kMaxGridY = 65535;
 // the product rounds once, an absolute error of |d| * 2^-24 * log2(e) in the exponent, i.e. a
 // relative error below 2e-6 for the |d| <= 20 that carry weight in a softmax, and d is always a
 // difference x - shift formed first (exact when x is near the shift), never
-// x log2(e) - shift log2(e), which would lose |shift| * 2^-24 for large logits.
-// The .ftz form is one instruction; exp2f's IEEE form adds a compare and two multiplies per call
-// to produce subnormal results (d < -87.3), which is a third of the forward's per-element work.
-// Flushing them to 0 changes a softmax sum (>= 1, the max's own term) by less than 2^-126 per
-// term and a gradient element by less than 2^-126 absolute. The CUDA emulator of the C++ tests
-// compiles the host branch (the host's exp2f, subnormals kept).
+// x log2(e) - shift log2(e), which would lose |shift| * 2^-24 for large logits. Two forms:
+//   dev_exp: exp2f's IEEE form, which keeps subnormal results (d < -87.3). The KL family's terms
+//     test p != 0 and q != 0 for masked classes (kl.h): a probability of 1e-40 must stay > 0
+//     there, as on the CPU.
+//   dev_exp_ftz: ex2.approx.ftz, one instruction where exp2f adds a compare and two multiplies
+//     (a third of the cross-entropy forward's per-element work); results below 2^-126 become 0.
+//     Only where that cannot matter: the online log-sum-exp's sums (at least 1, the max's own
+//     term, so each flushed term changes them by less than 2^-126 of their value) and the
+//     cross-entropy gradients cp exp(x - lse) - ... (less than |cp| 2^-126 absolute; nothing
+//     tests them against 0).
+// The CUDA emulator of the C++ tests compiles the host branch (the host's exp2f, subnormals kept).
 __device__ __forceinline__ float dev_exp2_ftz(float x) {
 #if defined(__CUDA_ARCH__)
   float y;
@@ -57,8 +62,11 @@ __device__ __forceinline__ float dev_exp2_ftz(float x) {
   return exp2f(x);
 #endif
 }
-__device__ __forceinline__ float dev_exp(float d) { return dev_exp2_ftz(d * 1.44269504088896341f); }
+constexpr float kLog2e = 1.44269504088896341f;
+__device__ __forceinline__ float dev_exp(float d) { return exp2f(d * kLog2e); }
 __device__ __forceinline__ double dev_exp(double d) { return exp(d); }
+__device__ __forceinline__ float dev_exp_ftz(float d) { return dev_exp2_ftz(d * kLog2e); }
+__device__ __forceinline__ double dev_exp_ftz(double d) { return exp(d); }
 __device__ __forceinline__ float dev_max(float a, float b) { return fmaxf(a, b); }
 __device__ __forceinline__ double dev_max(double a, double b) { return fmax(a, b); }
 __device__ __forceinline__ float dev_log(float x) { return logf(x); }
@@ -255,14 +263,14 @@ struct Lse {
     for (int k = 1; k < n; ++k) bm = dev_max(bm, v[k]);
     if (bm > m) {
       hook.rescale(m, s, bm);
-      s *= dev_exp(m - bm);
+      s *= dev_exp_ftz(m - bm);
       m = bm;
     }
     const A shift = m == -kInfinity<A> ? A(0) : m;
 #pragma unroll
     for (int k = 0; k < n; ++k) {
       const A d = v[k] - shift;
-      const A e = dev_exp(d);
+      const A e = dev_exp_ftz(d);
       s += e;
       hook.term(k, d, e);
       if (kSumX) sx += v[k];
@@ -283,7 +291,7 @@ struct MergeLse {
     if (m == -kInfinity<A>) {
       x.s += y.s;
     } else {
-      x.s = x.s * dev_exp(x.m - m) + y.s * dev_exp(y.m - m);
+      x.s = x.s * dev_exp_ftz(x.m - m) + y.s * dev_exp_ftz(y.m - m);
     }
     x.m = m;
     x.sx += y.sx;
@@ -478,7 +486,7 @@ inline int row_block_threads_override = 0;
 //   kStreaming: kStreamThreads threads, each streaming a long share of its row, more only when
 //     too few rows are there to fill the GPU (kGpuThreads in flight) and never more than
 //     kPerRowWork would take (the cross-entropy forward). Measured (bench_gpu.py --sweep, ms,
-//     H100 / H200), bf16 [8192, 128256]: 1024 threads 0.81 / 0.66, 512 0.70 / 0.54, 256
+//     H100 / H200), bf16 [8192, 128256]: 1024 threads 0.80 / 0.66, 512 0.70 / 0.54, 256
 //     0.70 / 0.51, 128 0.68 / 0.49, 64 0.70 / 0.50; fp32 [8192, 32000]: 1024 threads 0.49 / 0.43,
 //     128 0.37 / 0.28, 256 0.36 / 0.28. With 54 registers a 1024-thread block is the only one an
 //     SM holds (64K registers; Nsight Compute), so the SM idles through every block's reduction

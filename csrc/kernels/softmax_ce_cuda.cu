@@ -95,11 +95,13 @@ __device__ Lse<acc_t<T>> row_lse(const G& g, const DRow<T, kContig>& x, int64_t 
 
 // t after the reference moves from m to m_new > m: every term exp(x - m)(x - m) becomes
 // f exp(x - m)((x - m) + d), d = m - m_new, f = exp(d), so t' = f (t + d s); 0 when f underflows
-// (also where d s would overflow to give 0 * inf).
+// (also where d s would overflow to give 0 * inf). f flushes below 2^-126 like s's own factor in
+// Lse::add, so t follows s: what is lost is under 2^-126 |t + d s|, against the entropy's
+// log s - t / s with s >= 1.
 template <typename A>
 __device__ __forceinline__ A rescaled_t(A t, A s, A m, A m_new) {
   const A d = m - m_new;
-  const A f = dev_exp(d);
+  const A f = dev_exp_ftz(d);
   return f == A(0) ? A(0) : f * (t + d * s);
 }
 
@@ -250,7 +252,8 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
       // Nothing before the row's read depends on the label: its load is in flight during the
       // read, and a bad label is only acted on afterwards (its row is read for nothing). The
       // target logit's load is issued after the read, so its latency overlaps the reduction.
-      const int64_t col = p.shard.total > 0 ? y - p.shard.offset : y;
+      // Only a valid label is shifted (an arbitrary int64 one could overflow).
+      const int64_t col = ignored || bad ? -1 : p.shard.total > 0 ? y - p.shard.offset : y;
       const bool has_target = !ignored && !bad && 0 <= col && col < C;
       Lse<A> st;
       A xy = A(0);
@@ -434,7 +437,7 @@ struct HardGrad {
   __device__ A operator()(int64_t j, A x) const {
     switch (kind) {
       case kSoftmax:
-        return cp * dev_exp(x - l) - off - (j == y ? on : A(0));
+        return cp * dev_exp_ftz(x - l) - off - (j == y ? on : A(0));
       case kProb:
         // -gw (off + on [j == y]) / p_j; without smoothing only the target is nonzero (0 / p_j
         // would be NaN at p_j = 0).
@@ -517,7 +520,7 @@ __device__ void backward_row(const G& g, const SoftmaxCEParams& p, int64_t r, co
       if (masked) {
         v = 0;
       } else if (p.use_softmax) {
-        v = cp * dev_exp(x[j] - l) - gw * qj;
+        v = cp * dev_exp_ftz(x[j] - l) - gw * qj;
       } else {
         v = qj != A(0) ? -gw * qj / x[j] : A(0);
       }

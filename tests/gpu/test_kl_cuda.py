@@ -169,6 +169,31 @@ def test_kl_student_gradient_only(shape):
     assert dt is None
 
 
+@pytest.mark.parametrize("classes", [64, 5000], ids=["warp", "block"])
+def test_subnormal_probabilities_keep_the_masked_class_rules(classes):
+    """kl.h: a class masked only in the student makes the forward KL +inf, its true value, however
+    small the teacher's probability there. Teacher logit -90 against C - 1 zeros: p ~ e^-90 / C,
+    a float32 subnormal. The KL terms take the IEEE exp, which keeps it; an exp that flushes
+    subnormals to 0 (the ex2.approx.ftz of the log-sum-exp sums) would drop the term and give a
+    finite KL. Likewise kl_div with log targets: exp(y) (y - x) at y = -90, x = -inf is +inf, not
+    0 * inf = NaN."""
+    p0 = float(torch.exp(torch.tensor(-90.0, dtype=torch.float64)) / classes)
+    assert 1.5e-45 < p0 < torch.finfo(torch.float32).tiny  # the subnormal regime
+    s = torch.zeros((3, classes), device="cuda")
+    s[:, 0] = -torch.inf
+    t = torch.zeros((3, classes), device="cuda")
+    t[:, 0] = -90.0
+    loss, _ = gpu_ops.kl_logits_fwd(s, t, mode="forward")
+    assert bool(torch.all(loss == torch.inf)), loss
+    x = torch.full((2, classes), -float(torch.log(torch.tensor(float(classes)))), device="cuda")
+    x[:, 0] = -torch.inf
+    y = x.clone()
+    y[:, 0] = -90.0
+    elem, rows = gpu_ops.kl_div_fwd(x, y, log_target=True)
+    assert bool(torch.all(elem[:, 0] == torch.inf)), elem[:, 0]
+    assert bool(torch.all(rows == torch.inf)), rows
+
+
 def test_entropy_teacher_gradient_is_zero():
     """kl.h: for entropy a requested teacher gradient is still written, as zeros."""
     s = logits((41, 1271), torch.float32, seed=46)
