@@ -482,7 +482,8 @@ inline int row_block_threads_override = 0;
 
 // How a block-per-row launch sizes its blocks.
 //   kPerRowWork: enough threads that each takes about kVecsPerThread vectors, up to 1024 (the
-//     KL family, the cross-entropy backward's row kernels).
+//     KL family, the cross-entropy forward of soft labels and probabilities, the cross-entropy
+//     backward's row kernels).
 //   kStreaming: kStreamThreads threads, each streaming a long share of its row, more only when
 //     too few rows are there to fill the GPU (kGpuThreads in flight) and never more than
 //     kPerRowWork would take (the cross-entropy forward). Measured (bench_gpu.py --sweep, ms,

@@ -271,7 +271,7 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
         if (leader && has_target) xy = x[col];
         st = g.reduce(st, MergeLse{}, Lse<A>::identity());
       }
-      // Block-uniform (one label per row), so every thread of g takes the same branches.
+      // Uniform over g (one label per row), so every thread of g takes the same branches.
       const A wsum = smooth && weight != nullptr && !ignored && !bad
                          ? weight_sum_of(g, p, weight) : A(0);
       if (!leader) return;
@@ -558,8 +558,7 @@ __global__ void backward_grid_kernel(SoftmaxCEParams p, const T* logits, const L
   }
 }
 
-// Launches kernel<kContig, Group> for the row split that pick_rows chooses (the forward
-// kernels stream their rows: BlockRule::kStreaming).
+// Launches kernel<kContig, Group> for the row split that pick_rows chooses under `rule`.
 template <template <bool, typename> class K, typename... Args>
 int launch_rows(const SoftmaxCEParams& p, int vec, BlockRule rule, GpuStream stream,
                 Args... args) {

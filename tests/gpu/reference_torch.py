@@ -292,8 +292,9 @@ def gaussian_kl(mean1, logvar1, mean2=None, logvar2=None, grad=None):
     taken by expm1, because the textbook sum cancels to an absolute error of ~1e-16 whatever the
     KL, about 1e-6 relative for the 1e-10 KLs of nearly equal distributions (the kernel, which
     sums a series there, was more accurate than that reference). expm1(r) - r still cancels, to
-    ~2 eps / |r| relative. m2 / v2 = 0 where None, with gradients by autograd. grad: the upstream gradient, per element (mean1's shape) or
-    per row (mean1's shape without the last axis; (1,) for 0-D inputs); None is 1. Returns a dict
+    ~2 eps / |r| relative. m2 / v2 = 0 where None, with gradients by autograd. grad: the
+    upstream gradient, per element (mean1's shape) or per row (mean1's shape without the last
+    axis; (1,) for 0-D inputs); None is 1. Returns a dict
     of float64 tensors: elem, rows (sums over the last axis, (1,) for 0-D inputs) and grads (a
     list for m1, v1, m2, v2; None for an input that is None)."""
     leaves = [None if t is None else t.to(torch.float64).requires_grad_(True)
