@@ -252,9 +252,9 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
       // Nothing before the row's read depends on the label: its load is in flight during the
       // read, and a bad label is only acted on afterwards (its row is read for nothing). The
       // target logit's load is issued after the read, so its latency overlaps the reduction.
-      // Only a valid label is shifted (an arbitrary int64 one could overflow).
+      // Only a valid label is shifted (an arbitrary int64 one could overflow); -1 otherwise.
       const int64_t col = ignored || bad ? -1 : p.shard.total > 0 ? y - p.shard.offset : y;
-      const bool has_target = !ignored && !bad && 0 <= col && col < C;
+      const bool has_target = 0 <= col && col < C;
       Lse<A> st;
       A xy = A(0);
       if constexpr (kStats) {
