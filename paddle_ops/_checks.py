@@ -77,6 +77,12 @@ def dims_match(a, b):
                                                for x, y in zip(a, b)))
 
 
+def shape_of(x):
+    """x's shape for paddle.reshape: a list in dygraph, a tensor in a static program (where
+    x.shape may hold -1 for dynamic dimensions)."""
+    return x.shape if paddle.in_dynamic_mode() else paddle.shape(x)
+
+
 def contiguous(x):
     """The kernels read raw memory; a strided dygraph view (slice, transpose) is copied first."""
     if x is not None and paddle.in_dynamic_mode() and not x.is_contiguous():

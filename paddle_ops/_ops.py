@@ -7,6 +7,7 @@ wrappers in paddle_ops.nn.functional call them.
 import functools
 import importlib.machinery
 import os
+import re
 import warnings
 
 import paddle  # noqa: F401  (the library links against Paddle's core, which must be loaded first)
@@ -22,10 +23,12 @@ with warnings.catch_warnings():
 
 from paddle import _C_ops  # noqa: E402
 from paddle.base.framework import in_dygraph_mode  # noqa: E402
+from paddle.autograd import is_grad_enabled  # noqa: E402
 
 # Must equal PO_ARG_ERROR in csrc/paddle/dispatch.h.
 _ARG_ERROR = "paddle_ops: invalid argument: "
-
+_ERROR_HEAD = re.compile(r"^\((InvalidArgument|OutOfRange|External|Unimplemented)\) ")
+_ERROR_TAIL = re.compile(r"\s*\(at [^()]*:\d+\)\s*$")
 
 def _find_library():
     here = os.path.dirname(os.path.abspath(__file__))
@@ -41,34 +44,80 @@ def _find_library():
 
 LIBRARY_PATH = _find_library()
 
+# Inputs of each op that get no gradient (labels, weights, row indices): Paddle's engine waits for
+# a gradient of every op input that requires one, so such an input that requires grad (a soft
+# target computed by the model itself) would stall the backward of whatever it shares with the
+# logits. They are passed detached, which is what Paddle's own ops do with their labels. Ops
+# without a grad op take every input as a constant.
+_CONSTANT_INPUTS = {
+    "paddle_ops_softmax_ce": (1, 2),
+    "paddle_ops_softmax_ce_stats": (1, 2),
+    "paddle_ops_softmax_ce_shard": (0, 1),
+    "paddle_ops_softmax_ce_shard_bwd": (0, 1, 2, 3),
+    "paddle_ops_softmax_ce_shard_link": (1, 2),
+    "paddle_ops_backprop_link": (1,),
+    "paddle_ops_kl_logits": (2,),
+    "paddle_ops_softmax_entropy": (),
+    "paddle_ops_kl_div": (),
+    "paddle_ops_binary": (1, 2, 3),
+    "paddle_ops_gaussian_kl": (),
+    "paddle_ops_gaussian_kl_std": (),
+}
+
+
+def _detached(args, positions):
+    """args with the tensors at `positions` (None: every tensor) that require grad detached."""
+    out = list(args)
+    for i, a in enumerate(out):
+        if ((positions is None or i in positions) and isinstance(a, paddle.Tensor)
+                and not a.stop_gradient):
+            out[i] = a.detach()
+    return out
+
+
+def _clean_message(text):
+    """The message of an error thrown by a paddle_ops binding (csrc/paddle/dispatch.h's
+    throw_error) without Paddle's decoration: the '(InvalidArgument) ' head, our argument prefix
+    and the '(at .../dispatch.h:N)' tail; None for any other error."""
+    for line in text.splitlines():
+        line = line.strip()
+        tail = _ERROR_TAIL.search(line)
+        if _ERROR_HEAD.match(line) and tail and "dispatch.h:" in tail.group(0):
+            line = _ERROR_TAIL.sub("", _ERROR_HEAD.sub("", line))
+            return line[len(_ARG_ERROR):] if line.startswith(_ARG_ERROR) else line
+    return None
+
 
 def _raise_value_errors(name, op):
-    """Paddle reports a C++ exception from a custom op as OSError; ours that are argument errors
-    become ValueError carrying the kernel's message (without Paddle's source-location suffix).
+    """Wraps Paddle's generated function for op `name`.
 
-    In dygraph mode the op runs through `_C_ops._run_custom_op` directly, which is what Paddle's
-    generated function `op` calls there after a mode check and a copy of the outputs into a new
-    list: a few microseconds that small calls notice. Static programs go through `op`.
+    In dygraph mode: constant inputs are detached (_CONSTANT_INPUTS), and under paddle.no_grad()
+    every input is, so that nothing is recorded (custom ops ignore the grad mode); errors thrown by
+    the kernels keep their type (ValueError, IndexError, NotImplementedError, OSError) and lose
+    Paddle's decoration around the message. The op runs through `_C_ops._run_custom_op` directly,
+    which is what `op` calls there after a mode check and a copy of the outputs into a new list: a
+    few microseconds that small calls notice. Static programs go through `op`.
     """
-
-    def run(*args):
-        if in_dygraph_mode():
-            outs = _C_ops._run_custom_op(name, *args)
-            return outs[0] if len(outs) == 1 else outs
-        return op(*args)
+    constants = _CONSTANT_INPUTS[name]
 
     @unified
     @functools.wraps(op)
     def call(*args):
+        if not in_dygraph_mode():
+            return op(*args)
+        args = _detached(args, None if not is_grad_enabled() else constants)
         try:
-            return run(*args)
-        except OSError as e:
-            text = str(e)
-            if _ARG_ERROR not in text:
+            outs = _C_ops._run_custom_op(name, *args)
+        except (ValueError, IndexError, NotImplementedError, OSError) as e:
+            message = _clean_message(str(e))
+            if message is None:
                 raise
-            message = text.split(_ARG_ERROR, 1)[1].split("\n")[0].strip()
-            raise ValueError(message) from None
+            raise type(e)(message) from None
+        return outs[0] if len(outs) == 1 else outs
 
+    # Paddle's generated source is exec'd without a module; paddle.jit.to_static's default mode
+    # (SOT) needs callables that name theirs.
+    call.__module__ = __name__
     return call
 
 
@@ -85,6 +134,8 @@ softmax_ce = OPS["paddle_ops_softmax_ce"]
 softmax_ce_stats = OPS["paddle_ops_softmax_ce_stats"]
 softmax_ce_shard = OPS["paddle_ops_softmax_ce_shard"]
 softmax_ce_shard_bwd = OPS["paddle_ops_softmax_ce_shard_bwd"]
+softmax_ce_shard_link = OPS["paddle_ops_softmax_ce_shard_link"]
+backprop_link = OPS["paddle_ops_backprop_link"]
 kl_logits = OPS["paddle_ops_kl_logits"]
 softmax_entropy = OPS["paddle_ops_softmax_entropy"]
 kl_div = OPS["paddle_ops_kl_div"]

@@ -18,11 +18,13 @@ Paddle accepts them. If Paddle rejects them too, Paddle's exception is raised, a
 
 import contextlib
 import functools
+import inspect
 import warnings
 
 import paddle
 import paddle.nn.functional as _F
 import paddle.nn.functional.loss as _F_loss
+from paddle.jit.marker import unified
 
 from .nn import functional as _POF
 
@@ -75,6 +77,7 @@ def _extra_kwargs_reason(kwargs):
     return f"keyword argument(s) {sorted(kwargs)} not in Paddle 3.3.1's signature" if kwargs else None
 
 
+@unified
 def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean',
                   soft_label=False, axis=-1, use_softmax=True, label_smoothing=0.0, name=None,
                   **kwargs):
@@ -88,6 +91,7 @@ def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean'
          label_smoothing, name), kwargs)
 
 
+@unified
 def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-100,
                                numeric_stable_mode=True, return_softmax=False, axis=-1, **kwargs):
     # paddle_ops' extra softmax output carries gradient and Paddle's does not: keep Paddle's.
@@ -105,17 +109,16 @@ def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-10
 
 def _constant(x):
     """Paddle's kl_div treats the label as a constant; paddle_ops differentiates it unless it stops
-    gradient, so a label that requires gradient is detached (dygraph) to keep Paddle's result."""
-    if isinstance(x, paddle.Tensor) and not x.stop_gradient:
+    gradient, so a label that requires gradient is detached (a dygraph tensor or a static-graph
+    value alike) to keep Paddle's result."""
+    if isinstance(x, (paddle.Tensor, paddle.pir.Value)) and not x.stop_gradient:
         return x.detach()
     return x
 
 
+@unified
 def kl_div(input, label, reduction='mean', log_target=False, name=None, **kwargs):
     reason = _extra_kwargs_reason(kwargs) or _device_reason((input, label))
-    if (reason is None and not paddle.in_dynamic_mode()
-            and not getattr(label, "stop_gradient", True)):
-        reason = "a static-graph label that requires gradient (Paddle's kl_div gives it none)"
     return _dispatch(
         "kl_div", reason,
         lambda: _POF.kl_div(input, _constant(label), reduction, log_target, name),
@@ -133,6 +136,7 @@ def _ignored_label_reason(label):
     return None
 
 
+@unified
 def binary_cross_entropy_with_logits(logit, label, weight=None, reduction='mean',
                                      pos_weight=None, name=None, **kwargs):
     reason = (_extra_kwargs_reason(kwargs)
@@ -145,12 +149,25 @@ def binary_cross_entropy_with_logits(logit, label, weight=None, reduction='mean'
         (logit, label, weight, reduction, pos_weight, name), kwargs)
 
 
+def _label_gets_gradient(label):
+    """Whether a label would get a gradient from Paddle's op: it requires one and is not a fed
+    input of a static program (paddle.static.data and to_static's InputSpec inputs default to
+    stop_gradient=False, but nothing upstream of them can receive a gradient)."""
+    if getattr(label, "stop_gradient", True):
+        return False
+    if isinstance(label, paddle.pir.Value):
+        op = label.get_defining_op()
+        return op is None or op.name() != "pd_op.data"
+    return True
+
+
+@unified
 def sigmoid_focal_loss(logit, label, normalizer=None, alpha=0.25, gamma=2.0, reduction='sum',
                        name=None, **kwargs):
     reason = (_extra_kwargs_reason(kwargs)
               or _device_reason((logit, label, normalizer))
               or ("a label that requires gradient (Paddle gives it a partial gradient, "
-                  "paddle_ops none)" if not getattr(label, "stop_gradient", True) else None)
+                  "paddle_ops none)" if _label_gets_gradient(label) else None)
               or _ignored_label_reason(label))
     return _dispatch(
         "sigmoid_focal_loss", reason,
@@ -193,6 +210,8 @@ def _layer_forward(layer_name, forward):
             return forward(self, *args)
         return original(self, *args, **kwargs)
 
+    # paddle.jit.to_static's default mode converts a Paddle layer's forward from its signature.
+    patched_forward.__signature__ = inspect.signature(original)
     return patched_forward
 
 

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <new>
+#include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #if defined(__linux__)
@@ -59,7 +62,16 @@ void parallel_for(int64_t n, int64_t cost_per_item, int num_threads, RangeFn fn,
     return;
   }
   std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(threads - 1));
+  // Ranges whose thread could not be started (a process or container thread limit): the calling
+  // thread runs them after its own, so the work is split the same way and the result is the same.
+  std::vector<std::pair<int64_t, int64_t>> unstarted;
+  try {
+    pool.reserve(static_cast<size_t>(threads - 1));
+    unstarted.reserve(static_cast<size_t>(threads - 1));
+  } catch (const std::bad_alloc&) {
+    fn(ctx, 0, n);
+    return;
+  }
   const int64_t base = n / threads;
   const int64_t extra = n % threads;
   int64_t begin = 0;
@@ -68,10 +80,15 @@ void parallel_for(int64_t n, int64_t cost_per_item, int num_threads, RangeFn fn,
     if (t == threads - 1) {
       fn(ctx, begin, end);
     } else {
-      pool.emplace_back(fn, ctx, begin, end);
+      try {
+        pool.emplace_back(fn, ctx, begin, end);
+      } catch (const std::system_error&) {
+        unstarted.emplace_back(begin, end);
+      }
     }
     begin = end;
   }
+  for (const auto& range : unstarted) fn(ctx, range.first, range.second);
   for (auto& th : pool) th.join();
 }
 

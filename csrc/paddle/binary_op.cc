@@ -23,6 +23,9 @@
 namespace paddle_ops {
 namespace {
 
+constexpr char kBinaryName[] =
+    "binary_cross_entropy_with_logits / sigmoid_focal_loss (paddle_ops_binary)";
+
 BinaryParams binary_params(const std::vector<int64_t>& shape, int loss, int weight_kind,
                            int pos_weight_kind, const std::vector<float>& alpha,
                            const std::vector<float>& gamma) {
@@ -215,3 +218,5 @@ PD_BUILD_GRAD_OP(paddle_ops_binary)
     .SetKernelFn(PD_KERNEL(paddle_ops::BinaryBackward))
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::BinaryBackwardShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::BinaryBackwardDtype));
+
+PO_NO_SECOND_ORDER_1(paddle_ops_binary, paddle_ops::kBinaryName, "X");

@@ -1,9 +1,11 @@
 // The one place where Paddle dtypes meet kernel types. Every op binding dispatches through here.
 #pragma once
 
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "paddle/common/enforce.h"
 #include "paddle/extension.h"
 
 #include "../kernels/dtypes.h"
@@ -13,13 +15,50 @@
 #include <cuda_runtime.h>
 #endif
 
-// Paddle turns every C++ exception from a custom op into a Python OSError. Argument errors carry
-// this prefix so that paddle_ops/_ops.py can re-raise them as ValueError with the same message.
+// Errors are thrown as Paddle's own EnforceNotMet: every execution path (dygraph, a static
+// Executor, a jit.load'ed program, a predictor) turns it into a Python exception carrying the
+// message (ValueError for InvalidArgument, IndexError for OutOfRange), whereas PD_CHECK's
+// std::exception aborts a loaded program and loses its message in an Executor. paddle_ops/_ops.py
+// strips Paddle's decoration from the message in dygraph.
 #define PO_ARG_ERROR "paddle_ops: invalid argument: "
-#define PO_CHECK(cond, ...) PD_CHECK(cond, PO_ARG_ERROR, __VA_ARGS__)
-#define PO_THROW(...) PD_THROW(PO_ARG_ERROR, __VA_ARGS__)
+#define PO_CHECK(cond, ...) \
+  do {                      \
+    if (!(cond)) ::paddle_ops::throw_error(::paddle_ops::ErrorKind::kArgument, __VA_ARGS__); \
+  } while (0)
+#define PO_THROW(...) ::paddle_ops::throw_error(::paddle_ops::ErrorKind::kArgument, __VA_ARGS__)
+// A value outside its valid range (an out-of-range class label): IndexError, as Paddle's own ops.
+#define PO_CHECK_RANGE(cond, ...) \
+  do {                            \
+    if (!(cond)) ::paddle_ops::throw_error(::paddle_ops::ErrorKind::kRange, __VA_ARGS__); \
+  } while (0)
+// A failure that is not the caller's argument (a CUDA launch error): OSError.
+#define PO_CHECK_EXTERNAL(cond, ...) \
+  do {                               \
+    if (!(cond)) ::paddle_ops::throw_error(::paddle_ops::ErrorKind::kExternal, __VA_ARGS__); \
+  } while (0)
 
 namespace paddle_ops {
+
+enum class ErrorKind { kArgument, kRange, kExternal, kUnimplemented };
+
+// Joins the message parts and throws them as Paddle's EnforceNotMet of the given kind.
+template <typename... Args>
+[[noreturn]] void throw_error(ErrorKind kind, const Args&... parts) {
+  std::ostringstream os;
+  if (kind == ErrorKind::kArgument) os << PO_ARG_ERROR;
+  (os << ... << parts);
+  const std::string text = os.str();
+  switch (kind) {
+    case ErrorKind::kRange:
+      PADDLE_THROW(common::errors::OutOfRange("%s", text));
+    case ErrorKind::kExternal:
+      PADDLE_THROW(common::errors::External("%s", text));
+    case ErrorKind::kUnimplemented:
+      PADDLE_THROW(common::errors::Unimplemented("%s", text));
+    default:
+      PADDLE_THROW(common::errors::InvalidArgument("%s", text));
+  }
+}
 
 template <typename T>
 struct Tag {
@@ -154,15 +193,16 @@ void launch(const paddle::Tensor& x, const char* op, CpuFn&& cpu, CudaFn&& cuda)
     // Tensor::stream() is the stream of the current device, which must be the tensor's.
     int device = -1;
     const cudaError_t got = cudaGetDevice(&device);
-    PD_CHECK(got == cudaSuccess, "paddle_ops: ", op, ": cudaGetDevice failed with CUDA error ",
-             static_cast<int>(got), " (", cudaGetErrorString(got), ")");
+    PO_CHECK_EXTERNAL(got == cudaSuccess, "paddle_ops: ", op,
+                      ": cudaGetDevice failed with CUDA error ", static_cast<int>(got), " (",
+                      cudaGetErrorString(got), ")");
     PO_CHECK(device == x.place().GetDeviceId(), op, ": the inputs are on ", x.place(),
              " but the current device is gpu:", device, " (paddle.set_device)");
     // Assigned without a cast: a stream type other than CUstream_st* fails to compile.
     const GpuStream stream = x.stream();
     const int err = cuda(stream);
-    PD_CHECK(err == 0, "paddle_ops: ", op, " failed with CUDA error ", err, " (",
-             cudaGetErrorString(static_cast<cudaError_t>(err)), ")");
+    PO_CHECK_EXTERNAL(err == 0, "paddle_ops: ", op, " failed with CUDA error ", err, " (",
+                      cudaGetErrorString(static_cast<cudaError_t>(err)), ")");
     return;
   }
 #endif
@@ -204,6 +244,58 @@ inline paddle::Tensor grad_output(const paddle::Tensor& like, bool needed) {
   return needed ? alloc_grad(like) : paddle::empty({0}, like.dtype(), like.place());
 }
 
+// Double-grad ops of ops without a second-order gradient. Without one, Paddle's engine treats a
+// gradient that `paddle.grad(..., create_graph=True)` returned as a constant and a backward
+// through it silently drops that term; with these the backward raises instead
+// (NotImplementedError, a RuntimeError), as Paddle's own ops without double grad do. The kernels
+// take the op's k differentiable inputs and their k incoming gradients.
+[[noreturn]] inline void refuse_second_order(const char* op) {
+  throw_error(ErrorKind::kUnimplemented, "paddle_ops: ", op,
+              " has no second-order gradient: a backward through the gradient returned by "
+              "paddle.grad(..., create_graph=True) would drop that term, so it is refused "
+              "(detach that gradient, or compute this loss with Paddle's ops)");
+}
+
+using TensorRef = const paddle::Tensor&;
+using Shape = std::vector<int64_t>;
+
+template <const char* kOp>
+std::vector<paddle::Tensor> no_second_order_1(TensorRef, TensorRef) {
+  refuse_second_order(kOp);
+}
+template <const char* kOp>
+std::vector<paddle::Tensor> no_second_order_2(TensorRef, TensorRef, TensorRef, TensorRef) {
+  refuse_second_order(kOp);
+}
+template <const char* kOp>
+std::vector<paddle::Tensor> no_second_order_4(TensorRef, TensorRef, TensorRef, TensorRef,
+                                              TensorRef, TensorRef, TensorRef, TensorRef) {
+  refuse_second_order(kOp);
+}
+
+inline std::vector<Shape> no_second_order_shape_1(const Shape& a, const Shape&) { return {a}; }
+inline std::vector<Shape> no_second_order_shape_2(const Shape& a, const Shape& b, const Shape&,
+                                                  const Shape&) {
+  return {a, b};
+}
+inline std::vector<Shape> no_second_order_shape_4(const Shape& a, const Shape& b, const Shape& c,
+                                                  const Shape& d, const Shape&, const Shape&,
+                                                  const Shape&, const Shape&) {
+  return {a, b, c, d};
+}
+
+using DType = paddle::DataType;
+inline std::vector<DType> no_second_order_dtype_1(const DType& a, const DType&) { return {a}; }
+inline std::vector<DType> no_second_order_dtype_2(const DType& a, const DType& b, const DType&,
+                                                  const DType&) {
+  return {a, b};
+}
+inline std::vector<DType> no_second_order_dtype_4(const DType& a, const DType& b, const DType& c,
+                                                  const DType& d, const DType&, const DType&,
+                                                  const DType&, const DType&) {
+  return {a, b, c, d};
+}
+
 // A tensor viewed as [outer, classes (at `axis`), inner], the layout every row kernel takes.
 struct RowLayout {
   int64_t outer = 1;
@@ -231,3 +323,28 @@ inline std::vector<int64_t> drop_axis(const std::vector<int64_t>& shape, int64_t
 }
 
 }  // namespace paddle_ops
+
+// Registers the raising double-grad op of forward op `op`, whose differentiable inputs are the
+// quoted names after `name` (a namespace-scope constexpr char array naming the op for the user).
+#define PO_GG(input) paddle::Grad(paddle::Grad(input))
+#define PO_NO_SECOND_ORDER_1(op, name, a)                                        \
+  PD_BUILD_DOUBLE_GRAD_OP(op)                                                    \
+      .Inputs({a, PO_GG(a)})                                                     \
+      .Outputs({paddle::Grad(a)})                                                \
+      .SetKernelFn(PD_KERNEL(paddle_ops::no_second_order_1<name>))               \
+      .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::no_second_order_shape_1))      \
+      .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::no_second_order_dtype_1))
+#define PO_NO_SECOND_ORDER_2(op, name, a, b)                                     \
+  PD_BUILD_DOUBLE_GRAD_OP(op)                                                    \
+      .Inputs({a, b, PO_GG(a), PO_GG(b)})                                        \
+      .Outputs({paddle::Grad(a), paddle::Grad(b)})                               \
+      .SetKernelFn(PD_KERNEL(paddle_ops::no_second_order_2<name>))               \
+      .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::no_second_order_shape_2))      \
+      .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::no_second_order_dtype_2))
+#define PO_NO_SECOND_ORDER_4(op, name, a, b, c, d)                               \
+  PD_BUILD_DOUBLE_GRAD_OP(op)                                                    \
+      .Inputs({a, b, c, d, PO_GG(a), PO_GG(b), PO_GG(c), PO_GG(d)})              \
+      .Outputs({paddle::Grad(a), paddle::Grad(b), paddle::Grad(c), paddle::Grad(d)}) \
+      .SetKernelFn(PD_KERNEL(paddle_ops::no_second_order_4<name>))               \
+      .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::no_second_order_shape_4))      \
+      .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::no_second_order_dtype_4))

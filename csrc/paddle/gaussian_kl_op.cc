@@ -26,6 +26,9 @@
 namespace paddle_ops {
 namespace {
 
+constexpr char kGaussianKLName[] = "gaussian_kl (paddle_ops_gaussian_kl)";
+constexpr char kGaussianKLStdName[] = "gaussian_kl (paddle_ops_gaussian_kl_std)";
+
 GaussianKLParams gaussian_params(const std::vector<int64_t>& shape) {
   GaussianKLParams p;
   p.cols = shape.empty() ? 1 : shape.back();
@@ -244,3 +247,8 @@ PD_BUILD_GRAD_OP(paddle_ops_gaussian_kl_std)
     .SetKernelFn(PD_KERNEL(paddle_ops::GaussianKLStdBackward))
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::GaussianKLStdBackwardShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::GaussianKLStdBackwardDtype));
+
+PO_NO_SECOND_ORDER_4(paddle_ops_gaussian_kl, paddle_ops::kGaussianKLName, "Mean1", "LogVar1",
+                     "Mean2", "LogVar2");
+PO_NO_SECOND_ORDER_2(paddle_ops_gaussian_kl_std, paddle_ops::kGaussianKLStdName, "Mean1",
+                     "LogVar1");

@@ -18,6 +18,11 @@
 namespace paddle_ops {
 namespace {
 
+constexpr char kKLLogitsName[] =
+    "kl_div_with_logits / jensen_shannon_with_logits (paddle_ops_kl_logits)";
+constexpr char kEntropyName[] = "softmax_entropy (paddle_ops_softmax_entropy)";
+constexpr char kKLDivName[] = "kl_div (paddle_ops_kl_div)";
+
 std::vector<int64_t> with_stats(std::vector<int64_t> rows_shape) {
   rows_shape.push_back(kKLStats);
   return rows_shape;
@@ -402,3 +407,7 @@ PD_BUILD_GRAD_OP(paddle_ops_kl_div)
     .SetKernelFn(PD_KERNEL(paddle_ops::KLDivBackward))
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::KLDivBackwardShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::KLDivBackwardDtype));
+
+PO_NO_SECOND_ORDER_2(paddle_ops_kl_logits, paddle_ops::kKLLogitsName, "S", "T");
+PO_NO_SECOND_ORDER_1(paddle_ops_softmax_entropy, paddle_ops::kEntropyName, "X");
+PO_NO_SECOND_ORDER_2(paddle_ops_kl_div, paddle_ops::kKLDivName, "X", "Y");

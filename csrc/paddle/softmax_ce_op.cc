@@ -53,6 +53,9 @@
 namespace paddle_ops {
 namespace {
 
+constexpr char kSoftmaxCEName[] = "cross_entropy (paddle_ops_softmax_ce)";
+constexpr char kShardName[] = "parallel_cross_entropy (paddle_ops_softmax_ce_shard_link)";
+
 // The `reduction` attribute. Must match _REDUCTION_CODES in paddle_ops/nn/functional/softmax_ce.py.
 enum Reduction : int { kNone = 0, kSum = 1, kMean = 2 };
 
@@ -83,7 +86,7 @@ double mean_divisor(const A* row_weight, int64_t rows) {
 
 // The forward's error for a hard label outside [0, classes) that is not ignore_index.
 void check_labels(const SoftmaxCEStatus& st, const SoftmaxCEParams& p) {
-  PO_CHECK(st.ok(), "label value ", st.bad_label, " at position ", st.bad_row,
+  PO_CHECK_RANGE(st.ok(), "label value ", st.bad_label, " at position ", st.bad_row,
            " is out of range: expected a class index in [0, ", p.label_classes(),
            ") or ignore_index (", p.ignore_index, ")");
 }
@@ -494,6 +497,44 @@ std::vector<paddle::Tensor> SoftmaxCEShardBackward(
   return {grad};
 }
 
+// The vocabulary-parallel cross-entropy's link to autograd: zero per row in the forward (the
+// loss itself is combined across ranks without gradient), and as its grad the shard backward with
+// the rows' full LSE and upstream gradients. An upstream gradient that was never produced is
+// zero.
+std::vector<paddle::Tensor> SoftmaxCEShardLinkForward(
+    const paddle::Tensor& x, const paddle::Tensor& label, const paddle::Tensor& lse,
+    int64_t ignore_index, const std::vector<float>& label_smoothing,
+    const std::vector<float>& z_loss, int64_t class_offset, int64_t total_classes) {
+  const SoftmaxCEParams p = make_shard_params(x.shape(), ignore_index, label_smoothing, z_loss,
+                                              class_offset, total_classes);
+  check_shard_inputs(x, label, p);
+  check_shard_stat(x, lse, "lse", p.rows());
+  return {paddle::full(drop_axis(x.shape(), -1), 0.0, lse.dtype(), x.place())};
+}
+
+std::vector<paddle::Tensor> SoftmaxCEShardLinkBackward(
+    const paddle::Tensor& x, const paddle::Tensor& label, const paddle::Tensor& lse,
+    const paddle::Tensor& row_grad, int64_t ignore_index,
+    const std::vector<float>& label_smoothing, const std::vector<float>& z_loss,
+    int64_t class_offset, int64_t total_classes) {
+  if (!row_grad.initialized()) return {paddle::full(x.shape(), 0.0, x.dtype(), x.place())};
+  return SoftmaxCEShardBackward(x, label, lse, row_grad, ignore_index, label_smoothing, z_loss,
+                                class_offset, total_classes);
+}
+
+std::vector<std::vector<int64_t>> SoftmaxCEShardLinkShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>& label,
+    const std::vector<int64_t>& lse, int64_t ignore_index, const std::vector<float>& eps,
+    const std::vector<float>& z_loss, int64_t class_offset, int64_t total_classes) {
+  return {drop_axis(x, -1)};
+}
+
+std::vector<paddle::DataType> SoftmaxCEShardLinkDtype(const paddle::DataType& x,
+                                                      const paddle::DataType& label,
+                                                      const paddle::DataType& lse) {
+  return {lse};
+}
+
 std::vector<std::vector<int64_t>> SoftmaxCEShardForwardShape(const std::vector<int64_t>& x,
                                                              const std::vector<int64_t>& label,
                                                              int64_t ignore_index,
@@ -548,6 +589,8 @@ PD_BUILD_GRAD_OP(paddle_ops_softmax_ce)
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEBackwardShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEBackwardDtype));
 
+PO_NO_SECOND_ORDER_1(paddle_ops_softmax_ce, paddle_ops::kSoftmaxCEName, "X");
+
 PD_BUILD_OP(paddle_ops_softmax_ce_stats)
     .Inputs({"X", "Label", paddle::Optional("Weight")})
     .Outputs({"Loss", "LSE", "RowWeight", "Correct", "Entropy", "Accuracy", "MeanEntropy",
@@ -568,6 +611,8 @@ PD_BUILD_GRAD_OP(paddle_ops_softmax_ce_stats)
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEBackwardShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEBackwardDtype));
 
+PO_NO_SECOND_ORDER_1(paddle_ops_softmax_ce_stats, paddle_ops::kSoftmaxCEName, "X");
+
 PD_BUILD_OP(paddle_ops_softmax_ce_shard)
     .Inputs({"X", "Label"})
     .Outputs({"Term", "LSE", "RowWeight"})
@@ -585,3 +630,23 @@ PD_BUILD_OP(paddle_ops_softmax_ce_shard_bwd)
     .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEShardBackward))
     .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEShardBackwardShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEShardBackwardDtype));
+
+PD_BUILD_OP(paddle_ops_softmax_ce_shard_link)
+    .Inputs({"X", "Label", "LSE"})
+    .Outputs({"Zero"})
+    .Attrs({"ignore_index: int64_t", "label_smoothing: std::vector<float>",
+            "z_loss: std::vector<float>", "class_offset: int64_t", "total_classes: int64_t"})
+    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEShardLinkForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEShardLinkShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEShardLinkDtype));
+
+PD_BUILD_GRAD_OP(paddle_ops_softmax_ce_shard_link)
+    .Inputs({"X", "Label", "LSE", paddle::Grad("Zero")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"ignore_index: int64_t", "label_smoothing: std::vector<float>",
+            "z_loss: std::vector<float>", "class_offset: int64_t", "total_classes: int64_t"})
+    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEShardLinkBackward))
+    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEShardBackwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEShardBackwardDtype));
+
+PO_NO_SECOND_ORDER_1(paddle_ops_softmax_ce_shard_link, paddle_ops::kShardName, "X");

@@ -21,7 +21,8 @@ class range; every rank then combines them itself: :math:`\mathrm{LSE} = \log\su
 e^{\mathrm{lse}_k}`, :math:`\ell = \mathrm{LSE} - \sum_k t_k + z\,\mathrm{LSE}^2`.
 
 Backward: the saved fp32 :math:`\mathrm{LSE}` (``[rows]``) and the local logits give the local
-columns of the gradient (op ``paddle_ops_softmax_ce_shard_bwd``); no communication.
+columns of the gradient (op ``paddle_ops_softmax_ce_shard_link``, whose grad is the shard
+backward); no communication.
 
 Why one all_gather rather than all_reduces: a log-sum-exp cannot be summed across ranks without a
 common shift, which would need its own collective (max first, then sum: Paddle's
@@ -33,7 +34,6 @@ received by each rank (P ranks, fp32), is negligible next to the logits shard it
 
 import paddle
 import paddle.distributed as dist
-from paddle.autograd import PyLayer
 
 from .. import _checks, _ops
 
@@ -128,52 +128,52 @@ def _combine(lse_all, term_all, row_weight, z_loss):
     return full, paddle.where(row_weight > 0, loss, paddle.zeros_like(loss))
 
 
-class _ParallelCE(PyLayer):
-    @staticmethod
-    def forward(ctx, x, label, cfg):
-        group, rank, nranks, offset, total, explicit, ignore_index, eps, z_loss, reduction = cfg
-        classes = x.shape[-1]
-        term, lse, row_weight = _ops.softmax_ce_shard(
-            x, label, ignore_index, _checks.double_attr(eps), offset, total)
-        lse = lse.reshape([-1])
-        rows = lse.shape[0]
-        meta = paddle.to_tensor(_encode([offset, classes, total]), dtype=lse.dtype)
-        gathered = _gather(paddle.concat([lse, term.reshape([-1]), meta]), group, nranks)
-        key = (id(group), rank, nranks, offset, classes, total, explicit)
-        if key not in _CHECKED:
-            _check_split([_decode(r) for r in gathered[:, 2 * rows:].numpy().tolist()], rank,
-                         explicit)
-            _CHECKED.add(key)
-        row_weight = row_weight.reshape([-1])
-        full, loss = _combine(gathered[:, :rows], gathered[:, rows:2 * rows], row_weight, z_loss)
-        den = None
-        if reduction == "none":
-            loss = loss.reshape(label.shape)
-        elif reduction == "sum":
-            loss = paddle.sum(loss)
-        else:
-            total_weight = paddle.sum(row_weight)
-            den = paddle.where(total_weight == 0, paddle.ones_like(total_weight), total_weight)
-            loss = paddle.sum(loss) / den
-        ctx.cfg = cfg
-        ctx.den = den
-        ctx.save_for_backward(x, label, full)
-        return loss
+def _forward(x, label, cfg):
+    """The loss, without autograd, and the rows' full log-sum-exp."""
+    group, rank, nranks, offset, total, explicit, ignore_index, eps, z_loss, reduction = cfg
+    classes = x.shape[-1]
+    term, lse, row_weight = _ops.softmax_ce_shard(
+        x, label, ignore_index, _checks.double_attr(eps), offset, total)
+    lse = lse.reshape([-1])
+    rows = lse.shape[0]
+    meta = paddle.to_tensor(_encode([offset, classes, total]), dtype=lse.dtype)
+    gathered = _gather(paddle.concat([lse, term.reshape([-1]), meta]), group, nranks)
+    key = (id(group), rank, nranks, offset, classes, total, explicit)
+    if key not in _CHECKED:
+        _check_split([_decode(r) for r in gathered[:, 2 * rows:].numpy().tolist()], rank,
+                     explicit)
+        _CHECKED.add(key)
+    row_weight = row_weight.reshape([-1])
+    full, loss = _combine(gathered[:, :rows], gathered[:, rows:2 * rows], row_weight, z_loss)
+    den = None
+    if reduction == "none":
+        loss = loss.reshape(label.shape)
+    elif reduction == "sum":
+        loss = paddle.sum(loss)
+    else:
+        total_weight = paddle.sum(row_weight)
+        den = paddle.where(total_weight == 0, paddle.ones_like(total_weight), total_weight)
+        loss = paddle.sum(loss) / den
+    return loss, full, den
 
-    @staticmethod
-    def backward(ctx, grad):
-        _, _, _, offset, total, _, ignore_index, eps, z_loss, reduction = ctx.cfg
-        x, label, full = ctx.saved_tensor()
-        rows = full.shape[0]
-        grad = grad.astype(full.dtype)
-        if reduction == "none":
-            row_grad = grad.reshape([-1])
-        else:
-            row_grad = paddle.expand(grad if ctx.den is None else grad / ctx.den, [rows])
-        dx = _ops.softmax_ce_shard_bwd(x, label, full, row_grad, ignore_index,
-                                       _checks.double_attr(eps), _checks.double_attr(z_loss),
-                                       offset, total)
-        return dx, None
+
+def _parallel_ce(x, label, cfg):
+    """The loss is combined across ranks without autograd; the gradient reaches `x` through the
+    op paddle_ops_softmax_ce_shard_link (zero per row, its grad the shard backward with the full
+    LSE), reduced like the loss so that each row receives its upstream gradient. An ordinary grad
+    op rather than a PyLayer: Paddle 3.3.1 frees a PyLayer's context after its first backward,
+    so a second backward (retain_graph=True) crashed."""
+    _, _, _, offset, total, _, ignore_index, eps, z_loss, reduction = cfg
+    with paddle.no_grad():
+        loss, full, den = _forward(x.detach(), label, cfg)
+    if x.stop_gradient or not paddle.is_grad_enabled():
+        return loss
+    link = _ops.softmax_ce_shard_link(x, label, full, ignore_index, _checks.double_attr(eps),
+                                      _checks.double_attr(z_loss), offset, total)
+    if reduction == "none":
+        return loss + link.reshape(loss.shape)
+    link = paddle.sum(link)
+    return loss + (link if den is None else link / den)
 
 
 def _prepare_label(input, label):
@@ -223,8 +223,8 @@ def parallel_cross_entropy(input, label, group=None, ignore_index=-100, reductio
     Every rank must call this with the same rows, labels and options (it is a collective).
     """
     if not paddle.in_dynamic_mode():
-        raise RuntimeError("parallel_cross_entropy runs in dygraph mode only (it is a PyLayer "
-                           "around a collective)")
+        raise RuntimeError("parallel_cross_entropy runs in dygraph mode only (its forward is a "
+                           "collective whose class split is checked on the host)")
     _checks.check_float(input, "input")
     if len(input.shape) == 0:
         raise ValueError("input must have at least one dimension (the classes), got a 0-D tensor")
@@ -258,7 +258,7 @@ def parallel_cross_entropy(input, label, group=None, ignore_index=-100, reductio
         offset, total = rank * classes, nranks * classes
     cfg = (group, rank, nranks, offset, total, explicit, ignore_index, label_smoothing, z_loss,
            reduction)
-    return _ParallelCE.apply(_checks.contiguous(input), _checks.contiguous(label), cfg)
+    return _parallel_ce(_checks.contiguous(input), _checks.contiguous(label), cfg)
 
 
 class ParallelCrossEntropy(paddle.nn.Layer):

@@ -24,6 +24,7 @@ add the row sums with paddle.sum as on the CPU.
 """
 
 import paddle
+from paddle.jit.marker import unified
 
 from ... import _checks, _ops
 
@@ -100,6 +101,7 @@ def _binary(logit, label, weight, pos_weight, kind, alpha, gamma, reduction):
     return _reduce(loss, reduction, logit)
 
 
+@unified
 def binary_cross_entropy_with_logits(logit, label, weight=None, reduction='mean',
                                      pos_weight=None, name=None):
     r"""Paddle's ``binary_cross_entropy_with_logits``, fused into one forward and one backward
@@ -138,6 +140,7 @@ def binary_cross_entropy_with_logits(logit, label, weight=None, reduction='mean'
     return _binary(logit, label, _factor(weight, logit, "weight"), pw, _BCE, 0.0, 0.0, reduction)
 
 
+@unified
 def sigmoid_focal_loss(logit, label, normalizer=None, alpha=0.25, gamma=2.0, reduction='sum',
                        name=None):
     r"""Paddle's ``sigmoid_focal_loss`` (Lin et al., arXiv:1708.02002) in one forward and one

@@ -19,11 +19,13 @@ import math
 import numbers
 
 import paddle
+from paddle.jit.marker import unified
 
 from ... import _checks
 from .softmax_ce import cross_entropy
 
 
+@unified
 def info_nce(query, key, temperature=0.07, reduction='mean', symmetric=False, normalize=True,
              name=None):
     r"""InfoNCE / NT-Xent loss with in-batch negatives.

@@ -21,6 +21,7 @@ distributions). It accumulates in fp32 (fp64 for fp64) for every float dtype.
 """
 
 import paddle
+from paddle.jit.marker import unified
 
 from ... import _checks, _ops
 
@@ -103,6 +104,7 @@ def _element_count(x, axes):
 
 
 @paddle.jit.not_to_static
+@unified
 def gaussian_kl(mean1, logvar1, mean2=None, logvar2=None, reduction='mean', axis=None, name=None):
     r"""KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) per element, summed over ``axis``
     and reduced.

@@ -19,6 +19,7 @@ all ``-inf`` has no distribution and gets loss 0 and gradient 0. The teacher get
 """
 
 import paddle
+from paddle.jit.marker import unified
 
 from ... import _checks, _ops
 
@@ -101,6 +102,7 @@ def _logit_divergence(input, label, mode, temperature, beta, reduction, ignore_i
     return _reduce_rows(loss, reduction, target_index, ignore_index, input.shape[axis])
 
 
+@unified
 def kl_div_with_logits(input, label, temperature=1.0, reduction='batchmean', reverse=False,
                        ignore_index=-100, target_index=None, axis=-1, scale_t2=False, name=None):
     r"""KL divergence between the softmax distributions of teacher logits ``label`` and student
@@ -129,6 +131,7 @@ def kl_div_with_logits(input, label, temperature=1.0, reduction='batchmean', rev
                              reduction, ignore_index, target_index, axis, scale_t2)
 
 
+@unified
 def jensen_shannon_with_logits(input, label, beta=0.5, temperature=1.0, reduction='batchmean',
                                ignore_index=-100, target_index=None, axis=-1, name=None):
     r"""Generalised Jensen-Shannon divergence :math:`\beta\,\mathrm{KL}(p\|m) + (1-\beta)\,
@@ -139,6 +142,7 @@ def jensen_shannon_with_logits(input, label, beta=0.5, temperature=1.0, reductio
                              target_index, axis, False)
 
 
+@unified
 def softmax_entropy(x, axis=-1, reduction='none', name=None):
     r"""Entropy :math:`-\sum_j q_j \log q_j` of :math:`q = \mathrm{softmax}(x)` along ``axis``,
     fused and differentiable (for monitoring and entropy regularisation).
@@ -160,6 +164,7 @@ def softmax_entropy(x, axis=-1, reduction='none', name=None):
     return loss
 
 
+@unified
 def kl_div(input, label, reduction='mean', log_target=False, name=None):
     r"""Paddle's ``kl_div``: elementwise ``label * (log(label) - input)`` (0 where label <= 0), or
     ``exp(label) * (label - input)`` with ``log_target=True``; ``input`` holds log-probabilities.

@@ -19,16 +19,20 @@ chunks (in fp32 for fp16/bf16 inputs). Only one chunk's logits and gradient exis
 
 ``mean`` and ``sum`` reduce to a scalar, so the gradients for an upstream gradient of 1 are
 computed during the forward (three matmuls per chunk, as many as the unfused forward and backward)
-and the backward only scales them. ``none`` has one upstream value per row, unknown in the forward:
-its forward keeps the per-row log-sum-exp and its backward computes the chunks' logits again (four
-matmuls per chunk). As in Cut Cross-Entropy (Wijmans et al. 2024) and Liger-Kernel's fused linear
-cross-entropy.
+and the backward only scales them (they reach Paddle's engine through the ``paddle_ops_backprop_link``
+op, an ordinary grad op, so ``retain_graph`` works). As in Cut Cross-Entropy (Wijmans et al. 2024)
+and Liger-Kernel's fused linear cross-entropy. ``none`` has one upstream value per row, unknown in
+the forward: with gradients it runs the chunks as recorded ops, keeping each chunk's logits for
+backward (the memory of the unfused ``linear`` + ``cross_entropy``); without gradients it is
+chunked like the others. In a static program (``paddle.jit.to_static``) the function is the
+unchunked composition of one matmul and the fused cross-entropy op.
 """
 
 import paddle
-from paddle.autograd import PyLayer
+from paddle.jit.marker import unified
 
 from ... import _checks, _ops
+from .softmax_ce import cross_entropy
 
 # Default memory budget for one chunk's logits and their gradient, in MiB: 524 rows at V = 32000,
 # enough rows for the matmuls to run at full speed, and small next to the [H, V] weight gradient
@@ -103,95 +107,83 @@ class _Grads:
         return gx, gw, gb
 
 
-def _scaled(grad, upstream, dtype):
-    """grad times the upstream gradient (None: already applied), in place, then in `dtype`."""
-    if grad is None:
-        return None
-    if upstream is not None:
-        grad.multiply_(upstream)
-    return grad if grad.dtype == dtype else grad.astype(dtype)
+def _eager(x, weight, bias, label, cfg):
+    """The chunked forward without autograd: the loss (reduced to a scalar for mean/sum) and, for
+    mean/sum, the gradients for an upstream gradient of 1 (None where not needed), computed while
+    each chunk's logits exist."""
+    ignore_index, eps, z_loss, reduction, n_chunk, compute, need = cfg
+    rows = x.shape[0]
+    classes = weight.shape[1]
+    wc = weight.astype(compute) if _checks.dtype_name(weight) != compute else weight
+    bc = bias if bias is None or _checks.dtype_name(bias) == compute else bias.astype(compute)
+    eps_attr = _checks.double_attr(eps)
+    z_attr = _checks.double_attr(z_loss)
+    eager = reduction != "none" and any(need)
+    grads = _Grads(*need)
+    den = None
+    if reduction == "mean":
+        count = paddle.sum((label != ignore_index).astype(compute))
+        den = paddle.where(count == 0, paddle.ones_like(count), count)
+    losses = []
+    for a in range(0, rows, n_chunk):
+        b = min(rows, a + n_chunk)
+        xc, logits = _logits(x[a:b], wc, bc, compute)
+        yc = label[a:b]
+        loss, lse, _ = _ops.softmax_ce(logits, yc, None, 1, ignore_index, eps_attr, z_attr,
+                                       True, 0)
+        losses.append(loss)
+        if not eager:
+            continue
+        # Upstream gradient 1 of the reduced loss reaches each row as 1 (sum) or 1/den (mean).
+        row_grad = paddle.ones([b - a], compute)
+        if den is not None:
+            row_grad = row_grad / den
+        dlogits = _ops.softmax_ce_shard_bwd(logits, yc, lse, row_grad, ignore_index, eps_attr,
+                                            z_attr, 0, classes)
+        del logits
+        grads.add(xc, wc, dlogits)
+    loss = paddle.concat(losses) if losses else paddle.zeros([0], compute)
+    if reduction != "none":
+        loss = paddle.sum(loss)
+        if den is not None:
+            loss = loss / den
+    return loss, (grads.results(x, wc, bc, compute) if eager else None)
 
 
-class _LinearCE(PyLayer):
-    @staticmethod
-    def forward(ctx, x, weight, bias, label, cfg):
-        ignore_index, eps, z_loss, reduction, n_chunk, compute, need = cfg
-        rows = x.shape[0]
-        classes = weight.shape[1]
-        wc = weight.astype(compute) if _checks.dtype_name(weight) != compute else weight
-        bc = bias if bias is None or _checks.dtype_name(bias) == compute else bias.astype(compute)
-        eps_attr = _checks.double_attr(eps)
-        z_attr = _checks.double_attr(z_loss)
-        # mean/sum: the gradients (for an upstream gradient of 1) during the forward, if needed.
-        eager = reduction != "none" and any(need)
-        grads = _Grads(*need)
-        den = None
-        if reduction == "mean":
-            count = paddle.sum((label != ignore_index).astype(compute))
-            den = paddle.where(count == 0, paddle.ones_like(count), count)
-        losses, lses = [], []
-        for a in range(0, rows, n_chunk):
-            b = min(rows, a + n_chunk)
-            xc, logits = _logits(x[a:b], wc, bc, compute)
-            yc = label[a:b]
-            loss, lse, _ = _ops.softmax_ce(logits, yc, None, 1, ignore_index, eps_attr, z_attr,
-                                           True, 0)
-            losses.append(loss)
-            if not eager:
-                if any(need):
-                    lses.append(lse)
-                continue
-            # Upstream gradient 1 of the reduced loss reaches each row as 1 (sum) or 1/den (mean).
-            row_grad = paddle.ones([b - a], compute)
-            if den is not None:
-                row_grad = row_grad / den
-            dlogits = _ops.softmax_ce_shard_bwd(logits, yc, lse, row_grad, ignore_index, eps_attr,
-                                                z_attr, 0, classes)
-            del logits
-            grads.add(xc, wc, dlogits)
-        loss = paddle.concat(losses) if losses else paddle.zeros([0], compute)
-        ctx.cfg = cfg
-        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        ctx.has_bias = bias is not None
-        if eager:
-            ctx.grads = grads.results(x, wc, bc, compute)
-        if reduction != "none":
-            loss = paddle.sum(loss)
-            return loss if den is None else loss / den
-        ctx.save_for_backward(x, weight, bias if bias is not None else weight, label,
-                              paddle.concat(lses) if lses else paddle.zeros([0], compute))
-        return loss
+def _recorded_rows(x, weight, bias, label, cfg):
+    """reduction='none' with gradients: each row's upstream gradient is known only in backward,
+    so the chunks run as recorded Paddle ops and the fused cross-entropy op; each chunk's logits
+    are kept for backward (the memory of the unfused composition)."""
+    ignore_index, eps, z_loss, _, n_chunk, compute, _ = cfg
+    wc = weight.astype(compute) if _checks.dtype_name(weight) != compute else weight
+    bc = bias if bias is None or _checks.dtype_name(bias) == compute else bias.astype(compute)
+    losses = []
+    # An empty batch still runs one (empty) chunk, so that the gradients are zeros, not None.
+    for a in range(0, max(x.shape[0], 1), n_chunk):
+        xc = x[a:a + n_chunk]
+        logits = paddle.matmul(xc.astype(compute) if _checks.dtype_name(xc) != compute else xc,
+                               wc)
+        if bc is not None:
+            logits = logits + bc
+        loss, _, _ = _ops.softmax_ce(logits, label[a:a + n_chunk], None, 1, ignore_index,
+                                     _checks.double_attr(eps), _checks.double_attr(z_loss), True,
+                                     0)
+        losses.append(loss)
+    return paddle.concat(losses) if losses else paddle.zeros([0], compute)
 
-    @staticmethod
-    def backward(ctx, upstream):
-        ignore_index, eps, z_loss, reduction, n_chunk, compute, need = ctx.cfg
-        x_dtype, w_dtype, b_dtype = ctx.dtypes
-        if reduction != "none":
-            gx, gw, gb = ctx.grads
-            ctx.grads = None
-            upstream = upstream.astype(compute)
-        else:
-            x, weight, bias, label, lse = ctx.saved_tensor()
-            bias = bias if ctx.has_bias else None
-            wc = weight.astype(compute) if weight.dtype != lse.dtype else weight
-            bc = bias if bias is None or bias.dtype == lse.dtype else bias.astype(compute)
-            grads = _Grads(*need)
-            row_grad = upstream.reshape([-1]).astype(compute)
-            rows, classes = x.shape[0], weight.shape[1]
-            for a in range(0, rows, n_chunk):
-                b = min(rows, a + n_chunk)
-                xc, logits = _logits(x[a:b], wc, bc, compute)
-                dlogits = _ops.softmax_ce_shard_bwd(
-                    logits, label[a:b], lse[a:b], row_grad[a:b], ignore_index,
-                    _checks.double_attr(eps), _checks.double_attr(z_loss), 0, classes)
-                del logits
-                grads.add(xc, wc, dlogits)
-            gx, gw, gb = grads.results(x, wc, bc, compute)
-            upstream = None
-        out = [_scaled(gx, upstream, x_dtype), _scaled(gw, upstream, w_dtype)]
-        if ctx.has_bias:
-            out.append(_scaled(gb, upstream, b_dtype))
-        return tuple(out) + (None,)
+
+def _static(input, weight, label, bias, ignore_index, reduction, label_smoothing, z_loss):
+    """In a static program (paddle.jit.to_static, jit.save) the logits are one matmul and the fused
+    cross-entropy op follows: the same values, without the chunking (row counts are not known
+    while the program is built)."""
+    compute = _compute_dtype(input)
+    cast = [t if t is None or _checks.dtype_name(t) == compute else t.astype(compute)
+            for t in (input, weight, bias)]
+    logits = paddle.matmul(cast[0], cast[1])
+    if cast[2] is not None:
+        logits = logits + cast[2]
+    return cross_entropy(logits, label, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing, z_loss=z_loss)
 
 
 def _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, ignore_index,
@@ -228,7 +220,8 @@ def _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, 
         raise TypeError(f"label must hold class indices (int32 or int64), got "
                         f"{_checks.dtype_name(label)}")
     rows_shape = shape[:-1]
-    if list(label.shape) not in (rows_shape, rows_shape + [1]):
+    if not (_checks.dims_match(list(label.shape), rows_shape)
+            or _checks.dims_match(list(label.shape), rows_shape + [1])):
         raise ValueError(f"label shape {list(label.shape)} does not fit input shape {shape}: "
                          f"expected {rows_shape} or {rows_shape + [1]}")
     if not 0.0 <= float(label_smoothing) <= 1.0:
@@ -242,6 +235,7 @@ def _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, 
         raise ValueError(f"chunk_budget_mb must be > 0, got {chunk_budget_mb!r}")
 
 
+@unified
 def linear_cross_entropy(input, weight, label, bias=None, ignore_index=-100, reduction='mean',
                          label_smoothing=0.0, z_loss=0.0, name=None, *, chunk_size=None,
                          chunk_budget_mb=None):
@@ -265,12 +259,13 @@ def linear_cross_entropy(input, weight, label, bias=None, ignore_index=-100, red
         shape for ``none``. Gradients flow to ``input``, ``weight`` and ``bias`` (those that do
         not stop gradient). fp16/bf16 inputs: the chunks' products and the gradients are computed
         in fp32 (the weight gradient accumulated over chunks in fp32) and rounded once to the
-        input's dtype. Dygraph mode only.
+        input's dtype.
     """
-    if not paddle.in_dynamic_mode():
-        raise RuntimeError("linear_cross_entropy runs in dygraph mode only (it is a PyLayer)")
     _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, ignore_index,
                 chunk_size, chunk_budget_mb)
+    if not paddle.in_dynamic_mode():
+        return _static(input, weight, label, bias, ignore_index, reduction, label_smoothing,
+                       z_loss)
     compute = _compute_dtype(input)
     label_shape = list(label.shape)
     if _checks.dtype_name(label) not in _checks.INDEX_DTYPES:
@@ -281,17 +276,19 @@ def linear_cross_entropy(input, weight, label, bias=None, ignore_index=-100, red
     enabled = paddle.is_grad_enabled()
     need = tuple(enabled and t is not None and not t.stop_gradient for t in (input, weight, bias))
     cfg = (ignore_index, float(label_smoothing), float(z_loss), reduction, n_chunk, compute, need)
-    if any(need):
-        loss = _LinearCE.apply(x, _checks.contiguous(weight), _checks.contiguous(bias), y, cfg)
-    else:
-        with paddle.no_grad():
-            loss = _LinearCE.forward(_NoContext(), x, weight, bias, y, cfg)
-    return loss.reshape(label_shape) if reduction == "none" else loss
-
-
-class _NoContext:
-    """Stands in for the PyLayer context when nothing needs a gradient: the forward's attributes
-    land here and are dropped."""
-
-    def save_for_backward(self, *tensors):
-        pass
+    if reduction == "none" and any(need):
+        loss = _recorded_rows(x, _checks.contiguous(weight), _checks.contiguous(bias), y, cfg)
+        return loss.reshape(label_shape)
+    with paddle.no_grad():
+        loss, grads = _eager(x.detach(), weight.detach(),
+                             None if bias is None else bias.detach(), y, cfg)
+    if reduction == "none":
+        return loss.reshape(label_shape)
+    if grads is not None:
+        # The gradients reach Paddle's engine through ordinary grad ops (retain_graph, no_grad
+        # and create_graph behave as for any op; a PyLayer's context is freed after its first
+        # backward in Paddle 3.3.1).
+        for tensor, grad in zip((x, weight, bias), grads):
+            if grad is not None:
+                loss = loss + _ops.backprop_link(tensor, grad)
+    return loss

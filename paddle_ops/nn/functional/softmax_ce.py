@@ -26,6 +26,7 @@ sign each, so no cancellation whatever the logits' size), plus their means over 
 from typing import NamedTuple
 
 import paddle
+from paddle.jit.marker import unified
 
 from ... import _checks, _ops
 
@@ -132,6 +133,45 @@ def _run_op(stats, *args):
     return loss, lse, row_weight, extras
 
 
+def _trains(weight):
+    """Whether the class weights need a gradient: they require one and it will be recorded."""
+    return not weight.stop_gradient and (not paddle.in_dynamic_mode() or paddle.is_grad_enabled())
+
+
+def _learned_weight(input, label, weight, ignore_index, soft_label, axis, use_softmax,
+                    label_smoothing, z_loss, reduction, stats, keep_axis):
+    """_softmax_ce for class weights that get a gradient (learned, or computed from parameters).
+    The kernel computes the unweighted row losses (its row weight is then 1, 0 for ignored rows)
+    and each row's weight is formed with Paddle's ops, so autograd differentiates the product and
+    the 'mean' denominator: d loss / d weight[k] collects the rows whose target involves class k,
+    as Paddle's own weighted cross-entropy gives it. The logits' gradient is the fused one."""
+    loss, lse, mask, extras = _run_op(
+        stats, _checks.contiguous(input), _checks.contiguous(label), None, axis, ignore_index,
+        _checks.double_attr(label_smoothing), _checks.double_attr(z_loss), bool(use_softmax),
+        _REDUCTION_CODES['none'])
+    if soft_label:
+        shape = [1] * len(input.shape)
+        shape[axis] = -1
+        target = label.astype(weight.dtype)
+        row_weight = paddle.sum(target * weight.reshape(shape), axis=axis)
+    else:
+        flat = label.reshape([-1])
+        index = paddle.where(flat == ignore_index, paddle.zeros_like(flat), flat)
+        row_weight = paddle.gather(weight, index)
+        if label_smoothing > 0.0:
+            classes = paddle.shape(weight)[0].astype(weight.dtype)
+            row_weight = (1.0 - label_smoothing) * row_weight + (
+                label_smoothing * paddle.sum(weight) / classes)
+        row_weight = paddle.reshape(row_weight, _checks.shape_of(mask)) * mask
+    loss = loss * row_weight
+    if reduction == 'sum':
+        loss = paddle.sum(loss)
+    elif reduction == 'mean':
+        total = paddle.sum(row_weight)
+        loss = paddle.sum(loss) / paddle.where(total == 0, paddle.ones_like(total), total)
+    return loss, lse, row_weight, keep_axis, axis, extras
+
+
 def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softmax,
                 label_smoothing, z_loss, reduction='none', stats=False):
     """Validates arguments and runs the op. Returns (loss, lse, row_weight, keep_axis, axis,
@@ -181,6 +221,10 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
                              f"{list(weight.shape)}")
         if _checks.dtype_name(weight) != _checks.acc_dtype(input):
             weight = weight.astype(_checks.acc_dtype(input))
+        if _trains(weight):
+            return _learned_weight(input, label, weight, ignore_index, soft_label, axis,
+                                   use_softmax, label_smoothing, z_loss, reduction, stats,
+                                   keep_axis)
     in_op = reduction != 'none' and _reduces_in_op(input)
     loss, lse, row_weight, extras = _run_op(
         stats, _checks.contiguous(input), _checks.contiguous(label), _checks.contiguous(weight),
@@ -194,6 +238,7 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
     return loss, lse, row_weight, keep_axis, axis, extras
 
 
+@unified
 def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean',
                   soft_label=False, axis=-1, use_softmax=True, label_smoothing=0.0, name=None, *,
                   z_loss=0.0, return_lse=False, return_stats=False):
@@ -238,6 +283,7 @@ def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean'
     return (loss,) + ((lse,) if return_lse else ()) + ((stats,) if return_stats else ())
 
 
+@unified
 def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-100,
                                numeric_stable_mode=True, return_softmax=False, axis=-1):
     """Paddle's ``softmax_with_cross_entropy``: per-position loss with the class axis kept (size 1).
