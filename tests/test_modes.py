@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import paddle
@@ -277,3 +278,31 @@ def test_out_of_range_label_raises_with_its_message_in_every_mode(name, mode, tm
 def test_no_worker_thread_can_start(tmp_path_factory):
     result = report("threads", tmp_path_factory)
     assert result["equal"], result
+
+
+def test_python_threads_share_the_ops():
+    """Ops called from several Python threads at once (a data-loader thread computing metrics, a
+    serving pool) give each thread the single-threaded result, gradients included."""
+    names = ("cross_entropy", "kl_div_with_logits", "binary_cross_entropy_with_logits",
+             "gaussian_kl", "linear_cross_entropy")
+    expected = {name: grads_of(name, lambda *a, n=name: run_ours(n, *a)) for name in names}
+    failures = []
+
+    def work(name):
+        try:
+            for _ in range(10):
+                loss, grads = grads_of(name, lambda *a: run_ours(name, *a))
+                ref_loss, ref_grads = expected[name]
+                np.testing.assert_array_equal(loss.numpy(), ref_loss.numpy())
+                for g, ref in zip(grads, ref_grads):
+                    if ref is not None:
+                        np.testing.assert_array_equal(g.numpy(), ref.numpy())
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            failures.append(f"{name}: {e!r}")
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in names * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
