@@ -1,5 +1,8 @@
 """Argument checks shared by the Python wrappers: one message style, one set of exception types."""
 
+import math
+import numbers
+
 import numpy as np
 import paddle
 
@@ -42,6 +45,24 @@ def check_float(x, what):
     check_tensor(x, what)
     if dtype_name(x) not in FLOAT_DTYPES:
         raise TypeError(f"{what} must have a floating dtype {FLOAT_DTYPES}, got {dtype_name(x)}")
+
+
+def option(value, what, low=None, high=None, low_open=False):
+    """A float option as a Python float: a real number (not a bool, a string or a tensor), finite,
+    and within [low, high] (low excluded with low_open). The messages show the value passed."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{what} must be finite, got {v!r}")
+    below = low is not None and (v <= low if low_open else v < low)
+    if below or (high is not None and v > high):
+        if high is not None:
+            bounds = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+        else:
+            bounds = f"{'>' if low_open else '>='} {low:g}"
+        raise ValueError(f"{what} must be {bounds}, got {v!r}")
+    return v
 
 
 def check_reduction(reduction):

@@ -25,12 +25,22 @@ import paddle
 import paddle.nn.functional as _F
 import paddle.nn.functional.loss as _F_loss
 from paddle.jit.marker import unified
+from paddle.utils.decorator_utils import ParamAliasDecorator
 
+from . import _checks as _POF_checks
 from .nn import functional as _POF
 
 _FUNCTION_OWNERS = (_F, _F_loss)
 _ORIGINALS = {}
 _WARNED = set()
+# patch(corrected=True): paddle_ops' own semantics where they differ from Paddle's results.
+_STATE = {"corrected": False}
+_CORRECTED_WARNING = (
+    "paddle_ops.patch(corrected=True): patched losses use paddle_ops' corrected semantics, which "
+    "change results where Paddle 3.3.1's differ: cross_entropy(reduction='mean') with ignored "
+    "labels divides by the non-ignored positions (Paddle by every position), the mean of an "
+    "empty batch is 0 (Paddle NaN), and reduction='none' with label_smoothing drops the class "
+    "axis (Paddle keeps it)")
 
 
 def _warn_once(function, reason):
@@ -78,6 +88,7 @@ def _extra_kwargs_reason(kwargs):
 
 
 @unified
+@ParamAliasDecorator({"label": ["target"]})
 def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean',
                   soft_label=False, axis=-1, use_softmax=True, label_smoothing=0.0, name=None,
                   **kwargs):
@@ -85,10 +96,89 @@ def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean'
               or _device_reason((input, label, weight)))
     return _dispatch(
         "cross_entropy", reason,
-        lambda: _POF.cross_entropy(input, label, weight, ignore_index, reduction, soft_label,
-                                   axis, use_softmax, label_smoothing, name),
+        lambda: _cross_entropy(input, label, weight, ignore_index, reduction, soft_label, axis,
+                               use_softmax, label_smoothing),
         (input, label, weight, ignore_index, reduction, soft_label, axis, use_softmax,
          label_smoothing, name), kwargs)
+
+
+def _is_index_tensor(label):
+    return _POF_checks.is_tensor(label) and (
+        _POF_checks.dtype_name(label) not in _POF_checks.FLOAT_DTYPES)
+
+
+# An ignore_index no label can hold: Paddle's label smoothing turns hard labels into soft ones
+# before its kernel runs, so it ignores no position; the fused kernel is told to ignore none.
+_IGNORE_NONE = -(2**62)
+
+
+def _cross_entropy(input, label, weight, ignore_index, reduction, soft_label, axis, use_softmax,
+                   label_smoothing):
+    """paddle_ops' cross_entropy with Paddle 3.3.1's results (unless patch(corrected=True)).
+
+    Paddle's quirks kept: label_smoothing (integer labels, soft_label or not) smooths every
+    position, ignore_index included, and 'none' then keeps the class axis (size 1); 'mean' of an
+    empty input is NaN; 'mean' divides by (Paddle's loss function, python/paddle/nn/functional/
+    loss.py):
+    - ignore_index < 0 (the default -100) without class weights: every position, ignored ones
+      included (Paddle issue 48663); with weights: the gathered weights' sum;
+    - ignore_index >= 0: the positions whose label differs from ignore_index, weighted when
+      weights are given, where for soft or smoothed labels every class entry of the target that
+      differs from ignore_index counts.
+    """
+    if soft_label and label_smoothing and _is_index_tensor(label):
+        soft_label = False
+    if _STATE["corrected"]:
+        return _POF.cross_entropy(input, label, weight, ignore_index, reduction, soft_label, axis,
+                                  use_softmax, label_smoothing)
+    smoothing = bool(label_smoothing) and not soft_label
+    kernel_ignore = _IGNORE_NONE if smoothing and ignore_index >= 0 else ignore_index
+    target_mask = reduction == 'mean' and ignore_index >= 0 and (soft_label or smoothing)
+    if reduction == 'mean' and (target_mask or (ignore_index < 0 and weight is None)):
+        loss = _POF.cross_entropy(input, label, weight, kernel_ignore, 'sum', soft_label, axis,
+                                  use_softmax, label_smoothing)
+        if target_mask:
+            count = _target_mask_total(input, label, weight, ignore_index, soft_label, axis,
+                                       label_smoothing)
+            return loss / (count + (count == 0).astype(count.dtype)).astype(loss.dtype)
+        # Every position: the input's element count over its classes (Paddle's mean_all).
+        if paddle.in_dynamic_mode():
+            count = input.size // input.shape[axis] if input.size else 0
+            return loss / count if count else loss * float("nan")
+        count = paddle.numel(input).astype(loss.dtype) / paddle.shape(input)[axis].astype(
+            loss.dtype)
+        return loss / count
+    loss = _POF.cross_entropy(input, label, weight, kernel_ignore, reduction, soft_label, axis,
+                              use_softmax, label_smoothing)
+    if reduction == 'mean' and paddle.in_dynamic_mode() and 0 in input.shape:
+        return loss * float("nan")
+    if reduction == 'none' and smoothing and len(loss.shape) == len(input.shape) - 1:
+        return loss.unsqueeze(axis)
+    return loss
+
+
+def _target_mask_total(input, label, weight, ignore_index, soft_label, axis, label_smoothing):
+    """Paddle's 'mean' denominator for soft or smoothed targets with ignore_index >= 0: the sum,
+    over every class entry of the target that differs from ignore_index, of 1 (no weights) or the
+    position's gathered weight (sum_j target_j * weight_j)."""
+    classes = input.shape[axis]
+    if soft_label:
+        target = label
+    else:
+        hard = label if len(label.shape) == len(input.shape) - 1 else label.squeeze(axis)
+        target = _F.one_hot(hard, classes)
+        target = target * (1.0 - label_smoothing) + label_smoothing / classes
+        if axis not in (-1, len(input.shape) - 1):
+            target = paddle.moveaxis(target, -1, axis)
+    target = target.astype("float64" if _POF_checks.dtype_name(input) == "float64" else "float32")
+    mask = (target != float(ignore_index)).astype(target.dtype)
+    if weight is None:
+        return paddle.sum(mask)
+    shape = [1] * len(target.shape)
+    shape[axis] = -1
+    gathered = paddle.sum(target * weight.astype(target.dtype).reshape(shape), axis=axis,
+                          keepdim=True)
+    return paddle.sum(mask * gathered)
 
 
 @unified
@@ -107,6 +197,19 @@ def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-10
         kwargs)
 
 
+def _promoted(a, b):
+    """Two floating tensors in their common dtype by Paddle's promotion (the wider; float32 for
+    float16 with bfloat16), as Paddle's kl_div computes mixed dtypes; others unchanged."""
+    names = (_POF_checks.dtype_name(a), _POF_checks.dtype_name(b)) if (
+        _POF_checks.is_tensor(a) and _POF_checks.is_tensor(b)) else (None, None)
+    if names[0] == names[1] or not all(n in _POF_checks.FLOAT_DTYPES for n in names):
+        return a, b
+    common = ("float64" if "float64" in names
+              else "float32" if "float32" in names or set(names) == {"float16", "bfloat16"}
+              else names[0])
+    return tuple(t if _POF_checks.dtype_name(t) == common else t.astype(common) for t in (a, b))
+
+
 def _constant(x):
     """Paddle's kl_div treats the label as a constant; paddle_ops differentiates it unless it stops
     gradient, so a label that requires gradient is detached (a dygraph tensor or a static-graph
@@ -121,7 +224,7 @@ def kl_div(input, label, reduction='mean', log_target=False, name=None, **kwargs
     reason = _extra_kwargs_reason(kwargs) or _device_reason((input, label))
     return _dispatch(
         "kl_div", reason,
-        lambda: _POF.kl_div(input, _constant(label), reduction, log_target, name),
+        lambda: _POF.kl_div(*_promoted(input, _constant(label)), reduction, log_target, name),
         (input, label, reduction, log_target, name), kwargs)
 
 
@@ -225,11 +328,18 @@ def is_patched():
     return bool(_ORIGINALS)
 
 
-def patch():
-    """Routes Paddle's losses through paddle_ops (see this module's docstring). Idempotent.
+def patch(corrected=False):
+    """Routes Paddle's losses through paddle_ops (see this module's docstring), giving Paddle
+    3.3.1's results. ``corrected=True`` opts in to paddle_ops' corrected semantics instead (one
+    UserWarning names what changes). Calling it again only changes ``corrected``.
 
     Code that bound a function before patching (``from paddle.nn.functional import
     cross_entropy``) keeps Paddle's: only module attribute look-ups see the patch."""
+    if not isinstance(corrected, bool):
+        raise TypeError(f"corrected must be a bool, got {type(corrected).__name__}")
+    if corrected and not _STATE["corrected"]:
+        warnings.warn(_CORRECTED_WARNING, UserWarning, stacklevel=2)
+    _STATE["corrected"] = corrected
     if is_patched():
         return
     for name in _FUNCTIONS:
@@ -250,16 +360,17 @@ def unpatch():
     for (owner, attribute), original in _ORIGINALS.items():
         setattr(owner, attribute, original)
     _ORIGINALS.clear()
+    _STATE["corrected"] = False
 
 
 @contextlib.contextmanager
-def patched():
+def patched(corrected=False):
     """``with paddle_ops.patched():`` patches on entry and unpatches on exit, also on an exception.
     Nested uses (or a use inside an explicit patch()) do nothing: only the context that did the
     patching undoes it, so the outermost one restores Paddle's functions."""
     owner = not is_patched()
     if owner:
-        patch()
+        patch(corrected)
     try:
         yield
     finally:

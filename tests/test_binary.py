@@ -395,7 +395,11 @@ def test_layers_match_functions():
     (lambda x, y: POF.sigmoid_focal_loss(x, y, gamma=-0.5), ValueError,
      r"gamma must be >= 0, got -0.5"),
     (lambda x, y: POF.sigmoid_focal_loss(x, y, gamma=float("nan")), ValueError,
-     r"gamma must be >= 0, got nan"),
+     r"gamma must be finite, got nan"),
+    (lambda x, y: POF.sigmoid_focal_loss(x, y, gamma=float("inf")), ValueError,
+     r"gamma must be finite, got inf"),
+    (lambda x, y: POF.sigmoid_focal_loss(x, y, alpha="0.25"), TypeError,
+     r"alpha must be a real number, got str '0.25'"),
     (lambda x, y: POF.sigmoid_focal_loss(x, y, normalizer=paddle.ones([5])), ValueError,
      r"normalizer must have shape \[\] or \[1\], got \[5\]"),
     (lambda x, y: POF.sigmoid_focal_loss(x, y, normalizer=paddle.ones([1, 1])), ValueError,
@@ -404,7 +408,8 @@ def test_layers_match_functions():
      "normalizer must be a paddle.Tensor, got float"),
 ], ids=["label_shape", "focal_label_shape", "weight_shape", "pos_weight_rank", "weight_list",
         "reduction",
-        "int_logit", "numpy_label", "gamma_negative", "gamma_nan", "normalizer_shape",
+        "int_logit", "numpy_label", "gamma_negative", "gamma_nan", "gamma_inf", "alpha_str",
+        "normalizer_shape",
         "normalizer_rank", "normalizer_float"])
 def test_bad_input(call, error, message):
     x = paddle.zeros([4, 5])

@@ -474,6 +474,16 @@ def _x(shape=(4, 5), dtype="float32"):
      ValueError, r"label_smoothing must be in \[0, 1\], got 1.5"),
     (lambda: POF.cross_entropy(_x(), paddle.zeros([4], "int64"), z_loss=-1.0), ValueError,
      r"z_loss must be >= 0, got -1.0"),
+    (lambda: POF.cross_entropy(_x(), paddle.zeros([4], "int64"), z_loss=float("inf")),
+     ValueError, r"z_loss must be finite, got inf"),
+    (lambda: POF.cross_entropy(_x(), paddle.zeros([4], "int64"), label_smoothing="0.1"),
+     TypeError, r"label_smoothing must be a real number, got str '0.1'"),
+    (lambda: POF.cross_entropy(_x(), paddle.zeros([4], "int64"), label_smoothing=True),
+     TypeError, r"label_smoothing must be a real number, got bool True"),
+    (lambda: POF.cross_entropy(_x(), paddle.zeros([4], "int64"), axis=1.0), TypeError,
+     r"axis must be an int, got float"),
+    (lambda: POF.cross_entropy(_x(), paddle.zeros([4], "int64"), axis=True), TypeError,
+     r"axis must be an int, got bool"),
     (lambda: POF.cross_entropy(_x(), paddle.zeros([4], "int64"), use_softmax=False,
                                z_loss=0.1), ValueError, r"z_loss needs use_softmax=True"),
     (lambda: POF.cross_entropy(_x(), paddle.zeros([4], "int64"), use_softmax=False,
@@ -485,7 +495,8 @@ def _x(shape=(4, 5), dtype="float32"):
 ], ids=["label_too_large", "label_negative", "label_bad_second_call", "label_rows",
         "label_shape", "soft_shape", "float_hard_label", "int_soft_label", "int_logits",
         "numpy_logits", "weight_length", "reduction", "axis_high", "axis_low", "smoothing_neg",
-        "smoothing_high", "z_loss_neg", "z_loss_no_softmax", "lse_no_softmax", "scalar_input",
+        "smoothing_high", "z_loss_neg", "z_loss_inf", "smoothing_str", "smoothing_bool",
+        "axis_float", "axis_bool", "z_loss_no_softmax", "lse_no_softmax", "scalar_input",
         "ignore_index_float"])
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):

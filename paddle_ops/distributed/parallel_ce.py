@@ -230,12 +230,8 @@ def parallel_cross_entropy(input, label, group=None, ignore_index=-100, reductio
         raise ValueError("input must have at least one dimension (the classes), got a 0-D tensor")
     _checks.check_reduction(reduction)
     _checks.check_ignore_index(ignore_index)
-    label_smoothing = float(label_smoothing)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    z_loss = float(z_loss)
-    if not z_loss >= 0.0:
-        raise ValueError(f"z_loss must be >= 0, got {z_loss}")
+    label_smoothing = _checks.option(label_smoothing, "label_smoothing", 0.0, 1.0)
+    z_loss = _checks.option(z_loss, "z_loss", 0.0)
     classes = input.shape[-1]
     if classes < 1:
         raise ValueError(f"input must hold at least one class on every rank, got shape "

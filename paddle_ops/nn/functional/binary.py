@@ -164,10 +164,8 @@ def sigmoid_focal_loss(logit, label, normalizer=None, alpha=0.25, gamma=2.0, red
     """
     _checks.check_reduction(reduction)
     label = _check_pair(logit, label)
-    gamma = float(gamma)
-    if not gamma >= 0.0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
-    alpha = float(alpha)
+    gamma = _checks.option(gamma, "gamma", 0.0)
+    alpha = _checks.option(alpha, "alpha")
     if normalizer is not None:
         _checks.check_float(normalizer, "normalizer")
         if list(normalizer.shape) not in ([], [1]):

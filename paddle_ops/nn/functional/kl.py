@@ -48,10 +48,7 @@ def _check_logit_pair(input, label, axis):
 
 
 def _check_positive(value, what):
-    value = float(value)
-    if not value > 0:
-        raise ValueError(f"{what} must be > 0, got {value}")
-    return value
+    return _checks.option(value, what, 0.0, low_open=True)
 
 
 def _reduce_rows(loss, reduction, target_index, ignore_index, classes):
@@ -77,9 +74,7 @@ def _logit_divergence(input, label, mode, temperature, beta, reduction, ignore_i
         raise ValueError(f"reduction must be one of {_ROW_REDUCTIONS}, got {reduction!r}")
     axis = _check_logit_pair(input, label, axis)
     temperature = _check_positive(temperature, "temperature")
-    beta = float(beta)
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    beta = _checks.option(beta, "beta", 0.0, 1.0)
     _checks.check_ignore_index(ignore_index)
     rows_shape = list(input.shape[:axis]) + list(input.shape[axis + 1:])
     if target_index is not None:

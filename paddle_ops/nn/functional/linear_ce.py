@@ -224,10 +224,8 @@ def _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, 
             or _checks.dims_match(list(label.shape), rows_shape + [1])):
         raise ValueError(f"label shape {list(label.shape)} does not fit input shape {shape}: "
                          f"expected {rows_shape} or {rows_shape + [1]}")
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if not float(z_loss) >= 0.0:
-        raise ValueError(f"z_loss must be >= 0, got {z_loss}")
+    _checks.option(label_smoothing, "label_smoothing", 0.0, 1.0)
+    _checks.option(z_loss, "z_loss", 0.0)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int (rows per chunk), got {chunk_size!r}")

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import paddle
 from paddle.jit.marker import unified
+from paddle.utils.decorator_utils import ParamAliasDecorator
 
 from ... import _checks, _ops
 
@@ -106,7 +107,8 @@ def _plain_call(input, label, ignore_index, axis):
         return None
     shape = input.shape
     rank = len(shape)
-    if (rank == 0 or axis not in (-1, rank - 1) or type(ignore_index) is not int
+    if (rank == 0 or type(axis) is not int or axis not in (-1, rank - 1)
+            or type(ignore_index) is not int
             or _checks.dtype_name(input) not in _checks.FLOAT_DTYPES
             or _checks.dtype_name(label) not in _checks.INDEX_DTYPES
             or label.shape != shape[:-1] or not input.is_contiguous()
@@ -183,8 +185,9 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
                          "label instead")
     if stats and not use_softmax:
         raise ValueError("return_stats needs use_softmax=True (the input holds probabilities)")
-    if (weight is None and not soft_label and use_softmax is True and label_smoothing == 0.0
-            and z_loss == 0.0):
+    if (weight is None and not soft_label and use_softmax is True
+            and type(label_smoothing) in (int, float) and label_smoothing == 0.0
+            and type(z_loss) in (int, float) and z_loss == 0.0):
         plain_axis = _plain_call(input, label, ignore_index, axis)
         if plain_axis is not None:
             loss, lse, row_weight, extras = _run_op(
@@ -195,12 +198,8 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
     axis = _checks.class_axis(input, axis, "input")
     rank = len(input.shape)
     _checks.check_ignore_index(ignore_index)
-    label_smoothing = float(label_smoothing)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    z_loss = float(z_loss)
-    if not z_loss >= 0.0:
-        raise ValueError(f"z_loss must be >= 0, got {z_loss}")
+    label_smoothing = _checks.option(label_smoothing, "label_smoothing", 0.0, 1.0)
+    z_loss = _checks.option(z_loss, "z_loss", 0.0)
     if not use_softmax and z_loss > 0.0:
         raise ValueError("z_loss needs use_softmax=True (it penalises the log-sum-exp of logits)")
     label, keep_axis = _prepare_label(input, label, soft_label, axis, rank)
@@ -239,6 +238,7 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
 
 
 @unified
+@ParamAliasDecorator({"label": ["target"]})
 def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean',
                   soft_label=False, axis=-1, use_softmax=True, label_smoothing=0.0, name=None, *,
                   z_loss=0.0, return_lse=False, return_stats=False):
