@@ -6,6 +6,9 @@ settings are the ones the ops use.
 """
 
 import ctypes
+import os
+import re
+import warnings
 
 from . import _ops
 
@@ -106,3 +109,40 @@ def grad_cache_info():
 def empty_grad_cache():
     """Unmaps every cached gradient buffer (gradients still alive are unaffected)."""
     _lib.paddle_ops_empty_grad_cache()
+
+
+def _env_problem(name, value):
+    """What the kernels make of environment variable `name` when its value is not understood
+    (csrc/kernels: parallel.cc, cpu_isa.cc, host_buffers.cc parse them), or None."""
+    if name == "PADDLE_OPS_NUM_THREADS":
+        if not re.fullmatch(r"\s*[+-]?\d+", value) or int(value) <= 0:
+            return "a positive integer; every core the process may use is used instead"
+        if int(value) > _MAX_THREADS:
+            return f"at most {_MAX_THREADS}; {_MAX_THREADS} threads are used instead"
+    elif name == "PADDLE_OPS_CPU_ISA":
+        if value not in CPU_ISAS:
+            return (f"one of {', '.join(CPU_ISAS)} (lower case); the best this CPU supports, "
+                    f"{best_cpu_isa()}, is used instead")
+    elif name == "PADDLE_OPS_GRAD_CACHE_MB":
+        if not re.fullmatch(r"\s*[+-]?\d+", value) or int(value) < 0:
+            return "an integer >= 0 (MiB); the default is used instead"
+    return None
+
+
+def check_environment(environ=None):
+    """Warns (UserWarning) about each paddle_ops environment variable whose value the kernels do
+    not understand, naming it and what is used instead; returns the warnings' texts. Called once
+    when paddle_ops is imported."""
+    environ = os.environ if environ is None else environ
+    texts = []
+    for name in ("PADDLE_OPS_NUM_THREADS", "PADDLE_OPS_CPU_ISA", "PADDLE_OPS_GRAD_CACHE_MB"):
+        value = environ.get(name)
+        problem = None if value is None else _env_problem(name, value)
+        if problem is not None:
+            texts.append(f"paddle_ops: environment variable {name}={value!r} is not understood: "
+                         f"expected {problem}")
+            warnings.warn(texts[-1], UserWarning, stacklevel=2)
+    return texts
+
+
+check_environment()

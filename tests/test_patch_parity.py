@@ -161,3 +161,36 @@ def test_patched_raises_the_type_errors_paddle_raises(call, exc):
     with paddle_ops.patched():
         with pytest.raises(exc):
             call(x, y)
+
+
+@pytest.mark.parametrize("name,value,says", [
+    ("PADDLE_OPS_CPU_ISA", "AVX2", r"PADDLE_OPS_CPU_ISA='AVX2' is not understood: expected one of "
+                                   r"base, avx2, avx512 \(lower case\); the best this CPU"),
+    ("PADDLE_OPS_NUM_THREADS", "3.5", r"PADDLE_OPS_NUM_THREADS='3.5' is not understood: expected "
+                                      r"a positive integer; every core"),
+    ("PADDLE_OPS_NUM_THREADS", "0", r"expected a positive integer"),
+    ("PADDLE_OPS_NUM_THREADS", "5000", r"at most 1024; 1024 threads are used instead"),
+    ("PADDLE_OPS_GRAD_CACHE_MB", "1GB", r"PADDLE_OPS_GRAD_CACHE_MB='1GB' is not understood: "
+                                        r"expected an integer >= 0 \(MiB\); the default"),
+])
+def test_environment_variables_not_understood_are_named(name, value, says):
+    with pytest.warns(UserWarning, match=says):
+        paddle_ops._runtime.check_environment({name: value})
+
+
+def test_understood_environment_variables_are_silent():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert paddle_ops._runtime.check_environment(
+            {"PADDLE_OPS_CPU_ISA": "base", "PADDLE_OPS_NUM_THREADS": "3",
+             "PADDLE_OPS_GRAD_CACHE_MB": "0"}) == []
+
+
+def test_the_import_warns_about_a_typo():
+    import subprocess
+    import sys
+    env = dict(__import__("os").environ, PADDLE_OPS_CPU_ISA="AVX2")
+    proc = subprocess.run([sys.executable, "-c", "import paddle_ops"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "PADDLE_OPS_CPU_ISA='AVX2' is not understood" in proc.stderr
