@@ -90,13 +90,15 @@ endif
 # BCE with logits and focal loss at [4096, 1000] and [8192, 80]; the whole KL family (10-15
 # minutes) is `benchmarks/bench_kl.py` without options. Issue 8: the fused linear cross-entropy
 # at N=8192, H=1024, V=32000 against F.linear + cross_entropy (about 5 minutes: the matmuls), and
-# the vocabulary-parallel cross-entropy on 2 processes against 1.
+# the vocabulary-parallel cross-entropy on 2 processes against 1. Issue 20: peak memory of two
+# training loops at the default settings against Paddle's.
 bench: build
 	$(PY) benchmarks/bench_softmax_ce.py
 	$(PY) benchmarks/bench_kl.py --ops kl_logits --shapes 512x8000 --dtypes float32
 	$(PY) benchmarks/bench_binary.py
 	$(PY) benchmarks/bench_linear_ce.py
 	$(PY) benchmarks/bench_parallel_ce.py
+	$(PY) benchmarks/bench_memory.py
 
 clean:
 	rm -rf build paddle_ops/_C*.so

@@ -86,7 +86,8 @@ def set_grad_cache_limit(nbytes):
     similar size writes into pages that are already mapped instead of paying a page fault and
     the kernel's zeroing per page (README, "The gradient cache"). `nbytes` is an int >= 0
     (0 disables the cache), or None to return to the default: the environment variable
-    PADDLE_OPS_GRAD_CACHE_MB if set, else 1 GiB.
+    PADDLE_OPS_GRAD_CACHE_MB if set, else 0: the cache is off by default, because a cached
+    block idles through the next forward and raises a training loop's peak memory.
     """
     if nbytes is None:
         _lib.paddle_ops_set_grad_cache_limit(-1)

@@ -326,9 +326,10 @@ CACHED_SHAPE = (1024, 8192)
 
 @pytest.fixture
 def grad_cache():
-    """An empty cache with the default limit, restored afterwards. Yields counts(): the hits and
-    misses since the test began (the library's counters run for the whole process)."""
-    paddle_ops.set_grad_cache_limit(None)
+    """An empty cache with a 1 GiB limit (the cache is off by default), the default restored
+    afterwards. Yields counts(): the hits and misses since the test began (the library's counters
+    run for the whole process)."""
+    paddle_ops.set_grad_cache_limit(1 << 30)
     paddle_ops.empty_grad_cache()
     start = paddle_ops.grad_cache_info()
 
@@ -406,11 +407,20 @@ def test_grad_cache_limit_evicts_and_empty_releases(grad_cache):
     assert paddle_ops.grad_cache_info()["cached_bytes"] >= x.nbytes
     paddle_ops.set_grad_cache_limit(x.nbytes // 2)
     assert paddle_ops.grad_cache_info()["cached_bytes"] == 0
-    paddle_ops.set_grad_cache_limit(None)
+    paddle_ops.set_grad_cache_limit(1 << 30)
     _ce_grad(x, y)
     assert paddle_ops.grad_cache_info()["cached_bytes"] >= x.nbytes
     paddle_ops.empty_grad_cache()
     assert paddle_ops.grad_cache_info()["cached_bytes"] == 0
+
+
+def test_grad_cache_is_off_by_default():
+    env = {k: v for k, v in os.environ.items() if k != "PADDLE_OPS_GRAD_CACHE_MB"}
+    proc = subprocess.run([sys.executable, "-c", "import paddle_ops; "
+                           "print(paddle_ops.grad_cache_info()['limit'])"],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == "0"
 
 
 def test_grad_cache_limit_from_the_environment():

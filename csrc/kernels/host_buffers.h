@@ -26,7 +26,9 @@
 namespace paddle_ops {
 
 constexpr int64_t kMinCachedBytes = int64_t{32} << 20;
-constexpr int64_t kDefaultLimitBytes = int64_t{1} << 30;
+// Off by default: a cached block idles through the next forward, which raised a training loop's
+// peak above Paddle's own (README, "The gradient cache").
+constexpr int64_t kDefaultLimitBytes = 0;
 
 struct HostBuffer {
   void* data = nullptr;
