@@ -30,6 +30,7 @@ _ARG_ERROR = "paddle_ops: invalid argument: "
 _ERROR_HEAD = re.compile(r"^\((InvalidArgument|OutOfRange|External|Unimplemented)\) ")
 _ERROR_TAIL = re.compile(r"\s*\(at [^()]*:\d+\)\s*$")
 
+
 def _find_library():
     here = os.path.dirname(os.path.abspath(__file__))
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
@@ -66,13 +67,16 @@ _CONSTANT_INPUTS = {
 
 
 def _detached(args, positions):
-    """args with the tensors at `positions` (None: every tensor) that require grad detached."""
-    out = list(args)
-    for i, a in enumerate(out):
-        if ((positions is None or i in positions) and isinstance(a, paddle.Tensor)
-                and not a.stop_gradient):
-            out[i] = a.detach()
-    return out
+    """args with the tensors at `positions` that require grad detached; args itself when there is
+    none (the common call: a few index checks)."""
+    for i in positions:
+        a = args[i]
+        if isinstance(a, paddle.Tensor) and not a.stop_gradient:
+            break
+    else:
+        return args
+    return [a.detach() if i in positions and isinstance(a, paddle.Tensor) and not a.stop_gradient
+            else a for i, a in enumerate(args)]
 
 
 def _clean_message(text):
@@ -105,7 +109,7 @@ def _raise_value_errors(name, op):
     def call(*args):
         if not in_dygraph_mode():
             return op(*args)
-        args = _detached(args, None if not is_grad_enabled() else constants)
+        args = _detached(args, constants if is_grad_enabled() else range(len(args)))
         try:
             outs = _C_ops._run_custom_op(name, *args)
         except (ValueError, IndexError, NotImplementedError, OSError) as e:

@@ -19,13 +19,14 @@ chunks (in fp32 for fp16/bf16 inputs). Only one chunk's logits and gradient exis
 
 ``mean`` and ``sum`` reduce to a scalar, so the gradients for an upstream gradient of 1 are
 computed during the forward (three matmuls per chunk, as many as the unfused forward and backward)
-and the backward only scales them (they reach Paddle's engine through the ``paddle_ops_backprop_link``
-op, an ordinary grad op, so ``retain_graph`` works). As in Cut Cross-Entropy (Wijmans et al. 2024)
-and Liger-Kernel's fused linear cross-entropy. ``none`` has one upstream value per row, unknown in
-the forward: with gradients it runs the chunks as recorded ops, keeping each chunk's logits for
-backward (the memory of the unfused ``linear`` + ``cross_entropy``); without gradients it is
-chunked like the others. In a static program (``paddle.jit.to_static``) the function is the
-unchunked composition of one matmul and the fused cross-entropy op.
+and the backward only scales them (they reach Paddle's engine through the op
+``paddle_ops_backprop_link``, an ordinary grad op, so ``retain_graph`` works). As in Cut
+Cross-Entropy (Wijmans et al. 2024) and Liger-Kernel's fused linear cross-entropy. ``none`` has
+one upstream value per row, unknown in the forward: with gradients it runs the chunks as recorded
+ops, keeping each chunk's logits for backward (the memory of the unfused ``linear`` +
+``cross_entropy``); without gradients it is chunked like the others. In a static program
+(``paddle.jit.to_static``) the function is the unchunked composition of one matmul and the fused
+cross-entropy op.
 """
 
 import paddle
