@@ -14,12 +14,13 @@ namespace {
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 
-// Every test starts from an empty cache with the default limit and no environment override.
+// Every test starts from an empty cache with a 1 GiB limit (the default, 0, disables the cache)
+// and no environment override.
 class HostBuffers : public ::testing::Test {
  protected:
   void SetUp() override {
     unsetenv("PADDLE_OPS_GRAD_CACHE_MB");
-    set_host_buffer_cache_limit(-1);
+    set_host_buffer_cache_limit(int64_t{1} << 30);
     empty_host_buffer_cache();
     base_ = host_buffer_stats();
   }
@@ -128,7 +129,14 @@ TEST_F(HostBuffers, ZeroLimitDisablesTheCache) {
   EXPECT_EQ(misses(), 0);
 }
 
+TEST_F(HostBuffers, DefaultIsOff) {
+  set_host_buffer_cache_limit(-1);
+  EXPECT_EQ(host_buffer_cache_limit(), 0);
+  EXPECT_EQ(host_buffer_alloc(64 * kMiB).data, nullptr);
+}
+
 TEST_F(HostBuffers, EnvironmentSetsTheDefaultLimit) {
+  set_host_buffer_cache_limit(-1);
   setenv("PADDLE_OPS_GRAD_CACHE_MB", "48", 1);
   EXPECT_EQ(host_buffer_cache_limit(), 48 * kMiB);
   setenv("PADDLE_OPS_GRAD_CACHE_MB", "0", 1);
