@@ -204,9 +204,8 @@ def _promoted(a, b):
         _POF_checks.is_tensor(a) and _POF_checks.is_tensor(b)) else (None, None)
     if names[0] == names[1] or not all(n in _POF_checks.FLOAT_DTYPES for n in names):
         return a, b
-    common = ("float64" if "float64" in names
-              else "float32" if "float32" in names or set(names) == {"float16", "bfloat16"}
-              else names[0])
+    # The dtypes differ: float64 if either is, float32 otherwise (float16 with bfloat16 included).
+    common = "float64" if "float64" in names else "float32"
     return tuple(t if _POF_checks.dtype_name(t) == common else t.astype(common) for t in (a, b))
 
 

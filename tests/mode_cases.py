@@ -47,39 +47,35 @@ def _probs(rng, rows, c=CLASSES):
     return (e / e.sum(-1, keepdims=True)).astype("float32")
 
 
+def _seeded(name, draw):
+    """inputs(rows) = draw(rng, rows), rng seeded by the case name and the batch size."""
+    return lambda rows: draw(_rng(name, rows), rows)
+
+
 def _hard(name):
-    def make(rows):
-        rng = _rng(name, rows)
-        return {"x": _logits(rng, rows), "y": _labels(rng, rows)}
-    return make
+    return _seeded(name, lambda rng, rows: {"x": _logits(rng, rows), "y": _labels(rng, rows)})
 
 
 def _single(name):
-    def make(rows):
-        return {"x": _logits(_rng(name, rows), rows)}
-    return make
+    return _seeded(name, lambda rng, rows: {"x": _logits(rng, rows)})
 
 
 def _soft(name):
-    def make(rows):
-        rng = _rng(name, rows)
-        return {"x": _logits(rng, rows), "q": _probs(rng, rows)}
-    return make
+    return _seeded(name, lambda rng, rows: {"x": _logits(rng, rows), "q": _probs(rng, rows)})
+
+
+def _teacher(rng, rows):
+    s = _logits(rng, rows)
+    return {"s": s, "t": (0.6 * s + rng.normal(0, 1, s.shape)).astype("float32")}
 
 
 def _pair(name):
-    def make(rows):
-        rng = _rng(name, rows)
-        s = _logits(rng, rows)
-        return {"s": s, "t": (0.6 * s + rng.normal(0, 1, s.shape)).astype("float32")}
-    return make
+    return _seeded(name, _teacher)
 
 
 def _binary(name):
-    def make(rows):
-        rng = _rng(name, rows)
-        return {"z": _logits(rng, rows), "t": (rng.random((rows, CLASSES)) > 0.5).astype("float32")}
-    return make
+    return _seeded(name, lambda rng, rows: {
+        "z": _logits(rng, rows), "t": (rng.random((rows, CLASSES)) > 0.5).astype("float32")})
 
 
 def _weights(rows):

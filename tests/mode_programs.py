@@ -12,6 +12,7 @@ paddle.grad(..., create_graph=True)'s gradient), bad_label (an out-of-range labe
 threads (the kernels when no worker thread can be started).
 """
 
+import contextlib
 import json
 import os
 import resource
@@ -116,8 +117,8 @@ def run_paddle_ops_jit_load(name, workdir):
     return values(dygraph_call(paddle_ops.jit_load(saved(name, workdir))), name)
 
 
-def run_predictor(name, workdir):
-    path = saved(name, workdir)
+def predictor_runner(path):
+    """run(arrays) -> the first output of a paddle.inference predictor of the saved model."""
     predictor = paddle_ops.create_predictor(path + ".json", path + ".pdiparams")
 
     def run(arrs):
@@ -126,12 +127,25 @@ def run_predictor(name, workdir):
         predictor.run()
         return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
 
-    return values(run, name)
+    return run
 
 
-def run_executor(name, workdir):
+def run_predictor(name, workdir):
+    return values(predictor_runner(saved(name, workdir)), name)
+
+
+@contextlib.contextmanager
+def static_mode():
     paddle.enable_static()
     try:
+        yield
+    finally:
+        paddle.disable_static()
+
+
+def executor_runner(name):
+    """run(arrays) -> the loss of the case built as a static program and run by an Executor."""
+    with static_mode():
         main, startup = paddle.static.Program(), paddle.static.Program()
         with paddle.static.program_guard(main, startup):
             data = [paddle.static.data(f"in{i}", s.shape, s.dtype)
@@ -140,13 +154,16 @@ def run_executor(name, workdir):
         exe = paddle.static.Executor(paddle.CPUPlace())
         exe.run(startup)
 
-        def run(arrs):
+    def run(arrs):
+        with static_mode():
             return exe.run(main, feed={f"in{i}": a for i, a in enumerate(arrs)},
                            fetch_list=[out])[0]
 
-        return values(run, name)
-    finally:
-        paddle.disable_static()
+    return run
+
+
+def run_executor(name, workdir):
+    return values(executor_runner(name), name)
 
 
 def run_create_graph(name, workdir):
@@ -185,8 +202,8 @@ def run_bad_label(name, workdir):
                                                         full_graph=True)),
         "jit_load": dygraph_call(paddle.jit.load(path)),
         "paddle_ops_jit_load": dygraph_call(paddle_ops.jit_load(path)),
-        "executor": lambda a: run_executor_once(name, a),
-        "predictor": lambda a: run_predictor_once(path, a),
+        "executor": lambda a: executor_runner(name)(a),
+        "predictor": lambda a: predictor_runner(path)(a),
     }
     out = {}
     for mode, fn in runners.items():
@@ -196,29 +213,6 @@ def run_bad_label(name, workdir):
         except Exception as e:  # noqa: BLE001
             out[mode] = f"{type(e).__name__}: {e}"
     return out
-
-
-def run_executor_once(name, arrs):
-    paddle.enable_static()
-    try:
-        main, startup = paddle.static.Program(), paddle.static.Program()
-        with paddle.static.program_guard(main, startup):
-            data = [paddle.static.data(f"in{i}", s.shape, s.dtype)
-                    for i, s in enumerate(specs(name))]
-            out = CASES[name].ours(*data)
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        exe.run(startup)
-        return exe.run(main, feed={f"in{i}": a for i, a in enumerate(arrs)}, fetch_list=[out])
-    finally:
-        paddle.disable_static()
-
-
-def run_predictor_once(path, arrs):
-    predictor = paddle_ops.create_predictor(path + ".json", path + ".pdiparams")
-    for handle_name, a in zip(predictor.get_input_names(), arrs):
-        predictor.get_input_handle(handle_name).copy_from_cpu(a)
-    predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
 
 
 def run_threads(workdir):

@@ -100,7 +100,7 @@ def test_retain_graph_twice_gives_twice_the_gradient(name):
             np.testing.assert_allclose(a.grad.numpy(), 2 * g, rtol=1e-6, atol=1e-7)
 
 
-def test_parallel_cross_entropy_retain_graph_and_no_grad():
+def test_parallel_cross_entropy_retain_graph_no_grad_create_graph():
     rng = np.random.default_rng(3)
     x = paddle.to_tensor(rng.normal(0, 2, (5, 9)).astype("float32"), stop_gradient=False)
     y = paddle.to_tensor(rng.integers(0, 9, 5))
@@ -119,6 +119,10 @@ def test_parallel_cross_entropy_retain_graph_and_no_grad():
         x.clear_gradient()
     with paddle.no_grad():
         assert paddle_ops.distributed.parallel_cross_entropy(x, y).stop_gradient
+    loss = paddle_ops.distributed.parallel_cross_entropy(x, y)
+    g, = paddle.grad(loss, x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="parallel_cross_entropy .* has no second-order"):
+        (loss + (g * g).sum()).backward()
 
 
 # ------------------------------------------------------------------------------------------------

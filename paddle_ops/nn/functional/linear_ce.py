@@ -59,11 +59,15 @@ def chunk_rows(rows, classes, compute_dtype="float32", chunk_size=None, chunk_bu
     return max(1, min(int(chunk_size), max(rows, 1)))
 
 
+def _as(t, dtype):
+    """t in dtype (None stays None; no copy when it already is)."""
+    return t if t is None or _checks.dtype_name(t) == dtype else t.astype(dtype)
+
+
 def _logits(x, weight, bias, compute):
     """One chunk's logits in the compute dtype (x: the chunk's rows, weight and bias already in
     the compute dtype)."""
-    if _checks.dtype_name(x) != compute:
-        x = x.astype(compute)
+    x = _as(x, compute)
     out = paddle.matmul(x, weight)
     if bias is not None:
         out.add_(bias)
@@ -115,8 +119,7 @@ def _eager(x, weight, bias, label, cfg):
     ignore_index, eps, z_loss, reduction, n_chunk, compute, need = cfg
     rows = x.shape[0]
     classes = weight.shape[1]
-    wc = weight.astype(compute) if _checks.dtype_name(weight) != compute else weight
-    bc = bias if bias is None or _checks.dtype_name(bias) == compute else bias.astype(compute)
+    wc, bc = _as(weight, compute), _as(bias, compute)
     eps_attr = _checks.double_attr(eps)
     z_attr = _checks.double_attr(z_loss)
     eager = reduction != "none" and any(need)
@@ -156,14 +159,12 @@ def _recorded_rows(x, weight, bias, label, cfg):
     so the chunks run as recorded Paddle ops and the fused cross-entropy op; each chunk's logits
     are kept for backward (the memory of the unfused composition)."""
     ignore_index, eps, z_loss, _, n_chunk, compute, _ = cfg
-    wc = weight.astype(compute) if _checks.dtype_name(weight) != compute else weight
-    bc = bias if bias is None or _checks.dtype_name(bias) == compute else bias.astype(compute)
+    wc, bc = _as(weight, compute), _as(bias, compute)
     losses = []
     # An empty batch still runs one (empty) chunk, so that the gradients are zeros, not None.
     for a in range(0, max(x.shape[0], 1), n_chunk):
         xc = x[a:a + n_chunk]
-        logits = paddle.matmul(xc.astype(compute) if _checks.dtype_name(xc) != compute else xc,
-                               wc)
+        logits = paddle.matmul(_as(xc, compute), wc)
         if bc is not None:
             logits = logits + bc
         loss, _, _ = _ops.softmax_ce(logits, label[a:a + n_chunk], None, 1, ignore_index,
@@ -178,11 +179,9 @@ def _static(input, weight, label, bias, ignore_index, reduction, label_smoothing
     cross-entropy op follows: the same values, without the chunking (row counts are not known
     while the program is built)."""
     compute = _compute_dtype(input)
-    cast = [t if t is None or _checks.dtype_name(t) == compute else t.astype(compute)
-            for t in (input, weight, bias)]
-    logits = paddle.matmul(cast[0], cast[1])
-    if cast[2] is not None:
-        logits = logits + cast[2]
+    logits = paddle.matmul(_as(input, compute), _as(weight, compute))
+    if bias is not None:
+        logits = logits + _as(bias, compute)
     return cross_entropy(logits, label, ignore_index=ignore_index, reduction=reduction,
                          label_smoothing=label_smoothing, z_loss=z_loss)
 
