@@ -182,13 +182,31 @@ void row_map(int64_t begin, int64_t end, const RowOut<T, kContig>& out, F&& f) {
   }
 }
 
-// Online log-sum-exp state: running max m, sum s of exp(x - m) (and sum of x, for smoothing).
+// Online log-sum-exp state: running max m, sum s of exp(x - m) and, for smoothing, the sum dx of
+// x - m over the part's n elements. dx is kept in the frame of the running max (rescaled by
+// n (m - m_new) when m grows), so it never holds logit-sized numbers that would cancel: with
+// logits near 1e4 a plain sum of x over 1000 classes is ~1e7, whose fp32 rounding alone is ~1.
+// While m is -inf (masked and NaN entries only) dx is the plain sum, -inf or NaN.
 template <typename A>
 struct LsePart {
   A m = -kInfinity<A>;
   A s = 0;
-  A sum_x = 0;
+  A dx = 0;
+  A n = 0;  // elements in dx (exact up to 2^24 for fp32)
 };
+
+// dx of n elements after their reference moves from m to m_new: each x - m becomes
+// (x - m_new) + (m - m_new). A part whose m is -inf keeps its dx (-inf or NaN, or 0 when empty).
+template <typename A>
+void shift_dx(A& dx, A n, A m, A m_new) {
+  if (n != A(0) && m != m_new && m != -kInfinity<A>) dx += n * (m - m_new);
+}
+
+// The row's plain sum of x from a part (the class-shard target term needs it).
+template <typename A>
+A sum_x(const LsePart<A>& part) {
+  return part.m == -kInfinity<A> ? part.dx : part.dx + part.n * part.m;
+}
 
 // Appends part c (the elements after those already in acc) to acc. Merging into the empty state
 // returns c exactly (exp(0) = 1), so a row of one chunk gives the same bits as the chunk.
@@ -200,8 +218,12 @@ void lse_merge(LsePart<A>& acc, const LsePart<A>& c) {
   } else {
     acc.s = acc.s * vexp(acc.m - m) + c.s * vexp(c.m - m);
   }
+  A cdx = c.dx;
+  shift_dx(acc.dx, acc.n, acc.m, m);
+  shift_dx(cdx, c.n, c.m, m);
+  acc.dx += cdx;
+  acc.n += c.n;
   acc.m = m;
-  acc.sum_x += c.sum_x;
 }
 
 template <typename A>
@@ -210,32 +232,24 @@ A lse_value(const LsePart<A>& part) {
 }
 
 // The max pass of one block [b, e) of the online log-sum-exp: the block's largest value, NaN
-// skipped (a NaN makes the exp-sum pass NaN instead), -inf for a block of -inf and NaN. With kSumX
-// also adds the block's sum of x to sum_x.
-template <bool kVector, bool kSumX, typename Row, typename A>
-A block_max(const Row& x, int64_t b, int64_t e, A& sum_x) {
+// skipped (a NaN makes the exp-sum pass NaN instead), -inf for a block of -inf and NaN.
+template <bool kVector, typename Row, typename A = decltype(Row{}[0])>
+A block_max(const Row& x, int64_t b, int64_t e) {
   constexpr A kNegInf = -kInfinity<A>;
   if constexpr (kVector) {
     // Two max accumulators so that the loop is not bound by vmaxps latency; tail lanes are
     // filled with -inf, which a max ignores.
     VF m0 = vset(kNegInf);
     VF m1 = m0;
-    VF sx = vset(0.0f);
     int64_t j = b;
     for (; j + 2 * kW <= e; j += 2 * kW) {
-      const VF v0 = VecAt{j}(x);
-      const VF v1 = VecAt{j + kW}(x);
-      m0 = vmax(v0, m0);
-      m1 = vmax(v1, m1);
-      if (kSumX) sx = sx + v0 + v1;
+      m0 = vmax(VecAt{j}(x), m0);
+      m1 = vmax(VecAt{j + kW}(x), m1);
     }
     for (; j < e; j += kW) {
       const int n = e - j < kW ? static_cast<int>(e - j) : kW;
-      const VF v = VecTailAt{j, n}(x);
-      m0 = vmax(select(first_lanes(n), v, kNegInf), m0);
-      if (kSumX) sx = sx + v;
+      m0 = vmax(select(first_lanes(n), VecTailAt{j, n}(x), kNegInf), m0);
     }
-    if (kSumX) sum_x += hsum(sx);
     return hmax(vmax(m0, m1));
   } else {
     // A max that skips NaN does not depend on the order, so one running value will do.
@@ -244,53 +258,9 @@ A block_max(const Row& x, int64_t b, int64_t e, A& sum_x) {
       const A v = x[j];
       m = v > m ? v : m;
     }
-    if (kSumX) sum_x += row_sum<false, A>(b, e, [&](auto at) { return at(x); });
     return m;
   }
 }
-
-// Online log-sum-exp of row elements [begin, end) in a single read (begin a multiple of kBlock):
-// per block a max pass and an exp-sum pass, the running sum rescaled when the max grows
-// (Milakov and Gimelshein, arXiv:1805.02867). With kSumX also sums x.
-template <bool kVector, bool kSumX, typename Row, typename A = decltype(Row{}[0])>
-LsePart<A> lse_part(const Row& x, int64_t begin, int64_t end) {
-  LsePart<A> part;
-  for (int64_t b = begin; b < end; b += kBlock) {
-    const int64_t e = end - b < kBlock ? end : b + kBlock;
-    const A bmax = block_max<kVector, kSumX>(x, b, e, part.sum_x);
-    const A shift = online_softmax_rescale(part.m, part.s, bmax);
-    if constexpr (kVector) {
-      // The exp pass reads the block from L1 and leaves the memory bus idle; it prefetches the
-      // next block (which may be the next row's start) so that the following max pass does not
-      // wait for memory. Without this the forward ran at about 40% of the read bandwidth.
-      part.s += row_sum<kVector, A>(b, e, [&](auto at) {
-        prefetch(x, at.j + kBlock);
-        return vexp(at(x) - shift);
-      });
-    } else {
-      part.s += row_sum<kVector, A>(b, e, [&](auto at) { return vexp(at(x) - shift); });
-    }
-  }
-  return part;
-}
-
-// ---- Prediction statistics from the same read (softmax_ce's statistics launcher) ----
-//
-// Besides LsePart's (m, s), a part keeps
-//   t      = sum_j exp(x_j - m) (x_j - m), rescaled whenever m grows, as s is;
-//   argmax = the first index j of the part with x_j = m (m skips NaN, as the max pass does: this
-//            is the arg-max paddle.argmax returns, which also skips NaN), -1 when the part holds
-//            nothing but NaN.
-// The entropy of the softmax is then H = lse - sum_j p_j x_j = log s - t / s. Both terms are
-// >= 0 (s >= 1 because the maximum contributes exp(0); every term of t is <= 0), so nothing
-// cancels whatever the logits' magnitude. The textbook lse - (sum_j e^(x_j - m) x_j) / s
-// subtracts two numbers of the logits' size: at logits near 1e4 its fp32 rounding alone is ~1e-3.
-template <typename A>
-struct LseStatsPart {
-  LsePart<A> lse;
-  A t = 0;
-  int64_t argmax = -1;
-};
 
 // Two sums of f(at) = {a, b} in one pass on the scalar path, each in row_sum's order, so the
 // first is bitwise row_sum<false> of a (the vector path of lse_stats_part has its own loop).
@@ -319,6 +289,77 @@ SumPair<A> row_sum2(int64_t begin, int64_t end, F&& f) {
   }
   return {tree_sum(acc_a), tree_sum(acc_b)};
 }
+
+// Online log-sum-exp of row elements [begin, end) in a single read (begin a multiple of kBlock):
+// per block a max pass and an exp-sum pass, the running sum rescaled when the max grows
+// (Milakov and Gimelshein, arXiv:1805.02867). With kSumX the exp pass also sums x - shift into dx
+// (LsePart); s is the same either way (the same accumulator and order).
+template <bool kVector, bool kSumX, typename Row, typename A = decltype(Row{}[0])>
+LsePart<A> lse_part(const Row& x, int64_t begin, int64_t end) {
+  LsePart<A> part;
+  for (int64_t b = begin; b < end; b += kBlock) {
+    const int64_t e = end - b < kBlock ? end : b + kBlock;
+    const A bmax = block_max<kVector>(x, b, e);
+    if (kSumX && bmax > part.m) shift_dx(part.dx, static_cast<A>(b - begin), part.m, bmax);
+    const A shift = online_softmax_rescale(part.m, part.s, bmax);
+    if constexpr (kVector && kSumX) {
+      VF acc_s = vset(0.0f);
+      VF acc_d = vset(0.0f);
+      int64_t j = b;
+      for (; j + kW <= e; j += kW) {
+        prefetch(x, j + kBlock);  // see below
+        const VF d = VecAt{j}(x) - shift;
+        acc_s = acc_s + vexp(d);
+        acc_d = acc_d + d;
+      }
+      if (j < e) {
+        const int n = static_cast<int>(e - j);
+        const VF d = VecTailAt{j, n}(x) - shift;
+        acc_s = acc_s + select(first_lanes(n), vexp(d), 0.0f);
+        acc_d = acc_d + select(first_lanes(n), d, 0.0f);
+      }
+      part.s += hsum(acc_s);
+      part.dx += hsum(acc_d);
+    } else if constexpr (kVector) {
+      // The exp pass reads the block from L1 and leaves the memory bus idle; it prefetches the
+      // next block (which may be the next row's start) so that the following max pass does not
+      // wait for memory. Without this the forward ran at about 40% of the read bandwidth.
+      part.s += row_sum<kVector, A>(b, e, [&](auto at) {
+        prefetch(x, at.j + kBlock);
+        return vexp(at(x) - shift);
+      });
+    } else if constexpr (kSumX) {
+      const SumPair<A> sums = row_sum2<A>(b, e, [&](auto at) {
+        const A d = at(x) - shift;
+        return SumPair<A>{vexp(d), d};
+      });
+      part.s += sums.a;
+      part.dx += sums.b;
+    } else {
+      part.s += row_sum<kVector, A>(b, e, [&](auto at) { return vexp(at(x) - shift); });
+    }
+  }
+  if (kSumX) part.n = static_cast<A>(end - begin);
+  return part;
+}
+
+// ---- Prediction statistics from the same read (softmax_ce's statistics launcher) ----
+//
+// Besides LsePart's (m, s), a part keeps
+//   t      = sum_j exp(x_j - m) (x_j - m), rescaled whenever m grows, as s is;
+//   argmax = the first index j of the part with x_j = m (m skips NaN, as the max pass does: this
+//            is the arg-max paddle.argmax returns, which also skips NaN), -1 when the part holds
+//            nothing but NaN.
+// The entropy of the softmax is then H = lse - sum_j p_j x_j = log s - t / s. Both terms are
+// >= 0 (s >= 1 because the maximum contributes exp(0); every term of t is <= 0), so nothing
+// cancels whatever the logits' magnitude. The textbook lse - (sum_j e^(x_j - m) x_j) / s
+// subtracts two numbers of the logits' size: at logits near 1e4 its fp32 rounding alone is ~1e-3.
+template <typename A>
+struct LseStatsPart {
+  LsePart<A> lse;
+  A t = 0;
+  int64_t argmax = -1;
+};
 
 // p * d, the term of t, for p = exp(d) and d = x - shift <= 0. A masked logit has d = -inf and
 // p = 0, and 0 * (-inf) would be NaN: d is clamped from below where exp is already exactly 0
@@ -359,7 +400,7 @@ int64_t first_equal(const Row& x, int64_t begin, int64_t end, A value) {
   return -1;
 }
 
-// lse_part with the statistics: (m, s, sum_x) are bitwise lse_part's (the same max pass,
+// lse_part with the statistics: its LsePart is bitwise lse_part's (the same max pass,
 // online_softmax_rescale and exp-sum order; t is a second accumulator beside s). The arg-max is
 // found after the blocks: the block where m was first reached is the one whose max last raised m
 // (a later block with the same max does not), so only that block is searched, from cache; a part
@@ -370,7 +411,10 @@ LseStatsPart<A> lse_stats_part(const Row& x, int64_t begin, int64_t end) {
   int64_t max_block = begin;
   for (int64_t b = begin; b < end; b += kBlock) {
     const int64_t e = end - b < kBlock ? end : b + kBlock;
-    const A bmax = block_max<kVector, kSumX>(x, b, e, part.lse.sum_x);
+    const A bmax = block_max<kVector>(x, b, e);
+    if (kSumX && bmax > part.lse.m) {
+      shift_dx(part.lse.dx, static_cast<A>(b - begin), part.lse.m, bmax);
+    }
     const A m_old = part.lse.m;
     const A s_old = part.lse.s;
     if (bmax > m_old) max_block = b;
@@ -383,6 +427,7 @@ LseStatsPart<A> lse_stats_part(const Row& x, int64_t begin, int64_t end) {
       // and only such a block (s not NaN) is summed again from L1 with d clamped (xexp_term).
       VF acc_s = vset(0.0f);
       VF acc_t = vset(0.0f);
+      VF acc_d = vset(0.0f);
       int64_t j = b;
       for (; j + kW <= e; j += kW) {
         prefetch(x, j + kBlock);  // as in lse_part
@@ -390,6 +435,7 @@ LseStatsPart<A> lse_stats_part(const Row& x, int64_t begin, int64_t end) {
         const VF pj = vexp(d);
         acc_s = acc_s + pj;
         acc_t = vfma(pj, d, acc_t);
+        if (kSumX) acc_d = acc_d + d;
       }
       if (j < e) {
         const int n = static_cast<int>(e - j);
@@ -397,7 +443,9 @@ LseStatsPart<A> lse_stats_part(const Row& x, int64_t begin, int64_t end) {
         const VF pj = vexp(d);
         acc_s = acc_s + select(first_lanes(n), pj, 0.0f);
         acc_t = acc_t + select(first_lanes(n), pj * d, 0.0f);
+        if (kSumX) acc_d = acc_d + select(first_lanes(n), d, 0.0f);
       }
+      if (kSumX) part.lse.dx += hsum(acc_d);
       const A s_block = hsum(acc_s);
       A t_block = hsum(acc_t);
       if (t_block != t_block && s_block == s_block) {
@@ -416,8 +464,11 @@ LseStatsPart<A> lse_stats_part(const Row& x, int64_t begin, int64_t end) {
       });
       part.lse.s += sums.a;
       part.t += sums.b;
+      // lse_part's dx (row_sum2's second sum is row_sum's order), from cache.
+      if (kSumX) part.lse.dx += row_sum<false, A>(b, e, [&](auto at) { return at(x) - shift; });
     }
   }
+  if (kSumX) part.lse.n = static_cast<A>(end - begin);
   const A m = part.lse.m;
   if (m != -kInfinity<A>) {
     const int64_t e = end - max_block < kBlock ? end : max_block + kBlock;

@@ -231,7 +231,7 @@ struct AddSums {
   }
 };
 
-// Lse::add's hook of the plain forward: nothing besides (m, s, sx).
+// Lse::add's hook of the plain forward: nothing besides (m, s, dx).
 struct NoHook {
   template <typename A>
   __device__ __forceinline__ void rescale(A, A, A) {}
@@ -240,48 +240,61 @@ struct NoHook {
 };
 
 // Online log-sum-exp state (Milakov and Gimelshein, arXiv:1805.02867): running max m, sum of
-// exp(x - m), and (for label smoothing) the plain sum of x. The same rules as the CPU's
-// lse_merge: a state whose max is -inf (only masked entries so far) uses shift 0, so that
-// exp(-inf - 0) = 0 instead of exp(-inf - (-inf)) = NaN, while a NaN entry still gives NaN.
+// exp(x - m), and (for label smoothing) dx = sum of x - m over the n elements seen, kept in the
+// running max's frame so that no logit-sized sums cancel (the CPU's LsePart, cpu_rows_impl.h).
+// The same rules as the CPU's lse_merge: a state whose max is -inf (only masked entries so far)
+// uses shift 0, so that exp(-inf - 0) = 0 instead of exp(-inf - (-inf)) = NaN, while a NaN entry
+// still gives NaN; its dx is then the plain sum (-inf or NaN) and is not shifted.
 template <typename A>
 struct Lse {
   A m;
   A s;
-  A sx;
-  static __device__ Lse identity() { return {-kInfinity<A>, A(0), A(0)}; }
+  A dx;
+  A n;  // elements in dx (kSumX only; exact up to 2^24 for fp32)
+  static __device__ Lse identity() { return {-kInfinity<A>, A(0), A(0), A(0)}; }
+
+  // dx after the reference moves from m to m_new.
+  static __device__ __forceinline__ void shift_dx(A& dx, A n, A m, A m_new) {
+    if (n != A(0) && m != m_new && m != -kInfinity<A>) dx += n * (m - m_new);
+  }
 
   // Adds n values: one max over them, at most one rescale, then n exponentials. The hook sees
   // the state before a rescale (hook.rescale(m, s, new_m)) and every term after it
   // (hook.term(k, d, exp(d)) with d = v[k] - shift): the statistics forward keeps its extra sums
   // there from the same exponentials, and the plain forward's NoHook compiles to nothing, so both
-  // compute (m, s, sx) with the same operations.
-  template <bool kSumX, int n, typename H>
+  // compute (m, s, dx) with the same operations.
+  template <bool kSumX, int cnt, typename H>
   __device__ __forceinline__ void add(const A* v, H& hook) {
     // fmax (one instruction; skips NaN): a NaN element still makes s NaN through its term below.
     A bm = v[0];
 #pragma unroll
-    for (int k = 1; k < n; ++k) bm = dev_max(bm, v[k]);
+    for (int k = 1; k < cnt; ++k) bm = dev_max(bm, v[k]);
     if (bm > m) {
       hook.rescale(m, s, bm);
       s *= dev_exp_ftz(m - bm);
+      if (kSumX) shift_dx(dx, n, m, bm);
       m = bm;
     }
     const A shift = m == -kInfinity<A> ? A(0) : m;
 #pragma unroll
-    for (int k = 0; k < n; ++k) {
+    for (int k = 0; k < cnt; ++k) {
       const A d = v[k] - shift;
       const A e = dev_exp_ftz(d);
       s += e;
       hook.term(k, d, e);
-      if (kSumX) sx += v[k];
+      if (kSumX) dx += d;
     }
+    if (kSumX) n += A(cnt);
   }
-  template <bool kSumX, int n>
+  template <bool kSumX, int cnt>
   __device__ __forceinline__ void add(const A* v) {
     NoHook none;
-    add<kSumX, n>(v, none);
+    add<kSumX, cnt>(v, none);
   }
+  __device__ A log_s() const { return dev_log(s); }
   __device__ A value() const { return m + dev_log(s); }
+  // The plain sum of x (the class-shard target term needs it).
+  __device__ A sum_x() const { return m == -kInfinity<A> ? dx : dx + n * m; }
 };
 
 struct MergeLse {
@@ -293,8 +306,12 @@ struct MergeLse {
     } else {
       x.s = x.s * dev_exp_ftz(x.m - m) + y.s * dev_exp_ftz(y.m - m);
     }
+    A ydx = y.dx;
+    Lse<A>::shift_dx(x.dx, x.n, x.m, m);
+    Lse<A>::shift_dx(ydx, y.n, y.m, m);
+    x.dx += ydx;
+    x.n += y.n;
     x.m = m;
-    x.sx += y.sx;
   }
 };
 

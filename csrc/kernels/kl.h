@@ -45,11 +45,25 @@ struct KLParams {
   PO_HD int64_t rows() const { return outer * inner; }
 };
 
-// Per-row statistics saved for backward, kKLStats values per row:
-//   [0] log-sum-exp of s / T, [1] log-sum-exp of t / T (0 for kEntropy),
-//   [2] the divergence the student gradient needs (KL, KL(q || m) or H),
-//   [3] the divergence the teacher gradient needs (KL or KL(p || m)).
-constexpr int kKLStats = 4;
+// Statistics: per row, kKLStats values saved for backward. Each log-softmax is kept as the row's
+// max m and log s = log sum_j exp(x_j - m) of the scaled logits x = s / T (or t / T), so that a
+// log-probability is formed as (x_j - m) - log s from numbers of the size of the differences,
+// never lse - x_j from two numbers of the logits' size (whose fp32 rounding at |x| = 1e4 is
+// 5e-4). Rows that are only -inf have m = log s = -inf; t's entries are 0 for kEntropy.
+//   kStatMaxS, kStatLogSumS: m and log s of s / T;  kStatMaxT, kStatLogSumT: those of t / T;
+//   kStatDivS: the divergence the student gradient needs (KL, KL(q || m) or H);
+//   kStatDivT: the divergence the teacher gradient needs (KL or KL(p || m)).
+// The losses are clamped at 0 (a divergence rounded below 0 for nearly equal rows); the saved
+// divergences are the unclamped sums, which centre the gradients.
+enum KLStat : int {
+  kStatMaxS = 0,
+  kStatLogSumS = 1,
+  kStatMaxT = 2,
+  kStatLogSumT = 3,
+  kStatDivS = 4,
+  kStatDivT = 5,
+  kKLStats = 6
+};
 
 // s, t: [outer, classes, inner] (t = nullptr for kEntropy). row_index: [rows] int32/int64 or
 // nullptr (no row excluded). loss: [rows]; stats: [rows, kKLStats].

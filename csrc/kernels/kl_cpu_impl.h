@@ -69,14 +69,30 @@ struct KLRows {
     A* st = stats + r * kKLStats;
     for (int k = 0; k < kKLStats; ++k) st[k] = 0;
     if (ignored(r)) return;
-    st[0] = lse_value(st2.s);
-    if (!entropy()) st[1] = lse_value(st2.t);
+    st[kStatMaxS] = st2.s.m;
+    st[kStatLogSumS] = log_acc(st2.s.s);
+    if (entropy()) return;
+    st[kStatMaxT] = st2.t.m;
+    st[kStatLogSumT] = log_acc(st2.t.s);
   }
-  // Whether row r has the distributions its divergence needs (kl.h: otherwise loss 0).
+  // Whether row r has the distributions its divergence needs (kl.h: otherwise loss 0). A row of
+  // -inf only has m = -inf and log s = -inf; one holding NaN has log s = NaN and is defined.
   bool defined(int64_t r, const A* stats) const {
     const A* st = stats + r * kKLStats;
-    return !ignored(r) && st[0] != kNegInf && (entropy() || st[1] != kNegInf);
+    return !ignored(r) && st[kStatLogSumS] != kNegInf &&
+           (entropy() || st[kStatLogSumT] != kNegInf);
   }
+  // log q_j from the scaled logit x_j: (x_j - m) - log s (kl.h, "Statistics").
+  struct LogSoftmax {
+    A m;
+    A log_s;
+    template <typename V>
+    V operator()(V x) const {
+      return (x - m) - log_s;
+    }
+  };
+  static LogSoftmax student(const A* st) { return {st[kStatMaxS], st[kStatLogSumS]}; }
+  static LogSoftmax teacher(const A* st) { return {st[kStatMaxT], st[kStatLogSumT]}; }
 
   // Forward phase 2: the divergence sums over [begin, end). Terms are guarded with "!= 0" rather
   // than "> 0" so that a NaN probability propagates.
@@ -88,12 +104,12 @@ struct KLRows {
     Sums out;
     if (!defined(r, stats)) return out;
     const A* st = stats + r * kKLStats;
-    const A ls = st[0];
-    const A lt = st[1];
+    const LogSoftmax ls = student(st);
+    const LogSoftmax lt = teacher(st);
     const Row sr = row(s, r);
     if (entropy()) {
       out.a = row_sum<kVec, A>(begin, end, [&](auto at) {
-        const auto lq = at(sr) - ls;
+        const auto lq = ls(at(sr));
         const auto q = vexp(lq);
         return select(q != A(0), q * lq, A(0));
       });
@@ -103,15 +119,15 @@ struct KLRows {
     if (p.mode == KLMode::kJSD) {
       const A beta = static_cast<A>(p.beta);
       out.b = row_sum<kVec, A>(begin, end, [&](auto at) {
-        const auto lp = at(tr) - lt;
+        const auto lp = lt(at(tr));
         const auto pj = vexp(lp);
-        const auto m = beta * pj + (1 - beta) * vexp(at(sr) - ls);
+        const auto m = beta * pj + (1 - beta) * vexp(ls(at(sr)));
         return select(pj != A(0), pj * (lp - vlog(m)), A(0));
       });
       out.a = row_sum<kVec, A>(begin, end, [&](auto at) {
-        const auto lq = at(sr) - ls;
+        const auto lq = ls(at(sr));
         const auto qj = vexp(lq);
-        const auto m = beta * vexp(at(tr) - lt) + (1 - beta) * qj;
+        const auto m = beta * vexp(lt(at(tr))) + (1 - beta) * qj;
         return select(qj != A(0), qj * (lq - vlog(m)), A(0));
       });
       return out;
@@ -120,11 +136,11 @@ struct KLRows {
     // forward: p (log p - log q); reverse: q (log q - log p)
     const Row& ra = reverse ? sr : tr;
     const Row& rb = reverse ? tr : sr;
-    const A la0 = reverse ? ls : lt;
-    const A lb0 = reverse ? lt : ls;
+    const LogSoftmax& la0 = reverse ? ls : lt;
+    const LogSoftmax& lb0 = reverse ? lt : ls;
     out.a = row_sum<kVec, A>(begin, end, [&](auto at) {
-      const auto la = at(ra) - la0;
-      const auto lb = at(rb) - lb0;
+      const auto la = la0(at(ra));
+      const auto lb = lb0(at(rb));
       const auto a = vexp(la);
       return select(a != A(0), a * (la - lb), A(0));
     });
@@ -139,23 +155,27 @@ struct KLRows {
     loss[r] = 0;
     if (!defined(r, stats)) return;
     if (entropy()) {
-      st[2] = -sums.a;
-      loss[r] = -sums.a;
+      st[kStatDivS] = -sums.a;
+      loss[r] = -sums.a;  // every term -q log q is >= 0: log q = (x - m) - log s <= 0
       return;
     }
     if (p.mode == KLMode::kJSD) {
       const A beta = static_cast<A>(p.beta);
-      st[2] = sums.a;
-      st[3] = sums.b;
+      st[kStatDivS] = sums.a;
+      st[kStatDivT] = sums.b;
       // A half with weight 0 is left out rather than multiplied by 0: at beta = 0 (m = q) a class
       // the student masks but the teacher does not makes KL(p || m) infinite, and 0 * inf is NaN.
-      loss[r] = (beta != 0 ? beta * sums.b : A(0)) + (beta != 1 ? (1 - beta) * sums.a : A(0));
+      loss[r] = non_negative((beta != 0 ? beta * sums.b : A(0)) +
+                             (beta != 1 ? (1 - beta) * sums.a : A(0)));
       return;
     }
-    st[2] = sums.a;
-    st[3] = sums.a;
-    loss[r] = sums.a;
+    st[kStatDivS] = sums.a;
+    st[kStatDivT] = sums.a;
+    loss[r] = non_negative(sums.a);
   }
+  // A divergence is >= 0; the sum of its terms can round below 0 when the two distributions
+  // (nearly) agree. The saved statistics keep the sum itself, which centres the gradients.
+  static A non_negative(A d) { return d < A(0) ? A(0) : d; }
 
   void backward(int64_t r, int64_t begin, int64_t end, const A* stats, const A* loss_grad,
                 T* s_grad, T* t_grad) const {
@@ -170,15 +190,15 @@ struct KLRows {
       return;
     }
     const A* st = stats + r * kKLStats;
-    const A ls = st[0];
-    const A lt = st[1];
+    const LogSoftmax ls = student(st);
+    const LogSoftmax lt = teacher(st);
     const A g = loss_grad[r] / static_cast<A>(p.temperature);
     const Row sr = row(s, r);
     if (entropy()) {
-      const A h = st[2];
+      const A h = st[kStatDivS];
       if (s_grad != nullptr) {
         row_map<kVec>(begin, end, so, [&](auto at) {
-          const auto lq = at(sr) - ls;
+          const auto lq = ls(at(sr));
           const auto q = vexp(lq);
           return select(q != A(0), -g * q * (lq + h), A(0));
         });
@@ -187,16 +207,16 @@ struct KLRows {
       return;
     }
     const Row tr = row(t, r);
-    const A ds = st[2];
-    const A dt = st[3];
+    const A ds = st[kStatDivS];
+    const A dt = st[kStatDivT];
     if (p.mode == KLMode::kJSD) {
       const A beta = static_cast<A>(p.beta);
       // As in forward, a side whose weight is 0 gets exactly 0 (not 0 * inf).
       if (s_grad != nullptr && beta != 1) {
         row_map<kVec>(begin, end, so, [&](auto at) {
-          const auto lq = at(sr) - ls;
+          const auto lq = ls(at(sr));
           const auto q = vexp(lq);
-          const auto lm = vlog(beta * vexp(at(tr) - lt) + (1 - beta) * q);
+          const auto lm = vlog(beta * vexp(lt(at(tr))) + (1 - beta) * q);
           return select(q != A(0), g * (1 - beta) * q * (lq - lm - ds), A(0));
         });
       } else {
@@ -204,9 +224,9 @@ struct KLRows {
       }
       if (t_grad != nullptr && beta != 0) {
         row_map<kVec>(begin, end, to, [&](auto at) {
-          const auto lp = at(tr) - lt;
+          const auto lp = lt(at(tr));
           const auto pj = vexp(lp);
-          const auto lm = vlog(beta * pj + (1 - beta) * vexp(at(sr) - ls));
+          const auto lm = vlog(beta * pj + (1 - beta) * vexp(ls(at(sr))));
           return select(pj != A(0), g * beta * pj * (lp - lm - dt), A(0));
         });
       } else {
@@ -217,18 +237,18 @@ struct KLRows {
     const bool reverse = p.mode == KLMode::kReverse;
     if (s_grad != nullptr) {
       row_map<kVec>(begin, end, so, [&](auto at) {
-        const auto lq = at(sr) - ls;
+        const auto lq = ls(at(sr));
         const auto q = vexp(lq);
-        if (reverse) return select(q != A(0), g * q * (lq - (at(tr) - lt) - ds), A(0));
-        return g * (q - vexp(at(tr) - lt));
+        if (reverse) return select(q != A(0), g * q * (lq - lt(at(tr)) - ds), A(0));
+        return g * (q - vexp(lt(at(tr))));
       });
     }
     if (t_grad != nullptr) {
       row_map<kVec>(begin, end, to, [&](auto at) {
-        const auto lp = at(tr) - lt;
+        const auto lp = lt(at(tr));
         const auto pj = vexp(lp);
-        if (reverse) return g * (pj - vexp(at(sr) - ls));
-        return select(pj != A(0), g * pj * (lp - (at(sr) - ls) - dt), A(0));
+        if (reverse) return g * (pj - vexp(ls(at(sr))));
+        return select(pj != A(0), g * pj * (lp - ls(at(sr)) - dt), A(0));
       });
     }
   }

@@ -34,24 +34,40 @@ struct MergeLse2 {
   }
 };
 
-// The divergence's per-element terms given the row's log-sum-exps (kl.h, the CPU's div_part):
+// A log-softmax of scaled logits kept as (m, log s) (kl.h, "Statistics"): log q_j is formed as
+// (x_j - m) - log s, never from two numbers of the logits' size.
+template <typename A>
+struct LogSoftmax {
+  A m;
+  A log_s;
+  __device__ A operator()(A x) const { return (x - m) - log_s; }
+  // Whether the row has a distribution (not every logit -inf; a NaN row has one, NaN).
+  __device__ bool defined() const { return log_s != -kInfinity<A>; }
+};
+
+template <typename A>
+__device__ LogSoftmax<A> log_softmax_of(const Lse<A>& st) {
+  return {st.m, st.log_s()};
+}
+
+// The divergence's per-element terms given the row's log-softmaxes (kl.h, the CPU's div_part):
 // a = the student-side sum (KL, KL(q || m) or sum q log q), b = KL(p || m) for JSD.
 template <typename A>
 struct DivTerms {
   KLMode mode;
   A inv_t;
-  A ls;
-  A lt;
+  LogSoftmax<A> ls;
+  LogSoftmax<A> lt;
   A beta;
 
   __device__ void add(A sv, A tv, Sum2<A>& acc) const {
-    const A lq = sv * inv_t - ls;
+    const A lq = ls(sv * inv_t);
     if (mode == KLMode::kEntropy) {
       const A q = dev_exp(lq);
       if (q != A(0)) acc.a += q * lq;
       return;
     }
-    const A lp = tv * inv_t - lt;
+    const A lp = lt(tv * inv_t);
     const A q = dev_exp(lq);
     const A pj = dev_exp(lp);
     if (mode == KLMode::kJSD) {
@@ -126,16 +142,19 @@ __device__ void kl_forward_row(const G& g, const KLParams& p, int64_t r, const T
     }
   }
   l2 = g.reduce(l2, MergeLse2{}, Lse2<A>{Lse<A>::identity(), Lse<A>::identity()});
-  const A ls = l2.s.value();
-  const A lt = entropy ? A(0) : l2.t.value();
-  const bool defined = ls != -kInfinity<A> && (entropy || lt != -kInfinity<A>);
-  if (!defined) {
+  const LogSoftmax<A> ls = log_softmax_of(l2.s);
+  const LogSoftmax<A> lt = entropy ? LogSoftmax<A>{A(0), A(0)} : log_softmax_of(l2.t);
+  if (leader) {
+    st[kStatMaxS] = ls.m;
+    st[kStatLogSumS] = ls.log_s;
+    st[kStatMaxT] = lt.m;
+    st[kStatLogSumT] = lt.log_s;
+  }
+  if (!ls.defined() || !lt.defined()) {
     if (leader) {
       loss[r] = 0;
-      st[0] = ls;
-      st[1] = lt;
-      st[2] = 0;
-      st[3] = 0;
+      st[kStatDivS] = 0;
+      st[kStatDivT] = 0;
     }
     return;
   }
@@ -154,22 +173,23 @@ __device__ void kl_forward_row(const G& g, const KLParams& p, int64_t r, const T
   }
   acc = g.reduce(acc, AddSums{}, Sum2<A>{A(0), A(0)});
   if (!leader) return;
-  st[0] = ls;
-  st[1] = lt;
+  // Losses clamped at 0, the saved divergences not (kl.h, "Statistics").
+  auto non_negative = [](A d) { return d < A(0) ? A(0) : d; };
   if (entropy) {
-    st[2] = -acc.a;
-    st[3] = 0;
+    st[kStatDivS] = -acc.a;
+    st[kStatDivT] = 0;
     loss[r] = -acc.a;
   } else if (p.mode == KLMode::kJSD) {
     const A beta = static_cast<A>(p.beta);
-    st[2] = acc.a;
-    st[3] = acc.b;
+    st[kStatDivS] = acc.a;
+    st[kStatDivT] = acc.b;
     // A half with weight 0 is left out rather than multiplied by 0 (kl.h).
-    loss[r] = (beta != 0 ? beta * acc.b : A(0)) + (beta != 1 ? (1 - beta) * acc.a : A(0));
+    loss[r] = non_negative((beta != 0 ? beta * acc.b : A(0)) +
+                           (beta != 1 ? (1 - beta) * acc.a : A(0)));
   } else {
-    st[2] = acc.a;
-    st[3] = acc.a;
-    loss[r] = acc.a;
+    st[kStatDivS] = acc.a;
+    st[kStatDivT] = acc.a;
+    loss[r] = non_negative(acc.a);
   }
 }
 
@@ -190,8 +210,8 @@ struct KLGrad {
   bool defined;
   A inv_t;
   A g;  // upstream gradient / temperature
-  A ls;
-  A lt;
+  LogSoftmax<A> ls;
+  LogSoftmax<A> lt;
   A ds;
   A dt;
   A beta;
@@ -200,13 +220,13 @@ struct KLGrad {
     gs = 0;
     gt = 0;
     if (!defined) return;
-    const A lq = sv * inv_t - ls;
+    const A lq = ls(sv * inv_t);
     const A q = dev_exp(lq);
     if (mode == KLMode::kEntropy) {
       gs = q != A(0) ? -g * q * (lq + ds) : A(0);
       return;
     }
-    const A lp = tv * inv_t - lt;
+    const A lp = lt(tv * inv_t);
     const A pj = dev_exp(lp);
     switch (mode) {
       case KLMode::kJSD: {
@@ -234,12 +254,13 @@ __device__ KLGrad<acc_t<T>> kl_grad(const KLParams& p, int64_t r, const I* index
   using A = acc_t<T>;
   const A* st = stats + r * kKLStats;
   const bool entropy = p.mode == KLMode::kEntropy;
-  const bool defined = !row_ignored(p, index, r) && st[0] != -kInfinity<A> &&
-                       (entropy || st[1] != -kInfinity<A>);
+  const LogSoftmax<A> ls{st[kStatMaxS], st[kStatLogSumS]};
+  const LogSoftmax<A> lt{st[kStatMaxT], st[kStatLogSumT]};
+  const bool defined = !row_ignored(p, index, r) && ls.defined() && (entropy || lt.defined());
   const A temp = static_cast<A>(p.temperature);
   const A g = (loss_grad != nullptr ? loss_grad[r] : A(0)) / temp;
-  return {p.mode, defined, static_cast<A>(1.0 / p.temperature), g, st[0], st[1], st[2], st[3],
-          static_cast<A>(p.beta)};
+  return {p.mode,      defined, static_cast<A>(1.0 / p.temperature), g, ls, lt, st[kStatDivS],
+          st[kStatDivT], static_cast<A>(p.beta)};
 }
 
 // Writes the requested gradients of row r, elements shared as (rank, size).

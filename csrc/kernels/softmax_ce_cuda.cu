@@ -11,7 +11,7 @@
 // weights; strided rows) runs one row per thread, warp or block like the forward.
 // Statistics forward (softmax_ce_fwd_stats_cuda): the same kernels with kStats set, whose online
 // state (LseStats) also carries the arg-max and the entropy's second sum through the same single
-// read; its (m, s, sx) are computed by the same operations as the plain forward's, so loss, lse
+// read; its (m, s, dx) are computed by the same operations as the plain forward's, so loss, lse
 // and row_weight are the plain forward's bits. A second, one-block kernel reduces the per-row
 // statistics to accuracy, mean entropy and count on the device.
 // A hard label outside [0, classes) that is not ignore_index gives that row NaN outputs and a NaN
@@ -46,7 +46,7 @@ __device__ A weight_sum_of(const G& g, const SoftmaxCEParams& p, const A* weight
   return g.reduce(acc, AddSums{}, Sum1<A>{A(0)}).a;
 }
 
-// Online log-sum-exp of this thread's share of one row (with the sum of x for smoothing); the
+// Online log-sum-exp of this thread's share of one row (with dx for smoothing); the
 // row's state is g.reduce(..., MergeLse{}, ...) of the shares (row_lse).
 template <bool kContig, typename T, typename G>
 __device__ Lse<acc_t<T>> thread_lse(const G& g, const DRow<T, kContig>& x, int64_t n,
@@ -85,7 +85,7 @@ __device__ Lse<acc_t<T>> row_lse(const G& g, const DRow<T, kContig>& x, int64_t 
 
 // ---- prediction statistics (the kStats forward) -------------------------------------------------
 //
-// Besides Lse's (m, s, sx), a state keeps
+// Besides Lse's (m, s, dx), a state keeps
 //   t    = sum_j exp(x_j - m)(x_j - m), at the same reference m as s and rescaled with it;
 //   best = the largest non-NaN value seen, arg = its first index (-1 while only NaN was seen).
 // The row's entropy is H = lse - sum_j p_j x_j = log s - t / s: both terms are >= 0 (s >= 1, every
@@ -117,7 +117,7 @@ __device__ __forceinline__ double entropy_term(double e, double d) {
 
 template <typename A>
 struct LseStats {
-  // arg first: then no member needs padding before it (fp32: 8 + 12 + 4 + 4 bytes), so the
+  // arg first: then no member needs padding before it (fp32: 8 + 16 + 4 + 4 bytes), so the
   // word-by-word shuffle (shfl_down_state) moves only initialised bytes.
   int64_t arg;
   Lse<A> lse;
@@ -279,7 +279,8 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
         write_nan_row(r, loss, lse, row_weight);
         return;
       }
-      const A l = st.value();
+      const A log_s = st.log_s();
+      const A l = st.m + log_s;  // st.value()
       lse[r] = l;
       if (ignored) {
         loss[r] = 0;
@@ -288,15 +289,18 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
       }
       if (p.shard.total > 0) {
         // The shard's target term on x_y [y in shard] + off sum_x (softmax_ce.h, "Class shards").
-        A t = smooth ? sm.off * st.sx : A(0);
+        A t = smooth ? sm.off * st.sum_x() : A(0);
         if (has_target) t += sm.on * xy;
         loss[r] = t;
         row_weight[r] = 1;
         return;
       }
-      // sum_j q_j (lse - x_j) = on (lse - x_y) + off (C lse - sum_x), with off * C = eps.
-      A ce = smooth ? sm.on * (l - xy) + static_cast<A>(p.label_smoothing) * l - sm.off * st.sx
-                    : l - xy;
+      // In the frame of the row max (the CPU kernel's form): lse - x_y = log s - (x_y - m), and
+      // sum_j q_j (lse - x_j) = on (lse - x_y) + off (C log s - dx), with off * C = eps; every
+      // term is >= 0, so nothing of the logits' size cancels.
+      const A nll = log_s - (xy - st.m);
+      A ce = smooth ? sm.on * nll + static_cast<A>(p.label_smoothing) * log_s - sm.off * st.dx
+                    : nll;
       if (l == -kInfinity<A>) ce = kInfinity<A>;  // fully masked row (softmax_ce.h)
       if (p.z_loss != 0) ce += static_cast<A>(p.z_loss) * l * l;
       const A w = hard_row_weight(weight, y, sm, smooth, wsum);
@@ -334,13 +338,21 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
   } else {
     const DRow<L, kContig> q = drow<kContig>(label, r, C, p.inner);
     A l = 0;
-    if (p.use_softmax) l = row_lse(g, x, C, false).value();
+    A m = 0;
+    A log_s = 0;
+    if (p.use_softmax) {
+      const Lse<A> st = row_lse(g, x, C, false);
+      m = st.m;
+      log_s = st.log_s();
+      l = m + log_s;
+    }
     // a: the cross-entropy sum, b: the row weight sum_j q_j w_j.
     Sum2<A> acc{A(0), A(0)};
     for (int64_t j = g.rank(); j < C; j += g.size()) {
       const A qj = q[j];
       const A xj = x[j];
-      if (qj != A(0)) acc.a += p.use_softmax ? qj * (l - xj) : -qj * dev_log(xj);
+      // lse - x_j = log s - (x_j - m), as for hard labels.
+      if (qj != A(0)) acc.a += p.use_softmax ? qj * (log_s - (xj - m)) : -qj * dev_log(xj);
       if (weight != nullptr) acc.b += qj * weight[j];
     }
     acc = g.reduce(acc, AddSums{}, Sum2<A>{A(0), A(0)});

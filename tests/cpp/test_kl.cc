@@ -247,6 +247,13 @@ struct KLRef {
   std::vector<LD> grad_scale;        // error scale of both gradients, [outer, classes, inner]
 };
 
+// The largest entry, NaN skipped (-inf for a row of -inf and NaN), as the kernels' max.
+LD reference_max(const std::vector<LD>& a) {
+  LD m = -kInfLD;
+  for (LD v : a) m = v > m ? v : m;
+  return m;
+}
+
 // Two-pass log-sum-exp: NaN if any entry is NaN, -inf if every entry is -inf.
 LD reference_lse(const std::vector<LD>& a) {
   LD m = -kInfLD;
@@ -300,21 +307,25 @@ KLRef kl_reference(const KLProblem<T, I>& pr) {
     for (int64_t j = 0; j < C; ++j) M = std::max({M, finite_abs(a[j]), finite_abs(b[j])});
     const LD ls = reference_lse(a);
     M = std::max(M, finite_abs(ls));
-    st[0] = ls;
-    def[0] = 1;
-    st_scale[0] = M;
+    // Each log-softmax is saved as the max and log-sum of the scaled logits (kl.h).
+    const auto log_softmax_stats = [&](const std::vector<LD>& x, LD lse, int at) {
+      const LD m = reference_max(x);
+      st[at] = m;
+      st[at + 1] = lse == -kInfLD ? -kInfLD : lse - m;
+      def[at] = def[at + 1] = 1;
+      st_scale[at] = st_scale[at + 1] = M;
+    };
+    log_softmax_stats(a, ls, kStatMaxS);
     if (ls == -kInfLD) continue;  // no student distribution: loss and gradients 0
     LD lt = 0;
     if (teacher) {
       lt = reference_lse(b);
       M = std::max(M, finite_abs(lt));
-      st[1] = lt;
-      def[1] = 1;
-      st_scale[1] = M;
+      log_softmax_stats(b, lt, kStatMaxT);
       if (lt == -kInfLD) continue;  // no teacher distribution
     } else {
-      st[1] = 0;
-      def[1] = 1;
+      st[kStatMaxT] = st[kStatLogSumT] = 0;
+      def[kStatMaxT] = def[kStatLogSumT] = 1;
     }
     for (int64_t j = 0; j < C; ++j) {
       lq[j] = a[j] - ls;
@@ -355,12 +366,13 @@ KLRef kl_reference(const KLProblem<T, I>& pr) {
         ds = loss;
         break;
     }
+    // The loss is >= 0; the kernels clamp a sum rounded below 0 (kl.h).
     ref.loss[r] = loss;
-    st[2] = ds;
-    def[2] = 1;
+    st[kStatDivS] = ds;
+    def[kStatDivS] = 1;
     if (teacher) {
-      st[3] = dt;
-      def[3] = 1;
+      st[kStatDivT] = dt;
+      def[kStatDivT] = 1;
     }
 
     // lambda sums the row's weighted log magnitudes, which the lane sums accumulate.
@@ -369,7 +381,7 @@ KLRef kl_reference(const KLProblem<T, I>& pr) {
       lambda += (q[j] + pt[j]) * (finite_abs(lq[j]) + finite_abs(lp[j]) + finite_abs(lm[j]));
     }
     ref.loss_scale[r] = M * lambda;
-    st_scale[2] = st_scale[3] = M * lambda;
+    st_scale[kStatDivS] = st_scale[kStatDivT] = M * lambda;
 
     const LD g = static_cast<LD>(pr.loss_grad[r]) / temp;
     for (int64_t j = 0; j < C; ++j) {

@@ -108,7 +108,7 @@ def kl_logits(s, t, mode="forward", temperature=1.0, beta=0.5, target_index=None
     (a half with weight 0 left out), 'entropy' H(q) (t is None).
 
     Returns a dict of float64 tensors: loss (rows' shape), lse_s / lse_t (log-sum-exps of s / T
-    and t / T per row, as stats[:, 0] and stats[:, 1]; lse_t is 0 for entropy, both are 0 for
+    and t / T per row, as stats[:, 0] + stats[:, 1] and stats[:, 2] + stats[:, 3]; lse_t is 0 for entropy, both are 0 for
     ignored rows), ds and dt (times
     grad_rows; dt is None for entropy). Rows whose target_index is ignore_index, and rows whose s
     (or t) is all -inf, have loss 0 and gradient 0.
