@@ -111,14 +111,41 @@ def contiguous(x):
     return x
 
 
-# Shared by every call with a zero option (the ops only read it): fewer allocations per call.
-_ZERO_PAIR = [0.0, 0.0]
+# Encoded options by value, shared by the calls (the ops only read them): fewer allocations and
+# no numpy conversions on a small call. Bounded, for callers that vary an option every step.
+_ATTRS = {}
+_ATTRS_MAX = 256
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def double_attr(value):
-    """A float option as the (hi, lo) float32 pair the ops take (PIR has no double attributes);
-    hi + lo carries 48 significant bits. Must match join_double in csrc/paddle/dispatch.h."""
-    if value == 0.0:
-        return _ZERO_PAIR
-    hi = np.float32(value)
-    return [float(hi), float(np.float32(value - float(hi)))]
+    """A float option as the float32 triple (hi, lo, e) the ops take (PIR has no double
+    attributes): value = (hi + lo) * 2^e with hi + lo in [0.5, 1) carrying 48 significant bits,
+    so any finite double keeps its magnitude (1e-50 and 1e39 included) and fp64 kernels see it
+    to 2^-48. Must match join_double in csrc/paddle/dispatch.h."""
+    attr = _ATTRS.get(value)
+    if attr is None:
+        mantissa, exponent = math.frexp(value)
+        hi = float(np.float32(mantissa))
+        attr = [hi, float(np.float32(mantissa - hi)), float(exponent)]
+        if len(_ATTRS) >= _ATTRS_MAX:
+            _ATTRS.clear()
+        _ATTRS[value] = attr
+    return attr
+
+
+def in_acc_range(value, what, x, reciprocal=False):
+    """value (with reciprocal also 1 / value, which the kernels multiply by) must be finite in the
+    type x's kernels compute in: float32 for float32, float16 and bfloat16 inputs, float64 for
+    float64. A nonzero value below that type's smallest magnitude rounds to 0, as the same
+    arithmetic in float32 would; one beyond its range would make the loss inf or NaN and is
+    rejected with the value shown."""
+    computed = acc_dtype(x)
+    limit = math.inf if computed == "float64" else _FLOAT32_MAX
+    for used, as_what in ((value, ""), (1.0 / value if reciprocal and value else 0.0,
+                                        f" (as 1 / {what})")):
+        if not math.isfinite(used) or abs(used) > limit:
+            hint = "; pass float64 inputs for it" if computed == "float32" else ""
+            raise ValueError(f"{what}={value!r} is outside the range of {computed}{as_what}, in "
+                             f"which {dtype_name(x)} inputs are computed{hint}")
+    return value

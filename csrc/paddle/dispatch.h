@@ -1,6 +1,7 @@
 // The one place where Paddle dtypes meet kernel types. Every op binding dispatches through here.
 #pragma once
 
+#include <cmath>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -140,13 +141,15 @@ decltype(auto) dispatch_index(paddle::DataType t, const char* what, F&& f) {
   }
 }
 
-// Paddle's static graph (PIR) has no double attributes, so a double option travels as the pair
-// (hi, lo) of floats with hi = float(v), lo = float(v - hi): 48 significant bits, enough for the
-// fp64 kernels (paddle_ops/_checks.py: double_attr).
-inline double join_double(const std::vector<float>& pair, const char* what) {
-  PO_CHECK(pair.size() == 2, what, " must be passed as a (hi, lo) float pair, got ", pair.size(),
-           " values");
-  return static_cast<double>(pair[0]) + static_cast<double>(pair[1]);
+// Paddle's static graph (PIR) has no double attributes, so a double option v travels as floats
+// (hi, lo, e) with v = (hi + lo) 2^e, hi + lo the 48 leading bits of v's mantissa in [0.5, 1)
+// (paddle_ops/_checks.py: double_attr): every finite double keeps its magnitude. Programs saved
+// before the exponent was added hold the pair (hi, lo) = (float(v), float(v - hi)).
+inline double join_double(const std::vector<float>& attr, const char* what) {
+  PO_CHECK(attr.size() == 3 || attr.size() == 2, what,
+           " must be passed as a (hi, lo, exponent) float triple, got ", attr.size(), " values");
+  const double mantissa = static_cast<double>(attr[0]) + static_cast<double>(attr[1]);
+  return attr.size() == 2 ? mantissa : std::ldexp(mantissa, static_cast<int>(attr[2]));
 }
 
 // Normalises a possibly negative axis of a rank-`rank` tensor; throws when out of range.

@@ -231,7 +231,7 @@ def parallel_cross_entropy(input, label, group=None, ignore_index=-100, reductio
     _checks.check_reduction(reduction)
     _checks.check_ignore_index(ignore_index)
     label_smoothing = _checks.option(label_smoothing, "label_smoothing", 0.0, 1.0)
-    z_loss = _checks.option(z_loss, "z_loss", 0.0)
+    z_loss = _checks.in_acc_range(_checks.option(z_loss, "z_loss", 0.0), "z_loss", input)
     classes = input.shape[-1]
     if classes < 1:
         raise ValueError(f"input must hold at least one class on every rank, got shape "

@@ -164,8 +164,8 @@ def sigmoid_focal_loss(logit, label, normalizer=None, alpha=0.25, gamma=2.0, red
     """
     _checks.check_reduction(reduction)
     label = _check_pair(logit, label)
-    gamma = _checks.option(gamma, "gamma", 0.0)
-    alpha = _checks.option(alpha, "alpha")
+    gamma = _checks.in_acc_range(_checks.option(gamma, "gamma", 0.0), "gamma", logit)
+    alpha = _checks.in_acc_range(_checks.option(alpha, "alpha"), "alpha", logit)
     if normalizer is not None:
         _checks.check_float(normalizer, "normalizer")
         if list(normalizer.shape) not in ([], [1]):

@@ -15,9 +15,6 @@ gradients); the cross-entropy is :func:`paddle_ops.nn.functional.cross_entropy`,
 one fp32 log-sum-exp per row, never the [B, B] softmax.
 """
 
-import math
-import numbers
-
 import paddle
 from paddle.jit.marker import unified
 
@@ -48,11 +45,9 @@ def info_nce(query, key, temperature=0.07, reduction='mean', symmetric=False, no
     _checks.check_reduction(reduction)
     _checks.check_float(query, "query")
     _checks.check_float(key, "key")
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
-    temperature = float(temperature)
-    if not (temperature > 0.0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    temperature = _checks.in_acc_range(_checks.option(temperature, "temperature", 0.0,
+                                                      low_open=True),
+                                       "temperature", query, reciprocal=True)
     qs, ks = list(query.shape), list(key.shape)
     if len(qs) != 2 or len(ks) != 2:
         raise ValueError(f"query and key must be 2-D [batch, dim], got shapes {qs} and {ks}")

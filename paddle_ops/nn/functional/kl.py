@@ -73,7 +73,8 @@ def _logit_divergence(input, label, mode, temperature, beta, reduction, ignore_i
     if reduction not in _ROW_REDUCTIONS:
         raise ValueError(f"reduction must be one of {_ROW_REDUCTIONS}, got {reduction!r}")
     axis = _check_logit_pair(input, label, axis)
-    temperature = _check_positive(temperature, "temperature")
+    temperature = _checks.in_acc_range(_check_positive(temperature, "temperature"),
+                                       "temperature", input, reciprocal=True)
     beta = _checks.option(beta, "beta", 0.0, 1.0)
     _checks.check_ignore_index(ignore_index)
     rows_shape = list(input.shape[:axis]) + list(input.shape[axis + 1:])

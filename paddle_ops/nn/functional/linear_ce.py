@@ -225,7 +225,7 @@ def _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, 
         raise ValueError(f"label shape {list(label.shape)} does not fit input shape {shape}: "
                          f"expected {rows_shape} or {rows_shape + [1]}")
     _checks.option(label_smoothing, "label_smoothing", 0.0, 1.0)
-    _checks.option(z_loss, "z_loss", 0.0)
+    _checks.in_acc_range(_checks.option(z_loss, "z_loss", 0.0), "z_loss", input)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int (rows per chunk), got {chunk_size!r}")

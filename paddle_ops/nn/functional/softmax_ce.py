@@ -199,7 +199,7 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
     rank = len(input.shape)
     _checks.check_ignore_index(ignore_index)
     label_smoothing = _checks.option(label_smoothing, "label_smoothing", 0.0, 1.0)
-    z_loss = _checks.option(z_loss, "z_loss", 0.0)
+    z_loss = _checks.in_acc_range(_checks.option(z_loss, "z_loss", 0.0), "z_loss", input)
     if not use_softmax and z_loss > 0.0:
         raise ValueError("z_loss needs use_softmax=True (it penalises the log-sum-exp of logits)")
     label, keep_axis = _prepare_label(input, label, soft_label, axis, rank)
