@@ -32,6 +32,12 @@ namespace paddle_ops {
 namespace PO_CPU_ISA {
 namespace {
 
+// A number of vectors per row as a type (short rows; a local type, not std::integral_constant).
+template <int K>
+struct VectorCount {
+  static constexpr int value = K;
+};
+
 template <typename T, typename L, bool kContig>
 struct RowKernels {
   using A = acc_t<T>;
@@ -67,25 +73,37 @@ struct RowKernels {
     return smoothing() ? lse_part<kVec, true>(x, begin, end) : lse_part<kVec, false>(x, begin, end);
   }
 
-  // Log-sum-exp states of rows r .. r + G - 1, each at most kW classes (vector path only). A
-  // short row is one masked vector, and what bounds it is the latency of its chain (load, max,
-  // exp, sum), not memory: G rows side by side let those chains overlap. Each state is bitwise
-  // the one hard_part(r + i, 0, classes) returns: the same operations on the same single vector
-  // (lse_part's max pass, online_softmax_rescale, row_sum's masked tail).
-  template <int G>
+  // Log-sum-exp states of rows r .. r + G - 1 of K vectors each, (K - 1) kW < classes <= K kW
+  // (vector path only). A short row is one or two vectors, and what bounds it is the latency of
+  // its chain (load, max, exp, sum), not memory: G rows side by side let those chains overlap.
+  // Each state is bitwise the one hard_part(r + i, 0, classes) returns: lse_part's operations
+  // on the same vectors (a max that skips NaN does not depend on the order of its operands;
+  // row_sum's full vectors, then its masked tail, whose mask is all lanes when classes = K kW).
+  template <int G, int K>
   void short_parts(int64_t r, LsePart<A>* out) const {
     const int n = static_cast<int>(p.classes);
-    const VM mask = first_lanes(n);
+    const int tail = n - (K - 1) * kW;
+    const VM mask = first_lanes(tail);
     const VF neg_inf = vset(-kInf);
-    VF v[G];
-    for (int i = 0; i < G; ++i) v[i] = VecTailAt{0, n}(logits_row(r + i));
+    VF v[G][K];
     for (int i = 0; i < G; ++i) {
-      const A block_max = hmax(vmax(vmax(select(mask, v[i], -kInf), neg_inf), neg_inf));
+      const auto x = logits_row(r + i);
+      for (int k = 0; k + 1 < K; ++k) v[i][k] = VecAt{k * kW}(x);
+      v[i][K - 1] = VecTailAt{(K - 1) * kW, tail}(x);
+    }
+    for (int i = 0; i < G; ++i) {
+      VF m = neg_inf;
+      for (int k = 0; k + 1 < K; ++k) m = vmax(v[i][k], m);
+      m = vmax(select(mask, v[i][K - 1], -kInf), m);
       LsePart<A> st;
-      const A shift = online_softmax_rescale(st.m, st.s, block_max);
-      st.s += hsum(vset(0.0f) + select(mask, vexp(v[i] - shift), 0.0f));
+      const A shift = online_softmax_rescale(st.m, st.s, hmax(vmax(m, neg_inf)));
+      VF sum_e = vset(0.0f);
+      for (int k = 0; k + 1 < K; ++k) sum_e = sum_e + vexp(v[i][k] - shift);
+      st.s += hsum(sum_e + select(mask, vexp(v[i][K - 1] - shift), 0.0f));
       if (smoothing()) {
-        st.dx += hsum(vset(0.0f) + select(mask, v[i] - shift, 0.0f));
+        VF sum_d = vset(0.0f);
+        for (int k = 0; k + 1 < K; ++k) sum_d = sum_d + (v[i][k] - shift);
+        st.dx += hsum(sum_d + select(mask, v[i][K - 1] - shift, 0.0f));
         st.n = static_cast<A>(n);
       }
       out[i] = st;
@@ -279,24 +297,26 @@ void forward_rows(const RowKernels<T, L, kContig>& k, acc_t<T>* loss, acc_t<T>* 
         return;
       }
       if constexpr (RowKernels<T, L, kContig>::kVec) {
-        if (C <= kW) {
-          // Rows of one vector, four at a time (short_parts); a row's result does not depend on
-          // the group it falls in.
+        // Rows of one or two vectors, four at a time (short_parts); a row's result does not
+        // depend on the group it falls in.
+        auto short_rows = [&](auto vectors) {
+          constexpr int K = decltype(vectors)::value;
           parallel_for(rows, C, p.num_threads, [&](int64_t begin, int64_t end) {
             constexpr int kGroup = 4;
             LsePart<A> st[kGroup];
             int64_t r = begin;
             for (; r + kGroup <= end; r += kGroup) {
-              k.template short_parts<kGroup>(r, st);
+              k.template short_parts<kGroup, K>(r, st);
               for (int i = 0; i < kGroup; ++i) finish(r + i, st[i]);
             }
             for (; r < end; ++r) {
-              k.template short_parts<1>(r, st);
+              k.template short_parts<1, K>(r, st);
               finish(r, st[0]);
             }
           });
-          return;
-        }
+        };
+        if (C <= kW) return short_rows(VectorCount<1>{});
+        if (C <= 2 * kW) return short_rows(VectorCount<2>{});
       }
       parallel_for(rows, C, p.num_threads, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) finish(r, merge_chunks<LsePart<A>>(r, C, part, merge));
