@@ -29,6 +29,7 @@ from paddle.utils.decorator_utils import ParamAliasDecorator
 
 from . import _checks as _POF_checks
 from .nn import functional as _POF
+from .nn.functional import softmax_ce as _POF_softmax_ce
 
 _FUNCTION_OWNERS = (_F, _F_loss)
 _ORIGINALS = {}
@@ -55,16 +56,17 @@ def _original(name):
     return _PADDLE[name]
 
 
-def _device_reason(tensors):
-    """Why paddle_ops has no kernel for these tensors, or None. In static mode the place is only
-    known when the program runs; every op has CPU kernels and, in a CUDA build, CUDA kernels."""
-    if not paddle.in_dynamic_mode():
+def _device_reason(x):
+    """Why paddle_ops has no kernel for the input x's device, or None. The other tensors of a call
+    must be on x's device, which the ops check (a mismatch raises, and _dispatch falls back). In
+    static mode the place is only known when the program runs; every op has CPU kernels and, in a
+    CUDA build, CUDA kernels."""
+    if not paddle.in_dynamic_mode() or not isinstance(x, paddle.Tensor):
         return None
-    for t in tensors:
-        if isinstance(t, paddle.Tensor) and not t.place.is_cpu_place():
-            if not (t.place.is_gpu_place() and paddle.is_compiled_with_cuda()):
-                return f"tensors on {t.place} (no paddle_ops kernel there)"
-    return None
+    place = x.place
+    if place.is_cpu_place() or (place.is_gpu_place() and paddle.is_compiled_with_cuda()):
+        return None
+    return f"tensors on {place} (no paddle_ops kernel there)"
 
 
 def _dispatch(name, reason, run_ops, args, kwargs):
@@ -93,7 +95,7 @@ def cross_entropy(input, label, weight=None, ignore_index=-100, reduction='mean'
                   soft_label=False, axis=-1, use_softmax=True, label_smoothing=0.0, name=None,
                   **kwargs):
     reason = (_extra_kwargs_reason(kwargs)
-              or _device_reason((input, label, weight)))
+              or _device_reason(input))
     return _dispatch(
         "cross_entropy", reason,
         lambda: _cross_entropy(input, label, weight, ignore_index, reduction, soft_label, axis,
@@ -134,20 +136,16 @@ def _cross_entropy(input, label, weight, ignore_index, reduction, soft_label, ax
     smoothing = bool(label_smoothing) and not soft_label
     kernel_ignore = _IGNORE_NONE if smoothing and ignore_index >= 0 else ignore_index
     target_mask = reduction == 'mean' and ignore_index >= 0 and (soft_label or smoothing)
-    if reduction == 'mean' and (target_mask or (ignore_index < 0 and weight is None)):
+    if reduction == 'mean' and ignore_index < 0 and weight is None:
+        # Every position (Paddle's mean_all), divided in the op itself: one op for a small call.
+        return _POF_softmax_ce._softmax_ce(input, label, None, kernel_ignore, soft_label, axis,
+                                           use_softmax, label_smoothing, 0.0, 'mean_all')[0]
+    if target_mask:
         loss = _POF.cross_entropy(input, label, weight, kernel_ignore, 'sum', soft_label, axis,
                                   use_softmax, label_smoothing)
-        if target_mask:
-            count = _target_mask_total(input, label, weight, ignore_index, soft_label, axis,
-                                       label_smoothing)
-            return loss / (count + (count == 0).astype(count.dtype)).astype(loss.dtype)
-        # Every position: the input's element count over its classes (Paddle's mean_all).
-        if paddle.in_dynamic_mode():
-            count = input.size // input.shape[axis] if input.size else 0
-            return loss / count if count else loss * float("nan")
-        count = paddle.numel(input).astype(loss.dtype) / paddle.shape(input)[axis].astype(
-            loss.dtype)
-        return loss / count
+        count = _target_mask_total(input, label, weight, ignore_index, soft_label, axis,
+                                   label_smoothing)
+        return loss / (count + (count == 0).astype(count.dtype)).astype(loss.dtype)
     loss = _POF.cross_entropy(input, label, weight, kernel_ignore, reduction, soft_label, axis,
                               use_softmax, label_smoothing)
     if reduction == 'mean' and paddle.in_dynamic_mode() and 0 in input.shape:
@@ -188,7 +186,7 @@ def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-10
     reason = (_extra_kwargs_reason(kwargs)
               or ("return_softmax=True (Paddle's softmax output carries no gradient)"
                   if return_softmax else None)
-              or _device_reason((logits, label)))
+              or _device_reason(logits))
     return _dispatch(
         "softmax_with_cross_entropy", reason,
         lambda: _POF.softmax_with_cross_entropy(logits, label, soft_label, ignore_index,
@@ -220,7 +218,7 @@ def _constant(x):
 
 @unified
 def kl_div(input, label, reduction='mean', log_target=False, name=None, **kwargs):
-    reason = _extra_kwargs_reason(kwargs) or _device_reason((input, label))
+    reason = _extra_kwargs_reason(kwargs) or _device_reason(input)
     return _dispatch(
         "kl_div", reason,
         lambda: _POF.kl_div(*_promoted(input, _constant(label)), reduction, log_target, name),
@@ -242,7 +240,7 @@ def _ignored_label_reason(label):
 def binary_cross_entropy_with_logits(logit, label, weight=None, reduction='mean',
                                      pos_weight=None, name=None, **kwargs):
     reason = (_extra_kwargs_reason(kwargs)
-              or _device_reason((logit, label, weight, pos_weight))
+              or _device_reason(logit)
               or _ignored_label_reason(label))
     return _dispatch(
         "binary_cross_entropy_with_logits", reason,
@@ -267,7 +265,7 @@ def _label_gets_gradient(label):
 def sigmoid_focal_loss(logit, label, normalizer=None, alpha=0.25, gamma=2.0, reduction='sum',
                        name=None, **kwargs):
     reason = (_extra_kwargs_reason(kwargs)
-              or _device_reason((logit, label, normalizer))
+              or _device_reason(logit)
               or ("a label that requires gradient (Paddle gives it a partial gradient, "
                   "paddle_ops none)" if _label_gets_gradient(label) else None)
               or _ignored_label_reason(label))

@@ -222,7 +222,7 @@ def test_focal_gamma0_is_weighted_bce_bit_for_bit(dtype_id, reduction):
     dtype = TOLERANCES[dtype_id][0]
     acc = "float64" if dtype == "float64" else "float32"
     x, y = data((9, 301), seed=8)
-    # Exactly representable: scalar options reach the kernel as a (hi, lo) float pair (48 bits,
+    # Exactly representable: scalar options reach the kernel as 48 bits (a float32 triple,
     # _checks.double_attr), so 0.3 would differ from the float64 alpha_t below in the last bits.
     alpha = 0.375
     out = []

@@ -540,7 +540,51 @@ def test_reduced_loss_is_zero_dimensional_like_paddle():
 
 
 def test_raw_op_rejects_an_unknown_reduction_code():
-    with pytest.raises(ValueError, match="reduction code 3 is not 0 \\(none\\), 1 \\(sum\\) or "
-                                         "2 \\(mean\\)"):
+    with pytest.raises(ValueError, match="reduction code 4 is not 0 \\(none\\), 1 \\(sum\\), "
+                                         "2 \\(mean\\) or 3 \\(mean over every row\\)"):
         paddle_ops._ops.softmax_ce(paddle.randn([2, 3]), paddle.to_tensor([0, 1]), None, 1, -100,
-                                   [0.0, 0.0], [0.0, 0.0], True, 3)
+                                   [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], True, 4)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5])
+def test_raw_op_mean_over_every_row(rows):
+    # Code 3 divides the sum by every row, ignored ones included (what patch() gives Paddle's
+    # 'mean' with a negative ignore_index); an empty batch gives NaN, as Paddle's mean.
+    x = paddle.randn([rows, 4])
+    x.stop_gradient = False
+    y = paddle.to_tensor(np.array([0, -100, 3, 1, -100][:rows], np.int64))
+    z = [0.0, 0.0, 0.0]
+    loss = paddle_ops._ops.softmax_ce(x, y, None, 1, -100, z, z, True, 3)[0]
+    rows_loss = paddle_ops._ops.softmax_ce(x, y, None, 1, -100, z, z, True, 0)[0]
+    if rows == 0:
+        assert np.isnan(float(loss))
+        return
+    np.testing.assert_allclose(float(loss), rows_loss.numpy().sum() / rows, rtol=1e-6)
+    loss.backward()
+    xr = x.detach()
+    xr.stop_gradient = False
+    (paddle_ops._ops.softmax_ce(xr, y, None, 1, -100, z, z, True, 0)[0].sum() / rows).backward()
+    np.testing.assert_allclose(x.grad.numpy(), xr.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("x, y, error, message", [
+    (lambda: paddle.randn([4, 1]), lambda: paddle.zeros([4]), TypeError,
+     "hard labels must be integers"),
+    (lambda: paddle.randn([4, 3]), lambda: paddle.zeros([4]), TypeError,
+     "hard labels must be integers"),
+    (lambda: paddle.ones([4, 3], "int32"), lambda: paddle.zeros([4], "int64"), TypeError,
+     "input must have a floating dtype"),
+])
+def test_common_call_with_a_wrong_dtype_gets_the_general_error(x, y, error, message):
+    # The common call leaves dtypes to the op and, when the op refuses, takes the general path:
+    # the error is the one of the argument checks, never a soft-label reading of a float label.
+    with pytest.raises(error, match=message):
+        POF.cross_entropy(x(), y())
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "bool"])
+def test_common_call_with_other_integer_labels_casts_them(dtype):
+    x = paddle.randn([4, 3])
+    y = paddle.to_tensor(np.array([0, 1, 1, 0]).astype(dtype))
+    expected = POF.cross_entropy(x, y.astype("int64"))
+    np.testing.assert_array_equal(POF.cross_entropy(x, y).numpy(), expected.numpy())

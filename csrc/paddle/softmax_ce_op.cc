@@ -7,8 +7,10 @@
 //           without the axis or with it of size 1); soft: X's shape, dtype X's or float32
 //   Weight  [C], optional, in X's accumulation dtype (float64 for float64, else float32)
 //   LSE, RowWeight: X's shape without `axis`, accumulation dtype.
-//   Loss: with reduction none, X's shape without `axis`; with sum or mean a 0-D tensor (the sum
-//         of the row losses, for mean divided by the sum of RowWeight, or 0 when that is 0), in
+//   Loss: with reduction none, X's shape without `axis`; with sum, mean or mean_all a 0-D tensor
+//         (the sum of the row losses; for mean divided by the sum of RowWeight, or 0 when that
+//         is 0; for mean_all divided by the number of rows, ignored ones included, NaN for none:
+//         Paddle's 'mean' with a negative ignore_index and no weights), in
 //         the accumulation dtype. The reduced forms are CPU-only (paddle_ops reduces GPU losses
 //         with Paddle's ops): they exist because at small shapes every extra Paddle op in the
 //         Python wrapper costs as much as the kernel.
@@ -31,8 +33,8 @@
 //   small device kernel, without a synchronisation; a row with an out-of-range label gets NaN
 //   Loss, LSE, RowWeight and Entropy, Correct false, and makes Accuracy and MeanEntropy NaN.
 // Class shards (csrc/kernels/softmax_ce.h, "Class shards"), for the vocabulary-parallel
-// cross-entropy and the fused linear cross-entropy, whose Python layers (PyLayers) combine the
-// shards and own the autograd; neither op has a grad op:
+// cross-entropy and the fused linear cross-entropy, whose Python code combines the shards; the
+// first two have no grad op (the link op's grad is the shard backward):
 // Forward  paddle_ops_softmax_ce_shard(X, Label) -> Term, LSE, RowWeight
 //   X       [d0, ..., C] (classes last): the columns [class_offset, class_offset + C) of rows of
 //           total_classes classes; float32/float64/float16/bfloat16
@@ -57,11 +59,11 @@ constexpr char kSoftmaxCEName[] = "cross_entropy (paddle_ops_softmax_ce)";
 constexpr char kShardName[] = "parallel_cross_entropy (paddle_ops_softmax_ce_shard_link)";
 
 // The `reduction` attribute. Must match _REDUCTION_CODES in paddle_ops/nn/functional/softmax_ce.py.
-enum Reduction : int { kNone = 0, kSum = 1, kMean = 2 };
+enum Reduction : int { kNone = 0, kSum = 1, kMean = 2, kMeanAll = 3 };
 
 void check_reduction(int reduction, const paddle::Tensor& x) {
-  PO_CHECK(reduction >= kNone && reduction <= kMean, "reduction code ", reduction,
-           " is not 0 (none), 1 (sum) or 2 (mean)");
+  PO_CHECK(reduction >= kNone && reduction <= kMeanAll, "reduction code ", reduction,
+           " is not 0 (none), 1 (sum), 2 (mean) or 3 (mean over every row)");
   PO_CHECK(reduction == kNone || x.is_cpu(),
            "the op reduces the loss only on the CPU; for ", x.place(), " pass reduction 0 (none)");
 }
@@ -125,12 +127,19 @@ void backward_rows(const paddle::Tensor& x, const char* op, const SoftmaxCEParam
       });
 }
 
-// The reduced loss of a CPU forward (reduction sum or mean) from its row losses.
+// What a reduced loss's sum is divided by: 1 (sum), the mean's divisor, or every row (0 rows:
+// the forward's 0 / 0 is NaN, as Paddle's mean of nothing).
+template <typename A>
+double reduction_divisor(const A* row_weight, int64_t rows, int reduction) {
+  if (reduction == kMean) return mean_divisor(row_weight, rows);
+  return reduction == kMeanAll ? static_cast<double>(rows) : 1.0;
+}
+
+// The reduced loss of a CPU forward (any reduction but none) from its row losses.
 template <typename A>
 A reduce_loss(const A* loss_rows, const A* row_weight, int64_t rows, int reduction) {
-  double total = row_sum(loss_rows, rows);
-  if (reduction == kMean) total /= mean_divisor(row_weight, rows);
-  return static_cast<A>(total);
+  return static_cast<A>(row_sum(loss_rows, rows) /
+                        reduction_divisor(row_weight, rows, reduction));
 }
 
 SoftmaxCEParams make_params(const std::vector<int64_t>& shape, int axis, int64_t ignore_index,
@@ -211,9 +220,13 @@ std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const padd
   auto lse = paddle::empty(out_shape, stat, x.place());
   auto row_weight = paddle::empty(out_shape, stat, x.place());
   if (p.rows() == 0) {
-    // An empty batch sums to 0, and its mean is 0 (the divisor of no rows is 1).
-    if (reduction != kNone && stat == paddle::DataType::FLOAT64) *data_ptr<double>(loss) = 0.0;
-    if (reduction != kNone && stat == paddle::DataType::FLOAT32) *data_ptr<float>(loss) = 0.0f;
+    // An empty batch sums to 0, and its mean is 0 (the divisor of no rows is 1); its mean over
+    // every row is 0 / 0, NaN.
+    const double empty = reduction == kMeanAll ? std::nan("") : 0.0;
+    if (reduction != kNone && stat == paddle::DataType::FLOAT64) *data_ptr<double>(loss) = empty;
+    if (reduction != kNone && stat == paddle::DataType::FLOAT32) {
+      *data_ptr<float>(loss) = static_cast<float>(empty);
+    }
     return {loss, lse, row_weight};
   }
   PO_CHECK(p.classes > 0, "logits have zero classes along axis ", axis);
@@ -258,12 +271,12 @@ std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const pad
     const L* labels = data_ptr<L>(label);
     const A* w = weight ? data_ptr<A>(*weight) : nullptr;
     const A* dloss = upstream_grad<A>(loss_grad, reduction == kNone ? p.rows() : 1, x);
-    // A reduced loss's one upstream value reaches every row: g for sum, g / divisor for mean
-    // (the forward's divisor, recomputed from the saved row weights in the same order).
+    // A reduced loss's one upstream value reaches every row: g / the forward's divisor
+    // (recomputed from the saved row weights in the same order).
     std::vector<A> row_dloss;
     if (reduction != kNone && dloss != nullptr) {
-      double g = static_cast<double>(*dloss);
-      if (reduction == kMean) g /= mean_divisor(data_ptr<A>(row_weight), p.rows());
+      const double g = static_cast<double>(*dloss) /
+                       reduction_divisor(data_ptr<A>(row_weight), p.rows(), reduction);
       row_dloss.assign(static_cast<size_t>(p.rows()), static_cast<A>(g));
       dloss = row_dloss.data();
     }
@@ -325,7 +338,9 @@ std::vector<paddle::Tensor> SoftmaxCEStatsForward(
   // The reduced loss, accuracy and mean entropy start at 0: their value when no row counts (an
   // empty batch, every label ignored), as for the mean loss.
   auto loss = reduction == kNone ? paddle::empty(out_shape, stat, x.place())
-                                 : paddle::full({}, 0, stat, x.place());
+                                 : paddle::full({}, p.rows() == 0 && reduction == kMeanAll
+                                                        ? std::nan("") : 0.0,
+                                                stat, x.place());
   auto lse = paddle::empty(out_shape, stat, x.place());
   auto row_weight = paddle::empty(out_shape, stat, x.place());
   auto correct = paddle::empty(out_shape, paddle::DataType::BOOL, x.place());

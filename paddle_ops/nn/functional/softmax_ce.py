@@ -54,7 +54,10 @@ class CrossEntropyStats(NamedTuple):
     count: paddle.Tensor
 
 # The op's `reduction` attribute; must match enum Reduction in csrc/paddle/softmax_ce_op.cc.
-_REDUCTION_CODES = {'none': 0, 'sum': 1, 'mean': 2}
+# 'mean_all': the sum over every row, ignored ones included (Paddle's 'mean' with a negative
+# ignore_index and no weights; paddle_ops.patch uses it).
+_REDUCTION_CODES = {'none': 0, 'sum': 1, 'mean': 2, 'mean_all': 3}
+_ZERO_ATTR = _checks.double_attr(0.0)
 
 def _prepare_label(input, label, soft_label, axis, rank):
     """Returns (label for the kernel, whether the class axis is kept in reduction='none')."""
@@ -98,21 +101,22 @@ def _reduces_in_op(input):
 
 
 def _plain_call(input, label, ignore_index, axis):
-    """The normalised class axis when this is the common dygraph call that needs none of the
-    general path's conversions (contiguous CPU logits, class axis last, integer labels of the
-    rows' shape, an int ignore_index), else None. Exactly the calls that _softmax_ce's checks
-    would pass unchanged; every other call, bad ones included, takes the general path and its
-    errors. At [256, 10] the general path's checks cost a tenth of the call."""
+    """The normalised class axis when this may be the common dygraph call that needs none of the
+    general path's conversions (contiguous CPU logits, class axis last, labels of the rows' shape,
+    an int ignore_index, more than one class), else None. The dtypes are left to the op: with
+    more than one class a label of the rows' shape is a hard label unless its dtype is wrong,
+    and the op rejects that (and logits that are not float) with a ValueError, after which
+    _softmax_ce takes the general path, whose checks give the error of the call (a TypeError for
+    a wrong dtype). With one class a float label of the rows' shape would pass as a soft label.
+    Reading a tensor's dtype and hashing it costs microseconds, which [32, 10] notices."""
     if type(input) is not paddle.Tensor or type(label) is not paddle.Tensor:
         return None
     shape = input.shape
     rank = len(shape)
-    if (rank == 0 or type(axis) is not int or axis not in (-1, rank - 1)
-            or type(ignore_index) is not int
-            or _checks.dtype_name(input) not in _checks.FLOAT_DTYPES
-            or _checks.dtype_name(label) not in _checks.INDEX_DTYPES
-            or label.shape != shape[:-1] or not input.is_contiguous()
-            or not label.is_contiguous() or not input.place.is_cpu_place()):
+    if (rank == 0 or shape[-1] == 1 or type(axis) is not int or axis not in (-1, rank - 1)
+            or type(ignore_index) is not int or label.shape != shape[:-1]
+            or not input.is_contiguous() or not label.is_contiguous()
+            or not input.place.is_cpu_place()):
         return None
     return rank - 1
 
@@ -178,7 +182,8 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
                 label_smoothing, z_loss, reduction='none', stats=False):
     """Validates arguments and runs the op. Returns (loss, lse, row_weight, keep_axis, axis,
     stats): lse and row_weight with the input's shape minus the class axis, loss too for
-    reduction 'none', else a 0-D tensor; stats a CrossEntropyStats when asked for, else None."""
+    reduction 'none', else a 0-D tensor; stats a CrossEntropyStats when asked for, else None.
+    reduction may also be 'mean_all' (_REDUCTION_CODES) when weight is None."""
     if stats and soft_label:
         raise ValueError("return_stats needs hard labels (class indices): a soft label has no "
                          "single correct class; compare paddle.argmax of the logits and of the "
@@ -190,10 +195,13 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
             and type(z_loss) in (int, float) and z_loss == 0.0):
         plain_axis = _plain_call(input, label, ignore_index, axis)
         if plain_axis is not None:
-            loss, lse, row_weight, extras = _run_op(
-                stats, input, label, None, plain_axis, ignore_index, _checks.double_attr(0.0),
-                _checks.double_attr(0.0), True, _REDUCTION_CODES[reduction])
-            return loss, lse, row_weight, False, plain_axis, extras
+            try:
+                loss, lse, row_weight, extras = _run_op(
+                    stats, input, label, None, plain_axis, ignore_index, _ZERO_ATTR, _ZERO_ATTR,
+                    True, _REDUCTION_CODES[reduction])
+                return loss, lse, row_weight, False, plain_axis, extras
+            except ValueError:
+                pass  # the general path's checks below say what is wrong
     _checks.check_float(input, "input")
     axis = _checks.class_axis(input, axis, "input")
     rank = len(input.shape)
@@ -234,6 +242,8 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
     elif reduction == 'mean' and not in_op:
         total = paddle.sum(row_weight)
         loss = paddle.sum(loss) / paddle.where(total == 0, paddle.ones_like(total), total)
+    elif reduction == 'mean_all' and not in_op:
+        loss = paddle.mean(loss)
     return loss, lse, row_weight, keep_axis, axis, extras
 
 
