@@ -44,7 +44,8 @@ import paddle_ops.nn.functional as POF  # noqa: E402
 OP = "softmax_ce"
 # The issue-5 target shapes ([4096, 32000], [16384, 1000], the small [64, 1000] and [256, 10]) and
 # [1024, 128000] (a 128k vocabulary), so that the plot spans class counts from 10 to 128000.
-DEFAULT_SHAPES = [(4096, 32000), (16384, 1000), (1024, 128000), (64, 1000), (256, 10)]
+DEFAULT_SHAPES = [(4096, 32000), (16384, 1000), (1024, 128000), (64, 1000), (256, 10),
+                  (32, 10)]
 QUICK_SHAPES = [(256, 32000), (1024, 1000)]
 DEFAULT_DTYPES = ["float32", "bfloat16"]
 # Dtypes Paddle's built-in CPU cross-entropy has a kernel for.
@@ -57,6 +58,10 @@ CHECK_TOL = {"float32": (1e-5, 1e-4), "float64": (1e-10, 1e-8), "float16": (1e-4
 
 
 REFERENCE = harness.load_reference()
+
+# Calls up to this many elements are also timed under patch(), where dispatch is the cost.
+PATCHED = "paddle_ops+patched"
+SMALL_CALL_ELEMENTS = 4096
 
 # Issue 5's targets for this op family, measured on the rows of one run.
 TARGETS = [
@@ -79,6 +84,14 @@ TARGETS = [
                            "256x10", 1.0),
     harness.speedup_target("fp32 [256, 10] forward+backward no slower than Paddle", OP, "full",
                            "float32", "256x10", 1.0),
+    harness.speedup_target("fp32 [32, 10] forward+backward no slower than Paddle", OP, "full",
+                           "float32", "32x10", 1.0),
+    harness.provider_ratio_target("fp32 [256, 10] forward+backward under patch() no slower "
+                                  "than Paddle", OP, "full", "float32", "256x10", PATCHED,
+                                  harness.BASELINE, 1.0),
+    harness.provider_ratio_target("fp32 [32, 10] forward+backward under patch() no slower "
+                                  "than Paddle", OP, "full", "float32", "32x10", PATCHED,
+                                  harness.BASELINE, 1.0),
     harness.peak_target("fp32 [4096, 32000] forward+backward peak memory <= gradient + 2 MB "
                         "((gradient + 2 MB) / peak >= 1)", OP, "float32", "4096x32000"),
 ]
@@ -92,6 +105,12 @@ def paddle_builtin(x, label):
 
 def paddle_ops_ce(x, label):
     return POF.cross_entropy(x, label, reduction="mean")
+
+
+def patched_ce(x, label):
+    """paddle.nn.functional.cross_entropy under paddle_ops.patch(): the function patch() installs
+    (paddle_ops._patch.cross_entropy), called as F.cross_entropy is then."""
+    return paddle_ops._patch.cross_entropy(x, label, reduction="mean")
 
 
 STATS = "paddle_ops+stats"
@@ -129,7 +148,7 @@ def check_agreement(x, label, dtype):
     ref_dtype = "float64" if dtype == "float64" else "float32"
     x32 = xs.astype(ref_dtype).numpy()
     ref_loss, ref_grad = REFERENCE.paddle_cross_entropy(x32, ls.numpy(), reduction="mean")
-    providers = [("paddle_ops", paddle_ops_ce)]
+    providers = [("paddle_ops", paddle_ops_ce), (PATCHED, patched_ce)]
     if dtype in BASELINE_DTYPES:
         providers.append(("paddle", paddle_builtin))
     loss_tol, grad_tol = CHECK_TOL[dtype]
@@ -153,6 +172,8 @@ def build_cases(shape, dtype, x, label, versions, stats=False):
     providers = [("paddle_ops", paddle_ops_ce)]
     if stats:
         providers.append((STATS, paddle_ops_ce_stats))
+    if shape[0] * shape[1] <= SMALL_CALL_ELEMENTS:
+        providers.append((PATCHED, patched_ce))
     if dtype in BASELINE_DTYPES:
         providers.append(("paddle", paddle_builtin))
     cases = []
