@@ -133,26 +133,37 @@ def _cross_entropy(input, label, weight, ignore_index, reduction, soft_label, ax
     if _STATE["corrected"]:
         return _POF.cross_entropy(input, label, weight, ignore_index, reduction, soft_label, axis,
                                   use_softmax, label_smoothing)
+    _POF_checks.check_reduction(reduction)
     smoothing = bool(label_smoothing) and not soft_label
     kernel_ignore = _IGNORE_NONE if smoothing and ignore_index >= 0 else ignore_index
     target_mask = reduction == 'mean' and ignore_index >= 0 and (soft_label or smoothing)
     if reduction == 'mean' and ignore_index < 0 and weight is None:
         # Every position (Paddle's mean_all), divided in the op itself: one op for a small call.
-        return _POF_softmax_ce._softmax_ce(input, label, None, kernel_ignore, soft_label, axis,
-                                           use_softmax, label_smoothing, 0.0, 'mean_all')[0]
+        return _fused_ce(input, label, None, kernel_ignore, 'mean_all', soft_label, axis,
+                         use_softmax, label_smoothing)
     if target_mask:
-        loss = _POF.cross_entropy(input, label, weight, kernel_ignore, 'sum', soft_label, axis,
-                                  use_softmax, label_smoothing)
+        loss = _fused_ce(input, label, weight, kernel_ignore, 'sum', soft_label, axis, use_softmax,
+                         label_smoothing)
         count = _target_mask_total(input, label, weight, ignore_index, soft_label, axis,
                                    label_smoothing)
         return loss / (count + (count == 0).astype(count.dtype)).astype(loss.dtype)
-    loss = _POF.cross_entropy(input, label, weight, kernel_ignore, reduction, soft_label, axis,
-                              use_softmax, label_smoothing)
+    loss = _fused_ce(input, label, weight, kernel_ignore, reduction, soft_label, axis, use_softmax,
+                     label_smoothing)
     if reduction == 'mean' and paddle.in_dynamic_mode() and 0 in input.shape:
         return loss * float("nan")
     if reduction == 'none' and smoothing and len(loss.shape) == len(input.shape) - 1:
         return loss.unsqueeze(axis)
     return loss
+
+
+def _fused_ce(input, label, weight, ignore_index, reduction, soft_label, axis, use_softmax,
+              label_smoothing):
+    """The fused cross-entropy with Paddle's quirks (_softmax_ce's paddle_quirks); for 'none' the
+    class axis is kept where paddle_ops' cross_entropy keeps it."""
+    loss, _, _, keep_axis, axis, _ = _POF_softmax_ce._softmax_ce(
+        input, label, weight, ignore_index, soft_label, axis, use_softmax, label_smoothing, 0.0,
+        reduction, paddle_quirks=True)
+    return loss.unsqueeze(axis) if reduction == 'none' and keep_axis else loss
 
 
 def _target_mask_total(input, label, weight, ignore_index, soft_label, axis, label_smoothing):
@@ -189,10 +200,19 @@ def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-10
               or _device_reason(logits))
     return _dispatch(
         "softmax_with_cross_entropy", reason,
-        lambda: _POF.softmax_with_cross_entropy(logits, label, soft_label, ignore_index,
-                                                numeric_stable_mode, False, axis),
+        lambda: _softmax_with_cross_entropy(logits, label, soft_label, ignore_index, axis),
         (logits, label, soft_label, ignore_index, numeric_stable_mode, return_softmax, axis),
         kwargs)
+
+
+def _softmax_with_cross_entropy(logits, label, soft_label, ignore_index, axis):
+    """paddle_ops' softmax_with_cross_entropy (the loss, class axis kept) with Paddle's quirks."""
+    if _STATE["corrected"]:
+        return _POF.softmax_with_cross_entropy(logits, label, soft_label, ignore_index, True, False,
+                                               axis)
+    loss, _, _, _, axis, _ = _POF_softmax_ce._softmax_ce(
+        logits, label, None, ignore_index, soft_label, axis, True, 0.0, 0.0, paddle_quirks=True)
+    return loss.unsqueeze(axis)
 
 
 def _promoted(a, b):

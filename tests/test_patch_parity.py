@@ -194,3 +194,174 @@ def test_the_import_warns_about_a_typo():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "PADDLE_OPS_CPU_ISA='AVX2' is not understood" in proc.stderr
+
+
+# ---- the other patched functions, swept over the arguments Paddle's loss tests exercise ----
+
+def _compare_patched(fn, make_args, grad_of=(0,), rtol=2e-5, atol=1e-6):
+    """fn(*args) unpatched (Paddle) and patched: value, shape, dtype and the gradients of the
+    arguments at grad_of. A fallback to Paddle would warn, which fails the test. Skips where
+    Paddle raises (paddle_ops may compute there)."""
+    def run():
+        args = make_args()
+        for i in grad_of:
+            args[i].stop_gradient = False
+        out = fn(*args)
+        out.sum().backward()
+        return out, [args[i].grad.numpy().copy() for i in grad_of]
+    try:
+        theirs, their_grads = run()
+    except Exception as e:  # noqa: BLE001 - where Paddle raises, paddle_ops may compute
+        pytest.skip(f"Paddle raises {type(e).__name__}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with paddle_ops.patched():
+            ours, our_grads = run()
+    assert list(ours.shape) == list(theirs.shape)
+    assert ours.dtype == theirs.dtype
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=rtol, atol=atol)
+    for a, b in zip(our_grads, their_grads):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+def _t(a, dtype):
+    return paddle.to_tensor(np.asarray(a).astype(dtype))
+
+
+SHAPES = {"1d": [7], "2d": [6, 5], "3d": [2, 3, 4]}
+DTYPES = ["float32", "float64"]
+
+
+@pytest.mark.parametrize("shape,dtype,reduction,log_target", list(itertools.product(
+    SHAPES, DTYPES, ["none", "mean", "sum", "batchmean"], [False, True])))
+def test_patched_kl_div_sweep(shape, dtype, reduction, log_target):
+    rng = np.random.default_rng(len(shape) + 7 * log_target)
+    dims = SHAPES[shape]
+    x = np.log(rng.dirichlet(np.ones(dims[-1]), dims[:-1] or None)).reshape(dims)
+    y = rng.dirichlet(np.ones(dims[-1]), dims[:-1] or None).reshape(dims)
+    y.reshape(-1)[::4] = 0.0  # zero targets: Paddle's term is 0 there
+    if log_target:
+        y = np.log(np.maximum(y, 1e-3))
+    _compare_patched(lambda a, b: F.kl_div(a, b, reduction=reduction, log_target=log_target),
+                     lambda: [_t(x, dtype), _t(y, dtype)])
+
+
+@pytest.mark.parametrize("shape,dtype,reduction,weight,pos_weight", list(itertools.product(
+    SHAPES, DTYPES, ["none", "mean", "sum"], [None, "last", "full"], [None, "last"])))
+def test_patched_bce_with_logits_sweep(shape, dtype, reduction, weight, pos_weight):
+    rng = np.random.default_rng(len(shape) * 3 + len(reduction))
+    dims = SHAPES[shape]
+    x = rng.normal(0, 3, dims)
+    x.reshape(-1)[:2] = [40.0, -40.0]  # saturated logits
+    y = rng.uniform(0, 1, dims)
+    y.reshape(-1)[2:5] = [0.0, 1.0, 1.5]  # hard targets and one outside [0, 1]
+    weights = {None: None, "last": rng.uniform(0.5, 2, dims[-1:]), "full": rng.uniform(0.5, 2, dims)}
+
+    def make():
+        w = weights[weight]
+        pw = None if pos_weight is None else rng_pw
+        return [_t(x, dtype), _t(y, dtype), None if w is None else _t(w, dtype),
+                None if pw is None else _t(pw, dtype)]
+    rng_pw = np.linspace(0.5, 3, dims[-1])
+    _compare_patched(lambda a, b, w, pw: F.binary_cross_entropy_with_logits(
+        a, b, weight=w, reduction=reduction, pos_weight=pw), make)
+
+
+@pytest.mark.parametrize("shape,dtype,reduction,alpha,gamma,normalizer", list(itertools.product(
+    SHAPES, DTYPES, ["none", "mean", "sum"], [0.25, 0.6], [0.0, 0.5, 2.0], [False, True])))
+def test_patched_sigmoid_focal_loss_sweep(shape, dtype, reduction, alpha, gamma, normalizer):
+    rng = np.random.default_rng(len(shape) + int(gamma * 10))
+    dims = SHAPES[shape]
+    x = rng.normal(0, 3, dims)
+    y = (rng.uniform(0, 1, dims) > 0.7).astype("float64")
+    _compare_patched(
+        lambda a, b, n: F.sigmoid_focal_loss(a, b, normalizer=n, alpha=alpha, gamma=gamma,
+                                             reduction=reduction),
+        lambda: [_t(x, dtype), _t(y, dtype), _t([3.0], dtype) if normalizer else None])
+
+
+@pytest.mark.parametrize("soft,axis,ignore_index,dtype", list(itertools.product(
+    [False, True], [-1, 1], [-100, 2], DTYPES)))
+def test_patched_softmax_with_cross_entropy_sweep(soft, axis, ignore_index, dtype):
+    rng = np.random.default_rng(3 + soft + axis)
+    x = rng.normal(0, 2, [2, 4, 3] if axis == 1 else [4, 6])
+    classes = x.shape[axis]
+    if soft:
+        p = np.exp(rng.normal(0, 1, x.shape))
+        y = _t(p / p.sum(axis, keepdims=True), dtype)
+    else:
+        shape = list(x.shape)
+        shape[axis] = 1
+        labels = rng.integers(0, classes, shape)
+        labels.reshape(-1)[::3] = ignore_index if ignore_index >= 0 else -100
+        y = paddle.to_tensor(labels)
+    _compare_patched(lambda a: F.softmax_with_cross_entropy(
+        a, y, soft_label=soft, ignore_index=ignore_index, axis=axis), lambda: [_t(x, dtype)])
+
+
+# ---- Paddle's quirks, which patch() reproduces (csrc/kernels/softmax_ce.h) ----
+
+QUIRKS = {
+    # use_softmax=False: log p clamped at -1e20 (a target probability of 0 gives 1e20, not inf)
+    "probabilities_hard": (lambda: [[0.2, 0.8, 0.0], [0.5, 0.5, 0.0]], lambda: [2, 0],
+                           dict(use_softmax=False)),
+    "probabilities_smoothing": (lambda: [[0.2, 0.8, 0.0], [0.5, 0.5, 0.0]], lambda: [1, 0],
+                                dict(use_softmax=False, label_smoothing=0.1)),
+    "probabilities_soft": (lambda: [[0.2, 0.8, 0.0]], lambda: np.array([[0.5, 0.0, 0.5]]),
+                           dict(use_softmax=False, soft_label=True)),
+    # a counted row of -inf logits: NaN loss and gradient (ignored: 0)
+    "masked_row": (lambda: [[-np.inf, -np.inf], [1.0, 2.0]], lambda: [0, 1], {}),
+    "masked_row_ignored": (lambda: [[-np.inf, -np.inf], [1.0, 2.0]], lambda: [-100, 1], {}),
+    "masked_row_soft": (lambda: [[-np.inf, -np.inf], [1.0, 2.0]],
+                        lambda: np.array([[0.5, 0.5], [0.2, 0.8]]), dict(soft_label=True)),
+    # soft labels that do not sum to 1: Paddle's gradient softmax - q
+    "soft_unnormalised": (lambda: [[0.3, -1.0, 2.0], [1.0, 0.0, -1.0]],
+                          lambda: np.array([[0.5, 0.5, 0.5], [0.1, 0.2, 0.3]]),
+                          dict(soft_label=True)),
+    "soft_unnormalised_weighted": (lambda: [[0.3, -1.0, 2.0], [1.0, 0.0, -1.0]],
+                                   lambda: np.array([[0.5, 0.5, 0.5], [0.1, 0.2, 0.3]]),
+                                   dict(soft_label=True, weight=[1.0, 2.0, 3.0])),
+}
+
+
+@pytest.mark.parametrize("case", QUIRKS)
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_patched_cross_entropy_reproduces_paddles_quirks(case, reduction, dtype):
+    x, y, kw = QUIRKS[case]
+    kw = dict(kw)
+    if "weight" in kw:
+        kw["weight"] = _t(kw["weight"], dtype)
+
+    def label():
+        y0 = y()
+        return _t(y0, dtype) if isinstance(y0, np.ndarray) else paddle.to_tensor(y0)
+    _compare_patched(lambda a: F.cross_entropy(a, label(), reduction=reduction, **kw),
+                     lambda: [_t(x(), dtype)])
+
+
+def test_own_api_keeps_its_semantics_for_the_quirks():
+    x = paddle.to_tensor([[-np.inf, -np.inf], [1.0, 2.0]], stop_gradient=False)
+    loss = paddle_ops.nn.functional.cross_entropy(x, paddle.to_tensor([0, 1]), reduction="none")
+    loss.sum().backward()
+    assert float(loss[0]) == np.inf and np.all(x.grad.numpy()[0] == 0)
+    p = paddle.to_tensor([[0.2, 0.8, 0.0]])
+    assert float(paddle_ops.nn.functional.cross_entropy(p, paddle.to_tensor([2]),
+                                                        use_softmax=False)) == np.inf
+    xs = paddle.to_tensor([[0.3, -1.0, 2.0]], stop_gradient=False)
+    q = paddle.to_tensor([[0.5, 0.5, 0.5]])
+    paddle_ops.nn.functional.cross_entropy(xs, q, soft_label=True).backward()
+    softmax = np.exp([0.3, -1.0, 2.0]) / np.exp([0.3, -1.0, 2.0]).sum()
+    np.testing.assert_allclose(xs.grad.numpy()[0], 1.5 * softmax - 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["masked_row", "masked_row_soft", "soft_unnormalised"])
+def test_patched_softmax_with_cross_entropy_reproduces_paddles_quirks(case):
+    x, y, kw = QUIRKS[case]
+    soft = kw.get("soft_label", False)
+
+    def label():
+        y0 = y()
+        return _t(y0, "float32") if soft else paddle.to_tensor(np.array(y0)[:, None])
+    _compare_patched(lambda a: F.softmax_with_cross_entropy(a, label(), soft_label=soft),
+                     lambda: [_t(x(), "float32")])

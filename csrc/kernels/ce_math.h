@@ -118,6 +118,10 @@ PO_HD A online_softmax_rescale(A& m, A& s, A block_max) {
   return m == -kInfinity<A> ? A(0) : m;
 }
 
+// Paddle's TolerableValue clamps its cross-entropy kernels' log-probabilities: +-inf become
+// +-1e20 (softmax_ce.h, "Paddle's quirks").
+constexpr double kPaddleApproInf = 1e20;
+
 // Label smoothing as Paddle's label_smooth defines it: q_j = (1 - eps) [j == y] + eps / C.
 template <typename A>
 struct Smoothing {

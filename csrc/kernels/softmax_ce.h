@@ -15,6 +15,13 @@
 // (0 * log 0 = 0). A row whose logits are all -inf has lse = -inf; it gets loss +inf when it is not
 // ignored and a zero gradient.
 //
+// Paddle's quirks (paddle_quirks = true, what paddle_ops.patch() asks for; not with class shards):
+// Paddle 3.3.1's results where they differ from the formulas above. A row whose logits are all
+// -inf and that is not ignored gets loss NaN and a NaN gradient row; with use_softmax = false each
+// log p_j is clamped to [-1e20, 1e20] in the loss (Paddle's TolerableValue: p = 0 gives 1e20, not
+// inf); soft labels get the gradient w_row ((1 + 2 z_loss lse) softmax_j - q_j), which is the
+// derivative of the loss only when sum_j q_j = 1.
+//
 // Class shards (vocabulary parallelism, shard.total > 0): the logits hold the columns
 // [shard.offset, shard.offset + classes) of a row of shard.total classes, hard labels are global
 // class indices in [0, shard.total) (or ignore_index), and smoothing spreads eps over shard.total
@@ -53,6 +60,7 @@ struct SoftmaxCEParams {
   bool use_softmax = true;
   int num_threads = 0;  // 0: default_num_threads()
   ClassShard shard;     // the whole row unless shard.total > 0 (see "Class shards" above)
+  bool paddle_quirks = false;  // Paddle's results where they differ ("Paddle's quirks" above)
 
   PO_HD int64_t rows() const { return outer * inner; }
   // Hard labels are class indices in [0, label_classes()), over which smoothing spreads.

@@ -62,6 +62,17 @@ struct RowKernels {
   }
   bool smoothing() const { return p.label_smoothing > 0; }
 
+  // A log-probability of the loss with use_softmax = false: clamped to [-1e20, 1e20] as Paddle's
+  // TolerableValue does under paddle_quirks, else itself (NaN passes either way).
+  template <typename V>
+  V log_term(V lv) const {
+    if (!p.paddle_quirks) return lv;
+    return select(lv == -kInf, static_cast<A>(-kPaddleApproInf),
+                  select(lv == kInf, static_cast<A>(kPaddleApproInf), lv));
+  }
+  // The loss of a counted row whose logits are all -inf: +inf, or Paddle's NaN.
+  A masked_row_loss() const { return p.paddle_quirks ? static_cast<A>(NAN) : kInf; }
+
   A hard_row_weight(int64_t y) const {
     if (weight == nullptr) return A(1);
     return smoothing() ? sm.on * weight[y] + sm.off * weight_sum : weight[y];
@@ -138,8 +149,8 @@ struct RowKernels {
     A ce = smoothing() ? sm.on * nll + static_cast<A>(p.label_smoothing) * log_s - sm.off * part.dx
                        : nll;
     // A fully masked row: its target has probability 0 under any reading, so the loss is +inf
-    // (sum q (lse - x) would be (-inf) - (-inf)).
-    if (l == -kInf) ce = kInf;
+    // (sum q (lse - x) would be (-inf) - (-inf)); Paddle's NaN under paddle_quirks.
+    if (l == -kInf) ce = masked_row_loss();
     // The z-loss term is added only when enabled: 0 * lse^2 would turn lse = -inf into NaN.
     if (p.z_loss != 0) ce += static_cast<A>(p.z_loss) * l * l;
     const A w = hard_row_weight(y);
@@ -181,8 +192,10 @@ struct RowKernels {
         return;
       }
       w = hard_row_weight(y);
-      ce = -sm.on * log_acc(x[y]);
-      if (smoothing()) ce -= sm.off * row_sum<kVec, A>(C, [&](auto at) { return vlog(at(x)); });
+      ce = -sm.on * log_term(log_acc(x[y]));
+      if (smoothing()) {
+        ce -= sm.off * row_sum<kVec, A>(C, [&](auto at) { return log_term(vlog(at(x))); });
+      }
     } else {
       const auto q = label_row(r);
       if (weight != nullptr) {
@@ -197,12 +210,12 @@ struct RowKernels {
           const auto qj = at(q);
           return select(qj != A(0), qj * (log_s - (at(x) - st.m)), A(0));
         });
-        if (l == -kInf) ce = kInf;
+        if (l == -kInf) ce = masked_row_loss();
         if (p.z_loss != 0) ce += static_cast<A>(p.z_loss) * l * l;
       } else {
         ce = row_sum<kVec, A>(C, [&](auto at) {
           const auto qj = at(q);
-          return select(qj != A(0), qj * -vlog(at(x)), A(0));
+          return select(qj != A(0), qj * -log_term(vlog(at(x))), A(0));
         });
       }
     }
@@ -220,7 +233,13 @@ struct RowKernels {
     const A g = loss_grad[r];
     const A l = lse[r];
     auto zero = [&] { row_map<kVec>(begin, end, out, [&](auto at) { return at.splat(A(0)); }); };
-    if (p.use_softmax && l == -kInf) return zero();
+    if (p.use_softmax && l == -kInf) {
+      // A fully masked row: zero, or Paddle's NaN where the row counts (not an ignored label).
+      bool counted = true;
+      if constexpr (kHard) counted = static_cast<int64_t>(label[r]) != p.ignore_index;
+      if (!(p.paddle_quirks && counted)) return zero();
+      return row_map<kVec>(begin, end, out, [&](auto at) { return at.splat(A(NAN)); });
+    }
     const A z2 = 2 * static_cast<A>(p.z_loss) * l;
     if constexpr (kHard) {
       const int64_t y = static_cast<int64_t>(label[r]);
@@ -252,7 +271,8 @@ struct RowKernels {
           weight ? row_sum<kVec, A>(C, [&](auto at) { return at(q) * at(weight); }) : A(1);
       const A gw = g * w;
       if (p.use_softmax) {
-        const A cp = gw * (q_sum + z2);
+        // Paddle's soft-label gradient takes sum_j q_j as 1 (softmax_ce.h, "Paddle's quirks").
+        const A cp = gw * ((p.paddle_quirks ? A(1) : q_sum) + z2);
         row_map<kVec>(begin, end, out,
                       [&](auto at) { return cp * vexp(at(x) - l) - gw * at(q); });
       } else {

@@ -234,6 +234,21 @@ __device__ void write_nan_row(int64_t r, A* loss, A* lse, A* row_weight) {
   row_weight[r] = dev_nan<A>();
 }
 
+// A log-probability of the loss with use_softmax = false: Paddle's TolerableValue clamp under
+// paddle_quirks, else itself (softmax_ce.h, "Paddle's quirks"; the CPU's log_term).
+template <typename A>
+__device__ __forceinline__ A log_term(const SoftmaxCEParams& p, A lv) {
+  if (!p.paddle_quirks) return lv;
+  if (lv == -kInfinity<A>) return static_cast<A>(-kPaddleApproInf);
+  return lv == kInfinity<A> ? static_cast<A>(kPaddleApproInf) : lv;
+}
+
+// The loss of a counted row whose logits are all -inf: +inf, or Paddle's NaN.
+template <typename A>
+__device__ __forceinline__ A masked_row_loss(const SoftmaxCEParams& p) {
+  return p.paddle_quirks ? dev_nan<A>() : kInfinity<A>;
+}
+
 template <bool kStats, typename T, typename L, bool kContig, typename G>
 __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, const T* logits,
                             const L* label, const acc_t<T>* weight, acc_t<T>* loss,
@@ -301,7 +316,7 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
       const A nll = log_s - (xy - st.m);
       A ce = smooth ? sm.on * nll + static_cast<A>(p.label_smoothing) * log_s - sm.off * st.dx
                     : nll;
-      if (l == -kInfinity<A>) ce = kInfinity<A>;  // fully masked row (softmax_ce.h)
+      if (l == -kInfinity<A>) ce = masked_row_loss<A>(p);  // fully masked row (softmax_ce.h)
       if (p.z_loss != 0) ce += static_cast<A>(p.z_loss) * l * l;
       const A w = hard_row_weight(weight, y, sm, smooth, wsum);
       loss[r] = w * ce;
@@ -325,11 +340,11 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
     A sum_log = 0;
     if (smooth) {
       Sum1<A> acc{A(0)};
-      for (int64_t j = g.rank(); j < C; j += g.size()) acc.a += dev_log(x[j]);
+      for (int64_t j = g.rank(); j < C; j += g.size()) acc.a += log_term(p, dev_log(x[j]));
       sum_log = g.reduce(acc, AddSums{}, Sum1<A>{A(0)}).a;
     }
     if (!leader) return;
-    A ce = -sm.on * dev_log(x[y]);
+    A ce = -sm.on * log_term(p, dev_log(x[y]));
     if (smooth) ce -= sm.off * sum_log;
     const A w = hard_row_weight(weight, y, sm, smooth, wsum);
     loss[r] = w * ce;
@@ -352,14 +367,16 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
       const A qj = q[j];
       const A xj = x[j];
       // lse - x_j = log s - (x_j - m), as for hard labels.
-      if (qj != A(0)) acc.a += p.use_softmax ? qj * (log_s - (xj - m)) : -qj * dev_log(xj);
+      if (qj != A(0)) {
+        acc.a += p.use_softmax ? qj * (log_s - (xj - m)) : -qj * log_term(p, dev_log(xj));
+      }
       if (weight != nullptr) acc.b += qj * weight[j];
     }
     acc = g.reduce(acc, AddSums{}, Sum2<A>{A(0), A(0)});
     if (!leader) return;
     A ce = acc.a;
     if (p.use_softmax) {
-      if (l == -kInfinity<A>) ce = kInfinity<A>;
+      if (l == -kInfinity<A>) ce = masked_row_loss<A>(p);
       if (p.z_loss != 0) ce += static_cast<A>(p.z_loss) * l * l;
     }
     const A w = weight != nullptr ? acc.b : A(1);
@@ -473,7 +490,9 @@ __device__ HardGrad<acc_t<T>> hard_grad(const SoftmaxCEParams& p, int64_t r, con
   if (y == p.ignore_index) return {G::kZero, y, 0, 0, 0, 0};
   if (y < 0 || y >= p.label_classes()) return {G::kNaN, y, 0, 0, 0, 0};
   const A l = lse[r];
-  if (p.use_softmax && l == -kInfinity<A>) return {G::kZero, y, 0, 0, 0, 0};
+  if (p.use_softmax && l == -kInfinity<A>) {
+    return {p.paddle_quirks ? G::kNaN : G::kZero, y, 0, 0, 0, 0};  // a fully masked row
+  }
   const bool smooth = p.label_smoothing > 0;
   const Smoothing<A> sm(p.label_smoothing, p.label_classes());
   const A g = loss_grad != nullptr ? loss_grad[r] : A(0);
@@ -525,12 +544,13 @@ __device__ void backward_row(const G& g, const SoftmaxCEParams& p, int64_t r, co
     const A l = lse[r];
     const A gw = (loss_grad != nullptr ? loss_grad[r] : A(0)) * (weight != nullptr ? acc.b : A(1));
     const bool masked = p.use_softmax && l == -kInfinity<A>;
-    const A cp = gw * (acc.a + 2 * static_cast<A>(p.z_loss) * l);
+    // Paddle's soft-label gradient takes sum_j q_j as 1 (softmax_ce.h, "Paddle's quirks").
+    const A cp = gw * ((p.paddle_quirks ? A(1) : acc.a) + 2 * static_cast<A>(p.z_loss) * l);
     for (int64_t j = g.rank(); j < C; j += g.size()) {
       const A qj = q[j];
       A v;
       if (masked) {
-        v = 0;
+        v = p.paddle_quirks ? dev_nan<A>() : A(0);
       } else if (p.use_softmax) {
         v = cp * dev_exp_ftz(x[j] - l) - gw * qj;
       } else {

@@ -59,11 +59,23 @@ constexpr char kSoftmaxCEName[] = "cross_entropy (paddle_ops_softmax_ce)";
 constexpr char kShardName[] = "parallel_cross_entropy (paddle_ops_softmax_ce_shard_link)";
 
 // The `reduction` attribute. Must match _REDUCTION_CODES in paddle_ops/nn/functional/softmax_ce.py.
+// The reduction code, plus kPaddleQuirks for Paddle's results where they differ
+// (csrc/kernels/softmax_ce.h, "Paddle's quirks"; what paddle_ops.patch() passes).
 enum Reduction : int { kNone = 0, kSum = 1, kMean = 2, kMeanAll = 3 };
+constexpr int kPaddleQuirks = 1 << 8;
+
+int reduction_code(int attr) { return attr & ~kPaddleQuirks; }
+
+// Splits the attribute: sets p.paddle_quirks and returns the reduction code.
+int apply_reduction_attr(int attr, SoftmaxCEParams& p) {
+  p.paddle_quirks = (attr & kPaddleQuirks) != 0;
+  return reduction_code(attr);
+}
 
 void check_reduction(int reduction, const paddle::Tensor& x) {
   PO_CHECK(reduction >= kNone && reduction <= kMeanAll, "reduction code ", reduction,
-           " is not 0 (none), 1 (sum), 2 (mean) or 3 (mean over every row)");
+           " is not 0 (none), 1 (sum), 2 (mean) or 3 (mean over every row), plus 256 for "
+           "Paddle's quirks");
   PO_CHECK(reduction == kNone || x.is_cpu(),
            "the op reduces the loss only on the CPU; for ", x.place(), " pass reduction 0 (none)");
 }
@@ -208,9 +220,10 @@ std::vector<paddle::Tensor> SoftmaxCEForward(const paddle::Tensor& x, const padd
                                              const paddle::optional<paddle::Tensor>& weight,
                                              int axis, int64_t ignore_index, const std::vector<float>& label_smoothing,
                                              const std::vector<float>& z_loss, bool use_softmax,
-                                             int reduction) {
+                                             int reduction_attr) {
   SoftmaxCEParams p =
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
+  const int reduction = apply_reduction_attr(reduction_attr, p);
   check_inputs(x, label, weight, p);
   check_reduction(reduction, x);
   const auto out_shape = drop_axis(x.shape(), axis);
@@ -257,9 +270,10 @@ std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const pad
                                               const paddle::Tensor& loss_grad, int axis,
                                               int64_t ignore_index, const std::vector<float>& label_smoothing,
                                               const std::vector<float>& z_loss, bool use_softmax,
-                                              int reduction) {
+                                              int reduction_attr) {
   SoftmaxCEParams p =
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
+  const int reduction = apply_reduction_attr(reduction_attr, p);
   check_reduction(reduction, x);
   auto grad = alloc_grad(x);
   if (x.numel() == 0) return {grad};
@@ -292,7 +306,7 @@ std::vector<std::vector<int64_t>> SoftmaxCEForwardShape(
     const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax,
     int reduction) {
   const auto out = drop_axis(x, axis);
-  return {reduction == kNone ? out : std::vector<int64_t>{}, out, out};
+  return {reduction_code(reduction) == kNone ? out : std::vector<int64_t>{}, out, out};
 }
 
 std::vector<paddle::DataType> SoftmaxCEForwardDtype(
@@ -324,9 +338,10 @@ std::vector<paddle::Tensor> SoftmaxCEStatsForward(
     const paddle::Tensor& x, const paddle::Tensor& label,
     const paddle::optional<paddle::Tensor>& weight, int axis, int64_t ignore_index,
     const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax,
-    int reduction) {
-  const SoftmaxCEParams p =
+    int reduction_attr) {
+  SoftmaxCEParams p =
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
+  const int reduction = apply_reduction_attr(reduction_attr, p);
   check_inputs(x, label, weight, p);
   PO_CHECK(!is_float_dtype(label.dtype()),
            "return_stats needs hard labels (class indices), got soft labels of dtype ",
@@ -413,7 +428,8 @@ std::vector<std::vector<int64_t>> SoftmaxCEStatsForwardShape(
     const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax,
     int reduction) {
   const auto out = drop_axis(x, axis);
-  return {reduction == kNone ? out : std::vector<int64_t>{}, out, out, out, out, {}, {}, {}};
+  return {reduction_code(reduction) == kNone ? out : std::vector<int64_t>{}, out, out, out, out,
+          {}, {}, {}};
 }
 
 std::vector<paddle::DataType> SoftmaxCEStatsForwardDtype(

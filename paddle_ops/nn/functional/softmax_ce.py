@@ -57,6 +57,10 @@ class CrossEntropyStats(NamedTuple):
 # 'mean_all': the sum over every row, ignored ones included (Paddle's 'mean' with a negative
 # ignore_index and no weights; paddle_ops.patch uses it).
 _REDUCTION_CODES = {'none': 0, 'sum': 1, 'mean': 2, 'mean_all': 3}
+# Added to a reduction code: Paddle 3.3.1's results where they differ (fully masked rows NaN,
+# log-probabilities clamped at 1e20 without softmax, Paddle's soft-label gradient); see
+# csrc/kernels/softmax_ce.h, "Paddle's quirks". paddle_ops.patch() sets it.
+PADDLE_QUIRKS = 256
 _ZERO_ATTR = _checks.double_attr(0.0)
 
 def _prepare_label(input, label, soft_label, axis, rank):
@@ -145,7 +149,7 @@ def _trains(weight):
 
 
 def _learned_weight(input, label, weight, ignore_index, soft_label, axis, use_softmax,
-                    label_smoothing, z_loss, reduction, stats, keep_axis):
+                    label_smoothing, z_loss, reduction, stats, keep_axis, quirks):
     """_softmax_ce for class weights that get a gradient (learned, or computed from parameters).
     The kernel computes the unweighted row losses (its row weight is then 1, 0 for ignored rows)
     and each row's weight is formed with Paddle's ops, so autograd differentiates the product and
@@ -154,7 +158,7 @@ def _learned_weight(input, label, weight, ignore_index, soft_label, axis, use_so
     loss, lse, mask, extras = _run_op(
         stats, _checks.contiguous(input), _checks.contiguous(label), None, axis, ignore_index,
         _checks.double_attr(label_smoothing), _checks.double_attr(z_loss), bool(use_softmax),
-        _REDUCTION_CODES['none'])
+        _REDUCTION_CODES['none'] + quirks)
     if soft_label:
         shape = [1] * len(input.shape)
         shape[axis] = -1
@@ -179,11 +183,13 @@ def _learned_weight(input, label, weight, ignore_index, soft_label, axis, use_so
 
 
 def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softmax,
-                label_smoothing, z_loss, reduction='none', stats=False):
+                label_smoothing, z_loss, reduction='none', stats=False, paddle_quirks=False):
     """Validates arguments and runs the op. Returns (loss, lse, row_weight, keep_axis, axis,
     stats): lse and row_weight with the input's shape minus the class axis, loss too for
     reduction 'none', else a 0-D tensor; stats a CrossEntropyStats when asked for, else None.
-    reduction may also be 'mean_all' (_REDUCTION_CODES) when weight is None."""
+    reduction may also be 'mean_all' (_REDUCTION_CODES) when weight is None; paddle_quirks asks
+    for Paddle's results where they differ (PADDLE_QUIRKS)."""
+    quirks = PADDLE_QUIRKS if paddle_quirks else 0
     if stats and soft_label:
         raise ValueError("return_stats needs hard labels (class indices): a soft label has no "
                          "single correct class; compare paddle.argmax of the logits and of the "
@@ -198,7 +204,7 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
             try:
                 loss, lse, row_weight, extras = _run_op(
                     stats, input, label, None, plain_axis, ignore_index, _ZERO_ATTR, _ZERO_ATTR,
-                    True, _REDUCTION_CODES[reduction])
+                    True, _REDUCTION_CODES[reduction] + quirks)
                 return loss, lse, row_weight, False, plain_axis, extras
             except ValueError:
                 pass  # the general path's checks below say what is wrong
@@ -231,12 +237,12 @@ def _softmax_ce(input, label, weight, ignore_index, soft_label, axis, use_softma
         if _trains(weight):
             return _learned_weight(input, label, weight, ignore_index, soft_label, axis,
                                    use_softmax, label_smoothing, z_loss, reduction, stats,
-                                   keep_axis)
+                                   keep_axis, quirks)
     in_op = reduction != 'none' and _reduces_in_op(input)
     loss, lse, row_weight, extras = _run_op(
         stats, _checks.contiguous(input), _checks.contiguous(label), _checks.contiguous(weight),
         axis, ignore_index, _checks.double_attr(label_smoothing), _checks.double_attr(z_loss),
-        bool(use_softmax), _REDUCTION_CODES[reduction if in_op else 'none'])
+        bool(use_softmax), _REDUCTION_CODES[reduction if in_op else 'none'] + quirks)
     if reduction == 'sum' and not in_op:
         loss = paddle.sum(loss)
     elif reduction == 'mean' and not in_op:
