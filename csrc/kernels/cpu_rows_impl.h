@@ -307,7 +307,7 @@ LsePart<A> lse_part(const Row& x, int64_t begin, int64_t end) {
       VF acc_d = vset(0.0f);
       int64_t j = b;
       for (; j + kW <= e; j += kW) {
-        prefetch(x, j + kBlock);  // see below
+        prefetch(x, j + kBlock);  // as in the plain exp pass below
         const VF d = VecAt{j}(x) - shift;
         acc_s = acc_s + vexp(d);
         acc_d = acc_d + d;

@@ -425,6 +425,44 @@ TYPED_TEST(SoftmaxCECuda, MaskedLogitsSoft) {
   check(p, x, q, nullptr);
 }
 
+// Paddle's quirks (softmax_ce.h): the device kernels agree with the CPU's, which differ from the
+// plain results where they should (a fully masked counted row: NaN; a probability of 0: 1e20;
+// soft labels summing to about 0.7: Paddle's gradient).
+TYPED_TEST(SoftmaxCECuda, PaddleQuirks) {
+  using T = TypeParam;
+  using A = acc_t<T>;
+  SoftmaxCEParams p = shape(41, 1271);
+  p.paddle_quirks = true;
+  const Buffer<int64_t> y = hard_labels<int64_t>(p, 14, 5);
+  const Buffer<T> xm = masked<T>(p, &y, 15);
+  check(p, xm, y, nullptr);
+  Buffer<A> loss(p.rows());
+  Buffer<A> lse(p.rows());
+  Buffer<A> rw(p.rows());
+  ASSERT_TRUE(softmax_ce_fwd_cpu(p, xm.data(), y.data(), static_cast<const A*>(nullptr),
+                                 loss.data(), lse.data(), rw.data())
+                  .ok());
+  EXPECT_TRUE(std::isnan(static_cast<double>(loss[2])));  // row 2 is all -inf, label counted
+  check(p, logits<T>(p, 8), soft_labels<T>(p, 9), nullptr);
+
+  p.use_softmax = false;
+  Buffer<T> prob = probabilities<T>(p, 5);
+  for (int64_t r = 0; r < p.rows(); r += 3) {
+    if (y[r] != p.ignore_index) prob[r * p.classes + y[r]] = encode<T>(0.0);
+  }
+  for (const double smoothing : {0.0, 0.1}) {
+    SCOPED_TRACE(smoothing);
+    p.label_smoothing = smoothing;
+    check(p, prob, y, nullptr);
+  }
+  p.label_smoothing = 0.0;
+  check(p, prob, soft_labels<T>(p, 9), nullptr);
+  ASSERT_TRUE(softmax_ce_fwd_cpu(p, prob.data(), y.data(), static_cast<const A*>(nullptr),
+                                 loss.data(), lse.data(), rw.data())
+                  .ok());
+  EXPECT_EQ(static_cast<double>(loss[3]), static_cast<double>(static_cast<A>(1e20)));
+}
+
 // A label outside [0, classes) that is not ignore_index: that row's loss, lse and row weight are
 // NaN and its gradient row is NaN; every other row is what it is with the label replaced by a
 // valid one.
