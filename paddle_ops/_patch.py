@@ -256,6 +256,19 @@ def _ignored_label_reason(label):
     return None
 
 
+def _paddle_mean(run, x, reduction):
+    """run(reduction) of an elementwise paddle_ops loss of x, with Paddle's 'mean' of an empty
+    input: NaN (paddle_ops' own is 0). A static program cannot know that x is empty, so there the
+    mean is formed as Paddle's: the sum over x's element count."""
+    if reduction != 'mean':
+        return run(reduction)
+    if paddle.in_dynamic_mode():
+        loss = run(reduction)
+        return loss * float("nan") if 0 in x.shape else loss
+    total = run('sum')
+    return total / paddle.numel(x).astype(total.dtype)
+
+
 @unified
 def binary_cross_entropy_with_logits(logit, label, weight=None, reduction='mean',
                                      pos_weight=None, name=None, **kwargs):
@@ -264,8 +277,8 @@ def binary_cross_entropy_with_logits(logit, label, weight=None, reduction='mean'
               or _ignored_label_reason(label))
     return _dispatch(
         "binary_cross_entropy_with_logits", reason,
-        lambda: _POF.binary_cross_entropy_with_logits(logit, label, weight, reduction,
-                                                      pos_weight, name),
+        lambda: _paddle_mean(lambda r: _POF.binary_cross_entropy_with_logits(
+            logit, label, weight, r, pos_weight, name), logit, reduction),
         (logit, label, weight, reduction, pos_weight, name), kwargs)
 
 
@@ -291,7 +304,9 @@ def sigmoid_focal_loss(logit, label, normalizer=None, alpha=0.25, gamma=2.0, red
               or _ignored_label_reason(label))
     return _dispatch(
         "sigmoid_focal_loss", reason,
-        lambda: _POF.sigmoid_focal_loss(logit, label, normalizer, alpha, gamma, reduction, name),
+        lambda: _paddle_mean(lambda r: _POF.sigmoid_focal_loss(logit, label, normalizer, alpha,
+                                                               gamma, r, name),
+                             logit, reduction),
         (logit, label, normalizer, alpha, gamma, reduction, name), kwargs)
 
 

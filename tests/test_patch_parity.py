@@ -365,3 +365,15 @@ def test_patched_softmax_with_cross_entropy_reproduces_paddles_quirks(case):
         return _t(y0, "float32") if soft else paddle.to_tensor(np.array(y0)[:, None])
     _compare_patched(lambda a: F.softmax_with_cross_entropy(a, label(), soft_label=soft),
                      lambda: [_t(x(), "float32")])
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, y: F.binary_cross_entropy_with_logits(x, y),
+    lambda x, y: F.sigmoid_focal_loss(x, y, reduction="mean"),
+    lambda x, y: F.kl_div(x, y, reduction="mean"),
+])
+def test_patched_mean_of_an_empty_input_is_nan_as_in_paddle(call):
+    x, y = paddle.zeros([0, 3]), paddle.zeros([0, 3])
+    assert np.isnan(float(call(x, y)))
+    with paddle_ops.patched():
+        assert np.isnan(float(call(x, y)))
