@@ -110,3 +110,18 @@ def test_focal_huge_gamma_on_fp64_is_finite():
 def test_infinite_options_are_rejected_showing_the_value(call):
     with pytest.raises(ValueError, match=r"must be finite, got inf"):
         call()
+
+
+def test_the_ops_read_the_old_pair_and_the_triple():
+    # Programs saved before the exponent was added hold (hi, lo) pairs; both forms give the same
+    # loss, and any other length is refused with the count.
+    x = paddle.to_tensor(np.random.default_rng(0).standard_normal((4, 6)).astype("float32"))
+    y = paddle.to_tensor([0, 1, 2, 3])
+    zero = [0.0, 0.0]
+    pair = [0.25, 0.0]
+    triple = _checks.double_attr(0.25)
+    a = paddle_ops._ops.softmax_ce(x, y, None, 1, -100, pair, zero, True, 1)[0]
+    b = paddle_ops._ops.softmax_ce(x, y, None, 1, -100, triple, [0.0, 0.0, 0.0], True, 1)[0]
+    assert float(a) == float(b)
+    with pytest.raises(ValueError, match="label_smoothing must be passed as a .* got 1 values"):
+        paddle_ops._ops.softmax_ce(x, y, None, 1, -100, [0.25], zero, True, 1)

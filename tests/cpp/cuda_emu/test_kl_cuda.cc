@@ -8,7 +8,7 @@
 // 32,771 classes), whose backward is the 2-D grid of column tiles. Inputs and outputs are 16-byte
 // aligned, all one element into their buffers (the vector loops' prologue and tail), or
 // misaligned against each other (element by element). The logits' cases run in all four modes
-// (the costliest block cases in one mode per type, rotated), check the loss, all four statistics
+// (the costliest block cases in one mode per type, rotated), check the loss, all six statistics
 // and each subset of the two gradients, and the same bits in the reverse fiber order.
 #include <gtest/gtest.h>
 
