@@ -170,6 +170,25 @@ def test_kl_student_gradient_only(shape):
     assert dt is None
 
 
+@pytest.mark.parametrize("temperature, offset", [(1.0, 1e4), (1e-2, 0.0), (1e-5, 0.0)])
+@pytest.mark.parametrize("mode", ["forward", "reverse", "entropy"])
+def test_kl_at_an_offset_and_low_temperature(temperature, offset, mode):
+    # kl.h: log q = (x - m) - log s from the saved (max, log-sum), divergences clamped at 0. The
+    # bar of issue 20: relative error <= 1e-4 where the divergence is not ~0, never negative.
+    s, t = student_teacher((64, 1000), torch.float32, 46, teacher=mode != "entropy")
+    s = s + offset
+    t = None if t is None else t + offset
+    loss, _ = gpu_ops.kl_logits_fwd(s, t, mode=mode, temperature=temperature)
+    want = reference_torch.kl_logits(s.to(torch.float64),
+                                     None if t is None else t.to(torch.float64), mode=mode,
+                                     temperature=temperature)["loss"]
+    got = loss.to(torch.float64)
+    assert (got >= 0).all()
+    big = want > 1e-3
+    assert ((got - want).abs() <= 1e-4 * want.abs())[big].all()
+    assert ((got - want).abs() <= 1e-6)[~big].all()
+
+
 @pytest.mark.parametrize("classes", [64, 5000], ids=["warp", "block"])
 def test_subnormal_probabilities_keep_the_masked_class_rules(classes):
     """kl.h: a class masked only in the student makes the forward KL +inf, its true value, however
