@@ -226,11 +226,6 @@ void lse_merge(LsePart<A>& acc, const LsePart<A>& c) {
   acc.m = m;
 }
 
-template <typename A>
-A lse_value(const LsePart<A>& part) {
-  return part.m + log_acc(part.s);
-}
-
 // The max pass of one block [b, e) of the online log-sum-exp: the block's largest value, NaN
 // skipped (a NaN makes the exp-sum pass NaN instead), -inf for a block of -inf and NaN.
 template <bool kVector, typename Row, typename A = decltype(Row{}[0])>

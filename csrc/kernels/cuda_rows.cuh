@@ -292,7 +292,6 @@ struct Lse {
     add<kSumX, cnt>(v, none);
   }
   __device__ A log_s() const { return dev_log(s); }
-  __device__ A value() const { return m + dev_log(s); }
   // The plain sum of x (the class-shard target term needs it).
   __device__ A sum_x() const { return m == -kInfinity<A> ? dx : dx + n * m; }
 };

@@ -124,7 +124,7 @@ struct RowKernels {
   // Hard labels with softmax, given the whole row's log-sum-exp state.
   void finish_hard(int64_t r, const LsePart<A>& part, A* loss, A* lse, A* row_weight) const {
     const A log_s = log_acc(part.s);
-    const A l = part.m + log_s;  // lse_value(part)
+    const A l = part.m + log_s;
     lse[r] = l;
     const int64_t y = static_cast<int64_t>(label[r]);
     if (y == p.ignore_index) {

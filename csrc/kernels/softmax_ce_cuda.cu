@@ -295,7 +295,7 @@ __device__ void forward_row(const G& g, const SoftmaxCEParams& p, int64_t r, con
         return;
       }
       const A log_s = st.log_s();
-      const A l = st.m + log_s;  // st.value()
+      const A l = st.m + log_s;
       lse[r] = l;
       if (ignored) {
         loss[r] = 0;
