@@ -1,7 +1,7 @@
 """Numerics that do not depend on the logits' scale (README, "Numerics"): cross-entropy,
 softmax_entropy and kl_div_with_logits are formed in the frame of the row max, so a common offset
 of the logits (shift invariance) or a low temperature leaves their error where it is at offset 0.
-References are float64 numpy on the same fp32 inputs, written here from the definitions.
+References are tests/reference.py's float64 formulas on the same fp32 inputs.
 """
 
 import numpy as np
@@ -10,6 +10,7 @@ import pytest
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
+from reference import kl_logits_ref, softmax_ce_ref, softmax_entropy_ref
 
 ISAS = [isa for isa in paddle_ops._runtime.CPU_ISAS
         if paddle_ops._runtime.CPU_ISAS.index(isa)
@@ -32,17 +33,9 @@ def two_threads():
     paddle_ops.set_num_threads(0)
 
 
-def log_softmax64(x, axis=-1):
-    x = np.asarray(x, np.float64)
-    z = x - x.max(axis, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis, keepdims=True))
-
-
-def ce_ref(x, y, eps=0.0):
-    """Per-row cross-entropy of fp32 logits [N, C] (float64), Paddle's label smoothing."""
-    lp = log_softmax64(x)
-    nll = -lp[np.arange(len(y)), y]
-    return (1 - eps) * nll - eps * lp.mean(1) if eps else nll
+def ce_ref(x, y, eps=0.0, **kw):
+    """Per-row float64 cross-entropy (tests/reference.py) of the fp32 inputs."""
+    return softmax_ce_ref(x, y, reduction="none", label_smoothing=eps, **kw)[0]
 
 
 def ours_ce(x, y, **kw):
@@ -93,8 +86,7 @@ def test_cross_entropy_offset_along_a_middle_axis(isa):
     x = shifted(x0, -1e4)
     got = POF.cross_entropy(paddle.to_tensor(x), paddle.to_tensor(y), axis=1, reduction="none",
                             label_smoothing=0.1).numpy().astype(np.float64)
-    lp = log_softmax64(x, axis=1)
-    want = 0.9 * -np.take_along_axis(lp, y[:, None, :], 1)[:, 0, :] - 0.1 * lp.mean(1)
+    want = ce_ref(x, y, 0.1, axis=1)
     assert np.abs(got.reshape(want.shape) - want).max() <= 2e-6
 
 
@@ -105,7 +97,7 @@ def test_soft_labels_at_an_offset(isa, offset):
     q /= q.sum(1, keepdims=True)
     got = POF.cross_entropy(paddle.to_tensor(x), paddle.to_tensor(q), soft_label=True,
                             reduction="none").numpy().astype(np.float64).ravel()
-    want = -(q.astype(np.float64) * log_softmax64(x)).sum(1)
+    want = softmax_ce_ref(x, q, reduction="none", soft_label=True)[0]
     assert np.abs(got - want).max() <= 2e-6
 
 
@@ -132,8 +124,7 @@ def test_a_fully_masked_or_nan_row_is_unchanged_by_the_frame():
 @pytest.mark.parametrize("offset", [0.0, 1e4, -1e6])
 def test_softmax_entropy_as_exact_as_return_stats(isa, offset):
     x = shifted(logits((64, 1000), seed=8), offset)
-    lp = log_softmax64(x)
-    want = -(np.exp(lp) * lp).sum(1)
+    want = softmax_entropy_ref(x)[0]
     got = POF.softmax_entropy(paddle.to_tensor(x)).numpy().astype(np.float64).ravel()
     _, stats = POF.cross_entropy(paddle.to_tensor(x), paddle.to_tensor(np.zeros(64, np.int64)),
                                  return_stats=True)
@@ -142,11 +133,7 @@ def test_softmax_entropy_as_exact_as_return_stats(isa, offset):
 
 
 def kl_ref(s, t, temperature, mode="forward"):
-    lq = log_softmax64(np.asarray(s, np.float64) / temperature)
-    lp = log_softmax64(np.asarray(t, np.float64) / temperature)
-    if mode == "reverse":
-        lp, lq = lq, lp
-    return (np.exp(lp) * (lp - lq)).sum(1)
+    return kl_logits_ref(s, t, mode, temperature, reduction="none")[0]
 
 
 # The logits are divided by T before the row max is subtracted (as s / T is in Paddle), so an
