@@ -40,7 +40,7 @@ build: $(STAMP)
 	$(PY) setup.py --quiet build_ext --inplace --parallel $(JOBS)
 
 demo: build
-	$(PY) -m paddle_ops.demo
+	$(PY) examples/demo.py
 
 test: test-cpp test-py check-cuda
 

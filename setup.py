@@ -38,7 +38,7 @@ from setuptools.command.build_ext import build_ext
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 # Kernel files compiled for one instruction set each, chosen by file-name suffix; the library picks
-# one at run time (csrc/kernels/cpu_isa.cc checks exactly these extensions). Everything else is
+# one at run time (csrc/kernels/cpu/isa.cc checks exactly these extensions). Everything else is
 # compiled for the baseline ISA. CMakeLists.txt uses the same table.
 ISA_FLAGS = {
     "_avx2.cc": ["-mavx2", "-mfma", "-mf16c"],
@@ -157,13 +157,13 @@ def _extension():
     use_cuda = _want_cuda(paddle.is_compiled_with_cuda(), nvcc)
     kernels = os.path.join(ROOT, "csrc", "kernels")
     sources = _rel(
-        glob.glob(os.path.join(kernels, "*.cc"))
+        glob.glob(os.path.join(kernels, "cpu", "*.cc"))
         + glob.glob(os.path.join(ROOT, "csrc", "paddle", "*.cc"))
-        + (glob.glob(os.path.join(kernels, "*.cu")) if use_cuda else [])
+        + (glob.glob(os.path.join(kernels, "cuda", "*.cu")) if use_cuda else [])
     )
     # Headers and this file (the flags) are dependencies too: editing any of them rebuilds.
     headers = _rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*.h"), recursive=True)
-                   + (glob.glob(os.path.join(kernels, "*.cuh")) if use_cuda else []))
+                   + (glob.glob(os.path.join(kernels, "cuda", "*.cuh")) if use_cuda else []))
     headers.append("setup.py")
     # -O3 lets the vectorisable loops vectorise for the baseline ISA (SSE2 on x86-64); no
     # -march=native: the library must run on any x86-64 CPU. -fno-trapping-math lets GCC turn
@@ -176,7 +176,8 @@ def _extension():
     # nvcc list (-w, and -gencode from that variable) is not used; the nvcc line is built below.
     # use_cuda adds CUDA's include and library directories and -lcudart.
     kwargs = normalize_extension_kwargs(
-        {"sources": sources, "extra_compile_args": {"cxx": flags, "nvcc": []}, "depends": headers},
+        {"sources": sources, "include_dirs": [kernels], "extra_compile_args": {"cxx": flags, "nvcc": []},
+         "depends": headers},
         use_cuda=use_cuda,
     )
     # Paddle adds -w; we want our warnings. Its include directories are plain -I ones, so a CUDA

@@ -114,7 +114,7 @@ def empty_grad_cache():
 
 def _env_problem(name, value):
     """What the kernels make of environment variable `name` when its value is not understood
-    (csrc/kernels: parallel.cc, cpu_isa.cc, host_buffers.cc parse them), or None."""
+    (csrc/kernels: cpu/parallel.cc, cpu/isa.cc, cpu/host_buffers.cc parse them), or None."""
     if name == "PADDLE_OPS_NUM_THREADS":
         if not re.fullmatch(r"\s*[+-]?\d+", value) or int(value) <= 0:
             return "a positive integer; every core the process may use is used instead"

@@ -269,7 +269,7 @@ def _kl_and_grads(s, t, dtype):
 
 # (rows, classes): many rows (split by rows), and fewer rows than threads with rows longer than
 # a chunk (each row split across threads).
-# (20001, 13): one-vector rows, taken four at a time (short_parts in softmax_ce_cpu_impl.h); the
+# (20001, 13): one-vector rows, taken four at a time (short_parts in cpu/softmax_ce_impl.h); the
 # thread ranges cut those groups at different rows for each thread count.
 DET_SHAPES = [(300, 1000), (1, 100003), (3, 70001), (20001, 13)]
 

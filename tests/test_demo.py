@@ -1,4 +1,4 @@
-"""`make demo` runs paddle_ops.demo; its --quick configuration runs here (about 10 s on 2 cores).
+"""`make demo` runs examples/demo.py; its --quick configuration runs here (about 10 s on 2 cores).
 
 The demo trains the same student twice, with Paddle's losses and with paddle_ops, and prints a
 table; these tests read that table.
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICK_STEPS = 12  # paddle_ops.demo.QUICK["steps"]
+DEMO = os.path.join(ROOT, "examples", "demo.py")
+QUICK_STEPS = 12  # examples/demo.py: QUICK["steps"]
 
-# Two fp32 evaluations of the same loss on the same logits: paddle_ops.demo.STEP0_RTOL, derived
+# Two fp32 evaluations of the same loss on the same logits: examples/demo.py's STEP0_RTOL, derived
 # there (some tens of units of fp32 rounding; 1e-5 is about 170).
 SAME_LOGITS_RTOL = 1e-5
 
@@ -34,7 +35,8 @@ TRAJECTORY_RTOL = 1e-4
 
 def _env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "examples"),
+                                         env.get("PYTHONPATH", "")])
     return env
 
 
@@ -47,7 +49,7 @@ def _run(args, cwd):
 def quick(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("demo")
     png = out_dir / "curves.png"
-    proc = _run(["-m", "paddle_ops.demo", "--quick", "--out", str(png)], cwd=out_dir)
+    proc = _run([DEMO, "--quick", "--out", str(png)], cwd=out_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout, png
 
@@ -169,7 +171,7 @@ def test_wrong_loss_fails_loudly(tmp_path):
     script.write_text(textwrap.dedent("""
         import sys
 
-        import paddle_ops.demo as demo
+        import demo
         import paddle_ops.nn.functional as POF
 
 

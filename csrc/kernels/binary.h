@@ -60,7 +60,7 @@ template <typename T>
 void binary_bwd_cpu(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
                     const acc_t<T>* pos_weight, const acc_t<T>* grad, bool per_row, T* logit_grad);
 
-// CUDA launchers (binary_cuda.cu, compiled only in a CUDA build): the CPU launchers' contracts on
+// CUDA launchers (cuda/binary.cu, compiled only in a CUDA build): the CPU launchers' contracts on
 // device pointers, queued on `stream` with no host synchronisation; they return the cudaError_t of
 // the launch (0 = cudaSuccess). num_threads is ignored. Row sums have a fixed reduction order for
 // a given shape (no atomics), so they are the same bits run to run; they are not the CPU's bits.
@@ -83,7 +83,7 @@ int binary_bwd_cuda(const BinaryParams& p, const T* logit, const T* label, const
                     GpuStream stream);
 
 // Explicit instantiations of both CPU launchers, in the namespace where it is expanded
-// (binary_cpu.cc and each per-ISA copy in binary_cpu_impl.h).
+// (cpu/binary.cc and each per-ISA copy in cpu/binary_impl.h).
 #define PO_INSTANTIATE_BINARY(T)                                                                \
   template void binary_fwd_cpu<T>(const BinaryParams&, const T*, const T*, const acc_t<T>*,     \
                                   const acc_t<T>*, acc_t<T>*, acc_t<T>*);                       \

@@ -1,13 +1,13 @@
 // Per-element math of the binary losses (formulas in binary.h), shared by the CPU kernels
-// (binary_cpu_impl.h: fp32 vectors and scalars) and the CUDA kernels (binary_cuda.cu: scalars).
+// (cpu/binary_impl.h: fp32 vectors and scalars) and the CUDA kernels (cuda/binary.cu: scalars).
 //
 // Everything is written once over a value type V (a CPU vector of fp32 lanes, float or double)
 // and a policy M that supplies the device's primitives:
 //   M::vexp(V), M::vlog(V)          exp and log of every lane
 //   M::select(mask, a, b)           a where mask holds, else b (b may be a scalar constant)
 //   M::template splat<V>(c)         the constant c as a V
-// The CPU policy (SimdMath in simd_cpu_impl.h) maps these to its vector or scalar functions, the
-// CUDA one (DevMath in binary_cuda.cu) to the device's exp/log and a conditional. The expressions
+// The CPU policy (SimdMath in cpu/simd_impl.h) maps these to its vector or scalar functions, the
+// CUDA one (DevMath in cuda/binary.cu) to the device's exp/log and a conditional. The expressions
 // here are the ones the CPU kernels always evaluated, in the same order, so moving them here did
 // not change a bit of the CPU results; the device rounds its own exp/log (and contracts a * b + c
 // into fused multiply-adds), so GPU results agree with the CPU's to the tolerance of the tests,
@@ -15,7 +15,7 @@
 //
 // M is a template parameter of every function, and the CPU policy is local to each per-ISA copy
 // of the kernels, so no instantiation is shared between instruction sets (see
-// softmax_ce_cpu_impl.h for why that matters).
+// cpu/softmax_ce_impl.h for why that matters).
 #pragma once
 
 #include "binary.h"

@@ -12,7 +12,7 @@ namespace paddle_ops {
 // exp for fp32 without libm, written as straight-line code so that a compiler can vectorise the
 // loops that call it (glibc's expf stops the auto-vectoriser and is the bottleneck of a naive
 // forward; see ../shared/DESIGN.md 6b). Every CPU path (this scalar one and the vectors of
-// simd_cpu_impl.h) takes the same steps:
+// cpu/simd_impl.h) takes the same steps:
 //   x clamped to [-104, 89] (a NaN passes through), n = round(x log2(e)), r = x - n ln2 with
 //   |r| <= ln2 / 2, exp(x) = 2^n * p(r).
 // ln2 is split Cody-Waite style into a high part with trailing zero bits (n * ln2_hi is exact for
@@ -67,7 +67,7 @@ PO_HD float exp_f32(float x) {
 // |s| <= 0.1716, atanh by its odd series to s^9 (relative truncation error s^10 / 11 < 2e-9), and
 // e ln2 added in two parts (Cody-Waite, e * kLn2Hi is exact). Subnormal inputs are scaled by 2^23
 // into the normal range first. log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, log(NaN) = NaN.
-// The vector versions in simd_cpu_impl.h follow the same steps.
+// The vector versions in cpu/simd_impl.h follow the same steps.
 PO_HD float log_f32(float x) {
   const bool tiny = x < 1.17549435e-38f;  // FLT_MIN
   const float xs = tiny ? x * 8388608.0f : x;
@@ -93,7 +93,7 @@ PO_HD float log_f32(float x) {
 
 PO_HD float exp_acc(float x) { return exp_f32(x); }
 // libm's C functions, not std:: overloads: those are inline wrappers that an unoptimised build
-// emits once per ISA file and the linker may merge (softmax_ce_cpu_impl.h).
+// emits once per ISA file and the linker may merge (cpu/softmax_ce_impl.h).
 PO_HD double exp_acc(double x) { return ::exp(x); }
 PO_HD float log_acc(float x) { return ::logf(x); }
 PO_HD double log_acc(double x) { return ::log(x); }

@@ -11,7 +11,7 @@
 #include <type_traits>
 
 // Helpers shared by host and device code. On the host they are always inlined: the per-ISA kernel
-// files (softmax_ce_cpu_impl.h) compile them with different -m flags, and an out-of-line copy
+// files (cpu/softmax_ce_impl.h) compile them with different -m flags, and an out-of-line copy
 // could be merged across ISAs by the linker.
 #if defined(__CUDACC__)
 #define PO_HD __host__ __device__ __forceinline__

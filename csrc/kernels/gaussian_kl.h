@@ -66,7 +66,7 @@ template <typename T>
 void gaussian_kl_bwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
                          const acc_t<T>* grad, bool per_row, const GaussianKLGrads<T>& out);
 
-// CUDA launchers (gaussian_kl_cuda.cu, compiled only in a CUDA build): the CPU launchers'
+// CUDA launchers (cuda/gaussian_kl.cu, compiled only in a CUDA build): the CPU launchers'
 // contracts on device pointers, queued on `stream` with no host synchronisation; they return the
 // cudaError_t of the launch (0 = cudaSuccess). num_threads is ignored. Row sums have a fixed
 // reduction order for a given shape (no atomics), so they are the same bits run to run; they are
@@ -90,7 +90,7 @@ int gaussian_kl_bwd_cuda(const GaussianKLParams& p, const GaussianKLInputs<T>& i
                          GpuStream stream);
 
 // Explicit instantiations of both CPU launchers, in the namespace where it is expanded
-// (gaussian_kl_cpu.cc and each per-ISA copy in gaussian_kl_cpu_impl.h).
+// (cpu/gaussian_kl.cc and each per-ISA copy in cpu/gaussian_kl_impl.h).
 #define PO_INSTANTIATE_GAUSSIAN_KL(T)                                                            \
   template void gaussian_kl_fwd_cpu<T>(const GaussianKLParams&, const GaussianKLInputs<T>&,     \
                                        acc_t<T>*, acc_t<T>*);                                   \

@@ -1,6 +1,6 @@
 // Per-element math of the Gaussian KL divergence (formulas and numerics in gaussian_kl.h), shared
-// by the CPU kernels (gaussian_kl_cpu_impl.h: fp32 vectors and scalars) and the CUDA kernels
-// (gaussian_kl_cuda.cu: scalars).
+// by the CPU kernels (cpu/gaussian_kl_impl.h: fp32 vectors and scalars) and the CUDA kernels
+// (cuda/gaussian_kl.cu: scalars).
 //
 // Written once over a value type V (a CPU vector of fp32 lanes, float or double) and a policy M
 // that supplies the device's primitives, as binary_math.h is (see there for M's members: vexp,

@@ -102,7 +102,7 @@ template <typename T>
 void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
                     bool per_row, T* x_grad, T* y_grad);
 
-// CUDA launchers (kl_cuda.cu, compiled only in a CUDA build): the CPU launchers' contracts on
+// CUDA launchers (cuda/kl.cu, compiled only in a CUDA build): the CPU launchers' contracts on
 // device pointers, queued on `stream` with no host synchronisation; they return the cudaError_t of
 // the launch (0 = cudaSuccess). num_threads is ignored.
 template <typename T, typename I>
@@ -123,7 +123,7 @@ int kl_div_bwd_cuda(const KLDivParams& p, const T* x, const T* y, const acc_t<T>
                     bool per_row, T* x_grad, T* y_grad, GpuStream stream);
 
 // Explicit instantiations of every CPU launcher above, in the namespace where it is expanded (the
-// public dispatchers in kl_cpu.cc and each per-ISA copy in kl_cpu_impl.h).
+// public dispatchers in cpu/kl.cc and each per-ISA copy in cpu/kl_impl.h).
 #define PO_INSTANTIATE_KL(T)                                                                      \
   template void kl_logits_fwd_cpu<T, int32_t>(const KLParams&, const T*, const T*, const int32_t*, \
                                               acc_t<T>*, acc_t<T>*);                              \

@@ -95,7 +95,7 @@ void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* labe
 
 // The forward of hard labels with softmax, plus prediction statistics from the same single read
 // of the logits (the online log-sum-exp also tracks the arg-max and sum_j p_j (x_j - max); see
-// cpu_rows_impl.h). loss, lse and row_weight are bitwise those of softmax_ce_fwd_cpu, and the
+// cpu/rows_impl.h). loss, lse and row_weight are bitwise those of softmax_ce_fwd_cpu, and the
 // backward is softmax_ce_bwd_cpu's. Extra outputs, [rows] each:
 //   correct: label != ignore_index and the label is the row's arg-max, the first index of the
 //            largest logit with NaN skipped (paddle.argmax's rule; a row of NaN only predicts 0);
@@ -110,7 +110,7 @@ SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEParams& p, const T* logi
                                          acc_t<T>* lse, acc_t<T>* row_weight, bool* correct,
                                          acc_t<T>* entropy);
 
-// CUDA launchers (softmax_ce_cuda.cu, compiled only in a CUDA build). Same pointers and layout as
+// CUDA launchers (cuda/softmax_ce.cu, compiled only in a CUDA build). Same pointers and layout as
 // the CPU launchers, all in device memory, queued on `stream` with no host synchronisation; they
 // return the cudaError_t of the launch (0 = cudaSuccess). A hard label outside
 // [0, label_classes()) that is not ignore_index cannot be reported without a synchronisation, so
@@ -148,14 +148,14 @@ int softmax_ce_bwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* labe
 
 // Benchmark hook (CUDA build): the threads per block of every block-per-row launch of the
 // cross-entropy and KL families (rows over 2048 contiguous classes), process-wide; 0 restores the
-// choice from the shape (cuda_rows.cuh, pick_rows). For the block-size sweep of
+// choice from the shape (cuda/rows.cuh, pick_rows). For the block-size sweep of
 // benchmarks/gpu/bench_gpu.py (through the harness); the Paddle ops never set it. Returns
 // cudaErrorInvalidValue (and keeps the setting) unless threads is 0 or a multiple of 32 in
 // [64, 1024].
 int set_cuda_row_block_threads(int threads);
 
 // Explicit instantiations of both CPU launchers for every (T, L) pair the bindings use, in the
-// namespace where it is expanded (softmax_ce_cpu.cc and each per-ISA copy). Soft labels of 16-bit
+// namespace where it is expanded (cpu/softmax_ce.cc and each per-ISA copy). Soft labels of 16-bit
 // logits may also come in fp32, so the target is not rounded.
 #define PO_INSTANTIATE_SOFTMAX_CE(T, L)                                                         \
   template SoftmaxCEStatus softmax_ce_fwd_cpu<T, L>(const SoftmaxCEParams&, const T*, const L*, \

@@ -17,7 +17,7 @@
 
 #include "paddle/extension.h"
 
-#include "../kernels/binary.h"
+#include "binary.h"
 #include "dispatch.h"
 
 namespace paddle_ops {

@@ -9,8 +9,8 @@
 #include "paddle/common/enforce.h"
 #include "paddle/extension.h"
 
-#include "../kernels/dtypes.h"
-#include "../kernels/host_buffers.h"
+#include "dtypes.h"
+#include "cpu/host_buffers.h"
 
 #ifdef PADDLE_OPS_WITH_CUDA
 #include <cuda_runtime.h>
@@ -226,7 +226,7 @@ const A* upstream_grad(const paddle::Tensor& grad, int64_t expected_numel,
 }
 
 // An uninitialised tensor of like's shape, dtype and place for a gradient the kernel writes in
-// full. A large CPU one comes from the host buffer cache (csrc/kernels/host_buffers.h: a block
+// full. A large CPU one comes from the host buffer cache (csrc/kernels/cpu/host_buffers.h: a block
 // whose pages a previous backward already faulted in), wrapped so that freeing the tensor returns
 // the block to the cache; otherwise, and on any GPU, from Paddle's allocator.
 inline paddle::Tensor alloc_grad(const paddle::Tensor& like) {

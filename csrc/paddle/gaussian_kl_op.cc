@@ -20,7 +20,7 @@
 
 #include "paddle/extension.h"
 
-#include "../kernels/gaussian_kl.h"
+#include "gaussian_kl.h"
 #include "dispatch.h"
 
 namespace paddle_ops {

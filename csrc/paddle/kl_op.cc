@@ -12,7 +12,7 @@
 
 #include "paddle/extension.h"
 
-#include "../kernels/kl.h"
+#include "kl.h"
 #include "dispatch.h"
 
 namespace paddle_ops {

@@ -2,9 +2,9 @@
 // same shared library that Paddle loaded (paddle_ops/_runtime.py), so both see one global state.
 #include <cstdint>
 
-#include "../kernels/cpu_isa.h"
-#include "../kernels/host_buffers.h"
-#include "../kernels/parallel.h"
+#include "cpu/isa.h"
+#include "cpu/host_buffers.h"
+#include "cpu/parallel.h"
 
 extern "C" {
 

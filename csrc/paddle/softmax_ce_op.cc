@@ -49,7 +49,7 @@
 
 #include "paddle/extension.h"
 
-#include "../kernels/softmax_ce.h"
+#include "softmax_ce.h"
 #include "dispatch.h"
 
 namespace paddle_ops {

@@ -1,4 +1,4 @@
-// The host buffer cache behind large CPU gradients (csrc/kernels/host_buffers.h): which requests it
+// The host buffer cache behind large CPU gradients (csrc/kernels/cpu/host_buffers.h): which requests it
 // serves, reuse of a released block, the size window of a reuse, eviction by the limit, the
 // environment default, and that a disabled cache serves nothing.
 #include <gtest/gtest.h>
@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "host_buffers.h"
+#include "cpu/host_buffers.h"
 
 namespace paddle_ops {
 namespace {

@@ -1,5 +1,5 @@
-// The vector exp and log every CPU kernel computes with (simd_cpu_impl.h), through the array entry
-// points of math_cpu.h, on the instruction set this run forces (CTest runs the suite once per ISA),
+// The vector exp and log every CPU kernel computes with (cpu/simd_impl.h), through the array entry
+// points of cpu/vector_math.h, on the instruction set this run forces (CTest runs the suite once per ISA),
 // and the scalar log_f32 (ce_math.h) the strided paths use. References: long double std::exp /
 // std::log.
 //
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "ce_math.h"
-#include "math_cpu.h"
+#include "cpu/vector_math.h"
 #include "test_util.h"
 
 namespace paddle_ops {

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "ce_math.h"
-#include "cpu_isa.h"
+#include "cpu/isa.h"
 #include "dtypes.h"
 #include "softmax_ce.h"
 #include "test_util.h"

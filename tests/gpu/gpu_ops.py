@@ -283,7 +283,7 @@ def _output(name, spec, dtype, device, shape):
 
 def _row_sum_outputs(x, elementwise, rows, view, workspace_bytes):
     """(elementwise output, row sums, workspace) of an elementwise forward with optional row sums
-    (cuda_elementwise.cuh), in the accumulation dtype of x; view: (rows, cols, row-sums shape) of
+    (cuda/elementwise.cuh), in the accumulation dtype of x; view: (rows, cols, row-sums shape) of
     x. The workspace (uint8, or None) is sized by `workspace_bytes(dtype name, rows, cols)` when
     the row sums are wanted."""
     n_rows, cols, rows_shape = view

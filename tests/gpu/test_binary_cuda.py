@@ -1,11 +1,11 @@
-"""The CUDA binary-loss launchers (csrc/kernels/binary_cuda.cu) through the pybind11 harness: BCE
+"""The CUDA binary-loss launchers (csrc/kernels/cuda/binary.cu) through the pybind11 harness: BCE
 with logits (weight and pos_weight absent, per column or per element) and the sigmoid focal loss
 (gamma 0, 1 and 2, which skip exp/log, and general gamma), against float64 PyTorch references on the
 same (rounded) inputs with the suite's one tolerance table. Every configuration runs the forward
 with both outputs (elementwise losses and row sums) and the backward with a random upstream
 gradient per row and one per element.
 
-Shapes are chosen for the launch shapes of binary_cuda.cu: rows of 1 to 16 columns (a thread per
+Shapes are chosen for the launch shapes of cuda/binary.cu: rows of 1 to 16 columns (a thread per
 row; chunks of the flat loop then span several rows), up to 256 (8 lanes), up to 2048 (a warp),
 longer rows (a block), few long rows (segments in the workspace, summed by a second kernel), a
 1-D and a 0-D logit.
@@ -129,7 +129,7 @@ def test_binary_options(dtype_id, case):
     run(dtype_id, x, y, loss, w, pw, alpha, gamma)
 
 
-# id -> shape; the comment names the row-sum launch (binary_cuda.cu: plan_rows)
+# id -> shape; the comment names the row-sum launch (cuda/binary.cu: plan_rows)
 SHAPE_CASES = {
     "1000x1": (1000, 1),      # a thread per row, 8 rows per bf16 chunk of the flat loop
     "257x3": (257, 3),        # a thread per row, chunks crossing rows

@@ -1,10 +1,10 @@
-"""The CUDA Gaussian KL launchers (csrc/kernels/gaussian_kl_cuda.cu) through the pybind11
+"""The CUDA Gaussian KL launchers (csrc/kernels/cuda/gaussian_kl.cu) through the pybind11
 harness, against the float64 PyTorch reference (the textbook formula, gradients by autograd) on
 the same (rounded) inputs with the suite's one tolerance table.
 
 Every configuration runs the forward with both outputs (elementwise KL and row sums), with the
 elementwise output alone, and the backward with a random upstream gradient per row and one per
-element, all four gradients. Shapes pick the launch paths of cuda_elementwise.cuh: the flat loop (elementwise KL, every backward),
+element, all four gradients. Shapes pick the launch paths of cuda/elementwise.cuh: the flat loop (elementwise KL, every backward),
 row sums with 1 lane (5 columns), 8 lanes (200), a warp (1271), a block (300 x 4100) and segments
 in the workspace (8 x 70001); a 0-D input; misaligned inputs and outputs (the scalar prologue
 and tail).

@@ -1,4 +1,4 @@
-"""The CUDA KL-family launchers (csrc/kernels/kl_cuda.cu) through the pybind11 harness: divergences
+"""The CUDA KL-family launchers (csrc/kernels/cuda/kl.cu) through the pybind11 harness: divergences
 between softmax(s / T) and softmax(t / T) (forward, reverse, JSD, entropy) and Paddle's elementwise
 kl_div, against float64 PyTorch references on the same (rounded) inputs, with the suite's one
 tolerance table. Every configuration runs forward and backward with a random per-row upstream

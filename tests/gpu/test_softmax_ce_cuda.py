@@ -1,9 +1,9 @@
-"""The CUDA softmax cross-entropy launchers (csrc/kernels/softmax_ce_cuda.cu) through the pybind11
+"""The CUDA softmax cross-entropy launchers (csrc/kernels/cuda/softmax_ce.cu) through the pybind11
 harness, against float64 PyTorch references computed on the same (rounded) inputs, with the
 suite's one tolerance table.
 
 Each configuration runs forward and backward with a random per-row upstream gradient and checks
-loss, lse, row_weight and the logits' gradient. Shapes pick the launch paths of cuda_rows.cuh:
+loss, lse, row_weight and the logits' gradient. Shapes pick the launch paths of cuda/rows.cuh:
 1024x10 and 41x1271 one warp per row, 8x70001 one block per row (and the 2-D grid backward for
 hard labels), 3x5x7 / 4x1000x3 with the class axis in the middle one thread per row.
 """

@@ -7,7 +7,7 @@ Statistics: the arg-max is compared exactly (it is a comparison of the same valu
 included (logits rounded to a coarse grid, so that a row's maximum repeats across the threads
 that share the row), with NaN, -inf and +inf entries; the entropy and the means within the loss
 tolerance; loss, lse and row_weight must be the plain forward's bits. Shapes pick the launch paths
-of cuda_rows.cuh: 1024x10 and 41x1271 a warp per row, 8x70001 a block per row, 4x1000x3 (class
+of cuda/rows.cuh: 1024x10 and 41x1271 a warp per row, 8x70001 a block per row, 4x1000x3 (class
 axis in the middle) a thread per row.
 
 Shards: two shards' [lse, target term] combined as softmax_ce.h ("Class shards") describes give

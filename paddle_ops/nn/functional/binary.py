@@ -19,7 +19,7 @@ last dimension, so no elementwise tensor is created) and one computes the gradie
 the inputs once and save nothing. :math:`s`, :math:`1-s` and :math:`sp` are formed from
 :math:`e^{-|x|}`, so no finite logit overflows them. The loss is fp32 for fp16/bf16 inputs (fp64
 for fp64) and the gradient has the logit's dtype. In a CUDA build GPU tensors run the CUDA kernels
-(csrc/kernels/binary_cuda.cu, the same per-element math) on Paddle's stream; 'mean' and 'sum' then
+(csrc/kernels/cuda/binary.cu, the same per-element math) on Paddle's stream; 'mean' and 'sum' then
 add the row sums with paddle.sum as on the CPU.
 """
 
