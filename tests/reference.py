@@ -504,3 +504,18 @@ def leaf(x, dtype, grad=True):
 
 def as64(t):
     return t.astype("float64").numpy()
+
+
+def upstream(reduction, shape, seed=1):
+    """An upstream gradient other than 1: random signs and sizes per element of a 'none' loss of
+    `shape`, 1.7 for a scalar loss."""
+    if reduction == "none":
+        return np.random.default_rng(seed).uniform(-2, 2, shape)
+    return 1.7
+
+
+def backward_with(loss, grad_out):
+    """Backward from `loss` with the upstream gradient `grad_out` (NumPy or a number) in the
+    loss's shape and dtype."""
+    g = paddle.to_tensor(np.asarray(grad_out, np.float64).reshape(loss.shape), dtype=loss.dtype)
+    paddle.autograd.backward([loss], [g])

@@ -12,8 +12,10 @@ import pytest
 
 import paddle_ops.nn as PON
 import paddle_ops.nn.functional as POF
-from reference import (TOLERANCES, as64, bce_with_logits_ref, focal_ref, leaf,
-                       paddle_builtin_bce_with_logits, paddle_builtin_sigmoid_focal_loss, rounded)
+from helpers import dtype_config_reduction
+from reference import (TOLERANCES, as64, backward_with, bce_with_logits_ref, focal_ref, leaf,
+                       paddle_builtin_bce_with_logits, paddle_builtin_sigmoid_focal_loss, rounded,
+                       upstream)
 
 DTYPE_IDS = list(TOLERANCES)
 PADDLE_DTYPE_IDS = ["f64", "f32"]
@@ -24,18 +26,6 @@ def close(actual, expected, tol, err_msg=""):
     atol, rtol = tol
     np.testing.assert_allclose(as64(actual) if isinstance(actual, paddle.Tensor) else actual,
                                expected, atol=atol, rtol=rtol, err_msg=err_msg)
-
-
-def upstream(reduction, shape, seed=1):
-    """An upstream gradient other than 1: random per element for 'none', 1.7 for a scalar."""
-    if reduction == "none":
-        return np.random.default_rng(seed).uniform(-2, 2, shape)
-    return 1.7
-
-
-def backward_with(loss, grad_out):
-    g = paddle.to_tensor(np.asarray(grad_out, np.float64).reshape(loss.shape), dtype=loss.dtype)
-    paddle.autograd.backward([loss], [g])
 
 
 def data(shape, seed=0, soft=False):
@@ -80,9 +70,7 @@ def factor(f, dtype="float32"):
     return None if f is None else paddle.to_tensor(f).astype(dtype)
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("config", list(BCE_CONFIGS))
-@pytest.mark.parametrize("dtype_id", DTYPE_IDS)
+@dtype_config_reduction(DTYPE_IDS, BCE_CONFIGS, REDUCTIONS)
 def test_bce_matches_reference(dtype_id, config, reduction):
     dtype, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
     x, y, w, pw = bce_case(config)
@@ -111,9 +99,7 @@ def paddle_bce(x, y, w, pw, dtype, reduction, grad_out, weight_grad=False):
     return loss.numpy(), xt.grad.numpy(), None if wt is None or not weight_grad else wt.grad.numpy()
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("config", list(BCE_CONFIGS))
-@pytest.mark.parametrize("dtype_id", PADDLE_DTYPE_IDS)
+@dtype_config_reduction(PADDLE_DTYPE_IDS, BCE_CONFIGS, REDUCTIONS)
 def test_bce_matches_paddle(dtype_id, config, reduction):
     dtype, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
     x, y, w, pw = bce_case(config, seed=3)
@@ -156,9 +142,7 @@ FOCAL_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("config", list(FOCAL_CONFIGS))
-@pytest.mark.parametrize("dtype_id", DTYPE_IDS)
+@dtype_config_reduction(DTYPE_IDS, FOCAL_CONFIGS, REDUCTIONS)
 @pytest.mark.parametrize("shape", [(41, 1271), (3, 5, 7)], ids=["41x1271", "3x5x7"])
 def test_focal_matches_reference(shape, dtype_id, config, reduction):
     dtype, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
@@ -175,9 +159,7 @@ def test_focal_matches_reference(shape, dtype_id, config, reduction):
     close(xt.grad, dref, bwd_tol)
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("config", list(FOCAL_CONFIGS))
-@pytest.mark.parametrize("dtype_id", PADDLE_DTYPE_IDS)
+@dtype_config_reduction(PADDLE_DTYPE_IDS, FOCAL_CONFIGS, REDUCTIONS)
 def test_focal_matches_paddle(dtype_id, config, reduction):
     dtype, fwd_tol, bwd_tol = TOLERANCES[dtype_id]
     alpha, gamma, norm = FOCAL_CONFIGS[config]

@@ -14,7 +14,9 @@ import pytest
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
-from reference import TOLERANCES, as64, gaussian_kl_ref, leaf, paddle_normal_kl, rounded
+from helpers import bad_input_test, dtype_config_reduction
+from reference import (TOLERANCES, as64, backward_with, gaussian_kl_ref, leaf, paddle_normal_kl,
+                       rounded, upstream)
 
 DTYPE_IDS = list(TOLERANCES)
 REDUCTIONS = ["none", "mean", "sum"]
@@ -36,15 +38,8 @@ def run(arrays, dtype, grad_out, requires=None, **kw):
     requires = requires or [True] * len(arrays)
     ts = [leaf(a, dtype, r) for a, r in zip(arrays, requires)]
     loss = POF.gaussian_kl(*ts, **kw)
-    g = paddle.to_tensor(np.asarray(grad_out, np.float64).reshape(loss.shape), dtype=loss.dtype)
-    paddle.autograd.backward([loss], [g])
+    backward_with(loss, grad_out)
     return loss, [None if t.grad is None else as64(t.grad) for t in ts]
-
-
-def upstream(reduction, shape, seed=1):
-    if reduction == "none":
-        return np.random.default_rng(seed).uniform(-2, 2, shape)
-    return 1.7
 
 
 def check(got, want, tol, scale=None):
@@ -73,9 +68,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("dtype_id", DTYPE_IDS)
+@dtype_config_reduction(DTYPE_IDS, CASES, REDUCTIONS, config_arg="case")
 def test_matches_closed_form(dtype_id, case, reduction):
     dtype, ltol, gtol = TOLERANCES[dtype_id]
     shapes, axis = CASES[case]
@@ -296,9 +289,4 @@ BAD_INPUTS = {
                     r"axis 0 cannot be reduced: the inputs are 0-D"),
 }
 
-
-@pytest.mark.parametrize("name", list(BAD_INPUTS))
-def test_bad_input(name):
-    call, exc, match = BAD_INPUTS[name]
-    with pytest.raises(exc, match=match):
-        call()
+test_bad_input = bad_input_test(BAD_INPUTS)

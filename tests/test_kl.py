@@ -13,8 +13,10 @@ import pytest
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
-from reference import (TOLERANCES, kl_div_ref, kl_logits_ref, leaf, paddle_builtin_kl_div,
-                       paddle_kl_logits_composition, rounded, softmax_entropy_ref)
+from helpers import bad_input_test
+from reference import (TOLERANCES, backward_with, kl_div_ref, kl_logits_ref, leaf,
+                       paddle_builtin_kl_div, paddle_kl_logits_composition, rounded,
+                       softmax_entropy_ref, upstream)
 
 DTYPE_IDS = list(TOLERANCES)
 PADDLE_DTYPE_IDS = ["f64", "f32"]  # Paddle 3.3.1 has no fp16/bf16 CPU kldiv_loss kernel
@@ -47,19 +49,6 @@ LOGIT_CASES = [(m, c) for m in MODES for c in CONFIGS
 
 def grad_of(t):
     return None if t.grad is None else t.grad.astype("float64").numpy()
-
-
-def upstream(reduction, rows_shape, seed=1):
-    """An upstream gradient other than 1: random signs and sizes per row for 'none', 1.7 for a
-    scalar loss."""
-    if reduction == "none":
-        return np.random.default_rng(seed).uniform(-2, 2, rows_shape)
-    return 1.7
-
-
-def backward_with(loss, grad_out):
-    g = paddle.to_tensor(np.asarray(grad_out, np.float64).reshape(loss.shape), dtype=loss.dtype)
-    paddle.autograd.backward([loss], [g])
 
 
 def logit_pair(shape, seed=0):
@@ -805,9 +794,4 @@ BAD_INPUTS = {
                        r"x must have at least one dimension"),
 }
 
-
-@pytest.mark.parametrize("name", list(BAD_INPUTS))
-def test_bad_input(name):
-    call, exc, match = BAD_INPUTS[name]
-    with pytest.raises(exc, match=match):
-        call()
+test_bad_input = bad_input_test(BAD_INPUTS)

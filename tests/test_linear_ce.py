@@ -12,8 +12,9 @@ import pytest
 
 import paddle_ops.nn.functional as POF
 from paddle_ops.nn.functional import linear_ce
-from reference import (TOLERANCES, as64, leaf, linear_ce_ref, rounded,
-                       unfused_linear_cross_entropy)
+from helpers import dtype_config_reduction
+from reference import (TOLERANCES, as64, backward_with, leaf, linear_ce_ref, rounded,
+                       unfused_linear_cross_entropy, upstream)
 
 DTYPE_IDS = list(TOLERANCES)
 REDUCTIONS = ["none", "mean", "sum"]
@@ -45,12 +46,6 @@ def make_case(cfg, seed=0, rows=ROWS, hidden=HIDDEN, classes=CLASSES):
     return h, w, b, y, opts
 
 
-def upstream(reduction, shape, seed=1):
-    if reduction == "none":
-        return np.random.default_rng(seed).uniform(-2, 2, shape)
-    return 1.7
-
-
 def run_fused(h, w, b, y, dtype, reduction, g, chunk_size=8, grads=(True, True, True),
               **opts):
     """linear_cross_entropy on `dtype` leaves; returns (loss tensor, [dh, dw, db] float64 or
@@ -60,17 +55,14 @@ def run_fused(h, w, b, y, dtype, reduction, g, chunk_size=8, grads=(True, True, 
     loss = POF.linear_cross_entropy(ht, wt, paddle.to_tensor(y), bias=bt, reduction=reduction,
                                     chunk_size=chunk_size, **opts)
     if not loss.stop_gradient:
-        paddle.autograd.backward([loss], [paddle.to_tensor(np.reshape(g, loss.shape),
-                                                           dtype=loss.dtype)])
+        backward_with(loss, g)
     out = []
     for t in (ht, wt, bt):
         out.append(None if t is None or t.grad is None else as64(t.grad))
     return loss, out
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("dtype_id", DTYPE_IDS)
+@dtype_config_reduction(DTYPE_IDS, CONFIGS, REDUCTIONS)
 def test_matches_float64_reference(dtype_id, config, reduction):
     dtype, (latol, lrtol), (gatol, grtol) = TOLERANCES[dtype_id]
     cfg = CONFIGS[config]
@@ -90,9 +82,7 @@ def test_matches_float64_reference(dtype_id, config, reduction):
         np.testing.assert_allclose(got, want, atol=gatol, rtol=grtol, err_msg=name)
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("config", ["plain", "everything", "row_chunks"])
-@pytest.mark.parametrize("dtype_id", ["f64", "f32"])
+@dtype_config_reduction(["f64", "f32"], ["plain", "everything", "row_chunks"], REDUCTIONS)
 def test_matches_unfused_linear_and_cross_entropy(dtype_id, config, reduction):
     dtype, (latol, lrtol), (gatol, grtol) = TOLERANCES[dtype_id]
     cfg = CONFIGS[config]
@@ -104,8 +94,7 @@ def test_matches_unfused_linear_and_cross_entropy(dtype_id, config, reduction):
     bt = None if b is None else leaf(b, dtype)
     ref = unfused_linear_cross_entropy(ht, wt, paddle.to_tensor(y), bt, reduction=reduction,
                                        **opts)
-    paddle.autograd.backward([ref], [paddle.to_tensor(np.reshape(g, ref.shape),
-                                                      dtype=ref.dtype)])
+    backward_with(ref, g)
     assert loss.shape == ref.shape and loss.dtype == ref.dtype
     np.testing.assert_allclose(as64(loss), as64(ref), atol=latol, rtol=lrtol)
     for got, t in zip(grads, (ht, wt, bt)):

@@ -21,7 +21,8 @@ import paddle_ops
 import paddle_ops.nn.functional as POF
 from paddle_ops import _checks, _ops
 from paddle_ops.distributed import parallel_ce
-from reference import TOLERANCES, as64, leaf, rounded, softmax_ce_ref
+from helpers import bad_input_test
+from reference import TOLERANCES, as64, backward_with, leaf, rounded, softmax_ce_ref
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -143,9 +144,8 @@ def test_world_of_one_equals_cross_entropy(dtype_id, reduction):
     sl = POF.cross_entropy(b, paddle.to_tensor(y), z_loss=1e-3, **opts)
     assert pl.shape == sl.shape and pl.dtype == sl.dtype
     g = rng.uniform(-2, 2, y.shape) if reduction == "none" else 1.3
-    for loss, t in ((pl, a), (sl, b)):
-        paddle.autograd.backward([loss], [paddle.to_tensor(np.reshape(g, loss.shape),
-                                                           dtype=loss.dtype)])
+    for loss in (pl, sl):
+        backward_with(loss, g)
     np.testing.assert_allclose(as64(pl), as64(sl), atol=fwd_tol[0], rtol=fwd_tol[1])
     np.testing.assert_allclose(as64(a.grad), as64(b.grad), atol=bwd_tol[0], rtol=bwd_tol[1])
 
@@ -172,52 +172,43 @@ def test_gradient_only_where_needed():
     assert loss.stop_gradient
 
 
-@pytest.mark.parametrize("call,exc,match", [
-    (lambda: paddle_ops.distributed.parallel_cross_entropy(
-        paddle.zeros([4, 6]), paddle.zeros([4], "int64"), class_offset=0, num_classes=9),
-     ValueError, r"the ranks' class ranges \[\(0, 6\)\] \(in rank order\) with num_classes \[9\] "
-                 r"do not tile \[0, num_classes\)"),
-    (lambda: paddle_ops.distributed.parallel_cross_entropy(
-        paddle.zeros([4, 6]), paddle.zeros([4], "int64"), class_offset=4, num_classes=8),
-     ValueError, r"rank 0's classes \[4, 10\) do not fit in num_classes=8"),
-    (lambda: paddle_ops.distributed.parallel_cross_entropy(
-        paddle.zeros([4, 6]), paddle.zeros([4], "int64"), class_offset=0),
-     ValueError, r"class_offset and num_classes go together"),
-    (lambda: paddle_ops.distributed.parallel_cross_entropy(
-        paddle.zeros([4, 6]), paddle.zeros([4], "int64"), class_offset=0.0, num_classes=6),
-     TypeError, r"class_offset must be an int, got float"),
-    (lambda: paddle_ops.distributed.parallel_cross_entropy(
-        paddle.zeros([4, 6]), paddle.zeros([3], "int64")),
-     ValueError, r"label shape \[3\] does not fit input shape \[4, 6\]: expected \[4\] or "
-                 r"\[4, 1\]"),
-    (lambda: paddle_ops.distributed.parallel_cross_entropy(
-        paddle.zeros([4, 6]), paddle.zeros([4], "float32")),
-     TypeError, r"label must hold class indices \(int32 or int64\), got float32"),
-    (lambda: paddle_ops.distributed.parallel_cross_entropy(
-        paddle.zeros([4, 6]), paddle.to_tensor([0, 6, 1, 2])),
-     IndexError, r"label value 6 at position 1 is out of range: expected a class index in "
-                 r"\[0, 6\)"),
-    (lambda: paddle_ops.distributed.parallel_cross_entropy(
-        paddle.zeros([4, 0]), paddle.zeros([4], "int64")),
-     ValueError, r"input must hold at least one class on every rank, got shape \[4, 0\]"),
-    (lambda: paddle_ops.distributed.parallel_cross_entropy(
-        paddle.zeros([4, 6]), paddle.zeros([4], "int64"), reduction="avg"),
-     ValueError, r"reduction must be one of"),
-    (lambda: paddle_ops.distributed.parallel_cross_entropy(
-        paddle.zeros([4, 6]), paddle.zeros([4], "int64"), label_smoothing=1.5),
-     ValueError, r"label_smoothing must be in \[0, 1\], got 1.5"),
-    (lambda: paddle_ops.distributed.parallel_cross_entropy(
-        paddle.zeros([4, 6]), paddle.zeros([4], "int64"), z_loss=-1.0),
-     ValueError, r"z_loss must be >= 0, got -1.0"),
-    (lambda: paddle_ops.distributed.parallel_cross_entropy(
-        paddle.zeros([4, 6], "int64"), paddle.zeros([4], "int64")),
-     TypeError, r"input must have a floating dtype"),
-], ids=["split_does_not_tile", "offset_out_of_range", "offset_without_total", "offset_float",
-        "label_shape", "label_float", "label_out_of_range", "no_classes", "reduction",
-        "smoothing", "z_loss", "int_logits"])
-def test_bad_input(call, exc, match):
-    with pytest.raises(exc, match=match):
-        call()
+def _pce(x=None, label=None, **options):
+    """parallel_cross_entropy on `x` (default [4, 6] float32 zeros) and `label` (default [4]
+    int64 zeros) with the world of this process alone."""
+    x = paddle.zeros([4, 6]) if x is None else x
+    label = paddle.zeros([4], "int64") if label is None else label
+    return paddle_ops.distributed.parallel_cross_entropy(x, label, **options)
+
+
+BAD_INPUTS = {
+    "split_does_not_tile": (lambda: _pce(class_offset=0, num_classes=9), ValueError,
+                            r"the ranks' class ranges \[\(0, 6\)\] \(in rank order\) with "
+                            r"num_classes \[9\] do not tile \[0, num_classes\)"),
+    "offset_out_of_range": (lambda: _pce(class_offset=4, num_classes=8), ValueError,
+                            r"rank 0's classes \[4, 10\) do not fit in num_classes=8"),
+    "offset_without_total": (lambda: _pce(class_offset=0), ValueError,
+                             r"class_offset and num_classes go together"),
+    "offset_float": (lambda: _pce(class_offset=0.0, num_classes=6), TypeError,
+                     r"class_offset must be an int, got float"),
+    "label_shape": (lambda: _pce(label=paddle.zeros([3], "int64")), ValueError,
+                    r"label shape \[3\] does not fit input shape \[4, 6\]: expected \[4\] or "
+                    r"\[4, 1\]"),
+    "label_float": (lambda: _pce(label=paddle.zeros([4], "float32")), TypeError,
+                    r"label must hold class indices \(int32 or int64\), got float32"),
+    "label_out_of_range": (lambda: _pce(label=paddle.to_tensor([0, 6, 1, 2])), IndexError,
+                           r"label value 6 at position 1 is out of range: expected a class index "
+                           r"in \[0, 6\)"),
+    "no_classes": (lambda: _pce(paddle.zeros([4, 0])), ValueError,
+                   r"input must hold at least one class on every rank, got shape \[4, 0\]"),
+    "reduction": (lambda: _pce(reduction="avg"), ValueError, r"reduction must be one of"),
+    "smoothing": (lambda: _pce(label_smoothing=1.5), ValueError,
+                  r"label_smoothing must be in \[0, 1\], got 1.5"),
+    "z_loss": (lambda: _pce(z_loss=-1.0), ValueError, r"z_loss must be >= 0, got -1.0"),
+    "int_logits": (lambda: _pce(paddle.zeros([4, 6], "int64")), TypeError,
+                   r"input must have a floating dtype"),
+}
+
+test_bad_input = bad_input_test(BAD_INPUTS)
 
 
 def test_static_mode_is_a_clear_error():

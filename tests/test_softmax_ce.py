@@ -11,7 +11,9 @@ import pytest
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
-from reference import TOLERANCES, paddle_cross_entropy, rounded, softmax_ce_ref
+from helpers import dtype_config_reduction
+from reference import (TOLERANCES, backward_with, paddle_cross_entropy, rounded, softmax_ce_ref,
+                       upstream)
 
 DTYPE_IDS = list(TOLERANCES)
 PADDLE_DTYPE_IDS = ["f64", "f32"]  # Paddle has no fp16/bf16 CPU kernel for cross_entropy
@@ -97,13 +99,6 @@ def make_case(cfg, seed=0):
     return x, label, weight, kwargs
 
 
-def upstream(reduction, rows_shape, seed=1):
-    """An upstream gradient other than 1: random per row for 'none', 1.7 for a scalar."""
-    if reduction == "none":
-        return np.random.default_rng(seed).uniform(-2, 2, rows_shape)
-    return 1.7
-
-
 def run_ours(x, label, weight, dtype, reduction, grad_out, z_loss=0.0, **kwargs):
     """Runs paddle_ops on `dtype` inputs; returns (loss, grad) as float64 NumPy."""
     xt = paddle.to_tensor(x).astype(dtype)
@@ -113,8 +108,7 @@ def run_ours(x, label, weight, dtype, reduction, grad_out, z_loss=0.0, **kwargs)
         lt = lt.astype(dtype)
     wt = None if weight is None else paddle.to_tensor(weight)
     loss = POF.cross_entropy(xt, lt, weight=wt, reduction=reduction, z_loss=z_loss, **kwargs)
-    g = paddle.to_tensor(np.asarray(grad_out, np.float64).reshape(loss.shape), dtype=loss.dtype)
-    paddle.autograd.backward([loss], [g])
+    backward_with(loss, grad_out)
     return loss, xt.grad.astype("float64").numpy()
 
 
@@ -123,9 +117,7 @@ def rows_shape_of(x, kwargs):
     return x.shape[:axis] + x.shape[axis + 1:]
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("dtype_id", DTYPE_IDS)
+@dtype_config_reduction(DTYPE_IDS, CONFIGS, REDUCTIONS)
 def test_matches_float64_reference(dtype_id, config, reduction):
     dtype, (latol, lrtol), (gatol, grtol) = TOLERANCES[dtype_id]
     cfg = CONFIGS[config]
@@ -150,9 +142,7 @@ def test_matches_float64_reference(dtype_id, config, reduction):
     np.testing.assert_allclose(grad, ref_grad, atol=gatol, rtol=grtol)
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("dtype_id", PADDLE_DTYPE_IDS)
+@dtype_config_reduction(PADDLE_DTYPE_IDS, CONFIGS, REDUCTIONS)
 def test_matches_paddle(dtype_id, config, reduction):
     cfg = CONFIGS[config]
     if not paddle_supports(cfg, reduction):

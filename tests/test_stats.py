@@ -12,6 +12,7 @@ import pytest
 
 import paddle_ops
 import paddle_ops.nn.functional as POF
+from helpers import bad_input_test
 from reference import TOLERANCES, as64, leaf, rounded, softmax_entropy_ref
 
 DTYPE_IDS = list(TOLERANCES)
@@ -258,9 +259,4 @@ BAD_INPUTS = {
                          TypeError, r"hard labels must be integers"),
 }
 
-
-@pytest.mark.parametrize("name", list(BAD_INPUTS))
-def test_bad_input(name):
-    call, exc, match = BAD_INPUTS[name]
-    with pytest.raises(exc, match=match):
-        call()
+test_bad_input = bad_input_test(BAD_INPUTS)
