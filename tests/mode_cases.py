@@ -135,6 +135,18 @@ def _column(y):
     return y.unsqueeze(-1)
 
 
+def _kl_layer(nn):
+    """nn.KLDivLoss('batchmean') on log_softmax(s) and softmax(t), `nn` being paddle_ops.nn or
+    paddle.nn (its layer looked up at each call, so that patch() applies)."""
+    return lambda s, t: nn.KLDivLoss("batchmean")(F.log_softmax(s, -1), F.softmax(t, -1))
+
+
+def _patched(inputs, call, grads):
+    """A patched case: Paddle's own `call` is both sides, run under paddle_ops.patch() as ours
+    (run_ours) and unpatched as Paddle's."""
+    return Case(inputs, call, call, grads)
+
+
 CASES = {
     "cross_entropy": Case(_hard("ce"), lambda x, y: POF.cross_entropy(x, y),
                           lambda x, y: F.cross_entropy(x, y), ("x",)),
@@ -173,10 +185,7 @@ CASES = {
     "layer_CrossEntropyLoss": Case(_hard("layer_ce"),
                                    lambda x, y: paddle_ops.nn.CrossEntropyLoss()(x, y),
                                    lambda x, y: paddle.nn.CrossEntropyLoss()(x, y), ("x",)),
-    "layer_KLDivLoss": Case(
-        _pair("layer_kl"),
-        lambda s, t: paddle_ops.nn.KLDivLoss("batchmean")(F.log_softmax(s, -1), F.softmax(t, -1)),
-        _kl_composed, ("s",)),
+    "layer_KLDivLoss": Case(_pair("layer_kl"), _kl_layer(paddle_ops.nn), _kl_composed, ("s",)),
     "layer_KLDivWithLogitsLoss": Case(_pair("layer_kll"),
                                       lambda s, t: paddle_ops.nn.KLDivWithLogitsLoss()(s, t),
                                       _kl_logits_composed, ("s", "t")),
@@ -197,30 +206,24 @@ CASES = {
     "layer_GaussianKLLoss": Case(
         _gaussian, lambda m1, v1, m2, v2: paddle_ops.nn.GaussianKLLoss()(m1, v1, m2, v2),
         _gaussian_composed, ("m1", "v1", "m2", "v2")),
-    "patched_cross_entropy": Case(_hard("p_ce"), lambda x, y: F.cross_entropy(x, y),
-                                  lambda x, y: F.cross_entropy(x, y), ("x",)),
-    "patched_softmax_with_cross_entropy": Case(
-        _hard("p_swce"), lambda x, y: F.softmax_with_cross_entropy(x, _column(y)).sum(),
-        lambda x, y: F.softmax_with_cross_entropy(x, _column(y)).sum(), ("x",)),
+    "patched_cross_entropy": _patched(_hard("p_ce"), lambda x, y: F.cross_entropy(x, y), ("x",)),
+    "patched_softmax_with_cross_entropy": _patched(
+        _hard("p_swce"), lambda x, y: F.softmax_with_cross_entropy(x, _column(y)).sum(), ("x",)),
     "patched_kl_div": Case(
         _pair("p_kl"), lambda s, t: F.kl_div(F.log_softmax(s, -1), F.softmax(t, -1), "batchmean"),
         _kl_composed, ("s",)),
-    "patched_binary_cross_entropy_with_logits": Case(
-        _binary("p_bce"), lambda z, t: F.binary_cross_entropy_with_logits(z, t),
-        lambda z, t: F.binary_cross_entropy_with_logits(z, t), ("z",)),
-    "patched_sigmoid_focal_loss": Case(_binary("p_focal"), lambda z, t: F.sigmoid_focal_loss(z, t),
-                                       lambda z, t: F.sigmoid_focal_loss(z, t), ("z",)),
-    "patched_layer_CrossEntropyLoss": Case(_hard("p_layer_ce"),
-                                           lambda x, y: paddle.nn.CrossEntropyLoss()(x, y),
-                                           lambda x, y: paddle.nn.CrossEntropyLoss()(x, y), ("x",)),
-    "patched_layer_KLDivLoss": Case(
-        _pair("p_layer_kl"),
-        lambda s, t: paddle.nn.KLDivLoss("batchmean")(F.log_softmax(s, -1), F.softmax(t, -1)),
-        _kl_composed, ("s",)),
-    "patched_layer_BCEWithLogitsLoss": Case(_binary("p_layer_bce"),
-                                            lambda z, t: paddle.nn.BCEWithLogitsLoss()(z, t),
-                                            lambda z, t: paddle.nn.BCEWithLogitsLoss()(z, t),
-                                            ("z",)),
+    "patched_binary_cross_entropy_with_logits": _patched(
+        _binary("p_bce"), lambda z, t: F.binary_cross_entropy_with_logits(z, t), ("z",)),
+    "patched_sigmoid_focal_loss": _patched(_binary("p_focal"),
+                                           lambda z, t: F.sigmoid_focal_loss(z, t), ("z",)),
+    "patched_layer_CrossEntropyLoss": _patched(_hard("p_layer_ce"),
+                                               lambda x, y: paddle.nn.CrossEntropyLoss()(x, y),
+                                               ("x",)),
+    "patched_layer_KLDivLoss": Case(_pair("p_layer_kl"), _kl_layer(paddle.nn), _kl_composed,
+                                    ("s",)),
+    "patched_layer_BCEWithLogitsLoss": _patched(_binary("p_layer_bce"),
+                                                lambda z, t: paddle.nn.BCEWithLogitsLoss()(z, t),
+                                                ("z",)),
 }
 
 
