@@ -9,33 +9,35 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_bench_softmax_ce_smoke(tmp_path):
+def run_bench(script, tmp_path, *options, ops):
+    """Runs benchmarks/<script> with `options` and two timed repetitions without warm-up, writing
+    into a fresh CSV; asserts that it succeeds and returns (the process, the CSV rows of `ops`),
+    after checking that every row has p20 <= p50 <= p80."""
     out = tmp_path / "results.csv"
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_softmax_ce.py"),
-         "--shapes", "64x1000", "--reps", "2", "--warmup", "0", "--no-plot", "--csv", str(out)],
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), *options, "--reps", "2",
+         "--warmup", "0", "--csv", str(out)],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out) as f:
-        rows = [r for r in csv.DictReader(f) if r["op"] == "softmax_ce"]
+        rows = [r for r in csv.DictReader(f) if r["op"] in ops]
+    assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)
+    return proc, rows
+
+
+def test_bench_softmax_ce_smoke(tmp_path):
+    _, rows = run_bench("bench_softmax_ce.py", tmp_path, "--shapes", "64x1000", "--no-plot",
+                        ops=("softmax_ce",))
     got = {(r["provider"], r["mode"], r["dtype"]) for r in rows}
     expected = {("paddle_ops", m, d) for m in ("fwd", "bwd", "full")
                 for d in ("float32", "bfloat16")}
     expected |= {("paddle", m, "float32") for m in ("fwd", "bwd", "full")}
     assert got == expected
-    assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)
 
 
 def test_bench_softmax_ce_stats_smoke(tmp_path):
-    out = tmp_path / "results.csv"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_softmax_ce.py"),
-         "--shapes", "64x1000", "--dtypes", "float32", "--stats", "--reps", "2", "--warmup", "0",
-         "--no-plot", "--csv", str(out)],
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(out) as f:
-        rows = [r for r in csv.DictReader(f) if r["op"] == "softmax_ce"]
+    proc, rows = run_bench("bench_softmax_ce.py", tmp_path, "--shapes", "64x1000", "--dtypes",
+                           "float32", "--stats", "--no-plot", ops=("softmax_ce",))
     got = {(r["provider"], r["mode"]) for r in rows}
     assert got == {(p, m) for p in ("paddle_ops", "paddle") for m in ("fwd", "bwd", "full")} | {
         ("paddle_ops+stats", "fwd"), ("paddle_ops+stats", "full")}
@@ -45,15 +47,8 @@ def test_bench_softmax_ce_stats_smoke(tmp_path):
 def test_bench_kl_smoke(tmp_path):
     # Tiny shapes for every op of the family; 500 classes keeps the log_softmax-based
     # compositions (quadratic in the class count on CPU) well under a second.
-    out = tmp_path / "results.csv"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_kl.py"),
-         "--shapes", "32x500", "--reps", "2", "--warmup", "0", "--no-plot", "--csv", str(out)],
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
     ops = ("kl_logits", "jsd_logits", "softmax_entropy", "kl_div")
-    with open(out) as f:
-        rows = [r for r in csv.DictReader(f) if r["op"] in ops]
+    _, rows = run_bench("bench_kl.py", tmp_path, "--shapes", "32x500", "--no-plot", ops=ops)
     modes = ("fwd", "bwd", "full")
     # Both providers in float32 for every op; bfloat16 only for kl_logits and only paddle_ops
     # (Paddle has no CPU bfloat16 softmax, log_softmax or kl_div).
@@ -64,20 +59,12 @@ def test_bench_kl_smoke(tmp_path):
     assert got == expected
     assert len(rows) == len(expected)
     assert all(r["shape"] == "32x500" for r in rows)
-    assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)
     assert all(float(r["gbps"]) > 0 for r in rows)
 
 
 def test_bench_binary_smoke(tmp_path):
-    out = tmp_path / "results.csv"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_binary.py"),
-         "--shapes", "64x80", "--reps", "2", "--warmup", "0", "--no-plot", "--csv", str(out)],
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
     ops = ("bce_logits", "sigmoid_focal")
-    with open(out) as f:
-        rows = [r for r in csv.DictReader(f) if r["op"] in ops]
+    _, rows = run_bench("bench_binary.py", tmp_path, "--shapes", "64x80", "--no-plot", ops=ops)
     modes = ("fwd", "bwd", "full")
     expected = {(op, p, m, "float32") for op in ops for p in ("paddle_ops", "paddle")
                 for m in modes}
@@ -85,36 +72,20 @@ def test_bench_binary_smoke(tmp_path):
     got = {(r["op"], r["provider"], r["mode"], r["dtype"]) for r in rows}
     assert got == expected
     assert all(r["shape"] == "64x80" for r in rows)
-    assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)
 
 
 def test_bench_linear_ce_smoke(tmp_path):
-    out = tmp_path / "results.csv"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_linear_ce.py"),
-         "--shapes", "64x16x300", "--modes", "fwd,full", "--reps", "2", "--warmup", "0",
-         "--csv", str(out)],
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(out) as f:
-        rows = [r for r in csv.DictReader(f) if r["op"] == "linear_ce"]
+    _, rows = run_bench("bench_linear_ce.py", tmp_path, "--shapes", "64x16x300", "--modes",
+                        "fwd,full", ops=("linear_ce",))
     got = {(r["provider"], r["mode"], r["dtype"], r["shape"]) for r in rows}
     assert got == {(p, m, "float32", "64x16x300") for p in ("paddle_ops", "unfused")
                    for m in ("fwd", "full")}
-    assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)
 
 
 def test_bench_parallel_ce_smoke(tmp_path):
-    out = tmp_path / "results.csv"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_parallel_ce.py"),
-         "--shapes", "64x200", "--reps", "2", "--warmup", "0", "--csv", str(out)],
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, rows = run_bench("bench_parallel_ce.py", tmp_path, "--shapes", "64x200",
+                           ops=("parallel_ce",))
     assert "bytes exchanged per row and rank: 8 sent, 8 received" in proc.stdout
-    with open(out) as f:
-        rows = [r for r in csv.DictReader(f) if r["op"] == "parallel_ce"]
     got = {(r["provider"], r["mode"], r["shape"]) for r in rows}
     assert got == {(p, m, "64x200") for p in ("paddle_ops", "paddle_ops_2proc")
                    for m in ("fwd", "full")}
-    assert all(float(r["p20_ms"]) <= float(r["p50_ms"]) <= float(r["p80_ms"]) for r in rows)
