@@ -16,37 +16,28 @@ Before timing, each configuration checks on its first rows that both providers a
 float64 references of the tests (tests/reference.py), so a broken build is never timed.
 """
 
+import functools
 import os
 import sys
-import warnings
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-sys.path.insert(0, REPO_ROOT)
-warnings.filterwarnings("ignore", message="No ccache found")
+import harness
+
+harness.use_repository()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-import harness  # noqa: E402
-import paddle_ops  # noqa: E402
 import paddle_ops.nn.functional as POF  # noqa: E402
 
 OPS = ("bce_logits", "sigmoid_focal")
 DEFAULT_SHAPES = [(4096, 1000), (8192, 80)]
 QUICK_SHAPES = [(256, 1000), (1024, 80)]
 DEFAULT_DTYPES = ["float32", "bfloat16"]
-BASELINE_DTYPES = {"float32", "float64"}
-CHECK_ROWS = 64
-# Loss and gradient tolerances of the agreement check against the float64 reference: fp32
-# accumulation of up to 64,000 terms for float32; for bfloat16, the gradient's own rounding.
-CHECK_TOL = {"float32": (1e-5, 1e-4), "float64": (1e-10, 1e-8), "float16": (1e-4, 1e-2),
-             "bfloat16": (1e-4, 1e-2)}
 
 REFERENCE = harness.load_reference()
 # Its own plot (the BCE rows), so that this script does not replace the softmax cross-entropy plot
 # that bench_softmax_ce.py draws into results.png.
-RESULTS_PNG = os.path.join(BENCH_DIR, "results_binary.png")
+RESULTS_PNG = os.path.join(harness.BENCH_DIR, "results_binary.png")
 
 TARGETS = [
     harness.speedup_target("BCE with logits fp32 [4096, 1000] forward+backward >= 3x Paddle",
@@ -78,7 +69,7 @@ def providers(op, dtype):
         def base(x, y, pw):
             return REFERENCE.paddle_builtin_sigmoid_focal_loss(x, y)
     out = [("paddle_ops", ours)]
-    if dtype in BASELINE_DTYPES:
+    if dtype in harness.BASELINE_DTYPES:
         out.append(("paddle", base))
     return out
 
@@ -92,24 +83,22 @@ def make_inputs(shape, dtype, rng):
 
 
 def check_agreement(op, x, y, pw, dtype):
-    xs, ys = x[:CHECK_ROWS].detach(), y[:CHECK_ROWS]
+    xs, ys = x[:harness.CHECK_ROWS].detach(), y[:harness.CHECK_ROWS]
     x64, y64 = xs.astype("float64").numpy(), ys.astype("float64").numpy()
     if op == "bce_logits":
         ref, dref = REFERENCE.bce_with_logits_ref(x64, y64, pos_weight=pw.astype("float64").numpy())
     else:
         ref, dref = REFERENCE.focal_ref(x64, y64)
-    loss_tol, grad_tol = CHECK_TOL[dtype]
+    loss_tol, grad_tol = harness.CHECK_TOL[dtype]
     for name, fn in providers(op, dtype):
         xt = xs.clone()
         xt.stop_gradient = False
         loss = fn(xt, ys, pw if name == "paddle" else pw.astype(
             "float64" if dtype == "float64" else "float32"))
         loss.backward()
-        np.testing.assert_allclose(float(loss), float(ref), rtol=loss_tol, atol=loss_tol,
-                                   err_msg=f"{op} {name} {dtype}: loss disagrees")
-        np.testing.assert_allclose(xt.grad.astype("float64").numpy(), dref, rtol=grad_tol,
-                                   atol=grad_tol * float(np.abs(dref).max()),
-                                   err_msg=f"{op} {name} {dtype}: gradient disagrees")
+        harness.check_loss(f"{op} {name} {dtype}", loss, ref, loss_tol)
+        harness.check_grad(f"{op} {name} {dtype}", xt.grad.astype("float64").numpy(), dref,
+                           grad_tol)
 
 
 def ideal_bytes(mode, shape, itemsize):
@@ -119,43 +108,32 @@ def ideal_bytes(mode, shape, itemsize):
 
 
 def build_cases(op, shape, dtype, x, y, pw, versions):
+    """Paddle's built-in takes the pos_weight in the logits' dtype, paddle_ops in the accumulation
+    dtype (cast here, outside the clock)."""
     pw_acc = pw.astype("float64" if dtype == "float64" else "float32")
-    cases = []
-    for mode in harness.MODES:
-        for provider, fn in providers(op, dtype):
-            w = pw if provider == "paddle" else pw_acc
-            setup, call = harness.training_modes(lambda fn=fn, w=w: fn(x, y, w), [x])[mode]
-            cases.append(harness.Case(
-                op=op, provider=provider, mode=mode, dtype=dtype, shape=shape,
-                nbytes=ideal_bytes(mode, shape, harness.ITEMSIZE[dtype]), fn=call, setup=setup,
-                version=versions[provider]))
-    return cases
+    forwards = [(p, functools.partial(fn, x, y, pw if p == "paddle" else pw_acc))
+                for p, fn in providers(op, dtype)]
+    nbytes = {m: ideal_bytes(m, shape, harness.ITEMSIZE[dtype]) for m in harness.MODES}
+    return harness.loss_cases(op, shape, dtype, forwards, [x], nbytes, versions)
 
 
 def main(argv=None):
     parser = harness.make_parser("Binary losses on CPU: paddle_ops against Paddle's built-ins, "
                                  "same run.", DEFAULT_SHAPES, QUICK_SHAPES)
-    parser.add_argument("--dtypes", type=lambda s: [d for d in s.split(",") if d],
-                        default=DEFAULT_DTYPES, help="comma-separated (default float32,bfloat16)")
+    parser.add_argument("--dtypes", type=harness.comma_list, default=DEFAULT_DTYPES,
+                        help="comma-separated (default float32,bfloat16)")
     parser.set_defaults(png=RESULTS_PNG)
-    parser.add_argument("--ops", type=lambda s: [o for o in s.split(",") if o], default=list(OPS),
+    parser.add_argument("--ops", type=harness.comma_list, default=list(OPS),
                         help=f"comma-separated subset of {','.join(OPS)}")
     args = harness.finalize_args(parser.parse_args(argv))
-    for d in args.dtypes:
-        if d not in harness.ITEMSIZE:
-            parser.error(f"unknown dtype {d!r}; choose from {', '.join(harness.ITEMSIZE)}")
-    for o in args.ops:
-        if o not in OPS:
-            parser.error(f"unknown op {o!r}; choose from {', '.join(OPS)}")
+    harness.check_choices(parser, "dtype", args.dtypes, harness.ITEMSIZE)
+    harness.check_choices(parser, "op", args.ops, OPS)
+    harness.check_shapes(parser, args.shapes, "rows x classes")
 
-    device, versions, bw = harness.start_run(
-        "binary", harness.git_version(paddle_ops.__version__, library=paddle_ops.LIBRARY_PATH),
-        paddle.__version__)
+    device, versions, bw = harness.start_paddle_ops_run("binary")
     rng = np.random.default_rng(0)
     rows = []
     for shape in args.shapes:
-        if len(shape) != 2:
-            parser.error(f"shapes are rows x classes, got {harness.shape_str(shape)}")
         for dtype in args.dtypes:
             x, y, pw = make_inputs(shape, dtype, rng)
             for op in args.ops:

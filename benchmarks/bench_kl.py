@@ -30,59 +30,46 @@ tests' float64 NumPy references (tests/reference.py), so a broken build is never
 """
 
 import dataclasses
+import functools
 import os
 import sys
-import warnings
 from typing import Callable
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-sys.path.insert(0, REPO_ROOT)
-warnings.filterwarnings("ignore", message="No ccache found")
+import harness
+
+harness.use_repository()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-import harness  # noqa: E402
-import paddle_ops  # noqa: E402
 import paddle_ops.nn.functional as POF  # noqa: E402
 
 # The plot of this script goes to its own file (kl_logits, float32), so that running it does not
 # replace the softmax cross-entropy plot that bench_softmax_ce.py draws into results.png.
 PLOT_OP = "kl_logits"
-RESULTS_PNG = os.path.join(BENCH_DIR, "results_kl.png")
+RESULTS_PNG = os.path.join(harness.BENCH_DIR, "results_kl.png")
 
 # Distillation settings shared by the two logit-pair ops.
 TEMPERATURE = 2.0
 JSD_BETA = 0.5
 
-# (op, shape, dtypes): the configurations of a full run and of a --quick run, in running order.
-DEFAULT_CONFIGS = [
-    ("kl_logits", (512, 8000), ("float32",)),
-    ("kl_logits", (4096, 32000), ("float32", "bfloat16")),
-    ("jsd_logits", (512, 8000), ("float32",)),
-    ("softmax_entropy", (4096, 32000), ("float32",)),
-    ("kl_div", (4096, 32000), ("float32",)),
-]
-# Small enough for CI; kl_logits [256, 32000] keeps a row above the composition limit, so the
+# (op, shape of a full run, shape of a --quick run, dtypes), in running order. The quick shapes
+# are small enough for CI; kl_logits [256, 32000] keeps a row above the composition limit, so the
 # skip path runs too.
-QUICK_CONFIGS = [
-    ("kl_logits", (256, 2000), ("float32",)),
-    ("kl_logits", (256, 32000), ("float32", "bfloat16")),
-    ("jsd_logits", (256, 2000), ("float32",)),
-    ("softmax_entropy", (256, 32000), ("float32",)),
-    ("kl_div", (256, 32000), ("float32",)),
+CONFIGS = [
+    ("kl_logits", (512, 8000), (256, 2000), ("float32",)),
+    ("kl_logits", (4096, 32000), (256, 32000), ("float32", "bfloat16")),
+    ("jsd_logits", (512, 8000), (256, 2000), ("float32",)),
+    ("softmax_entropy", (4096, 32000), (256, 32000), ("float32",)),
+    ("kl_div", (4096, 32000), (256, 32000), ("float32",)),
 ]
-# Dtypes the Paddle baselines have CPU kernels for (softmax, log_softmax, kl_div).
-BASELINE_DTYPES = {"float32", "float64"}
+# (op, shape, dtypes) of a full run and of a --quick run.
+DEFAULT_CONFIGS = [(op, full, dtypes) for op, full, _, dtypes in CONFIGS]
+QUICK_CONFIGS = [(op, quick, dtypes) for op, _, quick, dtypes in CONFIGS]
 DEFAULT_MAX_COMPOSITION_CLASSES = 8000
-CHECK_ROWS = 64
-# Loss and gradient tolerances of the agreement check (the gradient's relative to its largest
-# magnitude). float32: fp32 accumulation over up to 32000 classes, and the compositions' separate
-# roundings of log-probabilities that nearly cancel in a KL; half types: the gradient's own
-# rounding (8 bits of mantissa for bfloat16), the loss being accumulated and returned in fp32.
-CHECK_TOL = {"float32": (1e-4, 1e-4), "float64": (1e-10, 1e-8), "float16": (1e-4, 1e-2),
-             "bfloat16": (1e-4, 1e-2)}
+# The agreement check's tolerances (harness.CHECK_TOL) with a looser float32 loss: the
+# compositions round log-probabilities separately, and those nearly cancel in a KL.
+CHECK_TOL = dict(harness.CHECK_TOL, float32=(1e-4, 1e-4))
 
 
 REFERENCE = harness.load_reference()
@@ -258,7 +245,7 @@ def providers(spec, dtype, shape, max_classes):
     """[(provider, fn)] timed for this configuration, and why the Paddle side is left out (None
     when it is timed)."""
     out = [(harness.OURS, spec.ours)]
-    if dtype not in BASELINE_DTYPES:
+    if dtype not in harness.BASELINE_DTYPES:
         return out, f"Paddle has no CPU {dtype} kernel for it"
     if spec.uses_log_softmax and shape[-1] > max_classes:
         return out, (f"Paddle's CPU log_softmax is quadratic in the class count; {shape[-1]} > "
@@ -267,9 +254,9 @@ def providers(spec, dtype, shape, max_classes):
 
 
 def check_agreement(op, spec, tensors, dtype, provs):
-    """Every timed provider on the first CHECK_ROWS rows against tests/reference.py's float64
-    reference, computed on the same (rounded) values: the loss and the leaf's gradient."""
-    heads = [t[:CHECK_ROWS].detach() for t in tensors]
+    """Every timed provider on the first harness.CHECK_ROWS rows against tests/reference.py's
+    float64 reference, computed on the same (rounded) values: the loss and the leaf's gradient."""
+    heads = [t[:harness.CHECK_ROWS].detach() for t in tensors]
     # The reference sees exactly the values the providers see: float64 as is, every narrower
     # dtype widened to float32 first (exact; NumPy has no bfloat16).
     ref_loss, ref_grad = spec.reference(*[h.numpy() if dtype == "float64"
@@ -281,30 +268,19 @@ def check_agreement(op, spec, tensors, dtype, provs):
             a.stop_gradient = i != 0
         loss = fn(*args)
         loss.backward()
+        harness.check_loss(f"{op} {name} {dtype}", loss, ref_loss, loss_tol)
         # Widened to float64 (exact for every dtype), so a float64 run is checked at its own
         # precision rather than after a rounding to float32.
-        grad = args[0].grad.astype("float64").numpy()
-        np.testing.assert_allclose(float(loss), float(ref_loss), rtol=loss_tol, atol=loss_tol,
-                                   err_msg=f"{op} {name} {dtype}: loss disagrees with the "
-                                           "reference")
-        np.testing.assert_allclose(grad, ref_grad, rtol=grad_tol,
-                                   atol=grad_tol * float(np.abs(ref_grad).max()),
-                                   err_msg=f"{op} {name} {dtype}: gradient disagrees with the "
-                                           "reference")
+        harness.check_grad(f"{op} {name} {dtype}", args[0].grad.astype("float64").numpy(),
+                           ref_grad, grad_tol)
 
 
 def build_cases(op, spec, shape, dtype, tensors, provs, versions):
-    """One case per mode and provider; within a mode the providers run back to back so that the
-    harness times them interleaved, over the same stretch of machine load."""
-    cases = []
-    for mode in harness.MODES:
-        for provider, fn in provs:
-            setup, call = harness.training_modes(lambda fn=fn: fn(*tensors), tensors[:1])[mode]
-            cases.append(harness.Case(
-                op=op, provider=provider, mode=mode, dtype=dtype, shape=shape,
-                nbytes=ideal_bytes(spec, mode, shape, dtype), fn=call, setup=setup,
-                version=versions[provider]))
-    return cases
+    """One case per mode and provider (harness.loss_cases); the first tensor gets the gradient."""
+    nbytes = {m: ideal_bytes(spec, m, shape, dtype) for m in harness.MODES}
+    return harness.loss_cases(op, shape, dtype,
+                              [(p, functools.partial(fn, *tensors)) for p, fn in provs],
+                              tensors[:1], nbytes, versions)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -340,9 +316,9 @@ def main(argv=None):
         "KL family on CPU: paddle_ops against Paddle's built-in kl_div and compositions of "
         "Paddle ops, same run.", _unique_shapes(DEFAULT_CONFIGS), _unique_shapes(QUICK_CONFIGS))
     parser.set_defaults(png=RESULTS_PNG)
-    parser.add_argument("--ops", type=lambda s: [o for o in s.split(",") if o],
-                        default=list(SPECS), help=f"comma-separated (default {','.join(SPECS)})")
-    parser.add_argument("--dtypes", type=lambda s: [d for d in s.split(",") if d], default=None,
+    parser.add_argument("--ops", type=harness.comma_list, default=list(SPECS),
+                        help=f"comma-separated (default {','.join(SPECS)})")
+    parser.add_argument("--dtypes", type=harness.comma_list, default=None,
                         help="comma-separated; default: per op (bfloat16 for kl_logits only)")
     parser.add_argument("--max-composition-classes", type=int,
                         default=DEFAULT_MAX_COMPOSITION_CLASSES,
@@ -351,21 +327,13 @@ def main(argv=None):
     parsed = parser.parse_args(argv)
     user_shapes = parsed.shapes
     args = harness.finalize_args(parsed)
-    for o in args.ops:
-        if o not in SPECS:
-            parser.error(f"unknown op {o!r}; choose from {', '.join(SPECS)}")
-    for d in args.dtypes or ():
-        if d not in harness.ITEMSIZE:
-            parser.error(f"unknown dtype {d!r}; choose from {', '.join(harness.ITEMSIZE)}")
-    for shape in user_shapes or ():
-        if len(shape) != 2:
-            parser.error(f"shapes are rows x classes, got {harness.shape_str(shape)}")
+    harness.check_choices(parser, "op", args.ops, SPECS)
+    harness.check_choices(parser, "dtype", args.dtypes, harness.ITEMSIZE)
+    harness.check_shapes(parser, user_shapes, "rows x classes")
     configs = select_configs(QUICK_CONFIGS if args.quick else DEFAULT_CONFIGS, args.ops,
                              user_shapes, args.dtypes)
 
-    device, versions, bw = harness.start_run(
-        "kl family", harness.git_version(paddle_ops.__version__, library=paddle_ops.LIBRARY_PATH),
-        paddle.__version__)
+    device, versions, bw = harness.start_paddle_ops_run("kl family")
 
     rng = np.random.default_rng(0)
     rows, skipped = [], []

@@ -22,20 +22,16 @@ The run ends with issue 8's targets measured on its own rows: peak memory of the
 providers are checked against the float64 reference (tests/reference.py: linear_ce_ref).
 """
 
-import os
+import functools
 import sys
-import warnings
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-sys.path.insert(0, REPO_ROOT)
-warnings.filterwarnings("ignore", message="No ccache found")
+import harness
+
+harness.use_repository()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-import harness  # noqa: E402
-import paddle_ops  # noqa: E402
 import paddle_ops.nn.functional as POF  # noqa: E402
 
 OP = "linear_ce"
@@ -43,10 +39,6 @@ FUSED = harness.OURS
 UNFUSED = "unfused"
 DEFAULT_SHAPES = [(8192, 1024, 32000)]
 QUICK_SHAPES = [(1024, 256, 8000)]
-CHECK_ROWS = 64
-# The agreement check against float64: fp32 products over H = 1024 terms and sums over 32000
-# classes (loss), fp32 gradients (relative to the largest element).
-CHECK_TOL = {"float32": (1e-5, 1e-4), "float64": (1e-10, 1e-8)}
 
 REFERENCE = harness.load_reference()
 
@@ -92,23 +84,22 @@ def make_inputs(shape, dtype, rng):
 
 
 def check_agreement(h, w, y, dtype):
-    """Both providers on the first CHECK_ROWS rows against the float64 reference."""
-    hs, ys = h[:CHECK_ROWS].detach(), y[:CHECK_ROWS]
+    """Both providers on the first harness.CHECK_ROWS rows against the float64 reference, with
+    harness.CHECK_TOL: fp32 products over H = 1024 terms and sums over 32000 classes."""
+    hs, ys = h[:harness.CHECK_ROWS].detach(), y[:harness.CHECK_ROWS]
     ref_loss, ref_dh, ref_dw, _ = REFERENCE.linear_ce_ref(hs.astype("float64").numpy(),
                                                           w.astype("float64").numpy(),
                                                           ys.numpy(), reduction="mean")
-    loss_tol, grad_tol = CHECK_TOL[dtype]
+    loss_tol, grad_tol = harness.CHECK_TOL[dtype]
     for name, fn in providers():
         ht, wt = hs.clone(), w.detach().clone()
         ht.stop_gradient = wt.stop_gradient = False
         loss = fn(ht, wt, ys)
         loss.backward()
-        np.testing.assert_allclose(float(loss), float(ref_loss), rtol=loss_tol, atol=loss_tol,
-                                   err_msg=f"{name}: loss disagrees with the reference")
+        harness.check_loss(name, loss, ref_loss, loss_tol)
         for what, got, want in (("input", ht.grad, ref_dh), ("weight", wt.grad, ref_dw)):
-            np.testing.assert_allclose(got.astype("float64").numpy(), want, rtol=grad_tol,
-                                       atol=grad_tol * float(np.abs(want).max()),
-                                       err_msg=f"{name}: {what} gradient disagrees")
+            harness.check_grad(name, got.astype("float64").numpy(), want, grad_tol,
+                               name=f"{what} gradient")
 
 
 def build_cases(shape, dtype, h, w, y, versions, modes):
@@ -117,37 +108,26 @@ def build_cases(shape, dtype, h, w, y, versions, modes):
     # Read the input and the weight once (fwd); write their gradients too (bwd, full).
     inputs = (rows * hidden + hidden * classes) * itemsize
     nbytes = {"fwd": inputs, "bwd": 2 * inputs, "full": 2 * inputs}
-    cases = []
-    for mode in modes:
-        for provider, fn in providers():
-            setup, call = harness.training_modes(lambda fn=fn: fn(h, w, y), [h, w])[mode]
-            cases.append(harness.Case(op=OP, provider=provider, mode=mode, dtype=dtype,
-                                      shape=shape, nbytes=nbytes[mode], fn=call, setup=setup,
-                                      version=versions[provider]))
-    return cases
+    return harness.loss_cases(OP, shape, dtype,
+                              [(p, functools.partial(fn, h, w, y)) for p, fn in providers()],
+                              [h, w], nbytes, versions, modes=modes)
 
 
 def main(argv=None):
     parser = harness.make_parser("Fused linear cross-entropy on CPU against F.linear + paddle_ops "
                                  "cross_entropy, same run.", DEFAULT_SHAPES, QUICK_SHAPES)
-    parser.add_argument("--modes", type=lambda s: [m for m in s.split(",") if m],
-                        default=["full"], help="comma-separated subset of fwd,bwd,full "
-                                               "(default full)")
+    parser.add_argument("--modes", type=harness.comma_list, default=["full"],
+                        help="comma-separated subset of fwd,bwd,full (default full)")
     # Each call at the default shape takes seconds: three timed repetitions, one warm-up.
     parser.set_defaults(reps=3, no_plot=True)
     args = harness.finalize_args(parser.parse_args(argv))
-    for m in args.modes:
-        if m not in harness.MODES:
-            parser.error(f"unknown mode {m!r}; choose from {', '.join(harness.MODES)}")
-    device, versions, bw = harness.start_run(
-        OP, harness.git_version(paddle_ops.__version__, library=paddle_ops.LIBRARY_PATH),
-        paddle.__version__)
+    harness.check_choices(parser, "mode", args.modes, harness.MODES)
+    harness.check_shapes(parser, args.shapes, "rows x hidden x classes")
+    device, versions, bw = harness.start_paddle_ops_run(OP)
     versions[UNFUSED] = f"paddle {paddle.__version__} linear + {versions[FUSED]} cross_entropy"
     rng = np.random.default_rng(0)
     rows = []
     for shape in args.shapes:
-        if len(shape) != 3:
-            parser.error(f"shapes are rows x hidden x classes, got {harness.shape_str(shape)}")
         h, w, y = make_inputs(shape, "float32", rng)
         check_agreement(h, w, y, "float32")
         rows += harness.run_cases(build_cases(shape, "float32", h, w, y, versions, args.modes),

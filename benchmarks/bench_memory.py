@@ -18,20 +18,15 @@ Rows go to benchmarks/results.csv (mode `loop`, p50 the median step time, peak_m
 """
 
 import json
-import os
 import subprocess
 import sys
 import time
-import warnings
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-sys.path.insert(0, REPO_ROOT)
-warnings.filterwarnings("ignore", message="No ccache found")
+import harness
+
+harness.use_repository()
 
 import numpy as np  # noqa: E402
-
-import harness  # noqa: E402
 
 LOOPS = {"ce_train_loop": (4096, 256, 32000), "llm_train_loop": (2048, 1024, 32000)}
 STEPS = 3
@@ -93,11 +88,9 @@ def main():
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             print(f"{loop} {harness.shape_str(shape)} {provider:10s} step {r['step_ms']:8.1f} ms"
                   f"  peak {r['peak_mb']:8.1f} MB")
-            rows.append({"op": loop, "provider": provider, "mode": "loop", "dtype": "float32",
-                         "shape": harness.shape_str(shape), "p50_ms": r["step_ms"],
-                         "p20_ms": r["p20"], "p80_ms": r["p80"], "unit": "ms", "gbps": None,
-                         "peak_mb": r["peak_mb"], "device": device,
-                         "timestamp": harness._now(), "version": versions[provider]})
+            times = {"p50": r["step_ms"], "p20": r["p20"], "p80": r["p80"]}
+            rows.append(harness.result_row(loop, provider, "loop", "float32", shape, times, None,
+                                           r["peak_mb"], device, versions[provider]))
     harness.upsert(harness.RESULTS_CSV, rows)
     for loop in LOOPS:
         ours, theirs = (next(r["peak_mb"] for r in rows if r["op"] == loop and r["provider"] == p)

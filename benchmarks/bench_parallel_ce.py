@@ -24,17 +24,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import warnings
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-sys.path.insert(0, REPO_ROOT)
-warnings.filterwarnings("ignore", message="No ccache found")
+import harness
+
+harness.use_repository()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-import harness  # noqa: E402
 import paddle_ops  # noqa: E402
 import paddle_ops.nn.functional as POF  # noqa: E402
 
@@ -101,7 +98,7 @@ def launch_workers(shape, reps, warmup):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "times.json")
         env = dict(os.environ, PADDLE_OPS_NUM_THREADS="1",
-                   PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+                   PYTHONPATH=harness.REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(NPROC),
                "--log_dir", os.path.join(tmp, "log"), os.path.abspath(__file__), "--worker",
                harness.shape_str(shape), str(reps), str(warmup), out]
@@ -120,10 +117,8 @@ def launch_workers(shape, reps, warmup):
 
 def row(mode, provider, shape, t, peak, device, version):
     nbytes = harness.ideal_bytes("fwd" if mode == "fwd" else "full", shape[0], shape[1], 4)
-    return {"op": OP, "provider": provider, "mode": mode, "dtype": "float32",
-            "shape": harness.shape_str(shape), "p50_ms": t["p50"], "p20_ms": t["p20"],
-            "p80_ms": t["p80"], "unit": "ms", "gbps": nbytes / (t["p50"] * 1e-3) / 1e9,
-            "peak_mb": peak, "device": device, "timestamp": harness._now(), "version": version}
+    return harness.result_row(OP, provider, mode, "float32", shape, t,
+                              nbytes / (t["p50"] * 1e-3) / 1e9, peak, device, version)
 
 
 def main(argv=None):
@@ -134,9 +129,7 @@ def main(argv=None):
                                  "the single-process op.", DEFAULT_SHAPES, QUICK_SHAPES)
     parser.set_defaults(reps=10, no_plot=True)
     args = harness.finalize_args(parser.parse_args(argv))
-    device, versions, bw = harness.start_run(
-        OP, harness.git_version(paddle_ops.__version__, library=paddle_ops.LIBRARY_PATH),
-        paddle.__version__)
+    device, versions, bw = harness.start_paddle_ops_run(OP)
     rows = []
     for shape in args.shapes:
         if len(shape) != 2 or shape[1] % NPROC:

@@ -25,19 +25,16 @@ Before timing, each configuration checks on its first rows that both providers a
 tests' reference (tests/reference.py), so a broken build is never timed.
 """
 
-import os
+import functools
 import sys
-import warnings
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-sys.path.insert(0, REPO_ROOT)
-warnings.filterwarnings("ignore", message="No ccache found")
+import harness
+
+harness.use_repository()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-import harness  # noqa: E402
 import paddle_ops  # noqa: E402
 import paddle_ops.nn.functional as POF  # noqa: E402
 
@@ -48,14 +45,6 @@ DEFAULT_SHAPES = [(4096, 32000), (16384, 1000), (1024, 128000), (64, 1000), (256
                   (32, 10)]
 QUICK_SHAPES = [(256, 32000), (1024, 1000)]
 DEFAULT_DTYPES = ["float32", "bfloat16"]
-# Dtypes Paddle's built-in CPU cross-entropy has a kernel for.
-BASELINE_DTYPES = {"float32", "float64"}
-CHECK_ROWS = 64
-# Loss and gradient tolerances of the agreement check: fp32 accumulation over up to 32000
-# classes for float32; for bfloat16, the gradient's own rounding (8 bits of mantissa).
-CHECK_TOL = {"float32": (1e-5, 1e-4), "float64": (1e-10, 1e-8), "float16": (1e-4, 1e-2),
-             "bfloat16": (1e-4, 1e-2)}
-
 
 REFERENCE = harness.load_reference()
 
@@ -63,35 +52,40 @@ REFERENCE = harness.load_reference()
 PATCHED = "paddle_ops+patched"
 SMALL_CALL_ELEMENTS = 4096
 
+MODE_TEXT = {"fwd": "forward", "full": "forward+backward"}
+
+
+def _speedup(mode, rows, classes, minimum):
+    """The target Paddle's fp32 time / ours >= `minimum` at [rows, classes] in `mode`."""
+    bound = "no slower than Paddle" if minimum == 1.0 else f">= {minimum:g}x Paddle"
+    return harness.speedup_target(f"fp32 [{rows}, {classes}] {MODE_TEXT[mode]} {bound}", OP, mode,
+                                  "float32", f"{rows}x{classes}", minimum)
+
+
+def _patched_no_slower(rows, classes):
+    """The target: forward+backward under patch() no slower than Paddle at fp32 [rows, classes]."""
+    return harness.provider_ratio_target(
+        f"fp32 [{rows}, {classes}] forward+backward under patch() no slower than Paddle", OP,
+        "full", "float32", f"{rows}x{classes}", PATCHED, harness.BASELINE, 1.0)
+
+
 # Issue 5's targets for this op family, measured on the rows of one run.
 TARGETS = [
-    harness.speedup_target("fp32 [4096, 32000] forward >= 8x Paddle", OP, "fwd", "float32",
-                           "4096x32000", 8.0),
-    harness.speedup_target("fp32 [4096, 32000] forward+backward >= 5x Paddle", OP, "full",
-                           "float32", "4096x32000", 5.0),
+    _speedup("fwd", 4096, 32000, 8.0),
+    _speedup("full", 4096, 32000, 5.0),
     harness.roofline_target("fp32 [4096, 32000] forward >= 60% of the read bandwidth", OP, "fwd",
                             "float32", "4096x32000", 60.0),
-    harness.speedup_target("fp32 [16384, 1000] forward+backward >= 4x Paddle", OP, "full",
-                           "float32", "16384x1000", 4.0),
+    _speedup("full", 16384, 1000, 4.0),
     harness.own_ratio_target("bf16 [4096, 32000] forward+backward in <= 0.6x our fp32 time "
                              "(fp32 time / bf16 time >= 1/0.6)", OP, "full",
                              ("float32", "4096x32000"), ("bfloat16", "4096x32000"), 1 / 0.6),
-    harness.speedup_target("fp32 [64, 1000] forward no slower than Paddle", OP, "fwd", "float32",
-                           "64x1000", 1.0),
-    harness.speedup_target("fp32 [64, 1000] forward+backward no slower than Paddle", OP, "full",
-                           "float32", "64x1000", 1.0),
-    harness.speedup_target("fp32 [256, 10] forward no slower than Paddle", OP, "fwd", "float32",
-                           "256x10", 1.0),
-    harness.speedup_target("fp32 [256, 10] forward+backward no slower than Paddle", OP, "full",
-                           "float32", "256x10", 1.0),
-    harness.speedup_target("fp32 [32, 10] forward+backward no slower than Paddle", OP, "full",
-                           "float32", "32x10", 1.0),
-    harness.provider_ratio_target("fp32 [256, 10] forward+backward under patch() no slower "
-                                  "than Paddle", OP, "full", "float32", "256x10", PATCHED,
-                                  harness.BASELINE, 1.0),
-    harness.provider_ratio_target("fp32 [32, 10] forward+backward under patch() no slower "
-                                  "than Paddle", OP, "full", "float32", "32x10", PATCHED,
-                                  harness.BASELINE, 1.0),
+    _speedup("fwd", 64, 1000, 1.0),
+    _speedup("full", 64, 1000, 1.0),
+    _speedup("fwd", 256, 10, 1.0),
+    _speedup("full", 256, 10, 1.0),
+    _speedup("full", 32, 10, 1.0),
+    _patched_no_slower(256, 10),
+    _patched_no_slower(32, 10),
     harness.peak_target("fp32 [4096, 32000] forward+backward peak memory <= gradient + 2 MB "
                         "((gradient + 2 MB) / peak >= 1)", OP, "float32", "4096x32000"),
 ]
@@ -139,30 +133,27 @@ def make_inputs(shape, dtype, rng):
 
 
 def check_agreement(x, label, dtype):
-    """paddle_ops (and, where it has a kernel, the built-in) on the first CHECK_ROWS rows against
-    tests/reference.py's Paddle built-in run in float32 on the same (rounded) values."""
-    xs = x[:CHECK_ROWS].detach()
-    ls = label[:CHECK_ROWS]
+    """paddle_ops (and, where it has a kernel, the built-in) on the first harness.CHECK_ROWS rows
+    against tests/reference.py's Paddle built-in run in float32 on the same (rounded) values."""
+    xs = x[:harness.CHECK_ROWS].detach()
+    ls = label[:harness.CHECK_ROWS]
     # The reference runs in float64 for float64 inputs and in float32 on the rounded values
     # otherwise, so its own rounding stays below the tolerance of the dtype checked.
     ref_dtype = "float64" if dtype == "float64" else "float32"
     x32 = xs.astype(ref_dtype).numpy()
     ref_loss, ref_grad = REFERENCE.paddle_cross_entropy(x32, ls.numpy(), reduction="mean")
     providers = [("paddle_ops", paddle_ops_ce), (PATCHED, patched_ce)]
-    if dtype in BASELINE_DTYPES:
+    if dtype in harness.BASELINE_DTYPES:
         providers.append(("paddle", paddle_builtin))
-    loss_tol, grad_tol = CHECK_TOL[dtype]
+    loss_tol, grad_tol = harness.CHECK_TOL[dtype]
     for name, fn in providers:
         xt = xs.clone()
         xt.stop_gradient = False
         loss = fn(xt, ls)
         loss.backward()
-        grad = xt.grad.astype(ref_dtype).numpy()
-        np.testing.assert_allclose(float(loss), float(ref_loss), rtol=loss_tol, atol=loss_tol,
-                                   err_msg=f"{name} {dtype}: loss disagrees with the reference")
-        np.testing.assert_allclose(grad, ref_grad, rtol=grad_tol,
-                                   atol=grad_tol * float(np.abs(ref_grad).max()),
-                                   err_msg=f"{name} {dtype}: gradient disagrees with the reference")
+        harness.check_loss(f"{name} {dtype}", loss, ref_loss, loss_tol)
+        harness.check_grad(f"{name} {dtype}", xt.grad.astype(ref_dtype).numpy(), ref_grad,
+                           grad_tol)
 
 
 def build_cases(shape, dtype, x, label, versions, stats=False):
@@ -174,42 +165,31 @@ def build_cases(shape, dtype, x, label, versions, stats=False):
         providers.append((STATS, paddle_ops_ce_stats))
     if shape[0] * shape[1] <= SMALL_CALL_ELEMENTS:
         providers.append((PATCHED, patched_ce))
-    if dtype in BASELINE_DTYPES:
+    if dtype in harness.BASELINE_DTYPES:
         providers.append(("paddle", paddle_builtin))
-    cases = []
-    for mode in harness.MODES:
-        for provider, fn in providers:
-            if provider == STATS and mode == "bwd":
-                continue
-            setup, call = harness.training_modes(lambda fn=fn: fn(x, label), [x])[mode]
-            cases.append(harness.Case(
-                op=OP, provider=provider, mode=mode, dtype=dtype, shape=shape,
-                nbytes=harness.ideal_bytes(mode, shape[0], shape[1], harness.ITEMSIZE[dtype]),
-                fn=call, setup=setup, version=versions[provider.split("+")[0]]))
-    return cases
+    nbytes = {m: harness.ideal_bytes(m, shape[0], shape[1], harness.ITEMSIZE[dtype])
+              for m in harness.MODES}
+    return harness.loss_cases(OP, shape, dtype,
+                              [(p, functools.partial(fn, x, label)) for p, fn in providers], [x],
+                              nbytes, versions, skip={(STATS, "bwd")})
 
 
 def main(argv=None):
     parser = harness.make_parser("Softmax cross-entropy on CPU: paddle_ops against Paddle's "
                                  "built-in, same run.", DEFAULT_SHAPES, QUICK_SHAPES)
-    parser.add_argument("--dtypes", type=lambda s: [d for d in s.split(",") if d],
-                        default=DEFAULT_DTYPES, help="comma-separated (default float32,bfloat16)")
+    parser.add_argument("--dtypes", type=harness.comma_list, default=DEFAULT_DTYPES,
+                        help="comma-separated (default float32,bfloat16)")
     parser.add_argument("--stats", action="store_true",
                         help="also time cross_entropy(..., return_stats=True) (issue 9)")
     args = harness.finalize_args(parser.parse_args(argv))
-    for d in args.dtypes:
-        if d not in harness.ITEMSIZE:
-            parser.error(f"unknown dtype {d!r}; choose from {', '.join(harness.ITEMSIZE)}")
+    harness.check_choices(parser, "dtype", args.dtypes, harness.ITEMSIZE)
+    harness.check_shapes(parser, args.shapes, "rows x classes")
 
-    device, versions, bw = harness.start_run(
-        OP, harness.git_version(paddle_ops.__version__, library=paddle_ops.LIBRARY_PATH),
-        paddle.__version__)
+    device, versions, bw = harness.start_paddle_ops_run(OP)
 
     rng = np.random.default_rng(0)
     rows = []
     for shape in args.shapes:
-        if len(shape) != 2:
-            parser.error(f"shapes are rows x classes, got {harness.shape_str(shape)}")
         for dtype in args.dtypes:
             x, label = make_inputs(shape, dtype, rng)
             check_agreement(x, label, dtype)

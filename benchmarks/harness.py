@@ -6,8 +6,8 @@ them to `run_cases`; `finish` stores and reports the rows. Everything that compa
 a baseline uses ratios taken within one run, because these machines are shared and noisy: an
 absolute time from another run, or another hour, is not comparable.
 
-Dependencies: the standard library, numpy, paddle (only through the callables a script passes in)
-and matplotlib (only for the plot).
+Dependencies: the standard library, numpy, paddle and paddle_ops (only through the callables a
+script passes in, and `start_paddle_ops_run`) and matplotlib (only for the plot).
 """
 
 import argparse
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -45,6 +46,40 @@ MEMBW_OP = "membw"
 MEMBW_PROVIDER = "numpy"
 # Bytes per element of the dtypes the benchmarks run.
 ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+# Dtypes Paddle's CPU built-ins have kernels for (none for fp16/bf16 on CPU).
+BASELINE_DTYPES = {"float32", "float64"}
+
+# Before timing, the bench scripts check both providers on this many first rows against the
+# tests' reference, so that a broken build is never timed.
+CHECK_ROWS = 64
+# (loss, gradient) tolerances of that check by dtype, the gradient's relative to its largest
+# magnitude: fp32 accumulation over up to ~64,000 terms for float32; for the 16-bit types, the
+# gradient's own rounding (8 bits of mantissa for bfloat16), the loss being accumulated and
+# returned in fp32.
+CHECK_TOL = {"float32": (1e-5, 1e-4), "float64": (1e-10, 1e-8), "float16": (1e-4, 1e-2),
+             "bfloat16": (1e-4, 1e-2)}
+
+
+def use_repository() -> None:
+    """Puts the repository first on sys.path, so that the bench scripts import paddle_ops from the
+    working tree, and silences the ccache warning Paddle prints on import (it matters only for
+    JIT builds). Call before importing paddle."""
+    sys.path.insert(0, REPO_ROOT)
+    warnings.filterwarnings("ignore", message="No ccache found")
+
+
+def check_loss(what: str, loss, ref, tol: float) -> None:
+    """Asserts that a provider's scalar loss is within rtol = atol = `tol` of the reference."""
+    np.testing.assert_allclose(float(loss), float(ref), rtol=tol, atol=tol,
+                               err_msg=f"{what}: loss disagrees with the reference")
+
+
+def check_grad(what: str, grad, ref, tol: float, name: str = "gradient") -> None:
+    """Asserts that a provider's gradient is within rtol = `tol` of the reference, with `tol` times
+    the reference's largest magnitude as absolute slack (elements near 0 carry the rounding of
+    the large ones)."""
+    np.testing.assert_allclose(grad, ref, rtol=tol, atol=tol * float(np.abs(ref).max()),
+                               err_msg=f"{what}: {name} disagrees with the reference")
 
 
 def load_reference():
@@ -351,6 +386,15 @@ def start_run(family: str, ours_version: str, paddle_version: str) -> tuple:
     return device, versions, bw
 
 
+def start_paddle_ops_run(family: str) -> tuple:
+    """`start_run` for paddle_ops against Paddle: paddle_ops's version from git with its compiled
+    library's hash, and Paddle's version."""
+    import paddle
+    import paddle_ops
+    return start_run(family, git_version(paddle_ops.__version__, library=paddle_ops.LIBRARY_PATH),
+                     paddle.__version__)
+
+
 def cpu_description() -> str:
     """CPU model name from /proc/cpuinfo plus the number of CPUs this process may use."""
     model = None
@@ -450,6 +494,27 @@ def training_modes(forward: Callable[[], Any], leaves) -> dict:
     return {"fwd": (clear, forward_only), "bwd": (setup_bwd, backward), "full": (clear, full)}
 
 
+def loss_cases(op: str, shape: tuple, dtype: str, providers, leaves, nbytes: dict,
+               versions: dict, modes=MODES, skip=()) -> list:
+    """One `Case` per mode and provider of a loss; within a mode the providers come back to back,
+    so that `run_cases` times them interleaved over the same stretch of machine load.
+
+    providers: [(provider, forward)], forward() returning the loss; leaves: the tensors that
+    receive gradients (`training_modes`); nbytes: {mode: ideal bytes}; versions: keyed by the
+    provider's name up to a '+' (a variant such as 'paddle_ops+stats' is paddle_ops' code);
+    skip: (provider, mode) pairs not to time."""
+    cases = []
+    for mode in modes:
+        for provider, forward in providers:
+            if (provider, mode) in skip:
+                continue
+            setup, call = training_modes(forward, leaves)[mode]
+            cases.append(Case(op=op, provider=provider, mode=mode, dtype=dtype, shape=shape,
+                              nbytes=nbytes[mode], fn=call, setup=setup,
+                              version=versions[provider.split("+")[0]]))
+    return cases
+
+
 def _groups(cases) -> list:
     """Consecutive cases that differ only in the provider."""
     groups = []
@@ -487,12 +552,8 @@ def run_cases(cases, args, device: str) -> list:
             t = _summary(ts)
             peak = peak_rss_mb(c.fn, c.setup)
             gbps = c.nbytes / (t["p50"] * 1e-3) / 1e9
-            rows.append({
-                "op": c.op, "provider": c.provider, "mode": c.mode, "dtype": c.dtype,
-                "shape": shape_str(c.shape), "p50_ms": t["p50"], "p20_ms": t["p20"],
-                "p80_ms": t["p80"], "unit": "ms", "gbps": gbps, "peak_mb": peak, "device": device,
-                "timestamp": _now(), "version": c.version,
-            })
+            rows.append(result_row(c.op, c.provider, c.mode, c.dtype, c.shape, t, gbps, peak,
+                                   device, c.version))
             print(f"  {c.op:<11} {c.provider:<10} {c.mode:<4} {c.dtype:<8} {shape_str(c.shape):>11}"
                   f"  p50 {t['p50']:9.2f} ms  [{t['p20']:.2f}, {t['p80']:.2f}]  {gbps:6.2f} GB/s"
                   f"  peak {peak:7.1f} MB  ({t['reps']} reps)", file=sys.stderr, flush=True)
@@ -501,6 +562,16 @@ def run_cases(cases, args, device: str) -> list:
 
 # ----------------------------------------------------------------------------------------------
 # CSV
+
+
+def result_row(op: str, provider: str, mode: str, dtype: str, shape: tuple, times: dict, gbps,
+               peak_mb, device: str, version: str) -> dict:
+    """One timed row of the results CSV, stamped now; `times` holds 'p50', 'p20' and 'p80' in
+    ms."""
+    return {"op": op, "provider": provider, "mode": mode, "dtype": dtype,
+            "shape": shape_str(shape), "p50_ms": times["p50"], "p20_ms": times["p20"],
+            "p80_ms": times["p80"], "unit": "ms", "gbps": gbps, "peak_mb": peak_mb,
+            "device": device, "timestamp": _now(), "version": version}
 
 
 def _fmt(value, digits):
@@ -838,6 +909,26 @@ def make_parser(description: str, default_shapes, quick_shapes) -> argparse.Argu
     p.add_argument("--png", default=RESULTS_PNG, help="plot file")
     p.set_defaults(default_shapes=list(default_shapes), quick_shapes=list(quick_shapes))
     return p
+
+
+def comma_list(text: str) -> list:
+    """A comma-separated option value as a list, empty items dropped."""
+    return [v for v in text.split(",") if v]
+
+
+def check_choices(parser: argparse.ArgumentParser, what: str, values, choices) -> None:
+    """A parser error naming the first of `values` (None: nothing given) not in `choices`."""
+    for v in values or ():
+        if v not in choices:
+            parser.error(f"unknown {what} {v!r}; choose from {', '.join(choices)}")
+
+
+def check_shapes(parser: argparse.ArgumentParser, shapes, dims: str) -> None:
+    """A parser error for the first of `shapes` (None: nothing given) whose rank is not that of
+    `dims`, the dimensions' names joined by ' x ' (e.g. 'rows x classes')."""
+    for shape in shapes or ():
+        if len(shape) != len(dims.split(" x ")):
+            parser.error(f"shapes are {dims}, got {shape_str(shape)}")
 
 
 def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
