@@ -36,6 +36,7 @@ import paddle
 import paddle.distributed as dist
 
 from .. import _checks, _ops
+from ..nn.layer.loss import _Loss
 
 # Integers (class offset, class count and total: 6 values per rank) travel in the floating
 # payload as two parts below 2^24, each exact in fp32: v = hi * 2^24 + lo, so counts up to 2^48
@@ -257,7 +258,7 @@ def parallel_cross_entropy(input, label, group=None, ignore_index=-100, reductio
     return _parallel_ce(_checks.contiguous(input), _checks.contiguous(label), cfg)
 
 
-class ParallelCrossEntropy(paddle.nn.Layer):
+class ParallelCrossEntropy(_Loss):
     """Drop-in for ``paddle.distributed.fleet.meta_parallel.ParallelCrossEntropy``: the same
     constructor (``mp_group``, ``name``, ``ignore_index``) and output (per-row loss of shape
     ``input.shape[:-1] + [1]``), backed by :func:`parallel_cross_entropy`. Keyword-only extras:
@@ -268,22 +269,16 @@ class ParallelCrossEntropy(paddle.nn.Layer):
 
     def __init__(self, mp_group=None, name=None, ignore_index=-100, *, reduction='none',
                  label_smoothing=0.0, z_loss=0.0, class_offset=None, num_classes=None):
-        super().__init__()
+        super().__init__(ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing, z_loss=z_loss,
+                         class_offset=class_offset, num_classes=num_classes)
+        # fleet's attribute names; `name` is kept but not passed on (the function ignores it).
         self.model_parallel_group = mp_group
         self.name = name
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.label_smoothing = label_smoothing
-        self.z_loss = z_loss
-        self.class_offset = class_offset
-        self.num_classes = num_classes
 
     def forward(self, input, label):
         loss = parallel_cross_entropy(input, label, group=self.model_parallel_group,
-                                      ignore_index=self.ignore_index, reduction=self.reduction,
-                                      label_smoothing=self.label_smoothing, z_loss=self.z_loss,
-                                      class_offset=self.class_offset,
-                                      num_classes=self.num_classes)
+                                      **self._options())
         if self.reduction == 'none' and len(loss.shape) == len(input.shape) - 1:
             loss = loss.unsqueeze(-1)
         return loss

@@ -5,7 +5,22 @@ import paddle
 from .. import functional as F
 
 
-class CrossEntropyLoss(paddle.nn.Layer):
+class _Loss(paddle.nn.Layer):
+    """A loss layer: keeps its constructor's options as attributes of the same names, as
+    paddle.nn's layers do, and hands them to its function by keyword (`_options`)."""
+
+    def __init__(self, **options):
+        super().__init__()
+        self._option_names = tuple(options)
+        for name, value in options.items():
+            setattr(self, name, value)
+
+    def _options(self):
+        """The options as the attributes hold them now (a value set after construction counts)."""
+        return {name: getattr(self, name) for name in self._option_names}
+
+
+class CrossEntropyLoss(_Loss):
     """paddle.nn.CrossEntropyLoss backed by the fused kernel; extra keyword-only ``z_loss``, and
     ``keep_stats``: when True, each call also computes the prediction statistics of
     ``cross_entropy(..., return_stats=True)`` in the same pass and keeps them in
@@ -16,155 +31,107 @@ class CrossEntropyLoss(paddle.nn.Layer):
     def __init__(self, weight=None, ignore_index=-100, reduction='mean', soft_label=False,
                  axis=-1, use_softmax=True, label_smoothing=0.0, name=None, *, z_loss=0.0,
                  keep_stats=False):
-        super().__init__()
+        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction,
+                         soft_label=soft_label, axis=axis, use_softmax=use_softmax,
+                         label_smoothing=label_smoothing, name=name, z_loss=z_loss)
         self.keep_stats = keep_stats
         self.last_stats = None
-        self.weight = weight
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.soft_label = soft_label
-        self.axis = axis
-        self.use_softmax = use_softmax
-        self.label_smoothing = label_smoothing
-        self.z_loss = z_loss
-        self.name = name
 
     def forward(self, input, label):
-        out = F.cross_entropy(input, label, weight=self.weight, ignore_index=self.ignore_index,
-                              reduction=self.reduction, soft_label=self.soft_label,
-                              axis=self.axis, use_softmax=self.use_softmax,
-                              label_smoothing=self.label_smoothing, name=self.name,
-                              z_loss=self.z_loss, return_stats=self.keep_stats)
+        out = F.cross_entropy(input, label, return_stats=self.keep_stats, **self._options())
         if not self.keep_stats:
             return out
         loss, self.last_stats = out
         return loss
 
 
-class KLDivLoss(paddle.nn.Layer):
+class KLDivLoss(_Loss):
     """paddle.nn.KLDivLoss backed by the fused kernel (the label also gets a gradient)."""
 
     def __init__(self, reduction='mean', log_target=False):
-        super().__init__()
-        self.reduction = reduction
-        self.log_target = log_target
+        super().__init__(reduction=reduction, log_target=log_target)
 
     def forward(self, input, label):
-        return F.kl_div(input, label, reduction=self.reduction, log_target=self.log_target)
+        return F.kl_div(input, label, **self._options())
 
 
-class KLDivWithLogitsLoss(paddle.nn.Layer):
+class KLDivWithLogitsLoss(_Loss):
     """Distillation loss KL(softmax(label / T) || softmax(input / T)) from logits; see
     paddle_ops.nn.functional.kl_div_with_logits. forward(input, label, target_index=None)."""
 
     def __init__(self, temperature=1.0, reduction='batchmean', reverse=False, ignore_index=-100,
                  axis=-1, scale_t2=False):
-        super().__init__()
-        self.temperature = temperature
-        self.reduction = reduction
-        self.reverse = reverse
-        self.ignore_index = ignore_index
-        self.axis = axis
-        self.scale_t2 = scale_t2
+        super().__init__(temperature=temperature, reduction=reduction, reverse=reverse,
+                         ignore_index=ignore_index, axis=axis, scale_t2=scale_t2)
 
     def forward(self, input, label, target_index=None):
-        return F.kl_div_with_logits(input, label, temperature=self.temperature,
-                                    reduction=self.reduction, reverse=self.reverse,
-                                    ignore_index=self.ignore_index, target_index=target_index,
-                                    axis=self.axis, scale_t2=self.scale_t2)
+        return F.kl_div_with_logits(input, label, target_index=target_index, **self._options())
 
 
-class JensenShannonWithLogitsLoss(paddle.nn.Layer):
+class JensenShannonWithLogitsLoss(_Loss):
     """Generalised Jensen-Shannon divergence from logits; see
     paddle_ops.nn.functional.jensen_shannon_with_logits. forward(input, label, target_index=None)."""
 
     def __init__(self, beta=0.5, temperature=1.0, reduction='batchmean', ignore_index=-100,
                  axis=-1):
-        super().__init__()
-        self.beta = beta
-        self.temperature = temperature
-        self.reduction = reduction
-        self.ignore_index = ignore_index
-        self.axis = axis
+        super().__init__(beta=beta, temperature=temperature, reduction=reduction,
+                         ignore_index=ignore_index, axis=axis)
 
     def forward(self, input, label, target_index=None):
-        return F.jensen_shannon_with_logits(input, label, beta=self.beta,
-                                            temperature=self.temperature,
-                                            reduction=self.reduction,
-                                            ignore_index=self.ignore_index,
-                                            target_index=target_index, axis=self.axis)
+        return F.jensen_shannon_with_logits(input, label, target_index=target_index,
+                                            **self._options())
 
 
-class SoftmaxEntropy(paddle.nn.Layer):
+class SoftmaxEntropy(_Loss):
     """Entropy of softmax(x) along `axis`; see paddle_ops.nn.functional.softmax_entropy."""
 
     def __init__(self, axis=-1, reduction='none'):
-        super().__init__()
-        self.axis = axis
-        self.reduction = reduction
+        super().__init__(axis=axis, reduction=reduction)
 
     def forward(self, x):
-        return F.softmax_entropy(x, axis=self.axis, reduction=self.reduction)
+        return F.softmax_entropy(x, **self._options())
 
 
-class BCEWithLogitsLoss(paddle.nn.Layer):
+class BCEWithLogitsLoss(_Loss):
     """paddle.nn.BCEWithLogitsLoss backed by the fused kernel; see
     paddle_ops.nn.functional.binary_cross_entropy_with_logits."""
 
     def __init__(self, weight=None, reduction='mean', pos_weight=None, name=None):
-        super().__init__()
-        self.weight = weight
-        self.reduction = reduction
-        self.pos_weight = pos_weight
-        self.name = name
+        super().__init__(weight=weight, reduction=reduction, pos_weight=pos_weight, name=name)
 
     def forward(self, logit, label):
-        return F.binary_cross_entropy_with_logits(logit, label, weight=self.weight,
-                                                  reduction=self.reduction,
-                                                  pos_weight=self.pos_weight, name=self.name)
+        return F.binary_cross_entropy_with_logits(logit, label, **self._options())
 
 
-class SigmoidFocalLoss(paddle.nn.Layer):
+class SigmoidFocalLoss(_Loss):
     """Sigmoid focal loss as a layer (Paddle has only the function); see
     paddle_ops.nn.functional.sigmoid_focal_loss. forward(logit, label, normalizer=None)."""
 
     def __init__(self, alpha=0.25, gamma=2.0, reduction='sum', name=None):
-        super().__init__()
-        self.alpha = alpha
-        self.gamma = gamma
-        self.reduction = reduction
-        self.name = name
+        super().__init__(alpha=alpha, gamma=gamma, reduction=reduction, name=name)
 
     def forward(self, logit, label, normalizer=None):
-        return F.sigmoid_focal_loss(logit, label, normalizer=normalizer, alpha=self.alpha,
-                                    gamma=self.gamma, reduction=self.reduction, name=self.name)
+        return F.sigmoid_focal_loss(logit, label, normalizer=normalizer, **self._options())
 
 
-class InfoNCELoss(paddle.nn.Layer):
+class InfoNCELoss(_Loss):
     """InfoNCE with in-batch negatives; see paddle_ops.nn.functional.info_nce.
     forward(query, key)."""
 
     def __init__(self, temperature=0.07, reduction='mean', symmetric=False, normalize=True):
-        super().__init__()
-        self.temperature = temperature
-        self.reduction = reduction
-        self.symmetric = symmetric
-        self.normalize = normalize
+        super().__init__(temperature=temperature, reduction=reduction, symmetric=symmetric,
+                         normalize=normalize)
 
     def forward(self, query, key):
-        return F.info_nce(query, key, temperature=self.temperature, reduction=self.reduction,
-                          symmetric=self.symmetric, normalize=self.normalize)
+        return F.info_nce(query, key, **self._options())
 
 
-class GaussianKLLoss(paddle.nn.Layer):
+class GaussianKLLoss(_Loss):
     """KL divergence between diagonal Gaussians; see paddle_ops.nn.functional.gaussian_kl.
     forward(mean1, logvar1, mean2=None, logvar2=None)."""
 
     def __init__(self, reduction='mean', axis=None):
-        super().__init__()
-        self.reduction = reduction
-        self.axis = axis
+        super().__init__(reduction=reduction, axis=axis)
 
     def forward(self, mean1, logvar1, mean2=None, logvar2=None):
-        return F.gaussian_kl(mean1, logvar1, mean2, logvar2, reduction=self.reduction,
-                             axis=self.axis)
+        return F.gaussian_kl(mean1, logvar1, mean2, logvar2, **self._options())
