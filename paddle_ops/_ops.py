@@ -134,15 +134,9 @@ def _register():
 
 
 OPS = _register()
-softmax_ce = OPS["paddle_ops_softmax_ce"]
-softmax_ce_stats = OPS["paddle_ops_softmax_ce_stats"]
-softmax_ce_shard = OPS["paddle_ops_softmax_ce_shard"]
-softmax_ce_shard_bwd = OPS["paddle_ops_softmax_ce_shard_bwd"]
-softmax_ce_shard_link = OPS["paddle_ops_softmax_ce_shard_link"]
-backprop_link = OPS["paddle_ops_backprop_link"]
-kl_logits = OPS["paddle_ops_kl_logits"]
-softmax_entropy = OPS["paddle_ops_softmax_entropy"]
-kl_div = OPS["paddle_ops_kl_div"]
-binary = OPS["paddle_ops_binary"]
-gaussian_kl = OPS["paddle_ops_gaussian_kl"]
-gaussian_kl_std = OPS["paddle_ops_gaussian_kl_std"]
+
+# Each op of _CONSTANT_INPUTS as a module attribute named without the prefix (_ops.softmax_ce is
+# paddle_ops_softmax_ce), the names the wrappers call; a KeyError here means the library lacks one.
+for _name in _CONSTANT_INPUTS:
+    globals()[_name.removeprefix("paddle_ops_")] = OPS[_name]
+del _name
