@@ -781,7 +781,10 @@ def plot(csv_path: str = RESULTS_CSV, png_path: str = RESULTS_PNG, op: Optional[
     ax.set_xscale("log")
     ax.set_yscale("log")
     if ticks:
-        ax.set_xticks(sorted(ticks), [" / ".join(sorted(ticks[x])) for x in sorted(ticks)])
+        # Rotated, and one line per shape where several share a class count: on the log axis
+        # neighbouring counts (32000 and 128000) sit too close for level labels of ten characters.
+        ax.set_xticks(sorted(ticks), ["\n".join(sorted(ticks[x])) for x in sorted(ticks)],
+                      rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("classes (ticks: the shape drawn, rows x classes)")
     ax.set_ylabel("achieved GB/s (ideal bytes / p50)")
