@@ -195,6 +195,17 @@ def kl_div(x, y, log_target=False, grad=None):
     return {"elem": elem, "rows": elem.sum(dim=-1), "dx": dx, "dy": dy}
 
 
+def _elementwise_upstream(grad, like):
+    """The upstream gradient of an elementwise loss shaped like `like`: ones where `grad` is None,
+    else `grad` in float64, a per-row one given a trailing axis (reshaped for a 0-D loss)."""
+    if grad is None:
+        return torch.ones_like(like)
+    up = grad.to(torch.float64)
+    if up.shape != like.shape:  # one value per row
+        up = up.reshape(like.shape) if like.dim() == 0 else up.unsqueeze(-1)
+    return up
+
+
 def binary(x, y, loss="bce", weight=None, pos_weight=None, alpha=0.25, gamma=2.0, grad=None):
     """BCE with logits or the sigmoid focal loss of binary.h, elementwise in float64, with
     s = sigmoid(x) and sp = log1p(exp(-|x|)) + max(-x, 0) = -log s:
@@ -239,13 +250,7 @@ def binary(x, y, loss="bce", weight=None, pos_weight=None, alpha=0.25, gamma=2.0
     else:
         raise ValueError(f"unknown binary loss {loss!r}")
     rows = elem.reshape(1) if x.dim() == 0 else elem.sum(dim=-1)
-    if grad is None:
-        up = torch.ones_like(x)
-    else:
-        up = grad.to(torch.float64)
-        if up.shape != x.shape:  # one value per row
-            up = up.reshape(x.shape) if x.dim() == 0 else up.unsqueeze(-1)
-    return {"elem": elem, "rows": rows, "grad": up * d}
+    return {"elem": elem, "rows": rows, "grad": _elementwise_upstream(grad, x) * d}
 
 
 def softmax_ce_stats(x, label, ignore_index=-100, axis=-1):
@@ -307,12 +312,7 @@ def gaussian_kl(mean1, logvar1, mean2=None, logvar2=None, grad=None):
     r = v1 - v2e
     elem = 0.5 * ((torch.expm1(r) - r) + d * d * torch.exp(-v2e))
     rows = elem.reshape(1) if elem.dim() == 0 else elem.sum(dim=-1)
-    if grad is None:
-        up = torch.ones_like(elem)
-    else:
-        up = grad.to(torch.float64)
-        if up.shape != elem.shape:  # one value per row
-            up = up.reshape(elem.shape) if elem.dim() == 0 else up.unsqueeze(-1)
+    up = _elementwise_upstream(grad, elem)
     present = [t for t in leaves if t is not None]
     got = iter(torch.autograd.grad((elem * up).sum(), present))
     grads = [None if t is None else next(got) for t in leaves]
