@@ -92,9 +92,10 @@ int softmax_ce_fwd(const std::string& dtype, const std::string& label_dtype, int
     using A = acc_t<T>;
     return dispatch_label<T>(dtype, label_dtype, [&](auto l) {
       using L = typename decltype(l)::type;
-      return softmax_ce_fwd_cuda<T, L>(p, ptr<const T>(logits), ptr<const L>(label),
-                                       ptr<const A>(weight), ptr<A>(loss), ptr<A>(lse),
-                                       ptr<A>(row_weight), stream_of(stream));
+      const SoftmaxCEFwdArgs<T, L> a{p,           ptr<const T>(logits), ptr<const L>(label),
+                                     ptr<const A>(weight), ptr<A>(loss), ptr<A>(lse),
+                                     ptr<A>(row_weight)};
+      return softmax_ce_fwd_cuda(a, stream_of(stream));
     });
   });
 }
@@ -111,10 +112,14 @@ int softmax_ce_bwd(const std::string& dtype, const std::string& label_dtype, int
     using A = acc_t<T>;
     return dispatch_label<T>(dtype, label_dtype, [&](auto l) {
       using L = typename decltype(l)::type;
-      return softmax_ce_bwd_cuda<T, L>(p, ptr<const T>(logits), ptr<const L>(label),
-                                       ptr<const A>(weight), ptr<const A>(lse),
-                                       ptr<const A>(loss_grad), ptr<T>(logits_grad),
-                                       stream_of(stream));
+      const SoftmaxCEBwdArgs<T, L> a{p,
+                                     ptr<const T>(logits),
+                                     ptr<const L>(label),
+                                     ptr<const A>(weight),
+                                     ptr<const A>(lse),
+                                     ptr<const A>(loss_grad),
+                                     ptr<T>(logits_grad)};
+      return softmax_ce_bwd_cuda(a, stream_of(stream));
     });
   });
 }
@@ -137,14 +142,15 @@ int softmax_ce_fwd_stats(const std::string& dtype, const std::string& label_dtyp
     using A = acc_t<T>;
     return dispatch_index(label_dtype, [&](auto l) {
       using L = typename decltype(l)::type;
-      const int err = softmax_ce_fwd_stats_cuda<T, L>(
-          p, ptr<const T>(logits), ptr<const L>(label), ptr<const A>(weight), ptr<A>(loss),
-          ptr<A>(lse), ptr<A>(row_weight), ptr<bool>(correct), ptr<A>(entropy), stream_of(stream));
+      const SoftmaxCEFwdArgs<T, L> a{p,           ptr<const T>(logits), ptr<const L>(label),
+                                     ptr<const A>(weight), ptr<A>(loss), ptr<A>(lse),
+                                     ptr<A>(row_weight), ptr<bool>(correct), ptr<A>(entropy)};
+      const int err = softmax_ce_fwd_stats_cuda(a, stream_of(stream));
       if (err != 0 || accuracy == 0) return err;
-      return softmax_ce_stats_means_cuda<A, L>(p, ptr<const L>(label), ptr<const bool>(correct),
-                                               ptr<const A>(entropy), ptr<A>(accuracy),
-                                               ptr<A>(mean_entropy), ptr<int64_t>(count),
-                                               stream_of(stream));
+      const SoftmaxCEMeansArgs<A, L> means{p,         a.label,          a.correct,
+                                           a.entropy, ptr<A>(accuracy), ptr<A>(mean_entropy),
+                                           ptr<int64_t>(count)};
+      return softmax_ce_stats_means_cuda(means, stream_of(stream));
     });
   });
 }
@@ -182,9 +188,10 @@ int softmax_ce_shard_fwd(const std::string& dtype, const std::string& label_dtyp
     using A = acc_t<T>;
     return dispatch_index(label_dtype, [&](auto l) {
       using L = typename decltype(l)::type;
-      return softmax_ce_fwd_cuda<T, L>(p, ptr<const T>(logits), ptr<const L>(label), nullptr,
-                                       ptr<A>(term), ptr<A>(lse), ptr<A>(row_weight),
-                                       stream_of(stream));
+      const SoftmaxCEFwdArgs<T, L> a{p,           ptr<const T>(logits), ptr<const L>(label),
+                                     nullptr,     ptr<A>(term),         ptr<A>(lse),
+                                     ptr<A>(row_weight)};
+      return softmax_ce_fwd_cuda(a, stream_of(stream));
     });
   });
 }
@@ -204,9 +211,10 @@ int softmax_ce_shard_bwd(const std::string& dtype, const std::string& label_dtyp
     using A = acc_t<T>;
     return dispatch_index(label_dtype, [&](auto l) {
       using L = typename decltype(l)::type;
-      return softmax_ce_bwd_cuda<T, L>(p, ptr<const T>(logits), ptr<const L>(label), nullptr,
-                                       ptr<const A>(lse), ptr<const A>(row_grad),
-                                       ptr<T>(logits_grad), stream_of(stream));
+      const SoftmaxCEBwdArgs<T, L> a{p,       ptr<const T>(logits), ptr<const L>(label),
+                                     nullptr, ptr<const A>(lse),    ptr<const A>(row_grad),
+                                     ptr<T>(logits_grad)};
+      return softmax_ce_bwd_cuda(a, stream_of(stream));
     });
   });
 }
@@ -237,8 +245,9 @@ int kl_logits_fwd(const std::string& dtype, const std::string& index_dtype, int6
     using A = acc_t<T>;
     return dispatch_index(index_dtype, [&](auto it) {
       using I = typename decltype(it)::type;
-      return kl_logits_fwd_cuda<T, I>(p, ptr<const T>(s), ptr<const T>(t), ptr<const I>(index),
-                                      ptr<A>(loss), ptr<A>(stats), stream_of(stream));
+      const KLLogitsFwdArgs<T, I> a{p,           ptr<const T>(s), ptr<const T>(t),
+                                    ptr<const I>(index), ptr<A>(loss),    ptr<A>(stats)};
+      return kl_logits_fwd_cuda(a, stream_of(stream));
     });
   });
 }
@@ -254,9 +263,15 @@ int kl_logits_bwd(const std::string& dtype, const std::string& index_dtype, int6
     using A = acc_t<T>;
     return dispatch_index(index_dtype, [&](auto it) {
       using I = typename decltype(it)::type;
-      return kl_logits_bwd_cuda<T, I>(p, ptr<const T>(s), ptr<const T>(t), ptr<const I>(index),
-                                      ptr<const A>(stats), ptr<const A>(loss_grad),
-                                      ptr<T>(s_grad), ptr<T>(t_grad), stream_of(stream));
+      const KLLogitsBwdArgs<T, I> a{p,
+                                    ptr<const T>(s),
+                                    ptr<const T>(t),
+                                    ptr<const I>(index),
+                                    ptr<const A>(stats),
+                                    ptr<const A>(loss_grad),
+                                    ptr<T>(s_grad),
+                                    ptr<T>(t_grad)};
+      return kl_logits_bwd_cuda(a, stream_of(stream));
     });
   });
 }
@@ -271,8 +286,9 @@ int kl_div_fwd(const std::string& dtype, int64_t rows, int64_t cols, bool log_ta
   return dispatch_float(dtype, [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    return kl_div_fwd_cuda<T>(p, ptr<const T>(x), ptr<const T>(y), ptr<A>(loss_elem),
-                              ptr<A>(loss_rows), stream_of(stream));
+    const KLDivFwdArgs<T> a{p, ptr<const T>(x), ptr<const T>(y), ptr<A>(loss_elem),
+                            ptr<A>(loss_rows)};
+    return kl_div_fwd_cuda(a, stream_of(stream));
   });
 }
 
@@ -286,8 +302,9 @@ int kl_div_bwd(const std::string& dtype, int64_t rows, int64_t cols, bool log_ta
   return dispatch_float(dtype, [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    return kl_div_bwd_cuda<T>(p, ptr<const T>(x), ptr<const T>(y), ptr<const A>(grad), per_row,
-                              ptr<T>(x_grad), ptr<T>(y_grad), stream_of(stream));
+    const KLDivBwdArgs<T> a{p,       ptr<const T>(x), ptr<const T>(y), ptr<const A>(grad),
+                            per_row, ptr<T>(x_grad),  ptr<T>(y_grad)};
+    return kl_div_bwd_cuda(a, stream_of(stream));
   });
 }
 
@@ -335,9 +352,15 @@ int binary_fwd(const std::string& dtype, int64_t rows, int64_t cols, int loss, i
   return dispatch_float(dtype, [&](auto t) {
     using T = typename decltype(t)::type;
     using A = acc_t<T>;
-    return binary_fwd_cuda<T>(p, ptr<const T>(logit), ptr<const T>(label), ptr<const A>(weight),
-                              ptr<const A>(pos_weight), ptr<A>(loss_elem), ptr<A>(loss_rows),
-                              ptr<void>(workspace), stream_of(stream));
+    const BinaryFwdArgs<T> a{p,
+                             ptr<const T>(logit),
+                             ptr<const T>(label),
+                             ptr<const A>(weight),
+                             ptr<const A>(pos_weight),
+                             ptr<A>(loss_elem),
+                             ptr<A>(loss_rows),
+                             ptr<void>(workspace)};
+    return binary_fwd_cuda(a, stream_of(stream));
   });
 }
 
@@ -351,9 +374,15 @@ int binary_bwd(const std::string& dtype, int64_t rows, int64_t cols, int loss, i
   return dispatch_float(dtype, [&](auto t) {
     using T = typename decltype(t)::type;
     using A = acc_t<T>;
-    return binary_bwd_cuda<T>(p, ptr<const T>(logit), ptr<const T>(label), ptr<const A>(weight),
-                              ptr<const A>(pos_weight), ptr<const A>(grad), per_row,
-                              ptr<T>(logit_grad), stream_of(stream));
+    const BinaryBwdArgs<T> a{p,
+                             ptr<const T>(logit),
+                             ptr<const T>(label),
+                             ptr<const A>(weight),
+                             ptr<const A>(pos_weight),
+                             ptr<const A>(grad),
+                             per_row,
+                             ptr<T>(logit_grad)};
+    return binary_bwd_cuda(a, stream_of(stream));
   });
 }
 
@@ -398,9 +427,9 @@ int gaussian_kl_fwd(const std::string& dtype, int64_t rows, int64_t cols, std::u
   return dispatch_float(dtype, [&](auto t) {
     using T = typename decltype(t)::type;
     using A = acc_t<T>;
-    return gaussian_kl_fwd_cuda<T>(p, gaussian_inputs<T>(mean1, logvar1, mean2, logvar2),
-                                   ptr<A>(loss_elem), ptr<A>(loss_rows), ptr<void>(workspace),
-                                   stream_of(stream));
+    const GaussianKLFwdArgs<T> a{p, gaussian_inputs<T>(mean1, logvar1, mean2, logvar2),
+                                 ptr<A>(loss_elem), ptr<A>(loss_rows), ptr<void>(workspace)};
+    return gaussian_kl_fwd_cuda(a, stream_of(stream));
   });
 }
 
@@ -414,13 +443,10 @@ int gaussian_kl_bwd(const std::string& dtype, int64_t rows, int64_t cols, std::u
   return dispatch_float(dtype, [&](auto t) {
     using T = typename decltype(t)::type;
     using A = acc_t<T>;
-    GaussianKLGrads<T> out;
-    out.mean1 = ptr<T>(d_mean1);
-    out.logvar1 = ptr<T>(d_logvar1);
-    out.mean2 = ptr<T>(d_mean2);
-    out.logvar2 = ptr<T>(d_logvar2);
-    return gaussian_kl_bwd_cuda<T>(p, gaussian_inputs<T>(mean1, logvar1, mean2, logvar2),
-                                   ptr<const A>(grad), per_row, out, stream_of(stream));
+    const GaussianKLBwdArgs<T> a{
+        p, gaussian_inputs<T>(mean1, logvar1, mean2, logvar2), ptr<const A>(grad), per_row,
+        GaussianKLGrads<T>{ptr<T>(d_mean1), ptr<T>(d_logvar1), ptr<T>(d_mean2), ptr<T>(d_logvar2)}};
+    return gaussian_kl_bwd_cuda(a, stream_of(stream));
   });
 }
 

@@ -47,18 +47,39 @@ struct BinaryParams {
   int num_threads = 0;                              // 0: default_num_threads()
 };
 
-// logit, label: [rows, cols]. weight, pos_weight: laid out as the params say (nullptr for kNone),
-// in the accumulation type. Writes the elementwise loss to loss_elem ([rows, cols]) when it is not
-// nullptr, and each row's sum to loss_rows ([rows]) when that is not nullptr.
+// The pointers of one launch (host memory for _cpu, device memory for _cuda). weight and
+// pos_weight are laid out as the params say (nullptr for kNone), in the accumulation type.
 template <typename T>
-void binary_fwd_cpu(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
-                    const acc_t<T>* pos_weight, acc_t<T>* loss_elem, acc_t<T>* loss_rows);
+struct BinaryFwdArgs {
+  BinaryParams p;
+  const T* logit = nullptr;              // [rows, cols]
+  const T* label = nullptr;              // [rows, cols]
+  const acc_t<T>* weight = nullptr;
+  const acc_t<T>* pos_weight = nullptr;
+  acc_t<T>* loss_elem = nullptr;         // [rows, cols] elementwise loss, or nullptr
+  acc_t<T>* loss_rows = nullptr;         // [rows] row sums, or nullptr
+  void* workspace = nullptr;             // CUDA only (below)
+};
 
 // grad: upstream gradient, [rows] (one per row sum) when per_row, else [rows, cols]; nullptr is
 // treated as zero. logit_grad: [rows, cols], written completely.
 template <typename T>
-void binary_bwd_cpu(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
-                    const acc_t<T>* pos_weight, const acc_t<T>* grad, bool per_row, T* logit_grad);
+struct BinaryBwdArgs {
+  BinaryParams p;
+  const T* logit = nullptr;
+  const T* label = nullptr;
+  const acc_t<T>* weight = nullptr;
+  const acc_t<T>* pos_weight = nullptr;
+  const acc_t<T>* grad = nullptr;
+  bool per_row = false;
+  T* logit_grad = nullptr;
+};
+
+template <typename T>
+void binary_fwd_cpu(const BinaryFwdArgs<T>& a);
+
+template <typename T>
+void binary_bwd_cpu(const BinaryBwdArgs<T>& a);
 
 // CUDA launchers (cuda/binary.cu, compiled only in a CUDA build): the CPU launchers' contracts on
 // device pointers, queued on `stream` with no host synchronisation; they return the cudaError_t of
@@ -73,27 +94,16 @@ template <typename T>
 int64_t binary_fwd_cuda_workspace(const BinaryParams& p);
 
 template <typename T>
-int binary_fwd_cuda(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
-                    const acc_t<T>* pos_weight, acc_t<T>* loss_elem, acc_t<T>* loss_rows,
-                    void* workspace, GpuStream stream);
+int binary_fwd_cuda(const BinaryFwdArgs<T>& a, GpuStream stream);
 
 template <typename T>
-int binary_bwd_cuda(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
-                    const acc_t<T>* pos_weight, const acc_t<T>* grad, bool per_row, T* logit_grad,
-                    GpuStream stream);
+int binary_bwd_cuda(const BinaryBwdArgs<T>& a, GpuStream stream);
 
 // Explicit instantiations of both CPU launchers, in the namespace where it is expanded
 // (cpu/binary.cc and each per-ISA copy in cpu/binary_impl.h).
-#define PO_INSTANTIATE_BINARY(T)                                                                \
-  template void binary_fwd_cpu<T>(const BinaryParams&, const T*, const T*, const acc_t<T>*,     \
-                                  const acc_t<T>*, acc_t<T>*, acc_t<T>*);                       \
-  template void binary_bwd_cpu<T>(const BinaryParams&, const T*, const T*, const acc_t<T>*,     \
-                                  const acc_t<T>*, const acc_t<T>*, bool, T*);
-
-#define PO_BINARY_INSTANTIATE_ALL \
-  PO_INSTANTIATE_BINARY(float)    \
-  PO_INSTANTIATE_BINARY(double)   \
-  PO_INSTANTIATE_BINARY(fp16)     \
-  PO_INSTANTIATE_BINARY(bf16)
+#define PO_INSTANTIATE_BINARY(T)                          \
+  template void binary_fwd_cpu(const BinaryFwdArgs<T>&); \
+  template void binary_bwd_cpu(const BinaryBwdArgs<T>&);
+#define PO_BINARY_INSTANTIATE_ALL PO_FOR_EACH_FLOAT_TYPE(PO_INSTANTIATE_BINARY)
 
 }  // namespace paddle_ops

@@ -111,6 +111,9 @@ PO_HD double from_float<double>(float x) {
 template <typename T>
 using acc_t = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
 
+// The storage types every kernel family is compiled for: X(T) for each.
+#define PO_FOR_EACH_FLOAT_TYPE(X) X(float) X(double) X(fp16) X(bf16)
+
 template <typename T>
 PO_HD T from_acc(acc_t<T> x) {
   if constexpr (std::is_same<T, double>::value) {

@@ -54,17 +54,33 @@ struct GaussianKLGrads {
   T* logvar2 = nullptr;
 };
 
-// Writes the elementwise KL to loss_elem ([rows, cols]) when it is not nullptr, and each row's
-// sum to loss_rows ([rows]) when that is not nullptr, in fp32 (fp64 for fp64).
+// The pointers of one launch (host memory for _cpu, device memory for _cuda).
 template <typename T>
-void gaussian_kl_fwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
-                         acc_t<T>* loss_elem, acc_t<T>* loss_rows);
+struct GaussianKLFwdArgs {
+  GaussianKLParams p;
+  GaussianKLInputs<T> in{};
+  acc_t<T>* loss_elem = nullptr;  // [rows, cols] elementwise KL, or nullptr
+  acc_t<T>* loss_rows = nullptr;  // [rows] row sums, or nullptr
+  void* workspace = nullptr;      // CUDA only (below)
+};
 
 // grad: upstream gradient, [rows] (one per row sum) when per_row, else [rows, cols]; nullptr is
 // treated as zero.
 template <typename T>
-void gaussian_kl_bwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
-                         const acc_t<T>* grad, bool per_row, const GaussianKLGrads<T>& out);
+struct GaussianKLBwdArgs {
+  GaussianKLParams p;
+  GaussianKLInputs<T> in{};
+  const acc_t<T>* grad = nullptr;
+  bool per_row = false;
+  GaussianKLGrads<T> out{};
+};
+
+// Loss and row sums in fp32 (fp64 for fp64).
+template <typename T>
+void gaussian_kl_fwd_cpu(const GaussianKLFwdArgs<T>& a);
+
+template <typename T>
+void gaussian_kl_bwd_cpu(const GaussianKLBwdArgs<T>& a);
 
 // CUDA launchers (cuda/gaussian_kl.cu, compiled only in a CUDA build): the CPU launchers'
 // contracts on device pointers, queued on `stream` with no host synchronisation; they return the
@@ -80,27 +96,16 @@ template <typename T>
 int64_t gaussian_kl_fwd_cuda_workspace(const GaussianKLParams& p);
 
 template <typename T>
-int gaussian_kl_fwd_cuda(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
-                         acc_t<T>* loss_elem, acc_t<T>* loss_rows, void* workspace,
-                         GpuStream stream);
+int gaussian_kl_fwd_cuda(const GaussianKLFwdArgs<T>& a, GpuStream stream);
 
 template <typename T>
-int gaussian_kl_bwd_cuda(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
-                         const acc_t<T>* grad, bool per_row, const GaussianKLGrads<T>& out,
-                         GpuStream stream);
+int gaussian_kl_bwd_cuda(const GaussianKLBwdArgs<T>& a, GpuStream stream);
 
 // Explicit instantiations of both CPU launchers, in the namespace where it is expanded
 // (cpu/gaussian_kl.cc and each per-ISA copy in cpu/gaussian_kl_impl.h).
-#define PO_INSTANTIATE_GAUSSIAN_KL(T)                                                            \
-  template void gaussian_kl_fwd_cpu<T>(const GaussianKLParams&, const GaussianKLInputs<T>&,     \
-                                       acc_t<T>*, acc_t<T>*);                                   \
-  template void gaussian_kl_bwd_cpu<T>(const GaussianKLParams&, const GaussianKLInputs<T>&,     \
-                                       const acc_t<T>*, bool, const GaussianKLGrads<T>&);
-
-#define PO_GAUSSIAN_KL_INSTANTIATE_ALL \
-  PO_INSTANTIATE_GAUSSIAN_KL(float)    \
-  PO_INSTANTIATE_GAUSSIAN_KL(double)   \
-  PO_INSTANTIATE_GAUSSIAN_KL(fp16)     \
-  PO_INSTANTIATE_GAUSSIAN_KL(bf16)
+#define PO_INSTANTIATE_GAUSSIAN_KL(T)                               \
+  template void gaussian_kl_fwd_cpu(const GaussianKLFwdArgs<T>&); \
+  template void gaussian_kl_bwd_cpu(const GaussianKLBwdArgs<T>&);
+#define PO_GAUSSIAN_KL_INSTANTIATE_ALL PO_FOR_EACH_FLOAT_TYPE(PO_INSTANTIATE_GAUSSIAN_KL)
 
 }  // namespace paddle_ops

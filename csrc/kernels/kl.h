@@ -65,17 +65,35 @@ enum KLStat : int {
   kKLStats = 6
 };
 
-// s, t: [outer, classes, inner] (t = nullptr for kEntropy). row_index: [rows] int32/int64 or
-// nullptr (no row excluded). loss: [rows]; stats: [rows, kKLStats].
+// The pointers of one launch (host memory for _cpu, device memory for _cuda), nullptr where
+// absent. row_index: [rows] int32/int64, or nullptr (no row excluded).
 template <typename T, typename I>
-void kl_logits_fwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_index,
-                       acc_t<T>* loss, acc_t<T>* stats);
+struct KLLogitsFwdArgs {
+  KLParams p;
+  const T* s = nullptr;          // [outer, classes, inner]
+  const T* t = nullptr;          // like s; nullptr for kEntropy
+  const I* row_index = nullptr;
+  acc_t<T>* loss = nullptr;      // [rows]
+  acc_t<T>* stats = nullptr;     // [rows, kKLStats]
+};
 
-// loss_grad: [rows] or nullptr (zero). s_grad / t_grad: [outer, classes, inner], each written
-// completely when not nullptr.
 template <typename T, typename I>
-void kl_logits_bwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_index,
-                       const acc_t<T>* stats, const acc_t<T>* loss_grad, T* s_grad, T* t_grad);
+struct KLLogitsBwdArgs {
+  KLParams p;
+  const T* s = nullptr;
+  const T* t = nullptr;
+  const I* row_index = nullptr;
+  const acc_t<T>* stats = nullptr;      // the forward's
+  const acc_t<T>* loss_grad = nullptr;  // [rows]; nullptr: zero
+  T* s_grad = nullptr;                  // like s, written completely unless nullptr
+  T* t_grad = nullptr;                  // like t, written completely unless nullptr
+};
+
+template <typename T, typename I>
+void kl_logits_fwd_cpu(const KLLogitsFwdArgs<T, I>& a);
+
+template <typename T, typename I>
+void kl_logits_bwd_cpu(const KLLogitsBwdArgs<T, I>& a);
 
 // Paddle's kl_div, elementwise over [rows, cols] with x = input (log-probabilities) and y = label:
 //   log_target = false: loss = y (log y - x) where y > 0, else 0
@@ -88,59 +106,60 @@ struct KLDivParams {
   int num_threads = 0;
 };
 
-// Writes the elementwise loss to loss_elem ([rows, cols]) when it is not nullptr, and each row's
-// sum to loss_rows ([rows]) when that is not nullptr.
 template <typename T>
-void kl_div_fwd_cpu(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,
-                    acc_t<T>* loss_rows);
+struct KLDivFwdArgs {
+  KLDivParams p;
+  const T* x = nullptr;              // [rows, cols]
+  const T* y = nullptr;              // [rows, cols]
+  acc_t<T>* loss_elem = nullptr;     // [rows, cols] elementwise loss, or nullptr
+  acc_t<T>* loss_rows = nullptr;     // [rows] row sums, or nullptr
+};
 
 // grad: [rows, cols] elementwise upstream gradient, or [rows] (one per row) when per_row, or
 // nullptr, a zero upstream gradient: each element is then 0 times its local derivative, NaN where
 // that is not finite (x or y infinite or NaN), on the CPU and on CUDA alike; x_grad / y_grad
 // (either may be nullptr) are written completely.
 template <typename T>
-void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
-                    bool per_row, T* x_grad, T* y_grad);
+struct KLDivBwdArgs {
+  KLDivParams p;
+  const T* x = nullptr;
+  const T* y = nullptr;
+  const acc_t<T>* grad = nullptr;
+  bool per_row = false;
+  T* x_grad = nullptr;
+  T* y_grad = nullptr;
+};
+
+template <typename T>
+void kl_div_fwd_cpu(const KLDivFwdArgs<T>& a);
+
+template <typename T>
+void kl_div_bwd_cpu(const KLDivBwdArgs<T>& a);
 
 // CUDA launchers (cuda/kl.cu, compiled only in a CUDA build): the CPU launchers' contracts on
 // device pointers, queued on `stream` with no host synchronisation; they return the cudaError_t of
 // the launch (0 = cudaSuccess). num_threads is ignored.
 template <typename T, typename I>
-int kl_logits_fwd_cuda(const KLParams& p, const T* s, const T* t, const I* row_index,
-                       acc_t<T>* loss, acc_t<T>* stats, GpuStream stream);
+int kl_logits_fwd_cuda(const KLLogitsFwdArgs<T, I>& a, GpuStream stream);
 
 template <typename T, typename I>
-int kl_logits_bwd_cuda(const KLParams& p, const T* s, const T* t, const I* row_index,
-                       const acc_t<T>* stats, const acc_t<T>* loss_grad, T* s_grad, T* t_grad,
-                       GpuStream stream);
+int kl_logits_bwd_cuda(const KLLogitsBwdArgs<T, I>& a, GpuStream stream);
 
 template <typename T>
-int kl_div_fwd_cuda(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,
-                    acc_t<T>* loss_rows, GpuStream stream);
+int kl_div_fwd_cuda(const KLDivFwdArgs<T>& a, GpuStream stream);
 
 template <typename T>
-int kl_div_bwd_cuda(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
-                    bool per_row, T* x_grad, T* y_grad, GpuStream stream);
+int kl_div_bwd_cuda(const KLDivBwdArgs<T>& a, GpuStream stream);
 
 // Explicit instantiations of every CPU launcher above, in the namespace where it is expanded (the
 // public dispatchers in cpu/kl.cc and each per-ISA copy in cpu/kl_impl.h).
-#define PO_INSTANTIATE_KL(T)                                                                      \
-  template void kl_logits_fwd_cpu<T, int32_t>(const KLParams&, const T*, const T*, const int32_t*, \
-                                              acc_t<T>*, acc_t<T>*);                              \
-  template void kl_logits_fwd_cpu<T, int64_t>(const KLParams&, const T*, const T*, const int64_t*, \
-                                              acc_t<T>*, acc_t<T>*);                              \
-  template void kl_logits_bwd_cpu<T, int32_t>(const KLParams&, const T*, const T*, const int32_t*, \
-                                              const acc_t<T>*, const acc_t<T>*, T*, T*);          \
-  template void kl_logits_bwd_cpu<T, int64_t>(const KLParams&, const T*, const T*, const int64_t*, \
-                                              const acc_t<T>*, const acc_t<T>*, T*, T*);          \
-  template void kl_div_fwd_cpu<T>(const KLDivParams&, const T*, const T*, acc_t<T>*, acc_t<T>*);  \
-  template void kl_div_bwd_cpu<T>(const KLDivParams&, const T*, const T*, const acc_t<T>*, bool,  \
-                                  T*, T*);
-
-#define PO_KL_INSTANTIATE_ALL \
-  PO_INSTANTIATE_KL(float)    \
-  PO_INSTANTIATE_KL(double)   \
-  PO_INSTANTIATE_KL(fp16)     \
-  PO_INSTANTIATE_KL(bf16)
+#define PO_INSTANTIATE_KL(T)                                              \
+  template void kl_logits_fwd_cpu(const KLLogitsFwdArgs<T, int32_t>&);    \
+  template void kl_logits_fwd_cpu(const KLLogitsFwdArgs<T, int64_t>&);    \
+  template void kl_logits_bwd_cpu(const KLLogitsBwdArgs<T, int32_t>&);    \
+  template void kl_logits_bwd_cpu(const KLLogitsBwdArgs<T, int64_t>&);    \
+  template void kl_div_fwd_cpu(const KLDivFwdArgs<T>&);                   \
+  template void kl_div_bwd_cpu(const KLDivBwdArgs<T>&);
+#define PO_KL_INSTANTIATE_ALL PO_FOR_EACH_FLOAT_TYPE(PO_INSTANTIATE_KL)
 
 }  // namespace paddle_ops

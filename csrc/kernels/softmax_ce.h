@@ -79,72 +79,103 @@ struct SoftmaxCEStatus {
 // T: logits storage type (float, double, fp16, bf16).
 // L: int32_t / int64_t for hard labels ([rows] values), or a floating type for soft labels
 //    (T or acc_t<T>, laid out like the logits).
-// weight: [classes] class weights or nullptr.
-// Outputs, [rows] each: loss (weighted, see above), lse (0 when !use_softmax), row_weight.
+// The pointers of one launch, in host memory for the _cpu launchers and device memory for the
+// _cuda ones; [rows] each unless noted, nullptr where absent.
 template <typename T, typename L>
-SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,
-                                   const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
-                                   acc_t<T>* row_weight);
+struct SoftmaxCEFwdArgs {
+  SoftmaxCEParams p;
+  const T* logits = nullptr;         // [outer, classes, inner]
+  const L* label = nullptr;          // see L above
+  const acc_t<T>* weight = nullptr;  // [classes] class weights, or nullptr
+  acc_t<T>* loss = nullptr;          // weighted (see above)
+  acc_t<T>* lse = nullptr;           // 0 when !use_softmax
+  acc_t<T>* row_weight = nullptr;
+  bool* correct = nullptr;           // statistics forward only (below)
+  acc_t<T>* entropy = nullptr;       // statistics forward only (below)
+};
 
-// loss_grad: [rows] upstream gradient of `loss`, or nullptr (treated as zero).
-// logits_grad: [outer, classes, inner], written completely.
 template <typename T, typename L>
-void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,
-                        const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
-                        T* logits_grad);
+struct SoftmaxCEBwdArgs {
+  SoftmaxCEParams p;
+  const T* logits = nullptr;
+  const L* label = nullptr;
+  const acc_t<T>* weight = nullptr;
+  const acc_t<T>* lse = nullptr;        // the forward's
+  const acc_t<T>* loss_grad = nullptr;  // upstream gradient of `loss`; nullptr: zero
+  T* logits_grad = nullptr;             // [outer, classes, inner], written completely
+};
+
+// Writes loss, lse and row_weight.
+template <typename T, typename L>
+SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEFwdArgs<T, L>& a);
+
+template <typename T, typename L>
+void softmax_ce_bwd_cpu(const SoftmaxCEBwdArgs<T, L>& a);
 
 // The forward of hard labels with softmax, plus prediction statistics from the same single read
 // of the logits (the online log-sum-exp also tracks the arg-max and sum_j p_j (x_j - max); see
 // cpu/rows_impl.h). loss, lse and row_weight are bitwise those of softmax_ce_fwd_cpu, and the
-// backward is softmax_ce_bwd_cpu's. Extra outputs, [rows] each:
+// backward is softmax_ce_bwd_cpu's. Extra outputs:
 //   correct: label != ignore_index and the label is the row's arg-max, the first index of the
 //            largest logit with NaN skipped (paddle.argmax's rule; a row of NaN only predicts 0);
 //   entropy: -sum_j p_j log p_j of the row's softmax, for ignored rows too; 0 for a row whose
 //            logits are all -inf (no distribution), NaN where the row holds NaN or +inf.
 // p.use_softmax must be true (the bindings check it); label_smoothing, z_loss and weights apply
-// to the loss as usual and do not change the statistics. Not for class shards. CUDA:
-// softmax_ce_fwd_stats_cuda below.
+// to the loss as usual and do not change the statistics. Not for class shards.
 template <typename T, typename L>
-SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEParams& p, const T* logits,
-                                         const L* label, const acc_t<T>* weight, acc_t<T>* loss,
-                                         acc_t<T>* lse, acc_t<T>* row_weight, bool* correct,
-                                         acc_t<T>* entropy);
+SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEFwdArgs<T, L>& a);
 
-// CUDA launchers (cuda/softmax_ce.cu, compiled only in a CUDA build). Same pointers and layout as
-// the CPU launchers, all in device memory, queued on `stream` with no host synchronisation; they
-// return the cudaError_t of the launch (0 = cudaSuccess). A hard label outside
-// [0, label_classes()) that is not ignore_index cannot be reported without a synchronisation, so
-// that row gets NaN for loss, lse and row_weight (any reduction that includes it is NaN) and a NaN
-// gradient row; the other rows are unaffected. A null loss_grad gives a zero gradient, every row
-// of it, as on the CPU.
-template <typename T, typename L>
-int softmax_ce_fwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
-                        const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
-                        acc_t<T>* row_weight, GpuStream stream);
+// A reduction of the row losses of a forward, as the ops' `reduction` attribute asks for (the
+// means of softmax_ce.py's cross_entropy):
+enum class SoftmaxCEReduction : int { kNone = 0, kSum = 1, kMean = 2, kMeanAll = 3 };
+// kSum: sum of loss; kMean: that sum over the sum of row_weight (over 1 when that is 0, which
+// makes the mean of nothing 0 as in Paddle); kMeanAll: over the number of rows (NaN for none).
+// Summed in double in row order, so the bits do not depend on the thread count. The divisor is
+// also what a reduced loss's upstream gradient is divided by for every row.
+template <typename A>
+double softmax_ce_divisor_cpu(const A* row_weight, int64_t rows, SoftmaxCEReduction reduction);
+template <typename A>
+A softmax_ce_reduce_cpu(const A* loss, const A* row_weight, int64_t rows,
+                        SoftmaxCEReduction reduction);
 
-// The statistics forward on the device (softmax_ce_fwd_stats_cpu's outputs and definitions; hard
-// labels only). loss, lse and row_weight are bitwise softmax_ce_fwd_cuda's. A row with an
-// out-of-range label gets NaN loss, lse, row_weight and entropy and correct = false. Returns
-// cudaErrorInvalidValue (launching nothing) when !p.use_softmax or p.shard.total > 0.
-template <typename T, typename L>
-int softmax_ce_fwd_stats_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
-                              const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
-                              acc_t<T>* row_weight, bool* correct, acc_t<T>* entropy,
-                              GpuStream stream);
-
-// The statistics' means from the per-row outputs above, on the device (one block; A =
-// acc_t<T>), each a single value: count = rows with label != ignore_index; accuracy = counted
-// correct rows / count and mean_entropy = the mean entropy of the counted rows, both 0 when
-// count is 0, and both NaN when a counted row has a label outside [0, label_classes()).
+// The statistics' means from the per-row outputs of a statistics forward (A = acc_t<T>), each a
+// single value: count = rows with label != ignore_index; accuracy = counted correct rows / count
+// and mean_entropy = the mean entropy of the counted rows, both 0 when count is 0.
 template <typename A, typename L>
-int softmax_ce_stats_means_cuda(const SoftmaxCEParams& p, const L* label, const bool* correct,
-                                const A* entropy, A* accuracy, A* mean_entropy, int64_t* count,
-                                GpuStream stream);
+struct SoftmaxCEMeansArgs {
+  SoftmaxCEParams p;
+  const L* label = nullptr;
+  const bool* correct = nullptr;
+  const A* entropy = nullptr;
+  A* accuracy = nullptr;
+  A* mean_entropy = nullptr;
+  int64_t* count = nullptr;
+};
+
+template <typename A, typename L>
+void softmax_ce_stats_means_cpu(const SoftmaxCEMeansArgs<A, L>& a);
+
+// CUDA launchers (cuda/softmax_ce.cu, compiled only in a CUDA build): the CPU launchers'
+// contracts on device pointers, queued on `stream` with no host synchronisation; they return the
+// cudaError_t of the launch (0 = cudaSuccess). A hard label outside [0, label_classes()) that is
+// not ignore_index cannot be reported without a synchronisation, so that row gets NaN for loss,
+// lse and row_weight (any reduction that includes it is NaN) and a NaN gradient row; the other
+// rows are unaffected. A null loss_grad gives a zero gradient, every row of it, as on the CPU.
+template <typename T, typename L>
+int softmax_ce_fwd_cuda(const SoftmaxCEFwdArgs<T, L>& a, GpuStream stream);
+
+// The statistics forward (hard labels only): a row with an out-of-range label gets NaN loss,
+// lse, row_weight and entropy and correct = false. Returns cudaErrorInvalidValue (launching
+// nothing) when !p.use_softmax or p.shard.total > 0.
+template <typename T, typename L>
+int softmax_ce_fwd_stats_cuda(const SoftmaxCEFwdArgs<T, L>& a, GpuStream stream);
+
+// The means in one block; both NaN when a counted row has a label outside [0, label_classes()).
+template <typename A, typename L>
+int softmax_ce_stats_means_cuda(const SoftmaxCEMeansArgs<A, L>& a, GpuStream stream);
 
 template <typename T, typename L>
-int softmax_ce_bwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
-                        const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
-                        T* logits_grad, GpuStream stream);
+int softmax_ce_bwd_cuda(const SoftmaxCEBwdArgs<T, L>& a, GpuStream stream);
 
 // Benchmark hook (CUDA build): the threads per block of every block-per-row launch of the
 // cross-entropy and KL families (rows over 2048 contiguous classes), process-wide; 0 restores the
@@ -154,36 +185,21 @@ int softmax_ce_bwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* labe
 // [64, 1024].
 int set_cuda_row_block_threads(int threads);
 
-// Explicit instantiations of both CPU launchers for every (T, L) pair the bindings use, in the
+// Explicit instantiations of the CPU launchers for every (T, L) pair the bindings use, in the
 // namespace where it is expanded (cpu/softmax_ce.cc and each per-ISA copy). Soft labels of 16-bit
-// logits may also come in fp32, so the target is not rounded.
-#define PO_INSTANTIATE_SOFTMAX_CE(T, L)                                                         \
-  template SoftmaxCEStatus softmax_ce_fwd_cpu<T, L>(const SoftmaxCEParams&, const T*, const L*, \
-                                                    const acc_t<T>*, acc_t<T>*, acc_t<T>*,      \
-                                                    acc_t<T>*);                                 \
-  template void softmax_ce_bwd_cpu<T, L>(const SoftmaxCEParams&, const T*, const L*,            \
-                                         const acc_t<T>*, const acc_t<T>*, const acc_t<T>*, T*);
-
-#define PO_SOFTMAX_CE_INSTANTIATE_ALL                                                        \
-  PO_INSTANTIATE_SOFTMAX_CE(float, int32_t) PO_INSTANTIATE_SOFTMAX_CE(float, int64_t)      \
-  PO_INSTANTIATE_SOFTMAX_CE(float, float) PO_INSTANTIATE_SOFTMAX_CE(double, int32_t)       \
-  PO_INSTANTIATE_SOFTMAX_CE(double, int64_t) PO_INSTANTIATE_SOFTMAX_CE(double, double)     \
-  PO_INSTANTIATE_SOFTMAX_CE(fp16, int32_t) PO_INSTANTIATE_SOFTMAX_CE(fp16, int64_t)        \
-  PO_INSTANTIATE_SOFTMAX_CE(fp16, fp16) PO_INSTANTIATE_SOFTMAX_CE(fp16, float)             \
-  PO_INSTANTIATE_SOFTMAX_CE(bf16, int32_t) PO_INSTANTIATE_SOFTMAX_CE(bf16, int64_t)        \
-  PO_INSTANTIATE_SOFTMAX_CE(bf16, bf16) PO_INSTANTIATE_SOFTMAX_CE(bf16, float)
-
-// The statistics launcher, hard labels only (L = int32_t, int64_t).
-#define PO_INSTANTIATE_SOFTMAX_CE_STATS(T, L)                                                  \
-  template SoftmaxCEStatus softmax_ce_fwd_stats_cpu<T, L>(                                     \
-      const SoftmaxCEParams&, const T*, const L*, const acc_t<T>*, acc_t<T>*, acc_t<T>*,       \
-      acc_t<T>*, bool*, acc_t<T>*);
-
-#define PO_SOFTMAX_CE_STATS_INSTANTIATE_ALL                                                      \
-  PO_INSTANTIATE_SOFTMAX_CE_STATS(float, int32_t) PO_INSTANTIATE_SOFTMAX_CE_STATS(float, int64_t) \
-  PO_INSTANTIATE_SOFTMAX_CE_STATS(double, int32_t)                                                \
-  PO_INSTANTIATE_SOFTMAX_CE_STATS(double, int64_t)                                                \
-  PO_INSTANTIATE_SOFTMAX_CE_STATS(fp16, int32_t) PO_INSTANTIATE_SOFTMAX_CE_STATS(fp16, int64_t)   \
-  PO_INSTANTIATE_SOFTMAX_CE_STATS(bf16, int32_t) PO_INSTANTIATE_SOFTMAX_CE_STATS(bf16, int64_t)
+// logits may also come in fp32, so the target is not rounded; statistics take hard labels only.
+#define PO_INSTANTIATE_SOFTMAX_CE(T, L)                                    \
+  template SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEFwdArgs<T, L>&); \
+  template void softmax_ce_bwd_cpu(const SoftmaxCEBwdArgs<T, L>&);
+#define PO_INSTANTIATE_SOFTMAX_CE_HARD(T)                                           \
+  PO_INSTANTIATE_SOFTMAX_CE(T, int32_t)                                             \
+  PO_INSTANTIATE_SOFTMAX_CE(T, int64_t)                                             \
+  PO_INSTANTIATE_SOFTMAX_CE(T, T)                                                   \
+  template SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEFwdArgs<T, int32_t>&); \
+  template SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEFwdArgs<T, int64_t>&);
+#define PO_SOFTMAX_CE_INSTANTIATE_ALL                  \
+  PO_FOR_EACH_FLOAT_TYPE(PO_INSTANTIATE_SOFTMAX_CE_HARD) \
+  PO_INSTANTIATE_SOFTMAX_CE(fp16, float)               \
+  PO_INSTANTIATE_SOFTMAX_CE(bf16, float)
 
 }  // namespace paddle_ops

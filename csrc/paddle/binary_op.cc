@@ -110,25 +110,15 @@ std::vector<paddle::Tensor> BinaryForward(const paddle::Tensor& x, const paddle:
   dispatch_float(x.dtype(), "logit", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    const T* xp = data_ptr<T>(x);
-    const T* yp = data_ptr<T>(label);
-    const A* wp = factor_ptr<A>(weight);
-    const A* pwp = factor_ptr<A>(pos_weight);
-    A* loss_elem = reduce_rows ? nullptr : data_ptr<A>(out);
-    A* loss_rows = reduce_rows ? data_ptr<A>(out) : nullptr;
-    launch(
-        x, "binary forward",
-        [&] { binary_fwd_cpu<T>(p, xp, yp, wp, pwp, loss_elem, loss_rows); },
-        [&](GpuStream stream) {
-          // Released when this returns, as Paddle's own kernels release their temporaries: its
-          // GPU allocator is stream-ordered, so the block is reused only by work queued after
-          // these kernels.
-          const int64_t bytes = reduce_rows ? binary_fwd_cuda_workspace<T>(p) : 0;
-          paddle::Tensor workspace;
-          if (bytes > 0) workspace = paddle::empty({bytes}, paddle::DataType::UINT8, x.place());
-          return binary_fwd_cuda<T>(p, xp, yp, wp, pwp, loss_elem, loss_rows,
-                                    bytes > 0 ? workspace.data() : nullptr, stream);
-        });
+    const BinaryFwdArgs<T> a{p,
+                             data_ptr<T>(x),
+                             data_ptr<T>(label),
+                             factor_ptr<A>(weight),
+                             factor_ptr<A>(pos_weight),
+                             reduce_rows ? nullptr : data_ptr<A>(out),
+                             reduce_rows ? data_ptr<A>(out) : nullptr};
+    PO_LAUNCH_WITH_WORKSPACE(x, "binary forward", binary_fwd, a,
+                             reduce_rows ? binary_fwd_cuda_workspace<T>(p) : 0);
   });
   return {out};
 }
@@ -147,18 +137,15 @@ std::vector<paddle::Tensor> BinaryBackward(const paddle::Tensor& x, const paddle
   dispatch_float(x.dtype(), "logit", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    const A* dloss = upstream_grad<A>(loss_grad, reduce_rows ? p.rows : p.rows * p.cols, x);
-    const T* xp = data_ptr<T>(x);
-    const T* yp = data_ptr<T>(label);
-    const A* wp = factor_ptr<A>(weight);
-    const A* pwp = factor_ptr<A>(pos_weight);
-    T* dx = data_ptr<T>(grad);
-    launch(
-        x, "binary backward",
-        [&] { binary_bwd_cpu<T>(p, xp, yp, wp, pwp, dloss, reduce_rows, dx); },
-        [&](GpuStream stream) {
-          return binary_bwd_cuda<T>(p, xp, yp, wp, pwp, dloss, reduce_rows, dx, stream);
-        });
+    const BinaryBwdArgs<T> a{p,
+                             data_ptr<T>(x),
+                             data_ptr<T>(label),
+                             factor_ptr<A>(weight),
+                             factor_ptr<A>(pos_weight),
+                             upstream_grad<A>(loss_grad, reduce_rows ? p.rows : p.rows * p.cols, x),
+                             reduce_rows,
+                             data_ptr<T>(grad)};
+    PO_LAUNCH(x, "binary backward", binary_bwd, a);
   });
   return {grad};
 }

@@ -217,6 +217,27 @@ void launch(const paddle::Tensor& x, const char* op, CpuFn&& cpu, CudaFn&& cuda)
 // uninitialised: the kernels then treat it as zero (nullptr) instead of reading it. It is the one
 // input of a grad kernel that does not come from the forward op, whose inputs were checked there,
 // so it is checked to be on the device of `x`.
+// Runs NAME_cpu(args), or NAME_cuda(args, stream) for a GPU tensor x (launch above).
+#define PO_LAUNCH(x, op, name, args)   \
+  ::paddle_ops::launch(                \
+      x, op, [&] { name##_cpu(args); }, \
+      [&](::paddle_ops::GpuStream po_stream) { return name##_cuda(args, po_stream); })
+
+// Runs a forward whose CUDA launcher takes a device scratch block of `bytes` (args.workspace).
+// The block is released when this returns, as Paddle's own kernels release their temporaries:
+// its GPU allocator is stream-ordered, so the block is reused only by work queued after them.
+#define PO_LAUNCH_WITH_WORKSPACE(x, op, name, args, bytes)                                   \
+  ::paddle_ops::launch(                                                                      \
+      x, op, [&] { name##_cpu(args); },                                                      \
+      [&](::paddle_ops::GpuStream po_stream) {                                               \
+        auto po_args = args;                                                                 \
+        const int64_t po_bytes = (bytes);                                                    \
+        paddle::Tensor po_block;                                                             \
+        if (po_bytes > 0) po_block = paddle::empty({po_bytes}, paddle::DataType::UINT8, (x).place()); \
+        po_args.workspace = po_bytes > 0 ? po_block.data() : nullptr;                        \
+        return name##_cuda(po_args, po_stream);                                              \
+      })
+
 template <typename A>
 const A* upstream_grad(const paddle::Tensor& grad, int64_t expected_numel,
                        const paddle::Tensor& x) {

@@ -87,21 +87,11 @@ std::vector<paddle::Tensor> forward(const std::vector<const paddle::Tensor*>& in
   dispatch_float(m1.dtype(), "mean1", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    const GaussianKLInputs<T> k = kernel_inputs<T>(in);
-    A* loss_elem = reduce_rows ? nullptr : data_ptr<A>(out);
-    A* loss_rows = reduce_rows ? data_ptr<A>(out) : nullptr;
-    launch(
-        m1, "gaussian_kl forward", [&] { gaussian_kl_fwd_cpu<T>(p, k, loss_elem, loss_rows); },
-        [&](GpuStream stream) {
-          // Released when this returns, as Paddle's own kernels release their temporaries: its
-          // GPU allocator is stream-ordered, so the block is reused only by work queued after
-          // these kernels.
-          const int64_t bytes = reduce_rows ? gaussian_kl_fwd_cuda_workspace<T>(p) : 0;
-          paddle::Tensor workspace;
-          if (bytes > 0) workspace = paddle::empty({bytes}, paddle::DataType::UINT8, m1.place());
-          return gaussian_kl_fwd_cuda<T>(p, k, loss_elem, loss_rows,
-                                         bytes > 0 ? workspace.data() : nullptr, stream);
-        });
+    const GaussianKLFwdArgs<T> a{p, kernel_inputs<T>(in),
+                                 reduce_rows ? nullptr : data_ptr<A>(out),
+                                 reduce_rows ? data_ptr<A>(out) : nullptr};
+    PO_LAUNCH_WITH_WORKSPACE(m1, "gaussian_kl forward", gaussian_kl_fwd, a,
+                             reduce_rows ? gaussian_kl_fwd_cuda_workspace<T>(p) : 0);
   });
   return {out};
 }
@@ -117,19 +107,14 @@ std::vector<paddle::Tensor> backward(const std::vector<const paddle::Tensor*>& i
   dispatch_float(m1.dtype(), "mean1", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    const A* dloss = upstream_grad<A>(loss_grad, reduce_rows ? p.rows : p.rows * p.cols, m1);
-    GaussianKLGrads<T> out;
-    T** slots[] = {&out.mean1, &out.logvar1, &out.mean2, &out.logvar2};
+    GaussianKLBwdArgs<T> a{p, kernel_inputs<T>(in),
+                           upstream_grad<A>(loss_grad, reduce_rows ? p.rows : p.rows * p.cols, m1),
+                           reduce_rows};
+    T** slots[] = {&a.out.mean1, &a.out.logvar1, &a.out.mean2, &a.out.logvar2};
     for (size_t i = 0; i < in.size(); ++i) {
       if ((grad_mask >> i) & 1) *slots[i] = data_ptr<T>(grads[i]);
     }
-    const GaussianKLInputs<T> k = kernel_inputs<T>(in);
-    launch(
-        m1, "gaussian_kl backward",
-        [&] { gaussian_kl_bwd_cpu<T>(p, k, dloss, reduce_rows, out); },
-        [&](GpuStream stream) {
-          return gaussian_kl_bwd_cuda<T>(p, k, dloss, reduce_rows, out, stream);
-        });
+    PO_LAUNCH(m1, "gaussian_kl backward", gaussian_kl_bwd, a);
   });
   return grads;
 }

@@ -92,16 +92,10 @@ std::vector<paddle::Tensor> KLLogitsForward(const paddle::Tensor& s, const paddl
     using T = typename decltype(tt)::type;
     using I = typename decltype(it)::type;
     using A = acc_t<T>;
-    const T* sp = data_ptr<T>(s);
-    const T* tp = data_ptr<T>(t);
-    const I* ip = index ? data_ptr<I>(*index) : nullptr;
-    launch(
-        s, "kl_logits forward",
-        [&] { kl_logits_fwd_cpu<T, I>(p, sp, tp, ip, data_ptr<A>(loss), data_ptr<A>(stats)); },
-        [&](GpuStream stream) {
-          return kl_logits_fwd_cuda<T, I>(p, sp, tp, ip, data_ptr<A>(loss), data_ptr<A>(stats),
-                                          stream);
-        });
+    const KLLogitsFwdArgs<T, I> a{p, data_ptr<T>(s), data_ptr<T>(t),
+                                  index ? data_ptr<I>(*index) : nullptr, data_ptr<A>(loss),
+                                  data_ptr<A>(stats)};
+    PO_LAUNCH(s, "kl_logits forward", kl_logits_fwd, a);
   });
   return {loss, stats};
 }
@@ -121,21 +115,15 @@ std::vector<paddle::Tensor> KLLogitsBackward(const paddle::Tensor& s, const padd
     using T = typename decltype(tt)::type;
     using I = typename decltype(it)::type;
     using A = acc_t<T>;
-    const T* sp = data_ptr<T>(s);
-    const T* tp = data_ptr<T>(t);
-    const I* ip = index ? data_ptr<I>(*index) : nullptr;
-    const A* dloss = upstream_grad<A>(loss_grad, p.rows(), s);
-    T* tg = label_grad ? data_ptr<T>(t_grad) : nullptr;
-    launch(
-        s, "kl_logits backward",
-        [&] {
-          kl_logits_bwd_cpu<T, I>(p, sp, tp, ip, data_ptr<A>(stats), dloss, data_ptr<T>(s_grad),
-                                  tg);
-        },
-        [&](GpuStream stream) {
-          return kl_logits_bwd_cuda<T, I>(p, sp, tp, ip, data_ptr<A>(stats), dloss,
-                                          data_ptr<T>(s_grad), tg, stream);
-        });
+    const KLLogitsBwdArgs<T, I> a{p,
+                                  data_ptr<T>(s),
+                                  data_ptr<T>(t),
+                                  index ? data_ptr<I>(*index) : nullptr,
+                                  data_ptr<A>(stats),
+                                  upstream_grad<A>(loss_grad, p.rows(), s),
+                                  data_ptr<T>(s_grad),
+                                  label_grad ? data_ptr<T>(t_grad) : nullptr};
+    PO_LAUNCH(s, "kl_logits backward", kl_logits_bwd, a);
   });
   return {s_grad, t_grad};
 }
@@ -195,16 +183,9 @@ std::vector<paddle::Tensor> EntropyForward(const paddle::Tensor& x, int axis) {
   dispatch_float(x.dtype(), "x", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    launch(
-        x, "softmax_entropy forward",
-        [&] {
-          kl_logits_fwd_cpu<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr, data_ptr<A>(loss),
-                                        data_ptr<A>(stats));
-        },
-        [&](GpuStream stream) {
-          return kl_logits_fwd_cuda<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr,
-                                                data_ptr<A>(loss), data_ptr<A>(stats), stream);
-        });
+    const KLLogitsFwdArgs<T, int64_t> a{p, data_ptr<T>(x), nullptr, nullptr, data_ptr<A>(loss),
+                                        data_ptr<A>(stats)};
+    PO_LAUNCH(x, "softmax_entropy forward", kl_logits_fwd, a);
   });
   return {loss, stats};
 }
@@ -217,18 +198,10 @@ std::vector<paddle::Tensor> EntropyBackward(const paddle::Tensor& x, const paddl
   dispatch_float(x.dtype(), "x", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    const A* dloss = upstream_grad<A>(loss_grad, p.rows(), x);
-    launch(
-        x, "softmax_entropy backward",
-        [&] {
-          kl_logits_bwd_cpu<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr, data_ptr<A>(stats),
-                                        dloss, data_ptr<T>(grad), nullptr);
-        },
-        [&](GpuStream stream) {
-          return kl_logits_bwd_cuda<T, int64_t>(p, data_ptr<T>(x), nullptr, nullptr,
-                                                data_ptr<A>(stats), dloss, data_ptr<T>(grad),
-                                                nullptr, stream);
-        });
+    const KLLogitsBwdArgs<T, int64_t> a{p, data_ptr<T>(x), nullptr, nullptr, data_ptr<A>(stats),
+                                        upstream_grad<A>(loss_grad, p.rows(), x),
+                                        data_ptr<T>(grad), nullptr};
+    PO_LAUNCH(x, "softmax_entropy backward", kl_logits_bwd, a);
   });
   return {grad};
 }
@@ -286,14 +259,10 @@ std::vector<paddle::Tensor> KLDivForward(const paddle::Tensor& x, const paddle::
   dispatch_float(x.dtype(), "input", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    A* elem = reduce_rows ? nullptr : data_ptr<A>(loss);
-    A* rows = reduce_rows ? data_ptr<A>(loss) : nullptr;
-    launch(
-        x, "kl_div forward",
-        [&] { kl_div_fwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(y), elem, rows); },
-        [&](GpuStream stream) {
-          return kl_div_fwd_cuda<T>(p, data_ptr<T>(x), data_ptr<T>(y), elem, rows, stream);
-        });
+    const KLDivFwdArgs<T> a{p, data_ptr<T>(x), data_ptr<T>(y),
+                            reduce_rows ? nullptr : data_ptr<A>(loss),
+                            reduce_rows ? data_ptr<A>(loss) : nullptr};
+    PO_LAUNCH(x, "kl_div forward", kl_div_fwd, a);
   });
   return {loss};
 }
@@ -309,18 +278,14 @@ std::vector<paddle::Tensor> KLDivBackward(const paddle::Tensor& x, const paddle:
   dispatch_float(x.dtype(), "input", [&](auto tt) {
     using T = typename decltype(tt)::type;
     using A = acc_t<T>;
-    const A* dloss = upstream_grad<A>(loss_grad, grad_numel, x);
-    T* yg = label_grad ? data_ptr<T>(y_grad) : nullptr;
-    launch(
-        x, "kl_div backward",
-        [&] {
-          kl_div_bwd_cpu<T>(p, data_ptr<T>(x), data_ptr<T>(y), dloss, reduce_rows,
-                            data_ptr<T>(x_grad), yg);
-        },
-        [&](GpuStream stream) {
-          return kl_div_bwd_cuda<T>(p, data_ptr<T>(x), data_ptr<T>(y), dloss, reduce_rows,
-                                    data_ptr<T>(x_grad), yg, stream);
-        });
+    const KLDivBwdArgs<T> a{p,
+                            data_ptr<T>(x),
+                            data_ptr<T>(y),
+                            upstream_grad<A>(loss_grad, grad_numel, x),
+                            reduce_rows,
+                            data_ptr<T>(x_grad),
+                            label_grad ? data_ptr<T>(y_grad) : nullptr};
+    PO_LAUNCH(x, "kl_div backward", kl_div_bwd, a);
   });
   return {x_grad, y_grad};
 }

@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "dtypes.h"
+#include "positional_launchers.h"
 
 namespace paddle_ops {
 namespace test_util {

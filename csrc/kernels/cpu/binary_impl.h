@@ -113,17 +113,15 @@ BinaryRows<T> make_binary_rows(const BinaryParams& p, const T* logit, const T* l
 }  // namespace
 
 template <typename T>
-void binary_fwd_cpu(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
-                    const acc_t<T>* pos_weight, acc_t<T>* loss_elem, acc_t<T>* loss_rows) {
-  binary_fwd_rows(make_binary_rows(p, logit, label, weight, pos_weight), loss_elem, loss_rows);
+void binary_fwd_cpu(const BinaryFwdArgs<T>& a) {
+  binary_fwd_rows(make_binary_rows(a.p, a.logit, a.label, a.weight, a.pos_weight), a.loss_elem,
+                  a.loss_rows);
 }
 
 template <typename T>
-void binary_bwd_cpu(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
-                    const acc_t<T>* pos_weight, const acc_t<T>* grad, bool per_row,
-                    T* logit_grad) {
-  binary_bwd_rows(make_binary_rows(p, logit, label, weight, pos_weight), grad, per_row,
-                  logit_grad);
+void binary_bwd_cpu(const BinaryBwdArgs<T>& a) {
+  binary_bwd_rows(make_binary_rows(a.p, a.logit, a.label, a.weight, a.pos_weight), a.grad,
+                  a.per_row, a.logit_grad);
 }
 
 PO_BINARY_INSTANTIATE_ALL

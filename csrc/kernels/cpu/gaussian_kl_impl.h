@@ -142,24 +142,22 @@ void gaussian_kl_bwd_rows(const GaussianKLRows<T>& k, const acc_t<T>* grad, bool
 }  // namespace
 
 template <typename T>
-void gaussian_kl_fwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
-                         acc_t<T>* loss_elem, acc_t<T>* loss_rows) {
-  const GaussianKLRows<T> k{p, in};
-  if (in.mean2 != nullptr || in.logvar2 != nullptr) {
-    gaussian_kl_fwd_rows<true>(k, loss_elem, loss_rows);
+void gaussian_kl_fwd_cpu(const GaussianKLFwdArgs<T>& a) {
+  const GaussianKLRows<T> k{a.p, a.in};
+  if (a.in.mean2 != nullptr || a.in.logvar2 != nullptr) {
+    gaussian_kl_fwd_rows<true>(k, a.loss_elem, a.loss_rows);
   } else {
-    gaussian_kl_fwd_rows<false>(k, loss_elem, loss_rows);
+    gaussian_kl_fwd_rows<false>(k, a.loss_elem, a.loss_rows);
   }
 }
 
 template <typename T>
-void gaussian_kl_bwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
-                         const acc_t<T>* grad, bool per_row, const GaussianKLGrads<T>& out) {
-  const GaussianKLRows<T> k{p, in};
-  if (in.mean2 != nullptr || in.logvar2 != nullptr) {
-    gaussian_kl_bwd_rows<true>(k, grad, per_row, out);
+void gaussian_kl_bwd_cpu(const GaussianKLBwdArgs<T>& a) {
+  const GaussianKLRows<T> k{a.p, a.in};
+  if (a.in.mean2 != nullptr || a.in.logvar2 != nullptr) {
+    gaussian_kl_bwd_rows<true>(k, a.grad, a.per_row, a.out);
   } else {
-    gaussian_kl_bwd_rows<false>(k, grad, per_row, out);
+    gaussian_kl_bwd_rows<false>(k, a.grad, a.per_row, a.out);
   }
 }
 

@@ -1,12 +1,11 @@
 // A cache of large host buffers for gradients.
 //
-// A gradient of the logits is as large as the logits (500 MB for fp32 [4096, 32000]) and is
-// allocated afresh at every backward. glibc serves such a block with a new mmap and unmaps it on
-// free, so every backward pays a page fault and the kernel's zeroing of every page on its first
-// write: measured on the build machine, that costs more than the backward kernel itself (a first
-// write of 500 MB takes about 125 ms with transparent huge pages, the kernel writing into touched
-// memory about 70 ms). Keeping the freed block and handing it to the next backward of a similar
-// size removes that cost, as GPU frameworks' caching allocators do for device memory.
+// A gradient of the logits is as large as the logits and is allocated afresh at every backward.
+// glibc serves such a block with a new mmap and unmaps it on free, so every backward pays a page
+// fault and the kernel's zeroing of every page on its first write, which costs more than the
+// backward kernel itself (docs/performance.md, "The gradient cache"). Keeping the freed block and
+// handing it to the next backward of a similar size removes that cost, as GPU frameworks'
+// caching allocators do for device memory.
 //
 // Policy: requests of kMinCachedBytes and more are served from mmap'd blocks (2 MB multiples,
 // with MADV_HUGEPAGE); a released block is kept while the cached total stays within the limit,

@@ -1,5 +1,5 @@
-// The per-ISA copies of the CPU kernels (kernels_cpu_{base,avx2,avx512}.cc), declared for the
-// run-time dispatchers (<family>_cpu.cc). Calling avx2:: or avx512:: on a CPU without those
+// The per-ISA copies of the CPU kernels (cpu/kernels_{base,avx2,avx512}.cc), declared for the
+// run-time dispatchers (cpu/<family>.cc). Calling avx2:: or avx512:: on a CPU without those
 // extensions is undefined (SIGILL): dispatch through PO_CPU_DISPATCH, which checks cpu_isa().
 #pragma once
 
@@ -11,50 +11,34 @@
 
 namespace paddle_ops {
 
-#define PO_DECLARE_ISA(ISA)                                                                       \
-  namespace ISA {                                                                                 \
-  template <typename T, typename L>                                                               \
-  SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,  \
-                                     const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,       \
-                                     acc_t<T>* row_weight);                                       \
-  template <typename T, typename L>                                                               \
-  SoftmaxCEStatus softmax_ce_fwd_stats_cpu(                                                       \
-      const SoftmaxCEParams& p, const T* logits, const L* label, const acc_t<T>* weight,          \
-      acc_t<T>* loss, acc_t<T>* lse, acc_t<T>* row_weight, bool* correct, acc_t<T>* entropy);     \
-  template <typename T, typename L>                                                               \
-  void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,              \
-                          const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,  \
-                          T* logits_grad);                                                        \
-  template <typename T, typename I>                                                               \
-  void kl_logits_fwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_index,           \
-                         acc_t<T>* loss, acc_t<T>* stats);                                        \
-  template <typename T, typename I>                                                               \
-  void kl_logits_bwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_index,           \
-                         const acc_t<T>* stats, const acc_t<T>* loss_grad, T* s_grad, T* t_grad); \
-  template <typename T>                                                                           \
-  void kl_div_fwd_cpu(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,          \
-                      acc_t<T>* loss_rows);                                                       \
-  template <typename T>                                                                           \
-  void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,         \
-                      bool per_row, T* x_grad, T* y_grad);                                        \
-  template <typename T>                                                                           \
-  void binary_fwd_cpu(const BinaryParams& p, const T* logit, const T* label,                      \
-                      const acc_t<T>* weight, const acc_t<T>* pos_weight, acc_t<T>* loss_elem,    \
-                      acc_t<T>* loss_rows);                                                       \
-  template <typename T>                                                                           \
-  void binary_bwd_cpu(const BinaryParams& p, const T* logit, const T* label,                      \
-                      const acc_t<T>* weight, const acc_t<T>* pos_weight, const acc_t<T>* grad,   \
-                      bool per_row, T* logit_grad);                                               \
-  template <typename T>                                                                           \
-  void gaussian_kl_fwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,              \
-                           acc_t<T>* loss_elem, acc_t<T>* loss_rows);                             \
-  template <typename T>                                                                           \
-  void gaussian_kl_bwd_cpu(const GaussianKLParams& p, const GaussianKLInputs<T>& in,              \
-                           const acc_t<T>* grad, bool per_row, const GaussianKLGrads<T>& out);    \
-  void exp_f32_cpu(const float* x, float* y, int64_t n);                                          \
-  void log_f32_cpu(const float* x, float* y, int64_t n);                                          \
-  void to_bf16_cpu(const float* x, bf16* y, int64_t n);                                           \
-  void to_fp16_cpu(const float* x, fp16* y, int64_t n);                                           \
+#define PO_DECLARE_ISA(ISA)                                                      \
+  namespace ISA {                                                                \
+  template <typename T, typename L>                                              \
+  SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEFwdArgs<T, L>& a);           \
+  template <typename T, typename L>                                              \
+  SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEFwdArgs<T, L>& a);     \
+  template <typename T, typename L>                                              \
+  void softmax_ce_bwd_cpu(const SoftmaxCEBwdArgs<T, L>& a);                      \
+  template <typename T, typename I>                                              \
+  void kl_logits_fwd_cpu(const KLLogitsFwdArgs<T, I>& a);                        \
+  template <typename T, typename I>                                              \
+  void kl_logits_bwd_cpu(const KLLogitsBwdArgs<T, I>& a);                        \
+  template <typename T>                                                          \
+  void kl_div_fwd_cpu(const KLDivFwdArgs<T>& a);                                 \
+  template <typename T>                                                          \
+  void kl_div_bwd_cpu(const KLDivBwdArgs<T>& a);                                 \
+  template <typename T>                                                          \
+  void binary_fwd_cpu(const BinaryFwdArgs<T>& a);                                \
+  template <typename T>                                                          \
+  void binary_bwd_cpu(const BinaryBwdArgs<T>& a);                                \
+  template <typename T>                                                          \
+  void gaussian_kl_fwd_cpu(const GaussianKLFwdArgs<T>& a);                       \
+  template <typename T>                                                          \
+  void gaussian_kl_bwd_cpu(const GaussianKLBwdArgs<T>& a);                       \
+  void exp_f32_cpu(const float* x, float* y, int64_t n);                         \
+  void log_f32_cpu(const float* x, float* y, int64_t n);                         \
+  void to_bf16_cpu(const float* x, bf16* y, int64_t n);                          \
+  void to_fp16_cpu(const float* x, fp16* y, int64_t n);                          \
   }
 PO_DECLARE_ISA(base)
 PO_DECLARE_ISA(avx2)

@@ -5,35 +5,31 @@
 namespace paddle_ops {
 
 template <typename T, typename I>
-void kl_logits_fwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_index,
-                       acc_t<T>* loss, acc_t<T>* stats) {
-  PO_CPU_DISPATCH(kl_logits_fwd_cpu, p, s, t, row_index, loss, stats)
+void kl_logits_fwd_cpu(const KLLogitsFwdArgs<T, I>& a) {
+  PO_CPU_DISPATCH(kl_logits_fwd_cpu, a)
 }
 
 template <typename T, typename I>
-void kl_logits_bwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_index,
-                       const acc_t<T>* stats, const acc_t<T>* loss_grad, T* s_grad, T* t_grad) {
-  if (loss_grad == nullptr) {
-    const int64_t n = p.rows() * p.classes;
+void kl_logits_bwd_cpu(const KLLogitsBwdArgs<T, I>& a) {
+  if (a.loss_grad == nullptr) {
+    const int64_t n = a.p.rows() * a.p.classes;
     for (int64_t i = 0; i < n; ++i) {
-      if (s_grad != nullptr) s_grad[i] = from_acc<T>(0);
-      if (t_grad != nullptr) t_grad[i] = from_acc<T>(0);
+      if (a.s_grad != nullptr) a.s_grad[i] = from_acc<T>(0);
+      if (a.t_grad != nullptr) a.t_grad[i] = from_acc<T>(0);
     }
     return;
   }
-  PO_CPU_DISPATCH(kl_logits_bwd_cpu, p, s, t, row_index, stats, loss_grad, s_grad, t_grad)
+  PO_CPU_DISPATCH(kl_logits_bwd_cpu, a)
 }
 
 template <typename T>
-void kl_div_fwd_cpu(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,
-                    acc_t<T>* loss_rows) {
-  PO_CPU_DISPATCH(kl_div_fwd_cpu, p, x, y, loss_elem, loss_rows)
+void kl_div_fwd_cpu(const KLDivFwdArgs<T>& a) {
+  PO_CPU_DISPATCH(kl_div_fwd_cpu, a)
 }
 
 template <typename T>
-void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
-                    bool per_row, T* x_grad, T* y_grad) {
-  PO_CPU_DISPATCH(kl_div_bwd_cpu, p, x, y, grad, per_row, x_grad, y_grad)
+void kl_div_bwd_cpu(const KLDivBwdArgs<T>& a) {
+  PO_CPU_DISPATCH(kl_div_bwd_cpu, a)
 }
 
 PO_KL_INSTANTIATE_ALL

@@ -344,44 +344,41 @@ void kl_div_bwd_rows(const KLDivParams& p, const T* x, const T* y, const acc_t<T
 }  // namespace
 
 template <typename T, typename I>
-void kl_logits_fwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_index,
-                       acc_t<T>* loss, acc_t<T>* stats) {
-  if (p.inner == 1) {
-    kl_forward_rows(KLRows<T, I, true>{p, s, t, row_index}, loss, stats);
+void kl_logits_fwd_cpu(const KLLogitsFwdArgs<T, I>& a) {
+  if (a.p.inner == 1) {
+    kl_forward_rows(KLRows<T, I, true>{a.p, a.s, a.t, a.row_index}, a.loss, a.stats);
   } else {
-    kl_forward_rows(KLRows<T, I, false>{p, s, t, row_index}, loss, stats);
+    kl_forward_rows(KLRows<T, I, false>{a.p, a.s, a.t, a.row_index}, a.loss, a.stats);
   }
 }
 
 template <typename T, typename I>
-void kl_logits_bwd_cpu(const KLParams& p, const T* s, const T* t, const I* row_index,
-                       const acc_t<T>* stats, const acc_t<T>* loss_grad, T* s_grad, T* t_grad) {
+void kl_logits_bwd_cpu(const KLLogitsBwdArgs<T, I>& a) {
+  const KLParams& p = a.p;
   const int64_t bytes = p.rows() * p.classes * static_cast<int64_t>(sizeof(T));
-  advise_first_write(s_grad, bytes);
-  advise_first_write(t_grad, bytes);
+  advise_first_write(a.s_grad, bytes);
+  advise_first_write(a.t_grad, bytes);
   auto run = [&](const auto& k) {
     for_row_ranges(p.rows(), p.classes, p.num_threads, true,
                    [&](int64_t r, int64_t begin, int64_t end) {
-                     k.backward(r, begin, end, stats, loss_grad, s_grad, t_grad);
+                     k.backward(r, begin, end, a.stats, a.loss_grad, a.s_grad, a.t_grad);
                    });
   };
   if (p.inner == 1) {
-    run(KLRows<T, I, true>{p, s, t, row_index});
+    run(KLRows<T, I, true>{p, a.s, a.t, a.row_index});
   } else {
-    run(KLRows<T, I, false>{p, s, t, row_index});
+    run(KLRows<T, I, false>{p, a.s, a.t, a.row_index});
   }
 }
 
 template <typename T>
-void kl_div_fwd_cpu(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,
-                    acc_t<T>* loss_rows) {
-  kl_div_fwd_rows(p, x, y, loss_elem, loss_rows);
+void kl_div_fwd_cpu(const KLDivFwdArgs<T>& a) {
+  kl_div_fwd_rows(a.p, a.x, a.y, a.loss_elem, a.loss_rows);
 }
 
 template <typename T>
-void kl_div_bwd_cpu(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
-                    bool per_row, T* x_grad, T* y_grad) {
-  kl_div_bwd_rows(p, x, y, grad, per_row, x_grad, y_grad);
+void kl_div_bwd_cpu(const KLDivBwdArgs<T>& a) {
+  kl_div_bwd_rows(a.p, a.x, a.y, a.grad, a.per_row, a.x_grad, a.y_grad);
 }
 
 PO_KL_INSTANTIATE_ALL

@@ -37,8 +37,8 @@ void parallel_for(int64_t n, int64_t cost_per_item, int num_threads, const F& f)
 
 // A hint that [p, p + bytes) is about to be written in full for the first time: on Linux, asks
 // for transparent huge pages on its 2 MB-aligned interior (madvise MADV_HUGEPAGE), which makes
-// the first write about twice as fast (one page fault per 2 MB instead of per 4 KB; measured in
-// benchmarks/README.md). Does nothing below 32 MB or off Linux; never fails.
+// the first write faster (one page fault per 2 MB instead of per 4 KB; docs/performance.md).
+// Does nothing below 32 MB or off Linux; never fails.
 void advise_first_write(void* p, int64_t bytes);
 
 }  // namespace paddle_ops

@@ -318,7 +318,7 @@ LsePart<A> lse_part(const Row& x, int64_t begin, int64_t end) {
     } else if constexpr (kVector) {
       // The exp pass reads the block from L1 and leaves the memory bus idle; it prefetches the
       // next block (which may be the next row's start) so that the following max pass does not
-      // wait for memory. Without this the forward ran at about 40% of the read bandwidth.
+      // wait for memory (without it the forward is far from the read bandwidth).
       part.s += row_sum<kVector, A>(b, e, [&](auto at) {
         prefetch(x, at.j + kBlock);
         return vexp(at(x) - shift);

@@ -384,61 +384,58 @@ SoftmaxCEStatus first_bad_label(const SoftmaxCEParams& p, const L* label) {
 }  // namespace
 
 template <typename T, typename L>
-SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,
-                                   const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
-                                   acc_t<T>* row_weight) {
+SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEFwdArgs<T, L>& a) {
+  const SoftmaxCEParams& p = a.p;
   SoftmaxCEStatus status;
   if constexpr (std::is_integral<L>::value) {
-    status = first_bad_label(p, label);
+    status = first_bad_label(p, a.label);
     if (!status.ok()) return status;
   }
   if (p.inner == 1) {
-    forward_rows(make_rows<T, L, true>(p, logits, label, weight), loss, lse, row_weight);
+    forward_rows(make_rows<T, L, true>(p, a.logits, a.label, a.weight), a.loss, a.lse,
+                 a.row_weight);
   } else {
-    forward_rows(make_rows<T, L, false>(p, logits, label, weight), loss, lse, row_weight);
+    forward_rows(make_rows<T, L, false>(p, a.logits, a.label, a.weight), a.loss, a.lse,
+                 a.row_weight);
   }
   return status;
 }
 
 template <typename T, typename L>
-SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEParams& p, const T* logits,
-                                         const L* label, const acc_t<T>* weight, acc_t<T>* loss,
-                                         acc_t<T>* lse, acc_t<T>* row_weight, bool* correct,
-                                         acc_t<T>* entropy) {
+SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEFwdArgs<T, L>& a) {
   static_assert(std::is_integral<L>::value, "prediction statistics need hard labels");
-  const SoftmaxCEStatus status = first_bad_label(p, label);
+  const SoftmaxCEParams& p = a.p;
+  const SoftmaxCEStatus status = first_bad_label(p, a.label);
   if (!status.ok()) return status;
   if (p.inner == 1) {
-    forward_stats_rows(make_rows<T, L, true>(p, logits, label, weight), loss, lse, row_weight,
-                       correct, entropy);
+    forward_stats_rows(make_rows<T, L, true>(p, a.logits, a.label, a.weight), a.loss, a.lse,
+                       a.row_weight, a.correct, a.entropy);
   } else {
-    forward_stats_rows(make_rows<T, L, false>(p, logits, label, weight), loss, lse, row_weight,
-                       correct, entropy);
+    forward_stats_rows(make_rows<T, L, false>(p, a.logits, a.label, a.weight), a.loss, a.lse,
+                       a.row_weight, a.correct, a.entropy);
   }
   return status;
 }
 
 template <typename T, typename L>
-void softmax_ce_bwd_cpu(const SoftmaxCEParams& p, const T* logits, const L* label,
-                        const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
-                        T* logits_grad) {
-  advise_first_write(logits_grad, p.rows() * p.classes * static_cast<int64_t>(sizeof(T)));
+void softmax_ce_bwd_cpu(const SoftmaxCEBwdArgs<T, L>& a) {
+  const SoftmaxCEParams& p = a.p;
+  advise_first_write(a.logits_grad, p.rows() * p.classes * static_cast<int64_t>(sizeof(T)));
   auto run = [&](const auto& k) {
     // Soft-label rows need whole-row sums first, so they are never split.
     for_row_ranges(p.rows(), p.classes, p.num_threads, std::is_integral<L>::value,
                    [&](int64_t r, int64_t begin, int64_t end) {
-                     k.backward(r, begin, end, lse, loss_grad, logits_grad);
+                     k.backward(r, begin, end, a.lse, a.loss_grad, a.logits_grad);
                    });
   };
   if (p.inner == 1) {
-    run(make_rows<T, L, true>(p, logits, label, weight));
+    run(make_rows<T, L, true>(p, a.logits, a.label, a.weight));
   } else {
-    run(make_rows<T, L, false>(p, logits, label, weight));
+    run(make_rows<T, L, false>(p, a.logits, a.label, a.weight));
   }
 }
 
 PO_SOFTMAX_CE_INSTANTIATE_ALL
-PO_SOFTMAX_CE_STATS_INSTANTIATE_ALL
 
 }  // namespace PO_CPU_ISA
 }  // namespace paddle_ops

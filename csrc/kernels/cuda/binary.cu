@@ -139,39 +139,32 @@ int64_t binary_fwd_cuda_workspace(const BinaryParams& p) {
 }
 
 template <typename T>
-int binary_fwd_cuda(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
-                    const acc_t<T>* pos_weight, acc_t<T>* loss_elem, acc_t<T>* loss_rows,
-                    void* workspace, GpuStream stream) {
+int binary_fwd_cuda(const BinaryFwdArgs<T>& a, GpuStream stream) {
   // Rows of no columns sum to 0 (the CPU launcher's contract): elementwise_fwd writes zeros.
-  return cuda::elementwise_fwd(cuda::make_args<T>(p, logit, label, weight, pos_weight, nullptr),
-                               loss_elem, loss_rows, workspace, stream);
+  return cuda::elementwise_fwd(
+      cuda::make_args<T>(a.p, a.logit, a.label, a.weight, a.pos_weight, nullptr), a.loss_elem,
+      a.loss_rows, a.workspace, stream);
 }
 
 template <typename T>
-int binary_bwd_cuda(const BinaryParams& p, const T* logit, const T* label, const acc_t<T>* weight,
-                    const acc_t<T>* pos_weight, const acc_t<T>* grad, bool per_row, T* logit_grad,
-                    GpuStream stream) {
-  const int64_t n = p.rows * p.cols;
+int binary_bwd_cuda(const BinaryBwdArgs<T>& a, GpuStream stream) {
+  const int64_t n = a.p.rows * a.p.cols;
   if (n == 0) return 0;
-  if (grad == nullptr) {
+  if (a.grad == nullptr) {
     // An upstream gradient that never arrived is zero: so is the gradient (+0.0 is all zero bits
     // in every storage type).
-    return static_cast<int>(cudaMemsetAsync(logit_grad, 0, n * sizeof(T), stream));
+    return static_cast<int>(cudaMemsetAsync(a.logit_grad, 0, n * sizeof(T), stream));
   }
-  return cuda::elementwise_bwd(cuda::make_args<T>(p, logit, label, weight, pos_weight, logit_grad),
-                               grad, per_row, stream);
+  return cuda::elementwise_bwd(
+      cuda::make_args<T>(a.p, a.logit, a.label, a.weight, a.pos_weight, a.logit_grad), a.grad,
+      a.per_row, stream);
 }
 
-#define PO_INSTANTIATE_BINARY_CUDA(T)                                                            \
-  template int64_t binary_fwd_cuda_workspace<T>(const BinaryParams&);                           \
-  template int binary_fwd_cuda<T>(const BinaryParams&, const T*, const T*, const acc_t<T>*,     \
-                                  const acc_t<T>*, acc_t<T>*, acc_t<T>*, void*, GpuStream);      \
-  template int binary_bwd_cuda<T>(const BinaryParams&, const T*, const T*, const acc_t<T>*,     \
-                                  const acc_t<T>*, const acc_t<T>*, bool, T*, GpuStream);
+#define PO_INSTANTIATE_BINARY_CUDA(T)                                    \
+  template int64_t binary_fwd_cuda_workspace<T>(const BinaryParams&);   \
+  template int binary_fwd_cuda(const BinaryFwdArgs<T>&, GpuStream);     \
+  template int binary_bwd_cuda(const BinaryBwdArgs<T>&, GpuStream);
 
-PO_INSTANTIATE_BINARY_CUDA(float)
-PO_INSTANTIATE_BINARY_CUDA(double)
-PO_INSTANTIATE_BINARY_CUDA(fp16)
-PO_INSTANTIATE_BINARY_CUDA(bf16)
+PO_FOR_EACH_FLOAT_TYPE(PO_INSTANTIATE_BINARY_CUDA)
 
 }  // namespace paddle_ops

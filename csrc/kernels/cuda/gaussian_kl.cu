@@ -136,25 +136,22 @@ int64_t gaussian_kl_fwd_cuda_workspace(const GaussianKLParams& p) {
 }
 
 template <typename T>
-int gaussian_kl_fwd_cuda(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
-                         acc_t<T>* loss_elem, acc_t<T>* loss_rows, void* workspace,
-                         GpuStream stream) {
+int gaussian_kl_fwd_cuda(const GaussianKLFwdArgs<T>& a, GpuStream stream) {
   const GaussianKLGrads<T> none;
-  if (cuda::has_prior(in.mean2, in.logvar2)) {
-    return cuda::elementwise_fwd(cuda::make_args<true>(p, in, none), loss_elem, loss_rows,
-                                 workspace, stream);
+  if (cuda::has_prior(a.in.mean2, a.in.logvar2)) {
+    return cuda::elementwise_fwd(cuda::make_args<true>(a.p, a.in, none), a.loss_elem, a.loss_rows,
+                                 a.workspace, stream);
   }
-  return cuda::elementwise_fwd(cuda::make_args<false>(p, in, none), loss_elem, loss_rows,
-                               workspace, stream);
+  return cuda::elementwise_fwd(cuda::make_args<false>(a.p, a.in, none), a.loss_elem, a.loss_rows,
+                               a.workspace, stream);
 }
 
 template <typename T>
-int gaussian_kl_bwd_cuda(const GaussianKLParams& p, const GaussianKLInputs<T>& in,
-                         const acc_t<T>* grad, bool per_row, const GaussianKLGrads<T>& out,
-                         GpuStream stream) {
-  const int64_t n = p.rows * p.cols;
+int gaussian_kl_bwd_cuda(const GaussianKLBwdArgs<T>& a, GpuStream stream) {
+  const int64_t n = a.p.rows * a.p.cols;
+  const GaussianKLGrads<T>& out = a.out;
   if (n == 0) return 0;
-  if (grad == nullptr) {
+  if (a.grad == nullptr) {
     // An upstream gradient that never arrived is zero: so are the gradients (+0.0 is all zero
     // bits in every storage type).
     T* const grads[] = {out.mean1, out.logvar1, out.mean2, out.logvar2};
@@ -169,23 +166,18 @@ int gaussian_kl_bwd_cuda(const GaussianKLParams& p, const GaussianKLInputs<T>& i
       out.logvar2 == nullptr) {
     return 0;
   }
-  if (cuda::has_prior(in.mean2, in.logvar2)) {
-    return cuda::elementwise_bwd(cuda::make_args<true>(p, in, out), grad, per_row, stream);
+  if (cuda::has_prior(a.in.mean2, a.in.logvar2)) {
+    return cuda::elementwise_bwd(cuda::make_args<true>(a.p, a.in, out), a.grad, a.per_row,
+                                 stream);
   }
-  return cuda::elementwise_bwd(cuda::make_args<false>(p, in, out), grad, per_row, stream);
+  return cuda::elementwise_bwd(cuda::make_args<false>(a.p, a.in, out), a.grad, a.per_row, stream);
 }
 
-#define PO_INSTANTIATE_GAUSSIAN_KL_CUDA(T)                                                      \
-  template int64_t gaussian_kl_fwd_cuda_workspace<T>(const GaussianKLParams&);                 \
-  template int gaussian_kl_fwd_cuda<T>(const GaussianKLParams&, const GaussianKLInputs<T>&,    \
-                                       acc_t<T>*, acc_t<T>*, void*, GpuStream);                 \
-  template int gaussian_kl_bwd_cuda<T>(const GaussianKLParams&, const GaussianKLInputs<T>&,    \
-                                       const acc_t<T>*, bool, const GaussianKLGrads<T>&,        \
-                                       GpuStream);
+#define PO_INSTANTIATE_GAUSSIAN_KL_CUDA(T)                                     \
+  template int64_t gaussian_kl_fwd_cuda_workspace<T>(const GaussianKLParams&);\
+  template int gaussian_kl_fwd_cuda(const GaussianKLFwdArgs<T>&, GpuStream);  \
+  template int gaussian_kl_bwd_cuda(const GaussianKLBwdArgs<T>&, GpuStream);
 
-PO_INSTANTIATE_GAUSSIAN_KL_CUDA(float)
-PO_INSTANTIATE_GAUSSIAN_KL_CUDA(double)
-PO_INSTANTIATE_GAUSSIAN_KL_CUDA(fp16)
-PO_INSTANTIATE_GAUSSIAN_KL_CUDA(bf16)
+PO_FOR_EACH_FLOAT_TYPE(PO_INSTANTIATE_GAUSSIAN_KL_CUDA)
 
 }  // namespace paddle_ops

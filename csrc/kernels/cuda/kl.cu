@@ -383,9 +383,9 @@ __global__ void kl_div_bwd_kernel(KLDivParams p, const T* x, const T* y, const a
 }  // namespace cuda
 
 template <typename T, typename I>
-int kl_logits_fwd_cuda(const KLParams& p, const T* s, const T* t, const I* row_index,
-                       acc_t<T>* loss, acc_t<T>* stats, GpuStream stream) {
+int kl_logits_fwd_cuda(const KLLogitsFwdArgs<T, I>& a, GpuStream stream) {
   using namespace cuda;
+  const KLParams& p = a.p;
   // Rows of no classes still get their loss and statistics (the reductions' identities, as on
   // the CPU): the row kernels handle an empty row.
   if (p.rows() == 0) return 0;
@@ -394,25 +394,26 @@ int kl_logits_fwd_cuda(const KLParams& p, const T* s, const T* t, const I* row_i
   const dim3 grid(static_cast<unsigned>(rl.blocks));
   if (!contig) {
     kl_forward_kernel<T, I, false, ThreadGroup>
-        <<<grid, rl.threads, 0, stream>>>(p, s, t, row_index, loss, stats);
+        <<<grid, rl.threads, 0, stream>>>(p, a.s, a.t, a.row_index, a.loss, a.stats);
   } else if (rl.kind == RowKind::kWarp) {
     kl_forward_kernel<T, I, true, WarpGroup>
-        <<<grid, rl.threads, 0, stream>>>(p, s, t, row_index, loss, stats);
+        <<<grid, rl.threads, 0, stream>>>(p, a.s, a.t, a.row_index, a.loss, a.stats);
   } else {
     kl_forward_kernel<T, I, true, BlockGroup>
-        <<<grid, rl.threads, 0, stream>>>(p, s, t, row_index, loss, stats);
+        <<<grid, rl.threads, 0, stream>>>(p, a.s, a.t, a.row_index, a.loss, a.stats);
   }
   return static_cast<int>(cudaGetLastError());
 }
 
 template <typename T, typename I>
-int kl_logits_bwd_cuda(const KLParams& p, const T* s, const T* t, const I* row_index,
-                       const acc_t<T>* stats, const acc_t<T>* loss_grad, T* s_grad, T* t_grad,
-                       GpuStream stream) {
+int kl_logits_bwd_cuda(const KLLogitsBwdArgs<T, I>& a, GpuStream stream) {
   using namespace cuda;
+  const KLParams& p = a.p;
+  T* const s_grad = a.s_grad;
+  T* t_grad = a.t_grad;  // dropped for kEntropy once zeroed
   if (p.rows() == 0 || p.classes == 0 || (s_grad == nullptr && t_grad == nullptr)) return 0;
   const int64_t bytes = p.rows() * p.classes * static_cast<int64_t>(sizeof(T));
-  if (loss_grad == nullptr) {
+  if (a.loss_grad == nullptr) {
     // A missing upstream gradient is zero, and so is every gradient, also where the divergence
     // is not finite (the kernels' 0 * inf would be NaN).
     for (T* g : {s_grad, t_grad}) {
@@ -432,25 +433,29 @@ int kl_logits_bwd_cuda(const KLParams& p, const T* s, const T* t, const I* row_i
   if (contig && p.classes > kWarpRowMax) {
     const GridLaunch gl = pick_grid(p.rows(), p.classes, kVec<T>);
     kl_backward_grid_kernel<T, I><<<gl.grid, gl.threads, 0, stream>>>(
-        p, s, t, row_index, stats, loss_grad, s_grad, t_grad);
+        p, a.s, a.t, a.row_index, a.stats, a.loss_grad, s_grad, t_grad);
     return static_cast<int>(cudaGetLastError());
   }
   const RowLaunch rl = pick_rows(p.rows(), p.classes, contig, kVec<T>);
   const dim3 grid(static_cast<unsigned>(rl.blocks));
   if (!contig) {
     kl_backward_kernel<T, I, false, ThreadGroup><<<grid, rl.threads, 0, stream>>>(
-        p, s, t, row_index, stats, loss_grad, s_grad, t_grad);
+        p, a.s, a.t, a.row_index, a.stats, a.loss_grad, s_grad, t_grad);
   } else {
     kl_backward_kernel<T, I, true, WarpGroup><<<grid, rl.threads, 0, stream>>>(
-        p, s, t, row_index, stats, loss_grad, s_grad, t_grad);
+        p, a.s, a.t, a.row_index, a.stats, a.loss_grad, s_grad, t_grad);
   }
   return static_cast<int>(cudaGetLastError());
 }
 
 template <typename T>
-int kl_div_fwd_cuda(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss_elem,
-                    acc_t<T>* loss_rows, GpuStream stream) {
+int kl_div_fwd_cuda(const KLDivFwdArgs<T>& a, GpuStream stream) {
   using namespace cuda;
+  const KLDivParams& p = a.p;
+  const T* const x = a.x;
+  const T* const y = a.y;
+  acc_t<T>* const loss_elem = a.loss_elem;
+  acc_t<T>* const loss_rows = a.loss_rows;
   if (p.rows == 0) return 0;
   if (p.cols == 0) {
     // Rows of no columns sum to 0.
@@ -475,35 +480,24 @@ int kl_div_fwd_cuda(const KLDivParams& p, const T* x, const T* y, acc_t<T>* loss
 }
 
 template <typename T>
-int kl_div_bwd_cuda(const KLDivParams& p, const T* x, const T* y, const acc_t<T>* grad,
-                    bool per_row, T* x_grad, T* y_grad, GpuStream stream) {
+int kl_div_bwd_cuda(const KLDivBwdArgs<T>& a, GpuStream stream) {
   using namespace cuda;
-  if (p.rows == 0 || p.cols == 0 || (x_grad == nullptr && y_grad == nullptr)) return 0;
+  const KLDivParams& p = a.p;
+  if (p.rows == 0 || p.cols == 0 || (a.x_grad == nullptr && a.y_grad == nullptr)) return 0;
   constexpr int threads = 256;
   kl_div_bwd_kernel<T><<<static_cast<unsigned>(flat_blocks(p.rows * p.cols, threads)), threads, 0,
-                         stream>>>(p, x, y, grad, per_row, x_grad, y_grad);
+                         stream>>>(p, a.x, a.y, a.grad, a.per_row, a.x_grad, a.y_grad);
   return static_cast<int>(cudaGetLastError());
 }
 
-#define PO_INSTANTIATE_KL_CUDA(T)                                                                 \
-  template int kl_logits_fwd_cuda<T, int32_t>(const KLParams&, const T*, const T*,                \
-                                              const int32_t*, acc_t<T>*, acc_t<T>*, GpuStream);   \
-  template int kl_logits_fwd_cuda<T, int64_t>(const KLParams&, const T*, const T*,                \
-                                              const int64_t*, acc_t<T>*, acc_t<T>*, GpuStream);   \
-  template int kl_logits_bwd_cuda<T, int32_t>(const KLParams&, const T*, const T*,                \
-                                              const int32_t*, const acc_t<T>*, const acc_t<T>*,   \
-                                              T*, T*, GpuStream);                                 \
-  template int kl_logits_bwd_cuda<T, int64_t>(const KLParams&, const T*, const T*,                \
-                                              const int64_t*, const acc_t<T>*, const acc_t<T>*,   \
-                                              T*, T*, GpuStream);                                 \
-  template int kl_div_fwd_cuda<T>(const KLDivParams&, const T*, const T*, acc_t<T>*, acc_t<T>*,   \
-                                  GpuStream);                                                     \
-  template int kl_div_bwd_cuda<T>(const KLDivParams&, const T*, const T*, const acc_t<T>*, bool, \
-                                  T*, T*, GpuStream);
+#define PO_INSTANTIATE_KL_CUDA(T)                                                \
+  template int kl_logits_fwd_cuda(const KLLogitsFwdArgs<T, int32_t>&, GpuStream);  \
+  template int kl_logits_fwd_cuda(const KLLogitsFwdArgs<T, int64_t>&, GpuStream);  \
+  template int kl_logits_bwd_cuda(const KLLogitsBwdArgs<T, int32_t>&, GpuStream);  \
+  template int kl_logits_bwd_cuda(const KLLogitsBwdArgs<T, int64_t>&, GpuStream);  \
+  template int kl_div_fwd_cuda(const KLDivFwdArgs<T>&, GpuStream);                 \
+  template int kl_div_bwd_cuda(const KLDivBwdArgs<T>&, GpuStream);
 
-PO_INSTANTIATE_KL_CUDA(float)
-PO_INSTANTIATE_KL_CUDA(double)
-PO_INSTANTIATE_KL_CUDA(fp16)
-PO_INSTANTIATE_KL_CUDA(bf16)
+PO_FOR_EACH_FLOAT_TYPE(PO_INSTANTIATE_KL_CUDA)
 
 }  // namespace paddle_ops

@@ -502,16 +502,11 @@ inline int row_block_threads_override = 0;
 //     backward's row kernels).
 //   kStreaming: kStreamThreads threads, each streaming a long share of its row, more only when
 //     too few rows are there to fill the GPU (kGpuThreads in flight) and never more than
-//     kPerRowWork would take (the cross-entropy forward). Measured (bench_gpu.py --sweep, ms,
-//     H100 / H200), bf16 [8192, 128256]: 1024 threads 0.80 / 0.66, 512 0.70 / 0.54, 256
-//     0.70 / 0.51, 128 0.68 / 0.49, 64 0.70 / 0.50; fp32 [8192, 32000]: 1024 threads 0.49 / 0.43,
-//     128 0.37 / 0.28, 256 0.36 / 0.28. With 54 registers a 1024-thread block is the only one an
-//     SM holds (64K registers; Nsight Compute), so the SM idles through every block's reduction
-//     and start; 128-thread blocks overlap them. Two-pass rows keep kPerRowWork: their second
-//     read (KL's divergence sums, soft labels' cross-entropy) hits L2 only while few rows are in
-//     flight (132 SMs x one 1024-thread block x 256 KB per fp32 [32000] s and t row pair = 34 MB,
-//     under the 50-60 MB L2; nine 128-thread blocks per SM would be 300 MB). Measured for the KL
-//     forward, fp32 [8192, 32000]: 0.92 / 0.80 ms at 1024 threads, 1.33 / 0.93 at 64 to 512.
+//     kPerRowWork would take (the cross-entropy forward). A 1024-thread block is the only one an
+//     SM holds at this kernel's register use, so the SM idles through every block's reduction
+//     and start; 128-thread blocks overlap them (bench_gpu.py --sweep; CHANGELOG.md). Two-pass
+//     rows keep kPerRowWork: their second read (KL's divergence sums, soft labels'
+//     cross-entropy) hits L2 only while few rows are in flight.
 enum class BlockRule { kPerRowWork, kStreaming };
 constexpr int kStreamThreads = 128;
 // Threads an H100 or H200 holds at once (132 SMs x 2048), rounded to a power of 2.

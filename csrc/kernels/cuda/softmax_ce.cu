@@ -633,117 +633,84 @@ struct Bwd {
 }  // namespace cuda
 
 template <typename T, typename L>
-int softmax_ce_fwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
-                        const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
-                        acc_t<T>* row_weight, GpuStream stream) {
+int softmax_ce_fwd_cuda(const SoftmaxCEFwdArgs<T, L>& a, GpuStream stream) {
+  const SoftmaxCEParams& p = a.p;
   if (p.rows() == 0 || p.classes == 0) return 0;
   // Single-read rows stream; soft labels and probabilities read their rows twice and keep the
   // fewer rows in flight of kPerRowWork, whose second read is more likely to hit L2.
   const cuda::BlockRule rule = cuda::kHard<L> && p.use_softmax ? cuda::BlockRule::kStreaming
                                                                 : cuda::BlockRule::kPerRowWork;
   return cuda::launch_rows<cuda::Fwd<false, T, L>::template K>(
-      p, cuda::kVec<T>, rule, stream, logits, label, weight, loss, lse, row_weight,
+      p, cuda::kVec<T>, rule, stream, a.logits, a.label, a.weight, a.loss, a.lse, a.row_weight,
       cuda::StatsOut<acc_t<T>>{nullptr, nullptr});
 }
 
 template <typename T, typename L>
-int softmax_ce_fwd_stats_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
-                              const acc_t<T>* weight, acc_t<T>* loss, acc_t<T>* lse,
-                              acc_t<T>* row_weight, bool* correct, acc_t<T>* entropy,
-                              GpuStream stream) {
+int softmax_ce_fwd_stats_cuda(const SoftmaxCEFwdArgs<T, L>& a, GpuStream stream) {
   static_assert(std::is_integral<L>::value, "prediction statistics need hard labels");
+  const SoftmaxCEParams& p = a.p;
   if (!p.use_softmax || p.shard.total > 0) return static_cast<int>(cudaErrorInvalidValue);
   if (p.rows() == 0) return 0;
   // Rows without classes have no prediction: refused rather than leaving correct / entropy
   // unwritten for the means kernel to read (the Paddle op rejects them before this).
   if (p.classes == 0) return static_cast<int>(cudaErrorInvalidValue);
   return cuda::launch_rows<cuda::Fwd<true, T, L>::template K>(
-      p, cuda::kVec<T>, cuda::BlockRule::kStreaming, stream, logits, label, weight, loss, lse,
-      row_weight,
-      cuda::StatsOut<acc_t<T>>{correct, entropy});
+      p, cuda::kVec<T>, cuda::BlockRule::kStreaming, stream, a.logits, a.label, a.weight, a.loss,
+      a.lse, a.row_weight, cuda::StatsOut<acc_t<T>>{a.correct, a.entropy});
 }
 
 template <typename A, typename L>
-int softmax_ce_stats_means_cuda(const SoftmaxCEParams& p, const L* label, const bool* correct,
-                                const A* entropy, A* accuracy, A* mean_entropy, int64_t* count,
-                                GpuStream stream) {
+int softmax_ce_stats_means_cuda(const SoftmaxCEMeansArgs<A, L>& a, GpuStream stream) {
   cuda::stats_means_kernel<A, L><<<1, cuda::kMeansThreads, 0, stream>>>(
-      p.rows(), p.label_classes(), p.ignore_index, label, correct, entropy, accuracy,
-      mean_entropy, count);
+      a.p.rows(), a.p.label_classes(), a.p.ignore_index, a.label, a.correct, a.entropy,
+      a.accuracy, a.mean_entropy, a.count);
   return static_cast<int>(cudaGetLastError());
 }
 
 template <typename T, typename L>
-int softmax_ce_bwd_cuda(const SoftmaxCEParams& p, const T* logits, const L* label,
-                        const acc_t<T>* weight, const acc_t<T>* lse, const acc_t<T>* loss_grad,
-                        T* logits_grad, GpuStream stream) {
+int softmax_ce_bwd_cuda(const SoftmaxCEBwdArgs<T, L>& a, GpuStream stream) {
+  const SoftmaxCEParams& p = a.p;
   if (p.rows() == 0 || p.classes == 0) return 0;
-  if (loss_grad == nullptr) {
+  if (a.loss_grad == nullptr) {
     // A missing upstream gradient is zero, and so is the gradient, also in rows the kernels
     // would make NaN (0 times a NaN softmax, or a bad label's NaN row).
     return static_cast<int>(cudaMemsetAsync(
-        logits_grad, 0, p.rows() * p.classes * static_cast<int64_t>(sizeof(T)), stream));
+        a.logits_grad, 0, p.rows() * p.classes * static_cast<int64_t>(sizeof(T)), stream));
   }
   if constexpr (std::is_integral<L>::value) {
     if (p.inner == 1 && p.classes > cuda::kWarpRowMax &&
-        !(p.label_smoothing > 0 && weight != nullptr)) {
+        !(p.label_smoothing > 0 && a.weight != nullptr)) {
       const cuda::GridLaunch gl = cuda::pick_grid(p.rows(), p.classes, cuda::kVec<T>);
       cuda::backward_grid_kernel<T, L><<<gl.grid, gl.threads, 0, stream>>>(
-          p, logits, label, weight, lse, loss_grad, logits_grad);
+          p, a.logits, a.label, a.weight, a.lse, a.loss_grad, a.logits_grad);
       return static_cast<int>(cudaGetLastError());
     }
   }
-  return cuda::launch_rows<cuda::Bwd<T, L>::template K>(p, cuda::kVec<T>,
-                                                         cuda::BlockRule::kPerRowWork, stream,
-                                                         logits, label, weight, lse, loss_grad,
-                                                         logits_grad);
+  return cuda::launch_rows<cuda::Bwd<T, L>::template K>(
+      p, cuda::kVec<T>, cuda::BlockRule::kPerRowWork, stream, a.logits, a.label, a.weight, a.lse,
+      a.loss_grad, a.logits_grad);
 }
 
-#define PO_INSTANTIATE_SOFTMAX_CE_CUDA(T, L)                                                     \
-  template int softmax_ce_fwd_cuda<T, L>(const SoftmaxCEParams&, const T*, const L*,            \
-                                         const acc_t<T>*, acc_t<T>*, acc_t<T>*, acc_t<T>*,       \
-                                         GpuStream);                                             \
-  template int softmax_ce_bwd_cuda<T, L>(const SoftmaxCEParams&, const T*, const L*,            \
-                                         const acc_t<T>*, const acc_t<T>*, const acc_t<T>*, T*,  \
-                                         GpuStream);
+#define PO_INSTANTIATE_SOFTMAX_CE_CUDA(T, L)                                   \
+  template int softmax_ce_fwd_cuda(const SoftmaxCEFwdArgs<T, L>&, GpuStream); \
+  template int softmax_ce_bwd_cuda(const SoftmaxCEBwdArgs<T, L>&, GpuStream);
+// The statistics take hard labels only.
+#define PO_INSTANTIATE_SOFTMAX_CE_CUDA_ALL(T)                                              \
+  PO_INSTANTIATE_SOFTMAX_CE_CUDA(T, int32_t)                                               \
+  PO_INSTANTIATE_SOFTMAX_CE_CUDA(T, int64_t)                                               \
+  PO_INSTANTIATE_SOFTMAX_CE_CUDA(T, T)                                                     \
+  template int softmax_ce_fwd_stats_cuda(const SoftmaxCEFwdArgs<T, int32_t>&, GpuStream); \
+  template int softmax_ce_fwd_stats_cuda(const SoftmaxCEFwdArgs<T, int64_t>&, GpuStream);
+// The means are in the accumulation type.
+#define PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(A)                                                \
+  template int softmax_ce_stats_means_cuda(const SoftmaxCEMeansArgs<A, int32_t>&, GpuStream); \
+  template int softmax_ce_stats_means_cuda(const SoftmaxCEMeansArgs<A, int64_t>&, GpuStream);
 
-// The statistics: hard labels only.
-#define PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(T, L)                                             \
-  template int softmax_ce_fwd_stats_cuda<T, L>(const SoftmaxCEParams&, const T*, const L*,    \
-                                               const acc_t<T>*, acc_t<T>*, acc_t<T>*,          \
-                                               acc_t<T>*, bool*, acc_t<T>*, GpuStream);
-
-#define PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(A, L)                                             \
-  template int softmax_ce_stats_means_cuda<A, L>(const SoftmaxCEParams&, const L*, const bool*, \
-                                                 const A*, A*, A*, int64_t*, GpuStream);
-
-PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(float, int32_t)
-PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(float, int64_t)
-PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(double, int32_t)
-PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(double, int64_t)
-PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(fp16, int32_t)
-PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(fp16, int64_t)
-PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(bf16, int32_t)
-PO_INSTANTIATE_SOFTMAX_CE_STATS_CUDA(bf16, int64_t)
-PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(float, int32_t)
-PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(float, int64_t)
-PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(double, int32_t)
-PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(double, int64_t)
-
-PO_INSTANTIATE_SOFTMAX_CE_CUDA(float, int32_t)
-PO_INSTANTIATE_SOFTMAX_CE_CUDA(float, int64_t)
-PO_INSTANTIATE_SOFTMAX_CE_CUDA(float, float)
-PO_INSTANTIATE_SOFTMAX_CE_CUDA(double, int32_t)
-PO_INSTANTIATE_SOFTMAX_CE_CUDA(double, int64_t)
-PO_INSTANTIATE_SOFTMAX_CE_CUDA(double, double)
-PO_INSTANTIATE_SOFTMAX_CE_CUDA(fp16, int32_t)
-PO_INSTANTIATE_SOFTMAX_CE_CUDA(fp16, int64_t)
-PO_INSTANTIATE_SOFTMAX_CE_CUDA(fp16, fp16)
+PO_FOR_EACH_FLOAT_TYPE(PO_INSTANTIATE_SOFTMAX_CE_CUDA_ALL)
 PO_INSTANTIATE_SOFTMAX_CE_CUDA(fp16, float)
-PO_INSTANTIATE_SOFTMAX_CE_CUDA(bf16, int32_t)
-PO_INSTANTIATE_SOFTMAX_CE_CUDA(bf16, int64_t)
-PO_INSTANTIATE_SOFTMAX_CE_CUDA(bf16, bf16)
 PO_INSTANTIATE_SOFTMAX_CE_CUDA(bf16, float)
+PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(float)
+PO_INSTANTIATE_SOFTMAX_CE_MEANS_CUDA(double)
 
 int set_cuda_row_block_threads(int threads) {
   if (threads != 0 && (threads < 64 || threads > cuda::kMaxRowThreads || threads % 32 != 0)) {
