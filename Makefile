@@ -1,13 +1,16 @@
-# make demo   - install everything into .venv, build, run the demo
-# make test   - install, build, run the C++ tests (ASan + UBSan; the CPU kernels once per ISA and
-#               the CUDA kernels on the CPU emulator) and the Python tests, then check-cuda
+# make demo   - install everything into .venv, build, run the demo (examples/demo.py)
+# make test   - install, build, run the Python tests and the C++ tests of the CPU kernels
+#               (ASan + UBSan, once per instruction set the CPU has); about 10 minutes on 2 cores
+# make check  - the whole C++ matrix: the CPU suite per instruction set, the CUDA kernels on the
+#               CPU emulator (both ASan + UBSan) and check-cuda; .ci/run runs it after make test
 # make check-cuda - compile and link the CUDA extension (sm_80, sm_90) without a GPU; skipped
 #               when nvcc is missing
 # make bench  - run the benchmarks and update benchmarks/results.csv
 #
 # Only Python 3.11 (3.9+) and a C++17 compiler are needed up front; paddlepaddle, numpy, pytest,
 # cmake and the rest come from PyPI into .venv. The C++ tests also need GoogleTest (Debian's
-# libgtest-dev); when it is missing and apt-get is usable, it is installed.
+# libgtest-dev); when it is missing and apt-get is usable, it is installed. Each stage of test and
+# check prints the seconds it took.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -22,7 +25,8 @@ NVCC := $(firstword $(wildcard $(addsuffix /bin/nvcc,$(CUDA_HOME) $(CUDA_PATH)))
 
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: all venv build demo test test-cpp test-py check-cuda bench clean
+.PHONY: all venv build demo test check test-cpp test-cuda-emu test-py check-cuda cpp-build \
+	bench clean
 
 all: build
 
@@ -42,12 +46,27 @@ build: $(STAMP)
 demo: build
 	$(PY) examples/demo.py
 
-test: test-cpp test-py check-cuda
+# `stage NAME TARGET`: make TARGET, then print how long it took.
+stage = @start=$$(date +%s); $(MAKE) --no-print-directory $(2); status=$$?; \
+	echo "== stage $(1): $$(( $$(date +%s) - start )) s"; exit $$status
+
+test:
+	$(call stage,set-up,venv)
+	$(call stage,build,build)
+	$(call stage,python tests,test-py)
+	$(call stage,C++ tests,test-cpp)
+
+check:
+	$(call stage,C++ tests,test-cpp)
+	$(call stage,CUDA emulator tests,test-cuda-emu)
+	$(call stage,check-cuda,check-cuda)
 
 test-py: build
 	$(PY) -m pytest tests -q
 
-test-cpp: $(STAMP)
+# One CMake build (ASan + UBSan) for the CPU suite and the emulated CUDA suite; each target
+# builds only its own executable.
+cpp-build: $(STAMP)
 	@if [ ! -f /usr/include/gtest/gtest.h ] && [ ! -d /usr/src/googletest ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && apt-get install -y -q libgtest-dev; \
@@ -57,8 +76,16 @@ test-cpp: $(STAMP)
 	fi
 	$(VENV)/bin/cmake -S . -B $(CPP_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DPADDLE_OPS_SANITIZE=ON
-	$(VENV)/bin/cmake --build $(CPP_BUILD) -j $(JOBS)
-	$(VENV)/bin/ctest --test-dir $(CPP_BUILD) --output-on-failure -j $(JOBS)
+
+# The CPU kernels' suite once per instruction set (one executable; PADDLE_OPS_CPU_ISA selects).
+test-cpp: cpp-build
+	$(VENV)/bin/cmake --build $(CPP_BUILD) -j $(JOBS) --target paddle_ops_cpp_tests
+	$(VENV)/bin/ctest --test-dir $(CPP_BUILD) --output-on-failure -j $(JOBS) -R '^paddle_ops_cpp_tests'
+
+# The CUDA kernels run on the CPU emulator (tests/cpp/cuda_emu/) against the CPU kernels.
+test-cuda-emu: cpp-build
+	$(VENV)/bin/cmake --build $(CPP_BUILD) -j $(JOBS) --target paddle_ops_cuda_emu_tests
+	$(VENV)/bin/ctest --test-dir $(CPP_BUILD) --output-on-failure -R '^paddle_ops_cuda_emu_tests'
 
 # The CUDA extension built against the installed Paddle (a CPU one in CI) into its own directory,
 # leaving the in-place CPU library alone: every .cu file for sm_80 and sm_90 with warnings as
