@@ -1,6 +1,5 @@
-// A CPU emulation of the part of CUDA that csrc/kernels/*.cu use, so that the CUDA kernels run
-// here, under ASan and UBSan, on a machine without a GPU (README.md: "The CUDA kernels on a
-// CPU").
+// A CPU emulation of the part of CUDA that csrc/kernels/cuda/*.cu use, so that the CUDA kernels
+// run here, under ASan and UBSan, on a machine without a GPU (README.md in this folder).
 //
 // CMake compiles each .cu file as C++ with this directory first on the include path, so that
 // `#include <cuda_runtime.h>` finds this header, after translate.cmake has rewritten the launch
