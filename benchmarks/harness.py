@@ -215,8 +215,8 @@ class PeakRSS:
 
     def __enter__(self):
         _malloc_trim()
-        # paddle_ops keeps freed CPU gradients of 32 MB and more for reuse (README, "The gradient
-        # cache"); emptied here so that a call's gradient counts as the memory it is.
+        # paddle_ops keeps freed CPU gradients of 32 MB and more for reuse (docs/performance.md,
+        # "The gradient cache"); emptied here so that a call's gradient counts as the memory it is.
         if "paddle_ops" in sys.modules:
             sys.modules["paddle_ops"].empty_grad_cache()
         self._base_kb = _status_kb("VmRSS")

@@ -42,7 +42,7 @@ def set_num_threads(num_threads):
     `num_threads` is an int from 1 to 1024, or 0 to return to the default: the environment
     variable PADDLE_OPS_NUM_THREADS if it is set to a positive integer, otherwise every core the
     process may use. Results are bitwise identical for a given thread count and agree within
-    rounding across thread counts (README, "Threads and determinism").
+    rounding across thread counts (docs/performance.md, "Threads and determinism").
     """
     if isinstance(num_threads, bool) or not isinstance(num_threads, int):
         raise TypeError(f"num_threads must be an int, got {type(num_threads).__name__}")
@@ -84,8 +84,8 @@ def set_grad_cache_limit(nbytes):
     Gradients of 32 MB and more are written into memory the cache hands out; when such a gradient
     is freed its block is kept (oldest evicted first beyond the limit), so the next backward of a
     similar size writes into pages that are already mapped instead of paying a page fault and
-    the kernel's zeroing per page (README, "The gradient cache"). `nbytes` is an int >= 0
-    (0 disables the cache), or None to return to the default: the environment variable
+    the kernel's zeroing per page (docs/performance.md, "The gradient cache"). `nbytes` is an
+    int >= 0 (0 disables the cache), or None to return to the default: the environment variable
     PADDLE_OPS_GRAD_CACHE_MB if set, else 0: the cache is off by default, because a cached
     block idles through the next forward and raises a training loop's peak memory.
     """

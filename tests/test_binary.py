@@ -273,7 +273,7 @@ def test_empty_batch(op, reduction):
     yt = leaf(np.zeros((0, 5)), "float32", False)
     fn = POF.binary_cross_entropy_with_logits if op == "bce" else POF.sigmoid_focal_loss
     loss = fn(xt, yt, reduction=reduction)
-    # An empty mean is 0 (Paddle returns NaN; README deviation table).
+    # An empty mean is 0 (Paddle returns NaN; docs/numerics.md, deviations).
     assert loss.shape == ([0, 5] if reduction == "none" else [])
     if reduction != "none":
         assert float(loss) == 0.0
@@ -291,7 +291,7 @@ def test_rows_of_zero_columns_sum_to_zero(reduction):
 
 def test_label_minus_100_is_not_ignored():
     """Paddle's kernel treats a label whose integer part is -100 as ignored (loss 0); the formula
-    applies here (README deviation table)."""
+    applies here (docs/numerics.md, deviations)."""
     x = np.array([[0.5, -2.0]])
     y = np.array([[-100.0, -100.4]])
     loss = POF.binary_cross_entropy_with_logits(leaf(x, "float64"), leaf(y, "float64", False),
@@ -303,7 +303,7 @@ def test_label_minus_100_is_not_ignored():
 
 @pytest.mark.parametrize("op", ["bce", "focal"])
 def test_label_gets_no_gradient(op):
-    """As Paddle's BCE (and unlike Paddle's partial focal-loss label gradient, README deviation
+    """As Paddle's BCE (and unlike Paddle's partial focal-loss label gradient, docs/numerics.md
     table): the label is a target."""
     x, y = data((3, 4), seed=13, soft=True)
     xt, yt = leaf(x, "float32"), leaf(y, "float32")

@@ -277,7 +277,7 @@ DET_SHAPES = [(300, 1000), (1, 100003), (3, 70001), (20001, 13)]
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("shape", DET_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_bitwise_identical_for_any_thread_count(dtype, shape, threads):
-    """The reduction order does not depend on the thread count (README, "Threads and
+    """The reduction order does not depend on the thread count (docs/performance.md, "Threads and
     determinism"), so every count gives the same bits, not only the same count twice."""
     rng = np.random.default_rng(shape[1])
     x = rng.normal(0, 3, shape)

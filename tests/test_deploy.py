@@ -1,6 +1,6 @@
 """A model whose forward runs paddle_ops ops, saved with paddle.jit.save, loads in a fresh process
 through paddle.jit.load and paddle.inference.create_predictor after `import paddle_ops`, with the
-training process's outputs; without the import, Paddle fails as documented in the README."""
+training process's outputs; without the import, Paddle fails as docs/deployment.md documents."""
 
 import os
 import signal

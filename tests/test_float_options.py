@@ -1,4 +1,4 @@
-"""Float options at the edges of their types (README, "Numerics"): every finite double reaches
+"""Float options at the edges of their types (docs/numerics.md): every finite double reaches
 the fp64 kernels with its magnitude (the (hi, lo, exponent) attribute encoding), a value beyond
 the range of the type the kernels compute in is rejected with the value shown, and nothing
 becomes NaN. References are written from the definitions."""

@@ -152,7 +152,7 @@ def _model_made_target(kind):
 @pytest.mark.parametrize("kind", ["soft_label", "bce_label", "focal_label"])
 def test_target_computed_by_the_model_keeps_every_gradient(kind, patched):
     loss_of, w = _model_made_target(kind)
-    # Paddle's focal loss gives its label a partial gradient, paddle_ops' own none (README
+    # Paddle's focal loss gives its label a partial gradient, paddle_ops' own none (docs/numerics.md
     # deviation table; patch() falls back to Paddle there): the direct call is compared with
     # Paddle's on a detached label.
     ref = loss_of(F, kind == "focal_label" and not patched)
@@ -182,7 +182,7 @@ def test_learned_class_weights_get_paddles_gradient(label, reduction):
         y = paddle.to_tensor(np.array([0, -100, 2, 3, 4, 1]))
         if reduction == "mean":
             pytest.skip("mean with ignored labels: paddle_ops divides by the counted rows' "
-                        "weights (README deviation table), Paddle by every row's")
+                        "weights (docs/numerics.md, deviations), Paddle by every row's")
     elif label == "smoothing":
         kwargs["label_smoothing"] = 0.2
     elif label == "soft":

@@ -1,4 +1,4 @@
-"""Numerics that do not depend on the logits' scale (README, "Numerics"): cross-entropy,
+"""Numerics that do not depend on the logits' scale (docs/numerics.md): cross-entropy,
 softmax_entropy and kl_div_with_logits are formed in the frame of the row max, so a common offset
 of the logits (shift invariance) or a low temperature leaves their error where it is at offset 0.
 References are tests/reference.py's float64 formulas on the same fp32 inputs.
@@ -137,7 +137,7 @@ def kl_ref(s, t, temperature, mode="forward"):
 
 
 # The logits are divided by T before the row max is subtracted (as s / T is in Paddle), so an
-# offset c costs ulp(c / T) / 2 per logit: offsets are tested at T = 1 only (README, "Numerics").
+# offset c costs ulp(c / T) / 2 per logit: offsets are tested at T = 1 only (docs/numerics.md).
 @pytest.mark.parametrize("temperature, offset", [(1.0, 0.0), (1.0, 1e4), (1.0, -1e6),
                                                  (1e-2, 0.0), (1e-5, 0.0)])
 @pytest.mark.parametrize("reverse", [False, True])

@@ -50,7 +50,8 @@ CONFIGS = {
 
 
 def paddle_supports(cfg, reduction):
-    """Configurations where Paddle 3.3.1 computes the right answer (see the README's deviations)."""
+    """Configurations where Paddle 3.3.1 computes the right answer (docs/numerics.md,
+    deviations)."""
     if cfg["label"] == "soft_unnorm":
         return False  # Paddle's gradient is softmax - q, which needs sum(q) = 1
     if cfg.get("label_smoothing", 0) > 0 and cfg["label"] != "soft":
@@ -146,7 +147,7 @@ def test_matches_float64_reference(dtype_id, config, reduction):
 def test_matches_paddle(dtype_id, config, reduction):
     cfg = CONFIGS[config]
     if not paddle_supports(cfg, reduction):
-        pytest.skip("Paddle 3.3.1 raises or is wrong here (README: deviations)")
+        pytest.skip("Paddle 3.3.1 raises or is wrong here (docs/numerics.md: deviations)")
     dtype, (latol, lrtol), (gatol, grtol) = TOLERANCES[dtype_id]
     x, label, weight, kwargs = make_case(cfg)
     x = x.astype(dtype)

@@ -26,7 +26,7 @@ namespace paddle_ops {
 
 constexpr int64_t kMinCachedBytes = int64_t{32} << 20;
 // Off by default: a cached block idles through the next forward, which raised a training loop's
-// peak above Paddle's own (README, "The gradient cache").
+// peak above Paddle's own (docs/performance.md, "The gradient cache").
 constexpr int64_t kDefaultLimitBytes = 0;
 
 struct HostBuffer {

@@ -152,7 +152,7 @@ def sigmoid_focal_loss(logit, label, normalizer=None, alpha=0.25, gamma=2.0, red
 
     Args:
         logit, label: as in :func:`binary_cross_entropy_with_logits` (labels usually 0 or 1;
-            no gradient to the label: Paddle's is partial, see the README's deviation table).
+            no gradient to the label: Paddle's is partial, see docs/numerics.md).
         normalizer: optional tensor of shape ``[]`` or ``[1]`` (e.g. the number of positives)
             dividing the loss; gets a gradient when it does not stop gradient.
         alpha: balance of positives and negatives.
