@@ -100,7 +100,7 @@ template <typename T>
 int binary_bwd_cuda(const BinaryBwdArgs<T>& a, GpuStream stream);
 
 // Explicit instantiations of both CPU launchers, in the namespace where it is expanded
-// (cpu/binary.cc and each per-ISA copy in cpu/binary_impl.h).
+// (cpu/launchers.cc and each per-ISA copy in cpu/binary_impl.h).
 #define PO_INSTANTIATE_BINARY(T)                          \
   template void binary_fwd_cpu(const BinaryFwdArgs<T>&); \
   template void binary_bwd_cpu(const BinaryBwdArgs<T>&);

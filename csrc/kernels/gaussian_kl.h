@@ -102,7 +102,7 @@ template <typename T>
 int gaussian_kl_bwd_cuda(const GaussianKLBwdArgs<T>& a, GpuStream stream);
 
 // Explicit instantiations of both CPU launchers, in the namespace where it is expanded
-// (cpu/gaussian_kl.cc and each per-ISA copy in cpu/gaussian_kl_impl.h).
+// (cpu/launchers.cc and each per-ISA copy in cpu/gaussian_kl_impl.h).
 #define PO_INSTANTIATE_GAUSSIAN_KL(T)                               \
   template void gaussian_kl_fwd_cpu(const GaussianKLFwdArgs<T>&); \
   template void gaussian_kl_bwd_cpu(const GaussianKLBwdArgs<T>&);

@@ -152,7 +152,7 @@ template <typename T>
 int kl_div_bwd_cuda(const KLDivBwdArgs<T>& a, GpuStream stream);
 
 // Explicit instantiations of every CPU launcher above, in the namespace where it is expanded (the
-// public dispatchers in cpu/kl.cc and each per-ISA copy in cpu/kl_impl.h).
+// public dispatchers in cpu/launchers.cc and each per-ISA copy in cpu/kl_impl.h).
 #define PO_INSTANTIATE_KL(T)                                              \
   template void kl_logits_fwd_cpu(const KLLogitsFwdArgs<T, int32_t>&);    \
   template void kl_logits_fwd_cpu(const KLLogitsFwdArgs<T, int64_t>&);    \

@@ -1,5 +1,5 @@
 // Every CPU kernel family compiled for the avx512 instruction set (flags by file-name suffix in
-// setup.py and CMakeLists.txt; the dispatchers in <family>_cpu.cc choose at run time).
+// setup.py and CMakeLists.txt; the dispatchers in cpu/launchers.cc choose at run time).
 #define PO_CPU_ISA avx512
 #include "cpu/binary_impl.h"
 #include "cpu/gaussian_kl_impl.h"

@@ -1,5 +1,5 @@
 // The per-ISA copies of the CPU kernels (cpu/kernels_{base,avx2,avx512}.cc), declared for the
-// run-time dispatchers (cpu/<family>.cc). Calling avx2:: or avx512:: on a CPU without those
+// run-time dispatchers (cpu/launchers.cc). Calling avx2:: or avx512:: on a CPU without those
 // extensions is undefined (SIGILL): dispatch through PO_CPU_DISPATCH, which checks cpu_isa().
 #pragma once
 

@@ -1,9 +1,15 @@
-// Public CPU entry points of the softmax cross-entropy: pick the per-ISA kernels at run time;
-// the reductions and the statistics' means, which read [rows] values once, are plain loops.
+// The public CPU launchers of every family (the contracts in csrc/kernels/*.h): each picks the
+// per-ISA copy at run time (kernels_isa.h). What does not depend on the ISA is done here: a null
+// upstream gradient writes zeros, and the cross-entropy's reductions read [rows] values once.
+#include "binary.h"
 #include "cpu/kernels_isa.h"
+#include "gaussian_kl.h"
+#include "kl.h"
 #include "softmax_ce.h"
 
 namespace paddle_ops {
+
+// ---- softmax_ce.h ----
 
 template <typename T, typename L>
 SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEFwdArgs<T, L>& a) {
@@ -78,5 +84,78 @@ PO_SOFTMAX_CE_INSTANTIATE_ALL
   template void softmax_ce_stats_means_cpu(const SoftmaxCEMeansArgs<A, int64_t>&);
 PO_INSTANTIATE_SOFTMAX_CE_HOST(float)
 PO_INSTANTIATE_SOFTMAX_CE_HOST(double)
+
+// ---- kl.h ----
+
+template <typename T, typename I>
+void kl_logits_fwd_cpu(const KLLogitsFwdArgs<T, I>& a) {
+  PO_CPU_DISPATCH(kl_logits_fwd_cpu, a)
+}
+
+template <typename T, typename I>
+void kl_logits_bwd_cpu(const KLLogitsBwdArgs<T, I>& a) {
+  if (a.loss_grad == nullptr) {
+    const int64_t n = a.p.rows() * a.p.classes;
+    for (int64_t i = 0; i < n; ++i) {
+      if (a.s_grad != nullptr) a.s_grad[i] = from_acc<T>(0);
+      if (a.t_grad != nullptr) a.t_grad[i] = from_acc<T>(0);
+    }
+    return;
+  }
+  PO_CPU_DISPATCH(kl_logits_bwd_cpu, a)
+}
+
+template <typename T>
+void kl_div_fwd_cpu(const KLDivFwdArgs<T>& a) {
+  PO_CPU_DISPATCH(kl_div_fwd_cpu, a)
+}
+
+template <typename T>
+void kl_div_bwd_cpu(const KLDivBwdArgs<T>& a) {
+  PO_CPU_DISPATCH(kl_div_bwd_cpu, a)
+}
+
+PO_KL_INSTANTIATE_ALL
+
+// ---- binary.h ----
+
+template <typename T>
+void binary_fwd_cpu(const BinaryFwdArgs<T>& a) {
+  PO_CPU_DISPATCH(binary_fwd_cpu, a)
+}
+
+template <typename T>
+void binary_bwd_cpu(const BinaryBwdArgs<T>& a) {
+  if (a.grad == nullptr) {
+    const int64_t n = a.p.rows * a.p.cols;
+    for (int64_t i = 0; i < n; ++i) a.logit_grad[i] = from_acc<T>(0);
+    return;
+  }
+  PO_CPU_DISPATCH(binary_bwd_cpu, a)
+}
+
+PO_BINARY_INSTANTIATE_ALL
+
+// ---- gaussian_kl.h ----
+
+template <typename T>
+void gaussian_kl_fwd_cpu(const GaussianKLFwdArgs<T>& a) {
+  PO_CPU_DISPATCH(gaussian_kl_fwd_cpu, a)
+}
+
+template <typename T>
+void gaussian_kl_bwd_cpu(const GaussianKLBwdArgs<T>& a) {
+  if (a.grad == nullptr) {
+    const int64_t n = a.p.rows * a.p.cols;
+    T* const grads[] = {a.out.mean1, a.out.logvar1, a.out.mean2, a.out.logvar2};
+    for (T* g : grads) {
+      for (int64_t i = 0; g != nullptr && i < n; ++i) g[i] = from_acc<T>(0);
+    }
+    return;
+  }
+  PO_CPU_DISPATCH(gaussian_kl_bwd_cpu, a)
+}
+
+PO_GAUSSIAN_KL_INSTANTIATE_ALL
 
 }  // namespace paddle_ops
