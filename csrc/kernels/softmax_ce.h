@@ -83,6 +83,8 @@ struct SoftmaxCEStatus {
 // _cuda ones; [rows] each unless noted, nullptr where absent.
 template <typename T, typename L>
 struct SoftmaxCEFwdArgs {
+  using Acc = acc_t<T>;
+  using Label = L;
   SoftmaxCEParams p;
   const T* logits = nullptr;         // [outer, classes, inner]
   const L* label = nullptr;          // see L above
@@ -96,6 +98,7 @@ struct SoftmaxCEFwdArgs {
 
 template <typename T, typename L>
 struct SoftmaxCEBwdArgs {
+  using Acc = acc_t<T>;
   SoftmaxCEParams p;
   const T* logits = nullptr;
   const L* label = nullptr;
@@ -186,7 +189,7 @@ int softmax_ce_bwd_cuda(const SoftmaxCEBwdArgs<T, L>& a, GpuStream stream);
 int set_cuda_row_block_threads(int threads);
 
 // Explicit instantiations of the CPU launchers for every (T, L) pair the bindings use, in the
-// namespace where it is expanded (cpu/softmax_ce.cc and each per-ISA copy). Soft labels of 16-bit
+// namespace where it is expanded (cpu/launchers.cc and each per-ISA copy). Soft labels of 16-bit
 // logits may also come in fp32, so the target is not rounded; statistics take hard labels only.
 #define PO_INSTANTIATE_SOFTMAX_CE(T, L)                                    \
   template SoftmaxCEStatus softmax_ce_fwd_cpu(const SoftmaxCEFwdArgs<T, L>&); \

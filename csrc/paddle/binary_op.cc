@@ -86,9 +86,21 @@ void check_inputs(const paddle::Tensor& x, const paddle::Tensor& label,
   check_factor(x, pos_weight, p.pos_weight, p, "pos_weight");
 }
 
-template <typename A>
-const A* factor_ptr(const paddle::optional<paddle::Tensor>& f) {
-  return f ? data_ptr<A>(*f) : nullptr;
+// Calls f(a) with an argument struct (BinaryFwdArgs or BinaryBwdArgs) of the logits' kernel
+// type holding the params and the inputs; f points the rest and launches.
+template <template <typename> class Args, typename F>
+void with_binary_args(const BinaryParams& p, const paddle::Tensor& x, const paddle::Tensor& label,
+                      const paddle::optional<paddle::Tensor>& weight,
+                      const paddle::optional<paddle::Tensor>& pos_weight, F&& f) {
+  dispatch_float(x.dtype(), "logit", [&](auto t) {
+    Args<typename decltype(t)::type> a;
+    a.p = p;
+    point(a.logit, x);
+    point(a.label, label);
+    point(a.weight, weight);
+    point(a.pos_weight, pos_weight);
+    f(a);
+  });
 }
 
 std::vector<paddle::Tensor> BinaryForward(const paddle::Tensor& x, const paddle::Tensor& label,
@@ -107,16 +119,9 @@ std::vector<paddle::Tensor> BinaryForward(const paddle::Tensor& x, const paddle:
   }
   auto out = paddle::empty(out_shape, acc_dtype(x.dtype()), x.place());
   if (p.rows == 0) return {out};
-  dispatch_float(x.dtype(), "logit", [&](auto tt) {
-    using T = typename decltype(tt)::type;
-    using A = acc_t<T>;
-    const BinaryFwdArgs<T> a{p,
-                             data_ptr<T>(x),
-                             data_ptr<T>(label),
-                             factor_ptr<A>(weight),
-                             factor_ptr<A>(pos_weight),
-                             reduce_rows ? nullptr : data_ptr<A>(out),
-                             reduce_rows ? data_ptr<A>(out) : nullptr};
+  with_binary_args<BinaryFwdArgs>(p, x, label, weight, pos_weight, [&](auto& a) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(a.logit)>>;
+    point(reduce_rows ? a.loss_rows : a.loss_elem, out);
     PO_LAUNCH_WITH_WORKSPACE(x, "binary forward", binary_fwd, a,
                              reduce_rows ? binary_fwd_cuda_workspace<T>(p) : 0);
   });
@@ -134,17 +139,11 @@ std::vector<paddle::Tensor> BinaryBackward(const paddle::Tensor& x, const paddle
       binary_params(x.shape(), loss, weight_kind, pos_weight_kind, alpha, gamma);
   auto grad = alloc_grad(x);
   if (p.rows == 0) return {grad};
-  dispatch_float(x.dtype(), "logit", [&](auto tt) {
-    using T = typename decltype(tt)::type;
-    using A = acc_t<T>;
-    const BinaryBwdArgs<T> a{p,
-                             data_ptr<T>(x),
-                             data_ptr<T>(label),
-                             factor_ptr<A>(weight),
-                             factor_ptr<A>(pos_weight),
-                             upstream_grad<A>(loss_grad, reduce_rows ? p.rows : p.rows * p.cols, x),
-                             reduce_rows,
-                             data_ptr<T>(grad)};
+  with_binary_args<BinaryBwdArgs>(p, x, label, weight, pos_weight, [&](auto& a) {
+    using A = std::remove_const_t<std::remove_pointer_t<decltype(a.grad)>>;
+    a.grad = upstream_grad<A>(loss_grad, reduce_rows ? p.rows : p.rows * p.cols, x);
+    a.per_row = reduce_rows;
+    point(a.logit_grad, grad);
     PO_LAUNCH(x, "binary backward", binary_bwd, a);
   });
   return {grad};

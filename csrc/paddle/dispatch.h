@@ -89,6 +89,20 @@ K* data_ptr(paddle::Tensor& t) {
   return reinterpret_cast<K*>(t.data<typename PaddleElem<K>::type>());
 }
 
+// Points a field of an argument struct at a tensor's data, in the field's own element type.
+template <typename P>
+void point(P*& field, const paddle::Tensor& t) {
+  using K = std::remove_const_t<P>;
+  field = const_cast<K*>(data_ptr<K>(t));
+}
+
+// The same for an optional tensor: nullptr when it is absent.
+template <typename P>
+void point(P*& field, const paddle::optional<paddle::Tensor>& t) {
+  field = nullptr;
+  if (t) point(field, *t);
+}
+
 template <typename K>
 paddle::DataType paddle_dtype() {
   if constexpr (std::is_same<K, float>::value) return paddle::DataType::FLOAT32;
@@ -283,42 +297,20 @@ inline paddle::Tensor grad_output(const paddle::Tensor& like, bool needed) {
 using TensorRef = const paddle::Tensor&;
 using Shape = std::vector<int64_t>;
 
-template <const char* kOp>
-std::vector<paddle::Tensor> no_second_order_1(TensorRef, TensorRef) {
-  refuse_second_order(kOp);
-}
-template <const char* kOp>
-std::vector<paddle::Tensor> no_second_order_2(TensorRef, TensorRef, TensorRef, TensorRef) {
-  refuse_second_order(kOp);
-}
-template <const char* kOp>
-std::vector<paddle::Tensor> no_second_order_4(TensorRef, TensorRef, TensorRef, TensorRef,
-                                              TensorRef, TensorRef, TensorRef, TensorRef) {
+// The double-grad op of a loss (inputs: each differentiable input, then its double grad):
+// refuses to run; its outputs take the shapes and dtypes of the first half of its inputs.
+template <const char* kOp, typename... Refs>
+std::vector<paddle::Tensor> no_second_order(Refs...) {
   refuse_second_order(kOp);
 }
 
-inline std::vector<Shape> no_second_order_shape_1(const Shape& a, const Shape&) { return {a}; }
-inline std::vector<Shape> no_second_order_shape_2(const Shape& a, const Shape& b, const Shape&,
-                                                  const Shape&) {
-  return {a, b};
-}
-inline std::vector<Shape> no_second_order_shape_4(const Shape& a, const Shape& b, const Shape& c,
-                                                  const Shape& d, const Shape&, const Shape&,
-                                                  const Shape&, const Shape&) {
-  return {a, b, c, d};
+template <typename V, typename... Vs>
+std::vector<V> first_half(const Vs&... v) {
+  const std::vector<V> all{v...};
+  return std::vector<V>(all.begin(), all.begin() + all.size() / 2);
 }
 
 using DType = paddle::DataType;
-inline std::vector<DType> no_second_order_dtype_1(const DType& a, const DType&) { return {a}; }
-inline std::vector<DType> no_second_order_dtype_2(const DType& a, const DType& b, const DType&,
-                                                  const DType&) {
-  return {a, b};
-}
-inline std::vector<DType> no_second_order_dtype_4(const DType& a, const DType& b, const DType& c,
-                                                  const DType& d, const DType&, const DType&,
-                                                  const DType&, const DType&) {
-  return {a, b, c, d};
-}
 
 // A tensor viewed as [outer, classes (at `axis`), inner], the layout every row kernel takes.
 struct RowLayout {
@@ -351,24 +343,30 @@ inline std::vector<int64_t> drop_axis(const std::vector<int64_t>& shape, int64_t
 // Registers the raising double-grad op of forward op `op`, whose differentiable inputs are the
 // quoted names after `name` (a namespace-scope constexpr char array naming the op for the user).
 #define PO_GG(input) paddle::Grad(paddle::Grad(input))
-#define PO_NO_SECOND_ORDER_1(op, name, a)                                        \
-  PD_BUILD_DOUBLE_GRAD_OP(op)                                                    \
-      .Inputs({a, PO_GG(a)})                                                     \
-      .Outputs({paddle::Grad(a)})                                                \
-      .SetKernelFn(PD_KERNEL(paddle_ops::no_second_order_1<name>))               \
-      .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::no_second_order_shape_1))      \
-      .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::no_second_order_dtype_1))
-#define PO_NO_SECOND_ORDER_2(op, name, a, b)                                     \
-  PD_BUILD_DOUBLE_GRAD_OP(op)                                                    \
-      .Inputs({a, b, PO_GG(a), PO_GG(b)})                                        \
-      .Outputs({paddle::Grad(a), paddle::Grad(b)})                               \
-      .SetKernelFn(PD_KERNEL(paddle_ops::no_second_order_2<name>))               \
-      .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::no_second_order_shape_2))      \
-      .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::no_second_order_dtype_2))
-#define PO_NO_SECOND_ORDER_4(op, name, a, b, c, d)                               \
-  PD_BUILD_DOUBLE_GRAD_OP(op)                                                    \
-      .Inputs({a, b, c, d, PO_GG(a), PO_GG(b), PO_GG(c), PO_GG(d)})              \
-      .Outputs({paddle::Grad(a), paddle::Grad(b), paddle::Grad(c), paddle::Grad(d)}) \
-      .SetKernelFn(PD_KERNEL(paddle_ops::no_second_order_4<name>))               \
-      .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::no_second_order_shape_4))      \
-      .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::no_second_order_dtype_4))
+// The double-grad op of a loss with one, two or four differentiable inputs.
+#define PO_T2 paddle_ops::TensorRef, paddle_ops::TensorRef
+#define PO_S2 paddle_ops::Shape, paddle_ops::Shape
+#define PO_D2 paddle_ops::DType, paddle_ops::DType
+#define PO_NO_SECOND_ORDER_1(op, name, a)                                                      \
+  PD_BUILD_DOUBLE_GRAD_OP(op)                                                                 \
+      .Inputs({a, PO_GG(a)})                                                                  \
+      .Outputs({paddle::Grad(a)})                                                             \
+      .SetKernelFn(PD_KERNEL(paddle_ops::no_second_order<name, PO_T2>))                       \
+      .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::first_half<paddle_ops::Shape, PO_S2>))      \
+      .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::first_half<paddle_ops::DType, PO_D2>))
+#define PO_NO_SECOND_ORDER_2(op, name, a, b)                                                   \
+  PD_BUILD_DOUBLE_GRAD_OP(op)                                                                 \
+      .Inputs({a, b, PO_GG(a), PO_GG(b)})                                                     \
+      .Outputs({paddle::Grad(a), paddle::Grad(b)})                                            \
+      .SetKernelFn(PD_KERNEL(paddle_ops::no_second_order<name, PO_T2, PO_T2>))                \
+      .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::first_half<paddle_ops::Shape, PO_S2, PO_S2>)) \
+      .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::first_half<paddle_ops::DType, PO_D2, PO_D2>))
+#define PO_NO_SECOND_ORDER_4(op, name, a, b, c, d)                                             \
+  PD_BUILD_DOUBLE_GRAD_OP(op)                                                                 \
+      .Inputs({a, b, c, d, PO_GG(a), PO_GG(b), PO_GG(c), PO_GG(d)})                           \
+      .Outputs({paddle::Grad(a), paddle::Grad(b), paddle::Grad(c), paddle::Grad(d)})          \
+      .SetKernelFn(PD_KERNEL(paddle_ops::no_second_order<name, PO_T2, PO_T2, PO_T2, PO_T2>))  \
+      .SetInferShapeFn(PD_INFER_SHAPE(                                                        \
+          paddle_ops::first_half<paddle_ops::Shape, PO_S2, PO_S2, PO_S2, PO_S2>))             \
+      .SetInferDtypeFn(PD_INFER_DTYPE(                                                        \
+          paddle_ops::first_half<paddle_ops::DType, PO_D2, PO_D2, PO_D2, PO_D2>))

@@ -59,6 +59,22 @@ void dispatch_logits_label(const paddle::Tensor& x, const paddle::Tensor& label,
   });
 }
 
+// Calls f(a) with an argument struct (SoftmaxCEFwdArgs or SoftmaxCEBwdArgs) of the logits' and
+// labels' kernel types that holds the params and the inputs every launch reads; f points the
+// rest (point()) and launches.
+template <template <typename, typename> class Args, typename F>
+void with_ce_args(const SoftmaxCEParams& p, const paddle::Tensor& x, const paddle::Tensor& label,
+                  const paddle::optional<paddle::Tensor>& weight, F&& f) {
+  dispatch_logits_label(x, label, [&](auto t, auto l) {
+    Args<typename decltype(t)::type, typename decltype(l)::type> a;
+    a.p = p;
+    point(a.logits, x);
+    point(a.label, label);
+    point(a.weight, weight);
+    f(a);
+  });
+}
+
 // The row-wise forward on the logits' device. On the CPU an out-of-range label raises; on a GPU
 // it cannot be reported without a synchronisation, so its row is NaN.
 template <typename T, typename L>

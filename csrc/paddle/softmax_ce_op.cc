@@ -154,24 +154,19 @@ std::vector<paddle::Tensor> forward(const paddle::Tensor& x, const paddle::Tenso
   }
   if (p.rows() == 0) return out;
   PO_CHECK(p.classes > 0, "logits have zero classes along axis ", axis);
-  dispatch_logits_label(x, label, [&](auto t, auto l) {
-    using T = typename decltype(t)::type;
-    using L = typename decltype(l)::type;
-    using A = acc_t<T>;
-    SoftmaxCEFwdArgs<T, L> a;
-    a.p = p;
-    a.logits = data_ptr<T>(x);
-    a.label = data_ptr<L>(label);
-    a.weight = weight ? data_ptr<A>(*weight) : nullptr;
-    a.loss = data_ptr<A>(out[0]);
-    a.lse = data_ptr<A>(out[1]);
-    a.row_weight = data_ptr<A>(out[2]);
-    SoftmaxCEMeansArgs<A, L> means;
+  with_ce_args<SoftmaxCEFwdArgs>(p, x, label, weight, [&](auto& a) {
+    using Args = std::decay_t<decltype(a)>;
+    point(a.loss, out[0]);
+    point(a.lse, out[1]);
+    point(a.row_weight, out[2]);
+    SoftmaxCEMeansArgs<typename Args::Acc, typename Args::Label> means;
     if (stats) {
-      a.correct = data_ptr<bool>(out[3]);
-      a.entropy = data_ptr<A>(out[4]);
-      means = {p,           a.label, a.correct, a.entropy, data_ptr<A>(out[5]),
-               data_ptr<A>(out[6]), data_ptr<int64_t>(out[7])};
+      point(a.correct, out[3]);
+      point(a.entropy, out[4]);
+      means = {p, a.label, a.correct, a.entropy};
+      point(means.accuracy, out[5]);
+      point(means.mean_entropy, out[6]);
+      point(means.count, out[7]);
     }
     forward_rows_reduced(x, a, reduction, out[0], stats ? &means : nullptr);
   });
@@ -211,18 +206,11 @@ std::vector<paddle::Tensor> SoftmaxCEBackward(const paddle::Tensor& x, const pad
   const R reduction = apply_reduction_attr(reduction_attr, p, x);
   auto grad = alloc_grad(x);
   if (x.numel() == 0) return {grad};
-  dispatch_logits_label(x, label, [&](auto t, auto l) {
-    using T = typename decltype(t)::type;
-    using L = typename decltype(l)::type;
-    using A = acc_t<T>;
-    SoftmaxCEBwdArgs<T, L> a;
-    a.p = p;
-    a.logits = data_ptr<T>(x);
-    a.label = data_ptr<L>(label);
-    a.weight = weight ? data_ptr<A>(*weight) : nullptr;
-    a.lse = data_ptr<A>(lse);
+  with_ce_args<SoftmaxCEBwdArgs>(p, x, label, weight, [&](auto& a) {
+    using A = typename std::decay_t<decltype(a)>::Acc;
+    point(a.lse, lse);
+    point(a.logits_grad, grad);
     a.loss_grad = upstream_grad<A>(loss_grad, reduction == R::kNone ? p.rows() : 1, x);
-    a.logits_grad = data_ptr<T>(grad);
     // A reduced loss's one upstream value reaches every row: g / the forward's divisor
     // (recomputed from the saved row weights in the same order).
     std::vector<A> row_dloss;

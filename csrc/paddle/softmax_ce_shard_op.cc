@@ -72,17 +72,10 @@ std::vector<paddle::Tensor> SoftmaxCEShardForward(const paddle::Tensor& x,
   auto lse = paddle::empty(out_shape, stat, x.place());
   auto row_weight = paddle::empty(out_shape, stat, x.place());
   if (p.rows() == 0) return {term, lse, row_weight};
-  dispatch_logits_label(x, label, [&](auto t, auto l) {
-    using T = typename decltype(t)::type;
-    using L = typename decltype(l)::type;
-    using A = acc_t<T>;
-    SoftmaxCEFwdArgs<T, L> a;
-    a.p = p;
-    a.logits = data_ptr<T>(x);
-    a.label = data_ptr<L>(label);
-    a.loss = data_ptr<A>(term);
-    a.lse = data_ptr<A>(lse);
-    a.row_weight = data_ptr<A>(row_weight);
+  with_ce_args<SoftmaxCEFwdArgs>(p, x, label, {}, [&](auto& a) {
+    point(a.loss, term);
+    point(a.lse, lse);
+    point(a.row_weight, row_weight);
     forward_rows(x, "softmax_ce shard forward", a);
   });
   return {term, lse, row_weight};
@@ -100,17 +93,10 @@ std::vector<paddle::Tensor> SoftmaxCEShardBackward(
   check_shard_stat(x, row_grad, "row_grad", p.rows());
   auto grad = alloc_grad(x);
   if (x.numel() == 0) return {grad};
-  dispatch_logits_label(x, label, [&](auto t, auto l) {
-    using T = typename decltype(t)::type;
-    using L = typename decltype(l)::type;
-    using A = acc_t<T>;
-    SoftmaxCEBwdArgs<T, L> a;
-    a.p = p;
-    a.logits = data_ptr<T>(x);
-    a.label = data_ptr<L>(label);
-    a.lse = data_ptr<A>(lse);
-    a.loss_grad = data_ptr<A>(row_grad);
-    a.logits_grad = data_ptr<T>(grad);
+  with_ce_args<SoftmaxCEBwdArgs>(p, x, label, {}, [&](auto& a) {
+    point(a.lse, lse);
+    point(a.loss_grad, row_grad);
+    point(a.logits_grad, grad);
     backward_rows(x, "softmax_ce shard backward", a);
   });
   return {grad};
