@@ -126,8 +126,8 @@ std::vector<paddle::Tensor> forward(const paddle::Tensor& x, const paddle::Tenso
                                     int reduction_attr, bool stats) {
   SoftmaxCEParams p =
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
-  const R reduction = apply_reduction_attr(reduction_attr, p, x);
   check_inputs(x, label, weight, p);
+  const R reduction = apply_reduction_attr(reduction_attr, p, x);
   if (stats) {
     PO_CHECK(!is_float_dtype(label.dtype()),
              "return_stats needs hard labels (class indices), got soft labels of dtype ",
