@@ -62,15 +62,11 @@ std::vector<paddle::DataType> BackpropLinkBackwardDtype(const paddle::DataType& 
 PD_BUILD_OP(paddle_ops_backprop_link)
     .Inputs({"X", "G"})
     .Outputs({"Out"})
-    .SetKernelFn(PD_KERNEL(paddle_ops::BackpropLinkForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::BackpropLinkForwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::BackpropLinkForwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::BackpropLinkForward);
 
 PD_BUILD_GRAD_OP(paddle_ops_backprop_link)
     .Inputs({"X", "G", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X")})
-    .SetKernelFn(PD_KERNEL(paddle_ops::BackpropLinkBackward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::BackpropLinkBackwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::BackpropLinkBackwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::BackpropLinkBackward);
 
 PO_NO_SECOND_ORDER_1(paddle_ops_backprop_link, paddle_ops::kBackpropLinkName, "X");

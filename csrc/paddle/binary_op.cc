@@ -192,17 +192,13 @@ PD_BUILD_OP(paddle_ops_binary)
     .Inputs({"X", "Label", paddle::Optional("Weight"), paddle::Optional("PosWeight")})
     .Outputs({"Loss"})
     .Attrs(PO_BINARY_ATTRS)
-    .SetKernelFn(PD_KERNEL(paddle_ops::BinaryForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::BinaryForwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::BinaryForwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::BinaryForward);
 
 PD_BUILD_GRAD_OP(paddle_ops_binary)
     .Inputs({"X", "Label", paddle::Optional("Weight"), paddle::Optional("PosWeight"),
              paddle::Grad("Loss")})
     .Outputs({paddle::Grad("X")})
     .Attrs(PO_BINARY_ATTRS)
-    .SetKernelFn(PD_KERNEL(paddle_ops::BinaryBackward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::BinaryBackwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::BinaryBackwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::BinaryBackward);
 
 PO_NO_SECOND_ORDER_1(paddle_ops_binary, paddle_ops::kBinaryName, "X");

@@ -240,16 +240,18 @@ void launch(const paddle::Tensor& x, const char* op, CpuFn&& cpu, CudaFn&& cuda)
 // Runs a forward whose CUDA launcher takes a device scratch block of `bytes` (args.workspace).
 // The block is released when this returns, as Paddle's own kernels release their temporaries:
 // its GPU allocator is stream-ordered, so the block is reused only by work queued after them.
-#define PO_LAUNCH_WITH_WORKSPACE(x, op, name, args, bytes)                                   \
-  ::paddle_ops::launch(                                                                      \
-      x, op, [&] { name##_cpu(args); },                                                      \
-      [&](::paddle_ops::GpuStream po_stream) {                                               \
-        auto po_args = args;                                                                 \
-        const int64_t po_bytes = (bytes);                                                    \
-        paddle::Tensor po_block;                                                             \
-        if (po_bytes > 0) po_block = paddle::empty({po_bytes}, paddle::DataType::UINT8, (x).place()); \
-        po_args.workspace = po_bytes > 0 ? po_block.data() : nullptr;                        \
-        return name##_cuda(po_args, po_stream);                                              \
+#define PO_LAUNCH_WITH_WORKSPACE(x, op, name, args, bytes)                        \
+  ::paddle_ops::launch(                                                           \
+      x, op, [&] { name##_cpu(args); },                                           \
+      [&](::paddle_ops::GpuStream po_stream) {                                    \
+        auto po_args = args;                                                      \
+        const int64_t po_bytes = (bytes);                                         \
+        paddle::Tensor po_block;                                                  \
+        if (po_bytes > 0) {                                                       \
+          po_block = paddle::empty({po_bytes}, paddle::DataType::UINT8, (x).place()); \
+        }                                                                         \
+        po_args.workspace = po_bytes > 0 ? po_block.data() : nullptr;             \
+        return name##_cuda(po_args, po_stream);                                   \
       })
 
 template <typename A>
@@ -342,6 +344,11 @@ inline std::vector<int64_t> drop_axis(const std::vector<int64_t>& shape, int64_t
 
 // Registers the raising double-grad op of forward op `op`, whose differentiable inputs are the
 // quoted names after `name` (a namespace-scope constexpr char array naming the op for the user).
+// An op's kernel and its InferShape and InferDtype functions, named f, f##Shape and f##Dtype.
+#define PO_KERNEL_FNS(f)                                                               \
+  SetKernelFn(PD_KERNEL(f)).SetInferShapeFn(PD_INFER_SHAPE(f##Shape)).SetInferDtypeFn( \
+      PD_INFER_DTYPE(f##Dtype))
+
 #define PO_GG(input) paddle::Grad(paddle::Grad(input))
 // The double-grad op of a loss with one, two or four differentiable inputs.
 #define PO_T2 paddle_ops::TensorRef, paddle_ops::TensorRef

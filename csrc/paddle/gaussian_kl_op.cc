@@ -204,34 +204,26 @@ PD_BUILD_OP(paddle_ops_gaussian_kl)
     .Inputs({"Mean1", "LogVar1", "Mean2", "LogVar2"})
     .Outputs({"Loss"})
     .Attrs(PO_GAUSSIAN_KL_ATTRS)
-    .SetKernelFn(PD_KERNEL(paddle_ops::GaussianKLForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::GaussianKLForwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::GaussianKLForwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::GaussianKLForward);
 
 PD_BUILD_GRAD_OP(paddle_ops_gaussian_kl)
     .Inputs({"Mean1", "LogVar1", "Mean2", "LogVar2", paddle::Grad("Loss")})
     .Outputs({paddle::Grad("Mean1"), paddle::Grad("LogVar1"), paddle::Grad("Mean2"),
               paddle::Grad("LogVar2")})
     .Attrs(PO_GAUSSIAN_KL_ATTRS)
-    .SetKernelFn(PD_KERNEL(paddle_ops::GaussianKLBackward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::GaussianKLBackwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::GaussianKLBackwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::GaussianKLBackward);
 
 PD_BUILD_OP(paddle_ops_gaussian_kl_std)
     .Inputs({"Mean1", "LogVar1"})
     .Outputs({"Loss"})
     .Attrs(PO_GAUSSIAN_KL_ATTRS)
-    .SetKernelFn(PD_KERNEL(paddle_ops::GaussianKLStdForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::GaussianKLStdForwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::GaussianKLStdForwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::GaussianKLStdForward);
 
 PD_BUILD_GRAD_OP(paddle_ops_gaussian_kl_std)
     .Inputs({"Mean1", "LogVar1", paddle::Grad("Loss")})
     .Outputs({paddle::Grad("Mean1"), paddle::Grad("LogVar1")})
     .Attrs(PO_GAUSSIAN_KL_ATTRS)
-    .SetKernelFn(PD_KERNEL(paddle_ops::GaussianKLStdBackward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::GaussianKLStdBackwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::GaussianKLStdBackwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::GaussianKLStdBackward);
 
 PO_NO_SECOND_ORDER_4(paddle_ops_gaussian_kl, paddle_ops::kGaussianKLName, "Mean1", "LogVar1",
                      "Mean2", "LogVar2");

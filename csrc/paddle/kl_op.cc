@@ -327,33 +327,25 @@ PD_BUILD_OP(paddle_ops_kl_logits)
     .Inputs({"S", "T", paddle::Optional("RowIndex")})
     .Outputs({"Loss", "Stats"})
     .Attrs(PO_KL_LOGITS_ATTRS)
-    .SetKernelFn(PD_KERNEL(paddle_ops::KLLogitsForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::KLLogitsForwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::KLLogitsForwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::KLLogitsForward);
 
 PD_BUILD_GRAD_OP(paddle_ops_kl_logits)
     .Inputs({"S", "T", paddle::Optional("RowIndex"), "Stats", paddle::Grad("Loss")})
     .Outputs({paddle::Grad("S"), paddle::Grad("T")})
     .Attrs(PO_KL_LOGITS_ATTRS)
-    .SetKernelFn(PD_KERNEL(paddle_ops::KLLogitsBackward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::KLLogitsBackwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::KLLogitsBackwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::KLLogitsBackward);
 
 PD_BUILD_OP(paddle_ops_softmax_entropy)
     .Inputs({"X"})
     .Outputs({"Loss", "Stats"})
     .Attrs({"axis: int"})
-    .SetKernelFn(PD_KERNEL(paddle_ops::EntropyForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::EntropyForwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::EntropyForwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::EntropyForward);
 
 PD_BUILD_GRAD_OP(paddle_ops_softmax_entropy)
     .Inputs({"X", "Stats", paddle::Grad("Loss")})
     .Outputs({paddle::Grad("X")})
     .Attrs({"axis: int"})
-    .SetKernelFn(PD_KERNEL(paddle_ops::EntropyBackward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::EntropyBackwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::EntropyBackwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::EntropyBackward);
 
 #define PO_KL_DIV_ATTRS {"log_target: bool", "reduce_rows: bool", "label_grad: bool"}
 
@@ -361,17 +353,13 @@ PD_BUILD_OP(paddle_ops_kl_div)
     .Inputs({"X", "Y"})
     .Outputs({"Loss"})
     .Attrs(PO_KL_DIV_ATTRS)
-    .SetKernelFn(PD_KERNEL(paddle_ops::KLDivForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::KLDivForwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::KLDivForwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::KLDivForward);
 
 PD_BUILD_GRAD_OP(paddle_ops_kl_div)
     .Inputs({"X", "Y", paddle::Grad("Loss")})
     .Outputs({paddle::Grad("X"), paddle::Grad("Y")})
     .Attrs(PO_KL_DIV_ATTRS)
-    .SetKernelFn(PD_KERNEL(paddle_ops::KLDivBackward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::KLDivBackwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::KLDivBackwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::KLDivBackward);
 
 PO_NO_SECOND_ORDER_2(paddle_ops_kl_logits, paddle_ops::kKLLogitsName, "S", "T");
 PO_NO_SECOND_ORDER_1(paddle_ops_softmax_entropy, paddle_ops::kEntropyName, "X");

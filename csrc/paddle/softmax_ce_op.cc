@@ -231,7 +231,7 @@ std::vector<std::vector<int64_t>> SoftmaxCEForwardShape(
     const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax,
     int reduction) {
   const auto out = drop_axis(x, axis);
-  return {reduction_of(reduction) == SoftmaxCEReduction::kNone ? out : std::vector<int64_t>{}, out, out};
+  return {reduction_of(reduction) == R::kNone ? out : Shape{}, out, out};
 }
 
 std::vector<paddle::DataType> SoftmaxCEForwardDtype(
@@ -257,14 +257,16 @@ std::vector<paddle::DataType> SoftmaxCEBackwardDtype(
   return {x};
 }
 
+// The forward's three outputs, then Correct and Entropy per row and three scalars.
 std::vector<std::vector<int64_t>> SoftmaxCEStatsForwardShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& label,
     const paddle::optional<std::vector<int64_t>>& weight, int axis, int64_t ignore_index,
     const std::vector<float>& label_smoothing, const std::vector<float>& z_loss, bool use_softmax,
     int reduction) {
-  const auto out = drop_axis(x, axis);
-  return {reduction_of(reduction) == SoftmaxCEReduction::kNone ? out : std::vector<int64_t>{}, out, out, out, out,
-          {}, {}, {}};
+  auto out = SoftmaxCEForwardShape(x, label, weight, axis, ignore_index, label_smoothing, z_loss,
+                                   use_softmax, reduction);
+  out.insert(out.end(), {out[1], out[1], {}, {}, {}});
+  return out;
 }
 
 std::vector<paddle::DataType> SoftmaxCEStatsForwardDtype(
@@ -283,9 +285,7 @@ PD_BUILD_OP(paddle_ops_softmax_ce)
     .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: std::vector<float>",
             "z_loss: std::vector<float>",
             "use_softmax: bool", "reduction: int"})
-    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEForwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEForwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::SoftmaxCEForward);
 
 PD_BUILD_GRAD_OP(paddle_ops_softmax_ce)
     .Inputs({"X", "Label", paddle::Optional("Weight"), "LSE", "RowWeight", paddle::Grad("Loss")})
@@ -293,9 +293,7 @@ PD_BUILD_GRAD_OP(paddle_ops_softmax_ce)
     .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: std::vector<float>",
             "z_loss: std::vector<float>",
             "use_softmax: bool", "reduction: int"})
-    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEBackward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEBackwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEBackwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::SoftmaxCEBackward);
 
 PO_NO_SECOND_ORDER_1(paddle_ops_softmax_ce, paddle_ops::kSoftmaxCEName, "X");
 
@@ -305,9 +303,7 @@ PD_BUILD_OP(paddle_ops_softmax_ce_stats)
               "Count"})
     .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: std::vector<float>",
             "z_loss: std::vector<float>", "use_softmax: bool", "reduction: int"})
-    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEStatsForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEStatsForwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEStatsForwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::SoftmaxCEStatsForward);
 
 // The statistics have no gradient: the grad op is paddle_ops_softmax_ce's.
 PD_BUILD_GRAD_OP(paddle_ops_softmax_ce_stats)
@@ -315,9 +311,7 @@ PD_BUILD_GRAD_OP(paddle_ops_softmax_ce_stats)
     .Outputs({paddle::Grad("X")})
     .Attrs({"axis: int", "ignore_index: int64_t", "label_smoothing: std::vector<float>",
             "z_loss: std::vector<float>", "use_softmax: bool", "reduction: int"})
-    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEBackward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEBackwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEBackwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::SoftmaxCEBackward);
 
 PO_NO_SECOND_ORDER_1(paddle_ops_softmax_ce_stats, paddle_ops::kSoftmaxCEName, "X");
 

@@ -127,14 +127,14 @@ std::vector<paddle::Tensor> SoftmaxCEShardLinkBackward(
                                 class_offset, total_classes);
 }
 
-std::vector<std::vector<int64_t>> SoftmaxCEShardLinkShape(
+std::vector<std::vector<int64_t>> SoftmaxCEShardLinkForwardShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& label,
     const std::vector<int64_t>& lse, int64_t ignore_index, const std::vector<float>& eps,
     const std::vector<float>& z_loss, int64_t class_offset, int64_t total_classes) {
   return {drop_axis(x, -1)};
 }
 
-std::vector<paddle::DataType> SoftmaxCEShardLinkDtype(const paddle::DataType& x,
+std::vector<paddle::DataType> SoftmaxCEShardLinkForwardDtype(const paddle::DataType& x,
                                                       const paddle::DataType& label,
                                                       const paddle::DataType& lse) {
   return {lse};
@@ -179,27 +179,21 @@ PD_BUILD_OP(paddle_ops_softmax_ce_shard)
     .Outputs({"Term", "LSE", "RowWeight"})
     .Attrs({"ignore_index: int64_t", "label_smoothing: std::vector<float>",
             "class_offset: int64_t", "total_classes: int64_t"})
-    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEShardForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEShardForwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEShardForwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::SoftmaxCEShardForward);
 
 PD_BUILD_OP(paddle_ops_softmax_ce_shard_bwd)
     .Inputs({"X", "Label", "LSE", "RowGrad"})
     .Outputs({"XGrad"})
     .Attrs({"ignore_index: int64_t", "label_smoothing: std::vector<float>",
             "z_loss: std::vector<float>", "class_offset: int64_t", "total_classes: int64_t"})
-    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEShardBackward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEShardBackwardShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEShardBackwardDtype));
+    .PO_KERNEL_FNS(paddle_ops::SoftmaxCEShardBackward);
 
 PD_BUILD_OP(paddle_ops_softmax_ce_shard_link)
     .Inputs({"X", "Label", "LSE"})
     .Outputs({"Zero"})
     .Attrs({"ignore_index: int64_t", "label_smoothing: std::vector<float>",
             "z_loss: std::vector<float>", "class_offset: int64_t", "total_classes: int64_t"})
-    .SetKernelFn(PD_KERNEL(paddle_ops::SoftmaxCEShardLinkForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(paddle_ops::SoftmaxCEShardLinkShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(paddle_ops::SoftmaxCEShardLinkDtype));
+    .PO_KERNEL_FNS(paddle_ops::SoftmaxCEShardLinkForward);
 
 PD_BUILD_GRAD_OP(paddle_ops_softmax_ce_shard_link)
     .Inputs({"X", "Label", "LSE", paddle::Grad("Zero")})
