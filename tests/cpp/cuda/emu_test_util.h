@@ -1,7 +1,7 @@
-// Helpers of the emulated CUDA kernel tests (test_*_cuda.cc in this directory): buffers that
-// start where the test wants (misaligned on purpose), the tolerance table, comparisons of a CUDA
-// launcher's outputs with the CPU launcher's, and checks of the launch log (the stream, the
-// launch shapes of the elementwise kernels).
+// Helpers of the emulated CUDA kernel tests (test_*_cuda.cc in this directory): output buffers
+// that start unwritten, the tolerance table, comparisons of a CUDA launcher's outputs with the CPU
+// launcher's, checks of the launch log (the stream, the launch shapes of the elementwise kernels,
+// launches of nothing), seeded input generators, and the launch part of the suites' cases.
 //
 // The CPU kernels are the reference here: each is checked against long-double references of its
 // own formulas in tests/cpp (test_softmax_ce.cc, test_kl.cc, ...). Both sides are compared with
@@ -14,10 +14,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <random>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cuda_runtime.h"
@@ -27,6 +27,7 @@
 namespace paddle_ops {
 namespace emu_test {
 
+using test_util::Buffer;
 using test_util::LD;
 
 // The stream the tests pass to every launcher; no launch or memset may go anywhere else.
@@ -126,30 +127,6 @@ inline ::testing::AssertionResult is_flat_launch(const std::vector<cuda_emu::Lau
   return ::testing::AssertionFailure() << "not the flat loop: " << dims(launches);
 }
 
-// n elements that start `offset` elements into their own heap block of exactly n + offset, so
-// that ASan reports a read or write past either end and offset 1 misaligns every 16-byte vector.
-template <typename E>
-class Buffer {
- public:
-  explicit Buffer(int64_t n = 0, int64_t offset = 0)
-      : n_(n), offset_(offset), storage_(new E[static_cast<std::size_t>(n + offset)]()) {}
-  E* data() { return n_ == 0 ? nullptr : storage_.get() + offset_; }
-  const E* data() const { return n_ == 0 ? nullptr : storage_.get() + offset_; }
-  E& operator[](int64_t i) { return storage_[static_cast<std::size_t>(offset_ + i)]; }
-  const E& operator[](int64_t i) const { return storage_[static_cast<std::size_t>(offset_ + i)]; }
-  int64_t size() const { return n_; }
-  void fill(E v) {
-    for (int64_t i = 0; i < n_; ++i) (*this)[i] = v;
-  }
-  // The elements, as a vector (for bitwise comparisons; not for bool).
-  std::vector<E> values() const { return std::vector<E>(data(), data() + n_); }
-
- private:
-  int64_t n_;
-  int64_t offset_;
-  std::unique_ptr<E[]> storage_;
-};
-
 // tests/tolerances.py, per storage type: losses (and every fp32/fp64 accumulator output) and
 // gradients (stored in the input's type), each atol + rtol * |reference|.
 struct Tol {
@@ -199,6 +176,14 @@ E unwritten() {
   }
 }
 
+// n elements, `offset` into their buffer, every one unwritten<E>(): an output before a launch.
+template <typename E>
+Buffer<E> unwritten_buffer(int64_t n, int64_t offset = 0) {
+  Buffer<E> b(n, offset);
+  b.fill(unwritten<E>());
+  return b;
+}
+
 template <typename E>
 bool is_unwritten(const E& v) {
   const E u = unwritten<E>();
@@ -239,6 +224,51 @@ template <typename E>
   return close_all(what, got.data(), want.data(), got.size(), tol);
 }
 
+// Outputs that a launcher with nothing to do must leave as they are: n accumulator elements and
+// one gradient element, every one 7.
+template <typename T>
+struct Sentinels {
+  using A = acc_t<T>;
+  Buffer<A> acc;
+  Buffer<T> grad;
+
+  explicit Sentinels(int64_t n) : acc(n), grad(1) {
+    acc.fill(static_cast<A>(7));
+    grad.fill(test_util::encode<T>(7));
+  }
+  ::testing::AssertionResult intact() const {
+    for (int64_t i = 0; i < acc.size(); ++i) {
+      if (acc[i] != static_cast<A>(7)) {
+        return ::testing::AssertionFailure() << "accumulator " << i << " written: " << acc[i];
+      }
+    }
+    if (test_util::value(grad[0]) != 7) return ::testing::AssertionFailure() << "gradient written";
+    return ::testing::AssertionSuccess();
+  }
+};
+
+// A problem with nothing to compute: fwd(acc) and bwd(grad), each given outputs that hold
+// Sentinels, must succeed, launch nothing and write nothing.
+template <typename T, typename Fwd, typename Bwd>
+void expect_nothing_launched(Fwd fwd, Bwd bwd) {
+  Sentinels<T> out(1);
+  EXPECT_TRUE(on_device("forward", [&] { return fwd(out.acc.data()); }));
+  EXPECT_TRUE(cuda_emu::log().empty());
+  EXPECT_TRUE(on_device("backward", [&] { return bwd(out.grad.data()); }));
+  EXPECT_TRUE(cuda_emu::log().empty());
+  EXPECT_TRUE(out.intact());
+}
+
+// n values `offset` elements into their buffer: value(gen, i) for i = 0, 1, ..., n - 1 in turn,
+// drawing from one generator seeded with `seed`.
+template <typename E, typename Value>
+Buffer<E> drawn(int64_t n, int64_t offset, uint32_t seed, Value value) {
+  Buffer<E> b(n, offset);
+  std::mt19937 gen(seed);
+  for (int64_t i = 0; i < n; ++i) b[i] = value(gen, i);
+  return b;
+}
+
 // N(0, scale^2) values stored as T (rounded once).
 template <typename T>
 void fill_normal(Buffer<T>& b, uint32_t seed, double scale = 3.0) {
@@ -246,6 +276,42 @@ void fill_normal(Buffer<T>& b, uint32_t seed, double scale = 3.0) {
   std::normal_distribution<double> normal(0.0, scale);
   for (int64_t i = 0; i < b.size(); ++i) b[i] = test_util::encode<T>(normal(gen));
 }
+
+// The launch part of an emulated case, the base of the suites' case builders: the launch shape
+// the case is written for (checked in the launch log), the block size of a block-per-row case, and
+// how many elements into their buffers the arrays start (the two inputs, and the outputs).
+template <typename Case, typename Path>
+struct LaunchCase {
+  std::string name;
+  Path path;
+  unsigned block_threads = 0;  // a block per row: the block size this case is for (0: any)
+  int64_t x_offset = 0;
+  int64_t y_offset = 0;
+  int64_t out_offset = 0;
+
+  LaunchCase(std::string n, Path p) : name(std::move(n)), path(p) {}
+  Case& threads(unsigned n) { return test_util::set_option<Case>(*this, &Case::block_threads, n); }
+  Case& offsets(int64_t x, int64_t y, int64_t out) {
+    x_offset = x;
+    y_offset = y;
+    out_offset = out;
+    return static_cast<Case&>(*this);
+  }
+};
+
+// A LaunchCase of [rows, cols] whose forward sums rows (the elementwise families and kl_div).
+template <typename Case, typename Path>
+struct RowsCase : LaunchCase<Case, Path> {
+  int64_t rows;
+  int64_t cols;
+  // Only the calls that sum rows (each suite says which): for long rows, whose flat loops over
+  // every element the smaller cases cover.
+  bool sums_only = false;
+
+  RowsCase(std::string n, int64_t r, int64_t c, Path p)
+      : LaunchCase<Case, Path>(std::move(n), p), rows(r), cols(c) {}
+  Case& row_sums_only() { return test_util::set_option<Case>(*this, &Case::sums_only, true); }
+};
 
 // Runs `f` with the emulator resuming fibers in `order`, and restores the forward order.
 template <typename F>
