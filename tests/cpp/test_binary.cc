@@ -10,105 +10,62 @@
 #include <string>
 #include <vector>
 
-#include "binary.h"
+#include "binary_cases.h"
 #include "test_util.h"
 
 namespace paddle_ops {
 namespace {
 
-using test_util::bits32;
-using test_util::encode;
-using test_util::FloatTypes;
-using test_util::LD;
-using test_util::Mismatches;
-using test_util::same_bits;
-using test_util::type_name;
-using test_util::TypeNames;
-using test_util::value;
+using namespace test_util;
 
 // One problem: logits, labels, the optional factors and an upstream gradient.
-struct BinaryCase {
+struct BinaryCase : BinaryOptions<BinaryCase> {
   std::string name;
   int64_t rows;
   int64_t cols;
-  BinaryLoss loss = BinaryLoss::kBCE;
-  BinaryOperand weight = BinaryOperand::kNone;
-  BinaryOperand pos_weight = BinaryOperand::kNone;
-  double alpha = 0.25;
-  double gamma = 2.0;
-  bool soft = false;       // labels uniform in [0, 1] instead of 0/1
-  double scale = 3.0;      // standard deviation of the logits
-  bool extreme = false;    // some logits at +-1e4 and the type's largest finite values
+  double scale = 3.0;    // standard deviation of the logits
+  bool extreme = false;  // some logits at +-1e4 and the type's largest finite values
   uint32_t seed = 1;
 
   BinaryCase(std::string n, int64_t r, int64_t c) : name(std::move(n)), rows(r), cols(c) {}
-  BinaryCase& focal(double a, double g) {
-    loss = BinaryLoss::kFocal;
-    alpha = a;
-    gamma = g;
-    return *this;
-  }
-  BinaryCase& weights(BinaryOperand w, BinaryOperand pw) {
-    weight = w;
-    pos_weight = pw;
-    return *this;
-  }
-  BinaryCase& soft_labels() {
-    soft = true;
-    return *this;
-  }
-  BinaryCase& with_extremes() {
-    extreme = true;
-    return *this;
-  }
+  BinaryCase& with_extremes() { return set_option<BinaryCase>(*this, &BinaryCase::extreme, true); }
 };
 
 template <typename T>
-constexpr double kTypeMax = std::is_same<T, fp16>::value ? 65504.0
-                            : std::is_same<T, bf16>::value ? 3.3895313892515355e38
-                            : std::is_same<T, float>::value ? 3.4028234663852886e38
-                                                            : 1e300;
-
-template <typename T>
-struct Problem {
+BinaryProblem<T> make_problem(const BinaryCase& c) {
   using A = acc_t<T>;
-  BinaryParams p;
-  std::vector<T> x, y;
-  std::vector<A> w, pw, g_elem, g_rows;
-};
-
-template <typename T>
-Problem<T> make_problem(const BinaryCase& c) {
-  using A = acc_t<T>;
-  Problem<T> pr;
-  pr.p.rows = c.rows;
-  pr.p.cols = c.cols;
-  pr.p.loss = c.loss;
-  pr.p.weight = c.weight;
-  pr.p.pos_weight = c.pos_weight;
-  pr.p.alpha = c.alpha;
-  pr.p.gamma = c.gamma;
+  BinaryProblem<T> pr;
+  pr.p = c.params(c.rows, c.cols);
   std::mt19937_64 rng(c.seed);
   std::normal_distribution<double> normal(0.0, c.scale);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   const int64_t n = c.rows * c.cols;
-  const double extremes[] = {1e4, -1e4, kTypeMax<T>, -kTypeMax<T>};
+  // The type's largest finite value (1e300 for fp64).
+  const double max = std::is_same<T, fp16>::value    ? 65504.0
+                     : std::is_same<T, bf16>::value  ? 3.3895313892515355e38
+                     : std::is_same<T, float>::value ? 3.4028234663852886e38
+                                                     : 1e300;
+  const double extremes[] = {1e4, -1e4, max, -max};
+  pr.x = Buffer<T>(n);
+  pr.y = Buffer<T>(n);
   for (int64_t i = 0; i < n; ++i) {
     double v = normal(rng);
     if (c.extreme && i % 5 == 0) v = extremes[(i / 5) % 4];
-    pr.x.push_back(encode<T>(v));
-    pr.y.push_back(encode<T>(c.soft ? unit(rng) : (unit(rng) < 0.3 ? 1.0 : 0.0)));
+    pr.x[i] = encode<T>(v);
+    pr.y[i] = encode<T>(c.soft ? unit(rng) : (unit(rng) < 0.3 ? 1.0 : 0.0));
   }
   auto factor = [&](BinaryOperand kind, double lo, double hi) {
-    std::vector<A> f;
     const int64_t m = kind == BinaryOperand::kCols ? c.cols : kind == BinaryOperand::kFull ? n : 0;
-    for (int64_t i = 0; i < m; ++i) f.push_back(static_cast<A>(lo + (hi - lo) * unit(rng)));
+    Buffer<A> f(m);
+    for (int64_t i = 0; i < m; ++i) f[i] = static_cast<A>(lo + (hi - lo) * unit(rng));
     return f;
   };
-  pr.w = factor(c.weight, 0.2, 2.0);
-  pr.pw = factor(c.pos_weight, 0.5, 4.0);
-  for (int64_t i = 0; i < n; ++i) pr.g_elem.push_back(static_cast<A>(unit(rng) * 4 - 2));
-  for (int64_t r = 0; r < c.rows; ++r) pr.g_rows.push_back(static_cast<A>(unit(rng) * 4 - 2));
+  pr.w = factor(c.options.weight, 0.2, 2.0);
+  pr.pw = factor(c.options.pos_weight, 0.5, 4.0);
+  pr.g_elem = Buffer<A>(n);
+  pr.g_rows = Buffer<A>(c.rows);
+  for (int64_t i = 0; i < n; ++i) pr.g_elem[i] = static_cast<A>(unit(rng) * 4 - 2);
+  for (int64_t r = 0; r < c.rows; ++r) pr.g_rows[r] = static_cast<A>(unit(rng) * 4 - 2);
   return pr;
 }
 
@@ -180,20 +137,35 @@ LD representable(LD v) {
 }
 
 template <typename T>
+struct Outputs {
+  std::vector<acc_t<T>> elem;  // loss_rows = nullptr
+  std::vector<acc_t<T>> rows;  // loss_elem = nullptr
+  std::vector<T> grad;
+};
+
+// The elementwise losses and the row sums, a call each, and the gradient for the upstream
+// gradient g. Outputs start as NaN so that an entry the kernels leave unwritten shows up.
+template <typename T>
+Outputs<T> run(const BinaryProblem<T>& pr, const acc_t<T>* g, bool per_row) {
+  using A = acc_t<T>;
+  const auto n = static_cast<size_t>(pr.p.rows * pr.p.cols);
+  Outputs<T> out{std::vector<A>(n, static_cast<A>(NAN)),
+                 std::vector<A>(static_cast<size_t>(pr.p.rows), static_cast<A>(NAN)),
+                 std::vector<T>(n, encode<T>(NAN))};
+  fwd_cpu(pr.p, pr.inputs(), out.elem.data(), nullptr);
+  fwd_cpu(pr.p, pr.inputs(), nullptr, out.rows.data());
+  bwd_cpu(pr.p, pr.inputs(), g, per_row, out.grad.data());
+  return out;
+}
+
+template <typename T>
 void check_case(const BinaryCase& c, bool per_row) {
   using A = acc_t<T>;
   SCOPED_TRACE(c.name + " " + type_name<T>() + (per_row ? " per_row" : " elementwise"));
-  Problem<T> pr = make_problem<T>(c);
-  const int64_t n = c.rows * c.cols;
-  std::vector<A> elem(n), rows(c.rows), rows_only(c.rows);
-  std::vector<T> grad(n);
-  const A* w = pr.w.empty() ? nullptr : pr.w.data();
-  const A* pw = pr.pw.empty() ? nullptr : pr.pw.data();
-  binary_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), w, pw, elem.data(), nullptr);
-  binary_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), w, pw, nullptr, rows.data());
-  binary_bwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), w, pw,
-                    per_row ? pr.g_rows.data() : pr.g_elem.data(), per_row, grad.data());
-  std::vector<LD> wl(pr.w.begin(), pr.w.end()), pwl(pr.pw.begin(), pr.pw.end());
+  BinaryProblem<T> pr = make_problem<T>(c);
+  const auto [elem, rows, grad] = run(pr, per_row ? pr.g_rows.data() : pr.g_elem.data(), per_row);
+  const std::vector<A> w = pr.w.values(), pw = pr.pw.values();
+  const std::vector<LD> wl(w.begin(), w.end()), pwl(pw.begin(), pw.end());
   // The kernels' exp/log are accurate to a few fp32 ulps, and each element takes about a dozen
   // roundings; 64 ulps of the accumulation type on the terms' magnitude bounds that.
   const LD tol = 64 * eps<T>();
@@ -203,8 +175,8 @@ void check_case(const BinaryCase& c, bool per_row) {
     for (int64_t j = 0; j < c.cols; ++j) {
       const int64_t i = r * c.cols + j;
       const Ref ref = reference(pr.p, value(pr.x[i]), value(pr.y[i]),
-                                factor_at(wl, c.weight, r, j, c.cols),
-                                factor_at(pwl, c.pos_weight, r, j, c.cols));
+                                factor_at(wl, c.options.weight, r, j, c.cols),
+                                factor_at(pwl, c.options.pos_weight, r, j, c.cols));
       bad.check("loss", i, elem[i], representable<A>(ref.loss), tol * ref.loss_scale + 1e-30L);
       const LD g = per_row ? pr.g_rows[r] : pr.g_elem[i];
       const LD want = g * ref.grad;
@@ -227,12 +199,12 @@ std::vector<BinaryCase> cases() {
       BinaryCase("bce_1x1", 1, 1),
       BinaryCase("bce_3x7", 3, 7),
       BinaryCase("bce_5x33_soft", 5, 33).soft_labels(),
-      BinaryCase("bce_weight_cols", 4, 47).weights(O::kCols, O::kNone),
-      BinaryCase("bce_weight_full", 4, 47).weights(O::kFull, O::kNone),
-      BinaryCase("bce_pos_weight_cols", 6, 19).weights(O::kNone, O::kCols).soft_labels(),
-      BinaryCase("bce_both_full_cols", 3, 40).weights(O::kFull, O::kCols).soft_labels(),
-      BinaryCase("bce_extremes", 2, 60).weights(O::kCols, O::kCols).with_extremes(),
-      BinaryCase("bce_split_row", 1, 70001).weights(O::kCols, O::kNone),
+      BinaryCase("bce_weight_cols", 4, 47).factors(O::kCols, O::kNone),
+      BinaryCase("bce_weight_full", 4, 47).factors(O::kFull, O::kNone),
+      BinaryCase("bce_pos_weight_cols", 6, 19).factors(O::kNone, O::kCols).soft_labels(),
+      BinaryCase("bce_both_full_cols", 3, 40).factors(O::kFull, O::kCols).soft_labels(),
+      BinaryCase("bce_extremes", 2, 60).factors(O::kCols, O::kCols).with_extremes(),
+      BinaryCase("bce_split_row", 1, 70001).factors(O::kCols, O::kNone),
       BinaryCase("focal_default", 5, 37).focal(0.25, 2.0),
       BinaryCase("focal_gamma0", 5, 37).focal(0.25, 0.0),
       BinaryCase("focal_gamma0.5_soft", 5, 37).focal(0.6, 0.5).soft_labels(),
@@ -244,10 +216,7 @@ std::vector<BinaryCase> cases() {
   };
 }
 
-template <typename T>
-class BinaryEveryType : public ::testing::Test {};
-
-TYPED_TEST_SUITE(BinaryEveryType, FloatTypes, TypeNames);
+PO_TYPED_TEST_SUITE(BinaryEveryType, FloatTypes, TypeNames);
 
 TYPED_TEST(BinaryEveryType, MatchesReference) {
   for (const BinaryCase& c : cases()) {
@@ -258,9 +227,9 @@ TYPED_TEST(BinaryEveryType, MatchesReference) {
 
 TYPED_TEST(BinaryEveryType, NullUpstreamGradientGivesZeros) {
   using T = TypeParam;
-  Problem<T> pr = make_problem<T>(BinaryCase("null_grad", 3, 21).focal(0.25, 2.0));
+  BinaryProblem<T> pr = make_problem<T>(BinaryCase("null_grad", 3, 21).focal(0.25, 2.0));
   std::vector<T> grad(pr.x.size(), encode<T>(7.0));
-  binary_bwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), nullptr, nullptr, nullptr, true, grad.data());
+  bwd_cpu(pr.p, pr.inputs(), nullptr, true, grad.data());
   for (const T& g : grad) EXPECT_EQ(value(g), 0);
 }
 
@@ -272,26 +241,24 @@ TYPED_TEST(BinaryEveryType, FocalGammaZeroIsWeightedBCEBitForBit) {
   // kernels at -O2 are), so the weights computed here would not be its bits.
   BinaryCase c("gamma0", 7, 301);
   c.focal(0.3, 0.0);
-  Problem<T> focal = make_problem<T>(c);
+  BinaryProblem<T> focal = make_problem<T>(c);
   BinaryParams bce = focal.p;
   bce.loss = BinaryLoss::kBCE;
   bce.weight = BinaryOperand::kFull;
   std::vector<A> alpha_t;
-  for (const T& y : focal.y) {
-    const A yv = static_cast<A>(to_float(y));
+  for (int64_t i = 0; i < focal.y.size(); ++i) {
+    const A yv = static_cast<A>(to_float(focal.y[i]));
     alpha_t.push_back(static_cast<A>(0.3) * yv + (1.0f - static_cast<A>(0.3)) * (1.0f - yv));
   }
   const int64_t n = c.rows * c.cols;
   std::vector<A> lf(n), lb(n), rf(c.rows), rb(c.rows);
   std::vector<T> gf(n), gb(n);
-  binary_fwd_cpu<T>(focal.p, focal.x.data(), focal.y.data(), nullptr, nullptr, lf.data(),
-                    rf.data());
-  binary_fwd_cpu<T>(bce, focal.x.data(), focal.y.data(), alpha_t.data(), nullptr, lb.data(),
-                    rb.data());
-  binary_bwd_cpu<T>(focal.p, focal.x.data(), focal.y.data(), nullptr, nullptr, focal.g_rows.data(),
-                    true, gf.data());
-  binary_bwd_cpu<T>(bce, focal.x.data(), focal.y.data(), alpha_t.data(), nullptr,
-                    focal.g_rows.data(), true, gb.data());
+  BinaryInputs<T> weighted = focal.inputs();
+  weighted.weight = alpha_t.data();
+  fwd_cpu(focal.p, focal.inputs(), lf.data(), rf.data());
+  fwd_cpu(bce, weighted, lb.data(), rb.data());
+  bwd_cpu(focal.p, focal.inputs(), focal.g_rows.data(), true, gf.data());
+  bwd_cpu(bce, weighted, focal.g_rows.data(), true, gb.data());
   EXPECT_TRUE(same_bits(lf, lb));
   EXPECT_TRUE(same_bits(rf, rb));
   EXPECT_TRUE(same_bits(gf, gb));
@@ -299,43 +266,21 @@ TYPED_TEST(BinaryEveryType, FocalGammaZeroIsWeightedBCEBitForBit) {
 
 TYPED_TEST(BinaryEveryType, ThreadCountDoesNotChangeBits) {
   using T = TypeParam;
-  using A = acc_t<T>;
+  using O = BinaryOperand;
   for (const BinaryCase& c : {BinaryCase("many_rows", 97, 300).focal(0.25, 2.0),
-                              BinaryCase("few_rows", 1, 70001).weights(BinaryOperand::kCols,
-                                                                       BinaryOperand::kCols)}) {
+                              BinaryCase("few_rows", 1, 70001).factors(O::kCols, O::kCols)}) {
     SCOPED_TRACE(c.name);
-    Problem<T> pr = make_problem<T>(c);
-    const A* w = pr.w.empty() ? nullptr : pr.w.data();
-    const A* pw = pr.pw.empty() ? nullptr : pr.pw.data();
-    auto run = [&](int threads) {
-      pr.p.num_threads = threads;
-      std::vector<A> rows(c.rows);
-      std::vector<T> grad(pr.x.size());
-      binary_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), w, pw, nullptr, rows.data());
-      binary_bwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), w, pw, pr.g_rows.data(), true,
-                        grad.data());
-      return std::make_pair(rows, grad);
-    };
-    const auto one = run(1);
-    for (int threads : {2, 3, 7}) {
-      const auto many = run(threads);
-      EXPECT_TRUE(same_bits(one.first, many.first)) << threads << " threads";
-      EXPECT_TRUE(same_bits(one.second, many.second)) << threads << " threads";
-    }
+    BinaryProblem<T> pr = make_problem<T>(c);
+    const auto per_row = [](const BinaryProblem<T>& q) { return run(q, q.g_rows.data(), true); };
+    expect_same_bits_for_any_thread_count(pr, per_row, &Outputs<T>::rows, &Outputs<T>::grad);
   }
 }
 
 TYPED_TEST(BinaryEveryType, NaNLogitPoisonsOnlyItsElementAndRow) {
   using T = TypeParam;
-  using A = acc_t<T>;
-  Problem<T> pr = make_problem<T>(BinaryCase("nan", 3, 20).focal(0.25, 2.0));
+  BinaryProblem<T> pr = make_problem<T>(BinaryCase("nan", 3, 20).focal(0.25, 2.0));
   pr.x[25] = encode<T>(NAN);
-  std::vector<A> elem(60), rows(3);
-  std::vector<T> grad(60);
-  binary_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), nullptr, nullptr, elem.data(), nullptr);
-  binary_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), nullptr, nullptr, nullptr, rows.data());
-  binary_bwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), nullptr, nullptr, pr.g_elem.data(), false,
-                    grad.data());
+  const auto [elem, rows, grad] = run(pr, pr.g_elem.data(), false);
   for (int64_t i = 0; i < 60; ++i) {
     EXPECT_EQ(std::isnan(static_cast<double>(elem[i])), i == 25) << i;
     EXPECT_EQ(std::isnan(static_cast<double>(value(grad[i]))), i == 25) << i;

@@ -16,21 +16,13 @@
 #include <vector>
 
 #include "dtypes.h"
-#include "gaussian_kl.h"
+#include "gaussian_kl_cases.h"
 #include "test_util.h"
 
 namespace paddle_ops {
 namespace {
 
-using test_util::CaseKernelName;
-using test_util::encode;
-using test_util::FloatTypes;
-using test_util::LD;
-using test_util::Mismatches;
-using test_util::same_bits;
-using test_util::type_name;
-using test_util::TypeNames;
-using test_util::value;
+using namespace test_util;
 
 // exp(d) - 1 - d in long double.
 LD exp_excess_ref(LD d) {
@@ -44,51 +36,43 @@ LD exp_excess_ref(LD d) {
   return sum;
 }
 
-struct GaussCase {
+struct GaussCase : GaussOptions<GaussCase> {
   std::string name;
   int64_t rows = 1;
   int64_t cols = 1;
-  bool prior = true;      // a second distribution (else the standard normal)
-  double logvar_range = 3;  // log-variances uniform in [-range, range]
-  bool close = false;     // the second distribution within 1e-3 of the first
   int num_threads = 2;
-};
 
-template <typename T>
-struct GaussProblem {
-  GaussianKLParams p;
-  std::vector<T> m1, v1, m2, v2;
-  GaussianKLInputs<T> inputs() const {
-    GaussianKLInputs<T> in;
-    in.mean1 = m1.data();
-    in.logvar1 = v1.data();
-    in.mean2 = m2.empty() ? nullptr : m2.data();
-    in.logvar2 = v2.empty() ? nullptr : v2.data();
-    return in;
-  }
+  GaussCase(std::string n, int64_t r, int64_t c) : name(std::move(n)), rows(r), cols(c) {}
+  GaussCase& threads(int n) { return set_option<GaussCase>(*this, &GaussCase::num_threads, n); }
+  // A second distribution (else the standard normal); these cases give both of its inputs or none.
+  bool prior() const { return given[kMean2]; }
 };
 
 template <typename T>
 GaussProblem<T> make_problem(const GaussCase& c) {
   GaussProblem<T> pr;
-  pr.p.rows = c.rows;
-  pr.p.cols = c.cols;
-  pr.p.num_threads = c.num_threads;
+  pr.p = GaussianKLParams{c.rows, c.cols, c.num_threads};
   std::mt19937_64 rng(0x6a055u + static_cast<uint64_t>(c.cols));
   std::normal_distribution<double> normal(0.0, 1.5);
   std::uniform_real_distribution<double> unit(-1.0, 1.0);
   const int64_t n = c.rows * c.cols;
+  for (size_t k = 0; k < 4; ++k) pr.in[k] = Buffer<T>(c.given[k] ? n : 0);
   for (int64_t i = 0; i < n; ++i) {
     const double a = normal(rng);
     const double va = c.logvar_range * unit(rng);
-    pr.m1.push_back(encode<T>(a));
-    pr.v1.push_back(encode<T>(va));
-    if (c.prior) {
-      pr.m2.push_back(encode<T>(c.close ? a + 1e-3 * unit(rng) : normal(rng)));
-      pr.v2.push_back(encode<T>(c.close ? va + 1e-3 * unit(rng) : c.logvar_range * unit(rng)));
+    pr.in[kMean1][i] = encode<T>(a);
+    pr.in[kLogvar1][i] = encode<T>(va);
+    if (c.prior()) {
+      pr.in[kMean2][i] = encode<T>(c.close ? a + 1e-3 * unit(rng) : normal(rng));
+      pr.in[kLogvar2][i] = encode<T>(c.close ? va + 1e-3 * unit(rng) : c.logvar_range * unit(rng));
     }
   }
   return pr;
+}
+
+template <typename T>
+size_t elements(const GaussProblem<T>& pr) {
+  return static_cast<size_t>(pr.p.rows * pr.p.cols);
 }
 
 struct GaussRef {
@@ -97,10 +81,11 @@ struct GaussRef {
 
 template <typename T>
 GaussRef reference(const GaussProblem<T>& pr, int64_t i) {
-  const LD m1 = value(pr.m1[i]);
-  const LD v1 = value(pr.v1[i]);
-  const LD m2 = pr.m2.empty() ? 0 : value(pr.m2[i]);
-  const LD v2 = pr.v2.empty() ? 0 : value(pr.v2[i]);
+  const auto at = [&](int k) { return pr.in[k].size() == 0 ? 0 : value(pr.in[k][i]); };
+  const LD m1 = at(kMean1);
+  const LD v1 = at(kLogvar1);
+  const LD m2 = at(kMean2);
+  const LD v2 = at(kLogvar2);
   const LD d = m1 - m2;
   const LD delta = v1 - v2;
   const LD excess = exp_excess_ref(delta);
@@ -161,15 +146,15 @@ GaussOutputs<T> run(const GaussProblem<T>& pr, const std::vector<acc_t<T>>* grad
                       std::vector<acc_t<T>>(static_cast<size_t>(pr.p.rows),
                                             static_cast<acc_t<T>>(nan)),
                       std::vector<T>(n, encode<T>(nan)), std::vector<T>(n, encode<T>(nan)),
-                      std::vector<T>(pr.m2.empty() ? 0 : n, encode<T>(nan)),
-                      std::vector<T>(pr.v2.empty() ? 0 : n, encode<T>(nan))};
-  gaussian_kl_fwd_cpu<T>(pr.p, pr.inputs(), out.elem.data(), out.rows.data());
+                      std::vector<T>(pr.in[kMean2].size() == 0 ? 0 : n, encode<T>(nan)),
+                      std::vector<T>(pr.in[kLogvar2].size() == 0 ? 0 : n, encode<T>(nan))};
+  fwd_cpu(pr.p, pr.inputs(), out.elem.data(), out.rows.data());
   GaussianKLGrads<T> g;
   g.mean1 = out.dm1.data();
   g.logvar1 = out.dv1.data();
   g.mean2 = out.dm2.empty() ? nullptr : out.dm2.data();
   g.logvar2 = out.dv2.empty() ? nullptr : out.dv2.data();
-  gaussian_kl_bwd_cpu<T>(pr.p, pr.inputs(), grad ? grad->data() : nullptr, per_row, g);
+  bwd_cpu(pr.p, pr.inputs(), grad ? grad->data() : nullptr, per_row, g);
   return out;
 }
 
@@ -203,7 +188,7 @@ void check_case(const GaussCase& c) {
         };
         check("dmean1", out.dm1[i], g * ref.dm1);
         check("dlogvar1", out.dv1[i], g * ref.dv1);
-        if (c.prior) {
+        if (c.prior()) {
           check("dmean2", out.dm2[i], -g * ref.dm1);
           check("dlogvar2", out.dv2[i], g * ref.dv2);
         }
@@ -217,87 +202,35 @@ void check_case(const GaussCase& c) {
   }
 }
 
-struct GaussKernel {
-  std::string name;
-  void (*check)(const GaussCase&);
-};
-
-std::ostream& operator<<(std::ostream& os, const GaussKernel& k) { return os << k.name; }
-std::ostream& operator<<(std::ostream& os, const GaussCase& c) { return os << c.name; }
-
-template <typename T>
-GaussKernel gauss_kernel() {
-  return {type_name<T>(), &check_case<T>};
-}
-
-const std::vector<GaussKernel> kGaussKernels = {gauss_kernel<float>(), gauss_kernel<double>(),
-                                                gauss_kernel<fp16>(), gauss_kernel<bf16>()};
-
-GaussCase gcase(std::string name, int64_t rows, int64_t cols) {
-  GaussCase c;
-  c.name = std::move(name);
-  c.rows = rows;
-  c.cols = cols;
-  return c;
-}
-
-GaussCase standard(GaussCase c) {
-  c.prior = false;
-  return c;
-}
-
-GaussCase wide(GaussCase c) {
-  c.logvar_range = 30;  // the documented range: exp(v1 - v2) up to e^60
-  return c;
-}
-
-GaussCase close_pair(GaussCase c) {
-  c.close = true;
-  return c;
-}
-
-GaussCase threads(GaussCase c, int n) {
-  c.num_threads = n;
-  return c;
-}
+const auto kGaussKernels = kernels<GaussCase, TypeNames>(
+    FloatTypeList{}, [](auto type) { return &check_case<typename decltype(type)::type>; });
 
 const GaussCase kGaussCases[] = {
-    gcase("basic", 13, 37),
-    standard(gcase("standard_normal", 13, 37)),
-    wide(gcase("logvar_30", 13, 37)),
-    wide(standard(gcase("standard_logvar_30", 13, 37))),
-    close_pair(gcase("close_pair", 13, 37)),
-    gcase("one_element", 1, 1),
-    gcase("short_rows", 40, 3),
-    threads(gcase("one_long_row_split", 1, 70001), 7),
-    gcase("many_rows", 300, 1000),
+    GaussCase("basic", 13, 37),
+    GaussCase("standard_normal", 13, 37).standard_normal(),
+    GaussCase("logvar_30", 13, 37).wide(),
+    GaussCase("standard_logvar_30", 13, 37).standard_normal().wide(),
+    GaussCase("close_pair", 13, 37).close_pair(),
+    GaussCase("one_element", 1, 1),
+    GaussCase("short_rows", 40, 3),
+    GaussCase("one_long_row_split", 1, 70001).threads(7),
+    GaussCase("many_rows", 300, 1000),
 };
 
-using GaussCaseAndKernel = std::tuple<GaussCase, GaussKernel>;
+PO_CASE_KERNEL_SUITE(GaussianKL, GaussianKL, GaussCase, kGaussCases, kGaussKernels);
 
-class GaussianKL : public ::testing::TestWithParam<GaussCaseAndKernel> {};
-
-TEST_P(GaussianKL, MatchReference) { std::get<1>(GetParam()).check(std::get<0>(GetParam())); }
-
-INSTANTIATE_TEST_SUITE_P(GaussianKL, GaussianKL,
-                         ::testing::Combine(::testing::ValuesIn(kGaussCases),
-                                            ::testing::ValuesIn(kGaussKernels)),
-                         CaseKernelName());
-
-template <typename T>
-class GaussianKLEvery : public ::testing::Test {};
-
-TYPED_TEST_SUITE(GaussianKLEvery, FloatTypes, TypeNames);
+PO_TYPED_TEST_SUITE(GaussianKLEvery, FloatTypes, TypeNames);
 
 // Identical distributions: KL and every gradient exactly 0 (E(0) = 0 from the series, u = 0).
 TYPED_TEST(GaussianKLEvery, EqualDistributionsGiveExactZero) {
   using T = TypeParam;
-  auto pr = make_problem<T>(gcase("equal", 5, 33));
-  pr.m2 = pr.m1;
-  pr.v2 = pr.v1;
-  std::vector<acc_t<T>> g(pr.m1.size(), static_cast<acc_t<T>>(1.5));
+  auto pr = make_problem<T>(GaussCase("equal", 5, 33));
+  pr.in[kMean2] = pr.in[kMean1];
+  pr.in[kLogvar2] = pr.in[kLogvar1];
+  const size_t n = elements(pr);
+  std::vector<acc_t<T>> g(n, static_cast<acc_t<T>>(1.5));
   const auto out = run(pr, &g, false);
-  for (size_t i = 0; i < pr.m1.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     ASSERT_EQ(out.elem[i], 0) << i;
     ASSERT_EQ(value(out.dm1[i]), 0) << i;
     ASSERT_EQ(value(out.dv1[i]), 0) << i;
@@ -309,16 +242,19 @@ TYPED_TEST(GaussianKLEvery, EqualDistributionsGiveExactZero) {
 // The standard normal is the second pair (0, 0): same values as passing zeros explicitly.
 TYPED_TEST(GaussianKLEvery, StandardNormalEqualsZeroPrior) {
   using T = TypeParam;
-  const auto alone = make_problem<T>(standard(gcase("alone", 7, 29)));
+  const auto alone = make_problem<T>(GaussCase("alone", 7, 29).standard_normal());
   auto zeros = alone;
-  zeros.m2.assign(alone.m1.size(), encode<T>(0.0));
-  zeros.v2.assign(alone.m1.size(), encode<T>(0.0));
-  std::vector<acc_t<T>> g(alone.m1.size(), static_cast<acc_t<T>>(-0.75));
+  const size_t n = elements(alone);
+  for (const int k : {kMean2, kLogvar2}) {
+    zeros.in[k] = Buffer<T>(static_cast<int64_t>(n));
+    zeros.in[k].fill(encode<T>(0.0));
+  }
+  std::vector<acc_t<T>> g(n, static_cast<acc_t<T>>(-0.75));
   const auto a = run(alone, &g, false);
   const auto b = run(zeros, &g, false);
   const LD tol = kl_rel<T>();
   Mismatches m;
-  for (size_t i = 0; i < alone.m1.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     const auto k = static_cast<int64_t>(i);
     m.check("kl", k, a.elem[i], b.elem[i], tol * std::fabs(static_cast<LD>(b.elem[i])));
     m.check("dmean1", k, value(a.dm1[i]), value(b.dm1[i]), tol * std::fabs(value(b.dm1[i])));
@@ -331,17 +267,17 @@ TYPED_TEST(GaussianKLEvery, StandardNormalEqualsZeroPrior) {
 // gradient that is not requested (nullptr) is not written.
 TYPED_TEST(GaussianKLEvery, NullUpstreamAndPartialGradients) {
   using T = TypeParam;
-  const auto pr = make_problem<T>(gcase("null", 4, 9));
+  const auto pr = make_problem<T>(GaussCase("null", 4, 9));
   const auto out = run(pr, nullptr, false);
-  for (size_t i = 0; i < pr.m1.size(); ++i) {
+  for (size_t i = 0; i < elements(pr); ++i) {
     ASSERT_EQ(value(out.dm1[i]), 0);
     ASSERT_EQ(value(out.dv2[i]), 0);
   }
-  std::vector<acc_t<T>> g(pr.m1.size(), static_cast<acc_t<T>>(1));
-  std::vector<T> dv2(pr.m1.size(), encode<T>(0.0));
+  std::vector<acc_t<T>> g(elements(pr), static_cast<acc_t<T>>(1));
+  std::vector<T> dv2(elements(pr), encode<T>(0.0));
   GaussianKLGrads<T> only;
   only.logvar2 = dv2.data();
-  gaussian_kl_bwd_cpu<T>(pr.p, pr.inputs(), g.data(), false, only);
+  bwd_cpu(pr.p, pr.inputs(), g.data(), false, only);
   const auto all = run(pr, &g, false);
   EXPECT_TRUE(same_bits(dv2, all.dv2));
 }
@@ -350,31 +286,23 @@ TYPED_TEST(GaussianKLEvery, NullUpstreamAndPartialGradients) {
 // threads.
 TYPED_TEST(GaussianKLEvery, ThreadCountDoesNotChangeBits) {
   using T = TypeParam;
-  for (const GaussCase& c : {gcase("many_rows", 461, 1009), gcase("few_rows", 3, 100003)}) {
+  using O = GaussOutputs<T>;
+  for (const GaussCase& c : {GaussCase("many_rows", 461, 1009), GaussCase("few_rows", 3, 100003)}) {
     SCOPED_TRACE(c.name);
     auto pr = make_problem<T>(c);
     std::vector<acc_t<T>> g(static_cast<size_t>(c.rows), static_cast<acc_t<T>>(0.5));
-    pr.p.num_threads = 1;
-    const auto one = run(pr, &g, true);
-    for (int n : {2, 3, 7}) {
-      SCOPED_TRACE("num_threads = " + std::to_string(n));
-      pr.p.num_threads = n;
-      const auto many = run(pr, &g, true);
-      EXPECT_TRUE(same_bits(one.rows, many.rows));
-      EXPECT_TRUE(same_bits(one.elem, many.elem));
-      EXPECT_TRUE(same_bits(one.dv1, many.dv1));
-      EXPECT_TRUE(same_bits(one.dm2, many.dm2));
-    }
+    const auto per_row = [&](const GaussProblem<T>& q) { return run(q, &g, true); };
+    expect_same_bits_for_any_thread_count(pr, per_row, &O::rows, &O::elem, &O::dv1, &O::dm2);
   }
 }
 
 TYPED_TEST(GaussianKLEvery, NaNPropagatesToItsElementOnly) {
   using T = TypeParam;
-  auto pr = make_problem<T>(gcase("nan", 2, 20));
-  pr.v2[5] = encode<T>(std::numeric_limits<double>::quiet_NaN());
-  std::vector<acc_t<T>> g(pr.m1.size(), static_cast<acc_t<T>>(1));
+  auto pr = make_problem<T>(GaussCase("nan", 2, 20));
+  pr.in[kLogvar2][5] = encode<T>(std::numeric_limits<double>::quiet_NaN());
+  std::vector<acc_t<T>> g(elements(pr), static_cast<acc_t<T>>(1));
   const auto out = run(pr, &g, false);
-  for (size_t i = 0; i < pr.m1.size(); ++i) {
+  for (size_t i = 0; i < elements(pr); ++i) {
     EXPECT_EQ(std::isnan(out.elem[i]), i == 5) << i;
     EXPECT_EQ(std::isnan(value(out.dv1[i])), i == 5) << i;
   }

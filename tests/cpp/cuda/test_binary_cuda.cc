@@ -24,37 +24,18 @@
 #include <utility>
 #include <vector>
 
-#include "binary.h"
+#include "binary_cases.h"
 #include "cuda_runtime.h"
 #include "dtypes.h"
+#include "elementwise_cases.h"
 #include "emu_test_util.h"
 #include "test_util.h"
 
 namespace paddle_ops {
 namespace {
 
-using emu_test::Buffer;
-using emu_test::close_all;
-using emu_test::dims;
-using emu_test::grad_tol;
-using emu_test::is_flat_launch;
-using emu_test::is_rows_launch;
-using emu_test::kernel_launches;
-using emu_test::loss_tol;
-using emu_test::on_device;
-using emu_test::Rows;
-using emu_test::test_stream;
-using emu_test::Tol;
-using emu_test::unwritten;
-using test_util::encode;
-using test_util::FloatTypes;
-using test_util::LD;
-using test_util::same_bits;
-using test_util::TypeNames;
-using test_util::value;
-
-constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+using namespace emu_test;
+using namespace test_util;
 
 // Row sums against the CPU's within the loss tolerance relative to the sum of the terms'
 // magnitudes, as tests/gpu/test_binary_cuda.py checks them: terms of both signs (alpha < 0)
@@ -70,63 +51,11 @@ template <typename A>
   return m.result();
 }
 
-struct BinaryCase {
-  std::string name;
-  int64_t rows;
-  int64_t cols;
-  Rows path;
-  unsigned block_threads = 0;  // kBlock: the block size this case is for (0: any)
-  BinaryLoss loss = BinaryLoss::kBCE;
-  BinaryOperand weight = BinaryOperand::kNone;
-  BinaryOperand pos_weight = BinaryOperand::kNone;
-  double alpha = 0.25;
-  double gamma = 2.0;
-  bool soft = false;      // labels uniform in [0, 1) instead of 0 / 1 (30% ones)
+struct BinaryCase : RowsCase<BinaryCase, Rows>, BinaryOptions<BinaryCase> {
   bool specials = false;  // NaN, +-inf and extreme logits (7 rows or more, 16 columns or more)
-  // Only the launches of the row sums (the forward with both outputs and with the sums alone):
-  // for long rows, whose flat loops over every element the smaller cases cover.
-  bool sums_only = false;
-  // Elements into their buffers: the logit, the label and an elementwise weight / pos_weight,
-  // and the elementwise outputs (loss, elementwise upstream gradient, gradient).
-  int64_t x_offset = 0;
-  int64_t y_offset = 0;
-  int64_t out_offset = 0;
 
-  BinaryCase(std::string n, int64_t r, int64_t c, Rows p)
-      : name(std::move(n)), rows(r), cols(c), path(p) {}
-  BinaryCase& focal(double a, double g) {
-    loss = BinaryLoss::kFocal;
-    alpha = a;
-    gamma = g;
-    return *this;
-  }
-  BinaryCase& factors(BinaryOperand w, BinaryOperand pw) {
-    weight = w;
-    pos_weight = pw;
-    return *this;
-  }
-  BinaryCase& soft_labels() {
-    soft = true;
-    return *this;
-  }
-  BinaryCase& with_specials() {
-    specials = true;
-    return *this;
-  }
-  BinaryCase& row_sums_only() {
-    sums_only = true;
-    return *this;
-  }
-  BinaryCase& offsets(int64_t x, int64_t y, int64_t out) {
-    x_offset = x;
-    y_offset = y;
-    out_offset = out;
-    return *this;
-  }
-  BinaryCase& threads(unsigned n) {
-    block_threads = n;
-    return *this;
-  }
+  BinaryCase(std::string n, int64_t r, int64_t c, Rows p) : RowsCase(std::move(n), r, c, p) {}
+  BinaryCase& with_specials() { return set_option<BinaryCase>(*this, &BinaryCase::specials, true); }
 };
 
 template <typename T>
@@ -134,35 +63,16 @@ constexpr double kTypeMax = std::is_same<T, fp16>::value     ? 65504.0
                             : std::is_same<T, double>::value ? 1e300
                                                              : 3e38;
 
-template <typename T>
-struct Problem {
-  using A = acc_t<T>;
-  BinaryParams p;
-  Buffer<T> x;
-  Buffer<T> y;
-  Buffer<A> w;       // [cols], [rows, cols] (offset like the inputs) or empty
-  Buffer<A> pw;      // likewise
-  Buffer<A> g_rows;  // [rows]
-  Buffer<A> g_elem;  // [rows, cols], offset like the outputs
-};
-
 // Logits N(0, 9); labels 0 / 1 or soft; weight in [0.5, 1.5), pos_weight in [0.5, 2) (below 1
 // with specials, which keeps the loss of every finite logit inside the fp32 range). Upstream
 // gradients of both signs, |g| in [0.5, 2]. With specials, rows 1 to 6 hold NaN, +-inf, +-(the
 // type's largest value), +-1e4 and 30 at two places each, row 2 starts with five -inf, and row 3
 // is all 3e3 except for -3e3 in a stretch (its specials overwritten: large finite terms only).
 template <typename T>
-Problem<T> make_problem(const BinaryCase& c) {
+BinaryProblem<T> make_problem(const BinaryCase& c) {
   using A = acc_t<T>;
-  Problem<T> pr;
-  BinaryParams& p = pr.p;
-  p.rows = c.rows;
-  p.cols = c.cols;
-  p.loss = c.loss;
-  p.weight = c.weight;
-  p.pos_weight = c.pos_weight;
-  p.alpha = c.alpha;
-  p.gamma = c.gamma;
+  BinaryProblem<T> pr;
+  pr.p = c.params(c.rows, c.cols);
   const int64_t n = c.rows * c.cols;
   const uint32_t seed = static_cast<uint32_t>(n * 5 + c.cols);
   pr.x = Buffer<T>(n, c.x_offset);
@@ -180,8 +90,8 @@ Problem<T> make_problem(const BinaryCase& c) {
     for (int64_t i = 0; i < m; ++i) f[i] = static_cast<A>(lo + (hi - lo) * unit(gen));
     return f;
   };
-  pr.w = factor(c.weight, 0.5, 1.5);
-  pr.pw = factor(c.pos_weight, 0.5, c.specials ? 1.0 : 2.0);
+  pr.w = factor(c.options.weight, 0.5, 1.5);
+  pr.pw = factor(c.options.pos_weight, 0.5, c.specials ? 1.0 : 2.0);
   pr.g_rows = Buffer<A>(c.rows);
   pr.g_elem = Buffer<A>(n, c.out_offset);
   auto upstream = [&]() {
@@ -208,129 +118,35 @@ Problem<T> make_problem(const BinaryCase& c) {
   return pr;
 }
 
+// The one gradient of a backward call.
 template <typename T>
-struct Outputs {
-  using A = acc_t<T>;
-  Buffer<A> elem;  // with rows in one call
-  Buffer<A> rows;
-  Buffer<A> elem_only;  // loss_rows = nullptr: the flat loop
-  Buffer<A> rows_only;  // loss_elem = nullptr
-  Buffer<T> d_rows;     // per-row upstream gradient
-  Buffer<T> d_elem;     // elementwise upstream gradient
-  Buffer<T> d_none;     // upstream gradient nullptr
+struct Grad {
+  Buffer<T> d;
 
-  Outputs(int64_t r, int64_t n, int64_t offset)
-      : elem(n, offset),
-        rows(r),
-        elem_only(n, offset),
-        rows_only(r),
-        d_rows(n, offset),
-        d_elem(n, offset),
-        d_none(n, offset) {
-    for (Buffer<A>* b : {&elem, &rows, &elem_only, &rows_only}) b->fill(unwritten<A>());
-    for (Buffer<T>* b : {&d_rows, &d_elem, &d_none}) b->fill(unwritten<T>());
-  }
+  Grad(const BinaryCase& c, int64_t n) : d(unwritten_buffer<T>(n, c.out_offset)) {}
+  T* out() { return d.data(); }
+  bool any() const { return true; }
+  int size() const { return 1; }
+  const Buffer<T>& buffer(int) const { return d; }
+  std::string name(int) const { return "grad"; }
 };
 
-// The forward with both outputs and (with `all`: not in the reverse-order run) with the row sums
-// alone; then, unless sums_only, the backward with a per-row upstream gradient; then, with `all`,
-// the elementwise loss alone and the backward with an elementwise and with a missing upstream
-// gradient.
-template <typename T>
-Outputs<T> run(const BinaryCase& c, const Problem<T>& pr, bool device, bool all) {
-  using A = acc_t<T>;
-  const BinaryParams& p = pr.p;
-  const int64_t n = p.rows * p.cols;
-  Outputs<T> out(p.rows, n, c.out_offset);
-  const T* x = pr.x.data();
-  const T* y = pr.y.data();
-  const A* w = pr.w.data();
-  const A* pw = pr.pw.data();
-  if (!device) {
-    binary_fwd_cpu<T>(p, x, y, w, pw, out.elem.data(), out.rows.data());
-    if (all) binary_fwd_cpu<T>(p, x, y, w, pw, nullptr, out.rows_only.data());
-    if (c.sums_only) return out;
-    binary_bwd_cpu<T>(p, x, y, w, pw, pr.g_rows.data(), true, out.d_rows.data());
-    if (!all) return out;
-    binary_fwd_cpu<T>(p, x, y, w, pw, out.elem_only.data(), nullptr);
-    binary_bwd_cpu<T>(p, x, y, w, pw, pr.g_elem.data(), false, out.d_elem.data());
-    binary_bwd_cpu<T>(p, x, y, w, pw, nullptr, true, out.d_none.data());
-    return out;
-  }
-  const int64_t bytes = binary_fwd_cuda_workspace<T>(p);
-  EXPECT_EQ(bytes > 0, c.path == Rows::kSplit) << bytes << " bytes of workspace";
-  EXPECT_EQ(bytes % static_cast<int64_t>(sizeof(A)), 0);
-  Buffer<A> workspace(bytes / static_cast<int64_t>(sizeof(A)));
-  EXPECT_TRUE(on_device("binary_fwd_cuda", [&] {
-    return binary_fwd_cuda<T>(p, x, y, w, pw, out.elem.data(), out.rows.data(), workspace.data(),
-                              test_stream());
-  }));
-  EXPECT_TRUE(is_rows_launch(kernel_launches(), c.path, p.rows, p.cols, c.block_threads));
-  if (all) {
-    EXPECT_TRUE(on_device("binary_fwd_cuda (row sums only)", [&] {
-      return binary_fwd_cuda<T>(p, x, y, w, pw, nullptr, out.rows_only.data(), workspace.data(),
-                                test_stream());
-    }));
-    EXPECT_TRUE(is_rows_launch(kernel_launches(), c.path, p.rows, p.cols, c.block_threads));
-  }
-  if (c.sums_only) return out;
-  EXPECT_TRUE(on_device("binary_bwd_cuda (per-row upstream)", [&] {
-    return binary_bwd_cuda<T>(p, x, y, w, pw, pr.g_rows.data(), true, out.d_rows.data(),
-                              test_stream());
-  }));
-  EXPECT_TRUE(is_flat_launch(kernel_launches()));
-  if (!all) return out;
-  EXPECT_TRUE(on_device("binary_fwd_cuda (elementwise only)", [&] {
-    return binary_fwd_cuda<T>(p, x, y, w, pw, out.elem_only.data(), nullptr, nullptr,
-                              test_stream());
-  }));
-  EXPECT_TRUE(is_flat_launch(kernel_launches()));
-  EXPECT_TRUE(on_device("binary_bwd_cuda (elementwise upstream)", [&] {
-    return binary_bwd_cuda<T>(p, x, y, w, pw, pr.g_elem.data(), false, out.d_elem.data(),
-                              test_stream());
-  }));
-  EXPECT_TRUE(is_flat_launch(kernel_launches()));
-  // A missing upstream gradient: one memset of zeros, no kernel.
-  EXPECT_TRUE(on_device("binary_bwd_cuda (no upstream)", [&] {
-    return binary_bwd_cuda<T>(p, x, y, w, pw, nullptr, true, out.d_none.data(), test_stream());
-  }));
-  EXPECT_TRUE(kernel_launches().empty());
-  return out;
-}
-
+// The elementwise comparisons, and the row sums against the CPU's within the loss tolerance
+// relative to the sum of the terms' magnitudes.
 template <typename T>
 void check_case(const BinaryCase& c) {
-  SCOPED_TRACE(c.name);
-  const Problem<T> pr = make_problem<T>(c);
-  const Outputs<T> cpu = run(c, pr, false, true);
-  const Outputs<T> dev = run(c, pr, true, true);
-  std::vector<LD> abs_sums(static_cast<size_t>(c.rows), 0);
-  for (int64_t i = 0; i < cpu.elem.size(); ++i) {
-    abs_sums[static_cast<size_t>(i / c.cols)] += std::fabs(value(cpu.elem[i]));
-  }
-  const Tol lt = loss_tol<T>();
-  EXPECT_TRUE(close_all("loss_elem", dev.elem, cpu.elem, lt));
-  EXPECT_TRUE(close_sums("loss_rows", dev.rows, cpu.rows, abs_sums, lt));
-  EXPECT_TRUE(close_sums("loss_rows(alone)", dev.rows_only, cpu.rows_only, abs_sums, lt));
-  if (!c.sums_only) {
-    EXPECT_TRUE(close_all("loss_elem(alone)", dev.elem_only, cpu.elem_only, lt));
-    EXPECT_TRUE(close_all("grad(per-row upstream)", dev.d_rows, cpu.d_rows, grad_tol<T>()));
-    EXPECT_TRUE(close_all("grad(elementwise upstream)", dev.d_elem, cpu.d_elem, grad_tol<T>()));
-    EXPECT_TRUE(close_all("grad(no upstream)", dev.d_none, cpu.d_none, grad_tol<T>()));
-  }
-  // A fixed summation order for a given shape and alignment: the reverse fiber order gives the
-  // same bits (it would not where a barrier is missing, or where two threads write one element).
-  Outputs<T> rev(0, 0, 0);
-  emu_test::in_order(cuda_emu::Order::kReverse, [&] { rev = run(c, pr, true, false); });
-  EXPECT_TRUE(same_bits(rev.elem.values(), dev.elem.values()));
-  EXPECT_TRUE(same_bits(rev.rows.values(), dev.rows.values()));
-  EXPECT_TRUE(same_bits(rev.d_rows.values(), dev.d_rows.values()));
+  check_elementwise<T, Grad<T>>(c, make_problem<T>(c), [&](const auto& dev, const auto& cpu) {
+    std::vector<LD> abs_sums(static_cast<size_t>(c.rows), 0);
+    for (int64_t i = 0; i < cpu.elem.size(); ++i) {
+      abs_sums[static_cast<size_t>(i / c.cols)] += std::fabs(value(cpu.elem[i]));
+    }
+    const Tol lt = loss_tol<T>();
+    EXPECT_TRUE(close_sums("loss_rows", dev.rows, cpu.rows, abs_sums, lt));
+    EXPECT_TRUE(close_sums("loss_rows(alone)", dev.rows_only, cpu.rows_only, abs_sums, lt));
+  });
 }
 
-template <typename T>
-class BinaryCuda : public ::testing::Test {};
-
-TYPED_TEST_SUITE(BinaryCuda, FloatTypes, TypeNames);
+PO_TYPED_TEST_SUITE(BinaryCuda, FloatTypes, TypeNames);
 
 // Every loss option and factor layout on rows of 301 columns (a warp per row; 301 is odd, so the
 // rows after the first start at varying 16-byte offsets, each with its own prologue and tail).
@@ -464,75 +280,15 @@ TYPED_TEST(BinaryCuda, SpecialValues) {
   }
 }
 
-// No rows: nothing launched or written. Rows of no columns: their sums are 0 (binary.h), one
-// memset; the elementwise loss and the gradient have no elements.
-TYPED_TEST(BinaryCuda, EmptyShapes) {
-  using T = TypeParam;
-  using A = acc_t<T>;
-  BinaryParams p;
-  p.rows = 0;
-  p.cols = 5;
-  Buffer<A> sentinel(4);
-  sentinel.fill(static_cast<A>(7));
-  Buffer<T> grad(1);
-  grad.fill(encode<T>(7));
-  EXPECT_EQ(binary_fwd_cuda_workspace<T>(p), 0);
-  EXPECT_TRUE(on_device("binary_fwd_cuda (no rows)", [&] {
-    return binary_fwd_cuda<T>(p, nullptr, nullptr, nullptr, nullptr, sentinel.data(),
-                              sentinel.data(), nullptr, test_stream());
-  }));
-  EXPECT_TRUE(cuda_emu::log().empty());
-  EXPECT_TRUE(on_device("binary_bwd_cuda (no rows)", [&] {
-    return binary_bwd_cuda<T>(p, nullptr, nullptr, nullptr, nullptr, sentinel.data(), true,
-                              grad.data(), test_stream());
-  }));
-  EXPECT_TRUE(cuda_emu::log().empty());
-  EXPECT_EQ(value(grad[0]), 7);
-  for (int64_t r = 0; r < 4; ++r) EXPECT_EQ(sentinel[r], static_cast<A>(7));
-
-  p.rows = 4;
-  p.cols = 0;
-  EXPECT_EQ(binary_fwd_cuda_workspace<T>(p), 0);
-  Buffer<A> cpu(4);
-  cpu.fill(static_cast<A>(kNaN));
-  binary_fwd_cpu<T>(p, nullptr, nullptr, nullptr, nullptr, nullptr, cpu.data());
-  EXPECT_TRUE(on_device("binary_fwd_cuda (no columns)", [&] {
-    return binary_fwd_cuda<T>(p, nullptr, nullptr, nullptr, nullptr, nullptr, sentinel.data(),
-                              nullptr, test_stream());
-  }));
-  EXPECT_EQ(cuda_emu::log().size(), 1u);
-  EXPECT_TRUE(kernel_launches().empty());
-  for (int64_t r = 0; r < 4; ++r) {
-    EXPECT_EQ(sentinel[r], 0) << "row " << r;
-    EXPECT_EQ(cpu[r], 0) << "CPU row " << r;
-  }
-  EXPECT_TRUE(on_device("binary_fwd_cuda (no columns, elementwise only)", [&] {
-    return binary_fwd_cuda<T>(p, nullptr, nullptr, nullptr, nullptr, sentinel.data(), nullptr,
-                              nullptr, test_stream());
-  }));
-  EXPECT_TRUE(cuda_emu::log().empty());
-  EXPECT_TRUE(on_device("binary_bwd_cuda (no columns)", [&] {
-    return binary_bwd_cuda<T>(p, nullptr, nullptr, nullptr, nullptr, sentinel.data(), true,
-                              grad.data(), test_stream());
-  }));
-  EXPECT_TRUE(cuda_emu::log().empty());
-  EXPECT_EQ(value(grad[0]), 7);
-}
-
-// binary.h: the split row sums need the workspace; without it the launcher refuses the call
-// (cudaErrorInvalidValue) rather than writing through a null pointer, and launches nothing.
 TYPED_TEST(BinaryCuda, SplitRowsWithoutWorkspaceAreRefused) {
   using T = TypeParam;
-  using A = acc_t<T>;
-  const BinaryCase c("2x16385", 2, 16385, Rows::kSplit);
-  const Problem<T> pr = make_problem<T>(c);
-  ASSERT_GT(binary_fwd_cuda_workspace<T>(pr.p), 0);
-  Buffer<A> rows(2);
-  cuda_emu::clear_log();
-  EXPECT_EQ(binary_fwd_cuda<T>(pr.p, pr.x.data(), pr.y.data(), nullptr, nullptr, nullptr,
-                               rows.data(), nullptr, test_stream()),
-            static_cast<int>(cudaErrorInvalidValue));
-  EXPECT_TRUE(cuda_emu::log().empty());
+  check_split_rows_need_the_workspace<T>(
+      make_problem<T>(BinaryCase("2x16385", 2, 16385, Rows::kSplit)));
+}
+
+TYPED_TEST(BinaryCuda, EmptyShapes) {
+  using T = TypeParam;
+  check_empty_shapes<T, BinaryParams>(BinaryInputs<T>{}, [](T* g) { return g; }, {false});
 }
 
 }  // namespace
