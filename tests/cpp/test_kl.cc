@@ -20,28 +20,16 @@
 #include <vector>
 
 #include "dtypes.h"
-#include "kl.h"
+#include "kl_cases.h"
 #include "test_util.h"
 
 namespace paddle_ops {
 namespace {
 
-using test_util::CaseKernelName;
-using test_util::encode;
-using test_util::FloatTypes;
-using test_util::HardLabelPairs;
-using test_util::LD;
-using test_util::Mismatches;
-using test_util::PairNames;
-using test_util::same_bits;
-using test_util::type_name;
-using test_util::TypeNames;
-using test_util::value;
+using namespace test_util;
 
 constexpr LD kInfLD = std::numeric_limits<LD>::infinity();
 constexpr LD kNaNLD = std::numeric_limits<LD>::quiet_NaN();
-constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // |x| for finite x and 0 otherwise: a log-probability of -inf belongs to a zero-probability term,
 // which contributes nothing and so carries no rounding error either.
@@ -102,107 +90,42 @@ constexpr LD kDivUnits = 8;
 // ------------------------------------------------------------------------------------------------
 // kl_logits: problems
 
-std::string mode_name(KLMode m) {
-  switch (m) {
-    case KLMode::kForward:
-      return "forward";
-    case KLMode::kReverse:
-      return "reverse";
-    case KLMode::kJSD:
-      return "jsd";
-    case KLMode::kEntropy:
-      return "entropy";
-  }
-  return "unknown";
-}
-
-struct KLCase {
+struct KLCase : KLLogitsOptions<KLCase> {
   std::string name;
-  int64_t outer = 1;
-  int64_t classes = 1;
-  int64_t inner = 1;
   KLMode mode = KLMode::kForward;
-  double temperature = 1.0;
-  double beta = 0.5;
-  bool with_index = false;  // false: row_index = nullptr
-  int64_t ignore_index = -100;
+  bool with_index = false;     // false: row_index = nullptr
   double ignore_fraction = 0;  // share of rows whose row_index is ignore_index
   double mask_fraction = 0;    // share of classes that are -inf in both rows of a row pair
   bool random_grad = false;    // upstream gradient uniform in [-2, 2] instead of 1
 
   KLCase(std::string n, int64_t o, int64_t c, int64_t i = 1)
-      : name(std::move(n)), outer(o), classes(c), inner(i) {}
+      : KLLogitsOptions(o, c, i), name(std::move(n)) {}
   KLCase& in_mode(KLMode m) {
     mode = m;
     name += "_" + mode_name(m);
     return *this;
   }
-  KLCase& temp(double t) {
-    temperature = t;
-    return *this;
-  }
-  KLCase& jsd_beta(double b) {
-    beta = b;
-    return *this;
-  }
   KLCase& ignore(int64_t index, double fraction) {
     with_index = true;
-    ignore_index = index;
+    options.ignore_index = index;
     ignore_fraction = fraction;
     return *this;
   }
   KLCase& masked(double fraction) {
-    mask_fraction = fraction;
-    return *this;
+    return set_option<KLCase>(*this, &KLCase::mask_fraction, fraction);
   }
-  KLCase& upstream() {
-    random_grad = true;
-    return *this;
-  }
-};
-
-std::ostream& operator<<(std::ostream& os, const KLCase& c) { return os << c.name; }
-
-// Offset of (row r, class j) in an [outer, classes, inner] tensor; row r is (r / inner, r % inner).
-int64_t at(int64_t classes, int64_t inner, int64_t r, int64_t j) {
-  return ((r / inner) * classes + j) * inner + r % inner;
-}
-
-template <typename T, typename I>
-struct KLProblem {
-  using A = acc_t<T>;
-  KLParams p;
-  std::vector<T> s;          // student logits, [outer, classes, inner]
-  std::vector<T> t;          // teacher logits; empty for kEntropy (passed as nullptr)
-  std::vector<I> index;      // [rows]; empty: nullptr
-  std::vector<A> loss_grad;  // [rows]
-
-  const T* t_ptr() const { return t.empty() ? nullptr : t.data(); }
-  const I* index_ptr() const { return index.empty() ? nullptr : index.data(); }
-  bool teacher() const { return p.mode != KLMode::kEntropy; }
-  bool ignored(int64_t r) const {
-    return !index.empty() && static_cast<int64_t>(index[r]) == p.ignore_index;
-  }
-  int64_t off(int64_t r, int64_t j) const { return at(p.classes, p.inner, r, j); }
-  void set_s(int64_t r, int64_t j, double v) { s[off(r, j)] = encode<T>(v); }
-  void set_t(int64_t r, int64_t j, double v) { t[off(r, j)] = encode<T>(v); }
+  KLCase& upstream() { return set_option<KLCase>(*this, &KLCase::random_grad, true); }
 };
 
 template <typename T, typename I>
-KLProblem<T, I> make_kl_problem(const KLCase& c) {
-  KLProblem<T, I> pr;
+KLLogitsProblem<T, I> make_kl_problem(const KLCase& c) {
+  KLLogitsProblem<T, I> pr;
   KLParams& p = pr.p;
-  p.outer = c.outer;
-  p.classes = c.classes;
-  p.inner = c.inner;
-  p.mode = c.mode;
-  p.temperature = c.temperature;
-  p.beta = c.beta;
-  p.ignore_index = c.ignore_index;
+  p = c.params(c.mode);
   p.num_threads = 2;  // the determinism tests vary this
   const int64_t rows = p.rows();
   const int64_t C = p.classes;
-  const size_t n = static_cast<size_t>(rows * C);
+  const int64_t n = rows * C;
 
   std::mt19937_64 rng(0x6b1d0000u + static_cast<uint64_t>(C * 131 + rows));
   std::normal_distribution<double> normal(0.0, 2.0);
@@ -210,8 +133,8 @@ KLProblem<T, I> make_kl_problem(const KLCase& c) {
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   std::uniform_int_distribution<int64_t> any_class(0, C - 1);
 
-  pr.s.resize(n);
-  if (pr.teacher()) pr.t.resize(n);
+  pr.s = Buffer<T>(n);
+  if (pr.teacher()) pr.t = Buffer<T>(n);
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t kept = any_class(rng);  // one class is never masked, so both rows stay defined
     for (int64_t j = 0; j < C; ++j) {
@@ -224,13 +147,15 @@ KLProblem<T, I> make_kl_problem(const KLCase& c) {
     }
   }
   if (c.with_index) {
+    pr.index = Buffer<I>(rows);
     for (int64_t r = 0; r < rows; ++r) {
       const bool drop = unit(rng) < c.ignore_fraction;
-      pr.index.push_back(static_cast<I>(drop ? c.ignore_index : any_class(rng)));
+      pr.index[r] = static_cast<I>(drop ? c.options.ignore_index : any_class(rng));
     }
   }
+  pr.loss_grad = Buffer<acc_t<T>>(rows);
   for (int64_t r = 0; r < rows; ++r) {
-    pr.loss_grad.push_back(static_cast<acc_t<T>>(c.random_grad ? 4 * unit(rng) - 2 : 1.0));
+    pr.loss_grad[r] = static_cast<acc_t<T>>(c.random_grad ? 4 * unit(rng) - 2 : 1.0);
   }
   return pr;
 }
@@ -268,7 +193,7 @@ LD reference_lse(const std::vector<LD>& a) {
 }
 
 template <typename T, typename I>
-KLRef kl_reference(const KLProblem<T, I>& pr) {
+KLRef kl_reference(const KLLogitsProblem<T, I>& pr) {
   const KLParams& p = pr.p;
   const int64_t rows = p.rows();
   const int64_t C = p.classes;
@@ -428,7 +353,7 @@ struct KLOut {
 // Outputs start as NaN so that an entry the kernels leave unwritten shows up. Without
 // all_gradient_subsets only the call with both gradients runs (s_only / t_only stay empty).
 template <typename T, typename I>
-KLOut<T> run_kl(const KLProblem<T, I>& pr, bool all_gradient_subsets = true) {
+KLOut<T> run_kl(const KLLogitsProblem<T, I>& pr, bool all_gradient_subsets = true) {
   using A = acc_t<T>;
   const KLParams& p = pr.p;
   const size_t rows = static_cast<size_t>(p.rows());
@@ -437,27 +362,24 @@ KLOut<T> run_kl(const KLProblem<T, I>& pr, bool all_gradient_subsets = true) {
   KLOut<T> out;
   out.loss.assign(rows, static_cast<A>(kNaN));
   out.stats.assign(rows * kKLStats, static_cast<A>(kNaN));
-  kl_logits_fwd_cpu<T, I>(p, pr.s.data(), pr.t_ptr(), pr.index_ptr(), out.loss.data(),
-                          out.stats.data());
+  const KLLogitsInputs<T, I> in = pr.inputs();
+  fwd_cpu(p, in, out.loss.data(), out.stats.data());
   const A* g = pr.loss_grad.data();
   out.s_grad.assign(n, nan);
   if (pr.teacher()) out.t_grad.assign(n, nan);
-  kl_logits_bwd_cpu<T, I>(p, pr.s.data(), pr.t_ptr(), pr.index_ptr(), out.stats.data(), g,
-                          out.s_grad.data(), pr.teacher() ? out.t_grad.data() : nullptr);
+  bwd_cpu(p, in, out.stats.data(), g, out.s_grad.data(),
+          pr.teacher() ? out.t_grad.data() : nullptr);
   if (!all_gradient_subsets) return out;
   out.s_only.assign(n, nan);
   if (pr.teacher()) out.t_only.assign(n, nan);
-  kl_logits_bwd_cpu<T, I>(p, pr.s.data(), pr.t_ptr(), pr.index_ptr(), out.stats.data(), g,
-                          out.s_only.data(), nullptr);
-  if (pr.teacher()) {
-    kl_logits_bwd_cpu<T, I>(p, pr.s.data(), pr.t_ptr(), pr.index_ptr(), out.stats.data(), g,
-                            nullptr, out.t_only.data());
-  }
+  bwd_cpu(p, in, out.stats.data(), g, out.s_only.data(), nullptr);
+  if (pr.teacher()) bwd_cpu(p, in, out.stats.data(), g, nullptr, out.t_only.data());
   return out;
 }
 
 template <typename T, typename I>
-::testing::AssertionResult kl_matches_reference(const KLProblem<T, I>& pr, const KLOut<T>& out) {
+::testing::AssertionResult kl_matches_reference(const KLLogitsProblem<T, I>& pr,
+                                                const KLOut<T>& out) {
   const KLRef ref = kl_reference(pr);
   const Precision pc = precision<T>();
   const LD units = kLogitUnits * pc.u;
@@ -494,24 +416,10 @@ void check_kl_case(const KLCase& c) {
   EXPECT_TRUE(kl_matches_reference(pr, run_kl(pr)));
 }
 
-struct KLKernel {
-  std::string name;
-  void (*check)(const KLCase&);
-};
-
-std::ostream& operator<<(std::ostream& os, const KLKernel& k) { return os << k.name; }
-
-template <typename T, typename I>
-KLKernel kl_kernel() {
-  return {type_name<T>() + "_" + type_name<I>(), &check_kl_case<T, I>};
-}
-
-const std::vector<KLKernel> kKLKernels = {
-    kl_kernel<float, int32_t>(),  kl_kernel<float, int64_t>(), kl_kernel<double, int32_t>(),
-    kl_kernel<double, int64_t>(), kl_kernel<fp16, int32_t>(),  kl_kernel<fp16, int64_t>(),
-    kl_kernel<bf16, int32_t>(),   kl_kernel<bf16, int64_t>()};
-
-constexpr KLMode kModes[] = {KLMode::kForward, KLMode::kReverse, KLMode::kJSD, KLMode::kEntropy};
+const auto kKLKernels = kernels<KLCase, PairNames>(HardLabelPairList{}, [](auto type) {
+  using P = typename decltype(type)::type;
+  return &check_kl_case<typename P::first_type, typename P::second_type>;
+});
 
 // Every base case in every mode, then the beta values of JSD.
 std::vector<KLCase> kl_cases() {
@@ -546,24 +454,12 @@ std::vector<KLCase> kl_cases() {
   return cases;
 }
 
-using KLCaseAndKernel = std::tuple<KLCase, KLKernel>;
-
-class KLLogits : public ::testing::TestWithParam<KLCaseAndKernel> {};
-
-TEST_P(KLLogits, MatchReference) { std::get<1>(GetParam()).check(std::get<0>(GetParam())); }
-
-INSTANTIATE_TEST_SUITE_P(KL, KLLogits,
-                         ::testing::Combine(::testing::ValuesIn(kl_cases()),
-                                            ::testing::ValuesIn(kKLKernels)),
-                         CaseKernelName());
+PO_CASE_KERNEL_SUITE(KL, KLLogits, KLCase, kl_cases(), kKLKernels);
 
 // ------------------------------------------------------------------------------------------------
 // kl_logits: properties for every instantiation
 
-template <typename P>
-class KLEveryKernel : public ::testing::Test {};
-
-TYPED_TEST_SUITE(KLEveryKernel, HardLabelPairs, PairNames);
+PO_TYPED_TEST_SUITE(KLEveryKernel, HardLabelPairs, PairNames);
 
 template <typename T>
 bool all_zero(const std::vector<T>& v) {
@@ -590,11 +486,9 @@ TYPED_TEST(KLEveryKernel, NullLossGradGivesZeroGradients) {
     const size_t n = pr.s.size();
     std::vector<acc_t<T>> loss(static_cast<size_t>(pr.p.rows())),
         stats(static_cast<size_t>(pr.p.rows() * kKLStats));
-    kl_logits_fwd_cpu<T, I>(pr.p, pr.s.data(), pr.t_ptr(), pr.index_ptr(), loss.data(),
-                            stats.data());
+    fwd_cpu(pr.p, pr.inputs(), loss.data(), stats.data());
     std::vector<T> s_grad(n, encode<T>(kNaN)), t_grad(n, encode<T>(kNaN));
-    kl_logits_bwd_cpu<T, I>(pr.p, pr.s.data(), pr.t_ptr(), pr.index_ptr(), stats.data(), nullptr,
-                            s_grad.data(), t_grad.data());
+    bwd_cpu(pr.p, pr.inputs(), stats.data(), nullptr, s_grad.data(), t_grad.data());
     EXPECT_TRUE(all_zero(s_grad));
     EXPECT_TRUE(all_zero(t_grad));
   }
@@ -609,7 +503,7 @@ TYPED_TEST(KLEveryKernel, NullLossGradGivesZeroGradients) {
 //      the student for kReverse and kEntropy, each on its own classes for kJSD).
 // Nothing may be NaN, and everything matches the reference.
 template <typename T, typename I>
-KLProblem<T, I> masked_problem(KLMode mode, double beta) {
+KLLogitsProblem<T, I> masked_problem(KLMode mode, double beta) {
   auto pr = make_kl_problem<T, I>(
       KLCase("masks", 3, 2053, 2).in_mode(mode).jsd_beta(beta).temp(0.8).upstream());
   const int64_t C = pr.p.classes;
@@ -752,10 +646,9 @@ TYPED_TEST(KLEveryKernel, EntropyWritesZeroTeacherGradient) {
   const size_t n = pr.s.size();
   std::vector<acc_t<T>> loss(static_cast<size_t>(pr.p.rows())),
       stats(static_cast<size_t>(pr.p.rows() * kKLStats));
-  kl_logits_fwd_cpu<T, I>(pr.p, pr.s.data(), nullptr, pr.index_ptr(), loss.data(), stats.data());
+  fwd_cpu(pr.p, pr.inputs(), loss.data(), stats.data());
   std::vector<T> s_grad(n, encode<T>(kNaN)), t_grad(n, encode<T>(kNaN));
-  kl_logits_bwd_cpu<T, I>(pr.p, pr.s.data(), nullptr, pr.index_ptr(), stats.data(),
-                          pr.loss_grad.data(), s_grad.data(), t_grad.data());
+  bwd_cpu(pr.p, pr.inputs(), stats.data(), pr.loss_grad.data(), s_grad.data(), t_grad.data());
   EXPECT_TRUE(all_zero(t_grad));
   EXPECT_FALSE(any_nan(s_grad, 0, n));
 }
@@ -777,41 +670,18 @@ TYPED_TEST(KLEveryKernel, EmptyBatch) {
 // (330,010 >= 5 * 2^16) start 5, one per row, fewer than asked for.
 template <typename T, typename I>
 void check_kl_thread_determinism(const KLCase& c) {
+  using O = KLOut<T>;
   auto pr = make_kl_problem<T, I>(c);
-  pr.p.num_threads = 1;
-  const auto one = run_kl(pr, /*all_gradient_subsets=*/false);
-  for (int threads : {2, 3, 7}) {
-    SCOPED_TRACE("num_threads = " + std::to_string(threads));
-    pr.p.num_threads = threads;
-    const auto many = run_kl(pr, false);
-    EXPECT_TRUE(same_bits(one.loss, many.loss));
-    EXPECT_TRUE(same_bits(one.stats, many.stats));
-    EXPECT_TRUE(same_bits(one.s_grad, many.s_grad));
-    EXPECT_TRUE(same_bits(one.t_grad, many.t_grad));
-  }
+  const auto both_gradients = [](const auto& q) { return run_kl(q, false); };
+  expect_same_bits_for_any_thread_count(pr, both_gradients, &O::loss, &O::stats, &O::s_grad,
+                                        &O::t_grad);
 }
 
-template <typename T>
-class KLEveryType : public ::testing::Test {};
+PO_TYPED_TEST_SUITE(KLEveryType, FloatTypes, TypeNames);
 
-TYPED_TEST_SUITE(KLEveryType, FloatTypes, TypeNames);
-
-// The position of T in FloatTypes. The determinism problems are large for ASan, so each type runs
-// them in one mode, rotated so that every mode meets both problem shapes. What they vary is how
-// rows are split over threads, and that split is shared by all modes.
-template <typename T>
-int type_slot() {
-  if constexpr (std::is_same<T, float>::value) {
-    return 0;
-  } else if constexpr (std::is_same<T, double>::value) {
-    return 1;
-  } else if constexpr (std::is_same<T, fp16>::value) {
-    return 2;
-  } else {
-    return 3;
-  }
-}
-
+// The determinism problems are large for ASan, so each type runs them in one mode, rotated by its
+// type_slot so that every mode meets both problem shapes. What they vary is how rows are split
+// over threads, and that split is shared by all modes.
 TYPED_TEST(KLEveryType, ThreadCountDoesNotChangeBitsManyRows) {
   const KLMode mode = kModes[type_slot<TypeParam>()];
   check_kl_thread_determinism<TypeParam, int64_t>(KLCase("many_rows", 461, 500)
@@ -832,54 +702,31 @@ TYPED_TEST(KLEveryType, ThreadCountDoesNotChangeBitsFewRows) {
 // ------------------------------------------------------------------------------------------------
 // kl_div: problems and reference
 
-struct DivCase {
+struct DivCase : KLDivOptions<DivCase> {
   std::string name;
-  int64_t rows = 1;
-  int64_t cols = 1;
-  bool log_target = false;
-  bool per_row = false;  // upstream gradient [rows] instead of [rows, cols]
-};
+  int64_t rows;
+  int64_t cols;
 
-std::ostream& operator<<(std::ostream& os, const DivCase& c) { return os << c.name; }
-
-template <typename T>
-struct DivProblem {
-  using A = acc_t<T>;
-  KLDivParams p;
-  bool per_row = false;
-  std::vector<T> x, y;  // [rows, cols]
-  std::vector<A> grad;  // [rows] or [rows, cols]
+  DivCase(std::string n, int64_t r, int64_t c) : name(std::move(n)), rows(r), cols(c) {}
 };
 
 // x: log-probabilities (a log-softmax of N(0, 2) logits). y: probabilities with about 15% exact
 // zeros and 5% negative entries (both give 0 terms), or log-probabilities for log_target.
 template <typename T>
-DivProblem<T> make_div_problem(const DivCase& c) {
-  DivProblem<T> pr;
-  pr.p.rows = c.rows;
-  pr.p.cols = c.cols;
-  pr.p.log_target = c.log_target;
-  pr.p.num_threads = 2;
+KLDivProblem<T> make_div_problem(const DivCase& c) {
+  KLDivProblem<T> pr;
+  pr.p = KLDivParams{c.rows, c.cols, c.log_target, 2};
   pr.per_row = c.per_row;
   std::mt19937_64 rng(0xd1f0000u + static_cast<uint64_t>(c.rows * 1009 + c.cols));
   std::normal_distribution<double> normal(0.0, 2.0);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
-  const auto log_softmax = [&](int64_t n) {
-    std::vector<double> v(static_cast<size_t>(n));
-    double m = -kInf;
-    for (double& e : v) {
-      e = normal(rng);
-      m = std::max(m, e);
-    }
-    double s = 0;
-    for (double e : v) s += std::exp(e - m);
-    for (double& e : v) e -= m + std::log(s);
-    return v;
-  };
+  pr.x = Buffer<T>(c.rows * c.cols);
+  pr.y = Buffer<T>(c.rows * c.cols);
   for (int64_t r = 0; r < c.rows; ++r) {
-    for (double v : log_softmax(c.cols)) pr.x.push_back(encode<T>(v));
-    const std::vector<double> ly = log_softmax(c.cols);
-    for (double v : ly) {
+    const std::vector<double> lx = log_softmax_row(rng, normal, c.cols);
+    const std::vector<double> ly = log_softmax_row(rng, normal, c.cols);
+    for (int64_t j = 0; j < c.cols; ++j) {
+      const double v = ly[static_cast<size_t>(j)];
       double yv = c.log_target ? v : std::exp(v);
       if (!c.log_target) {
         const double u = unit(rng);
@@ -889,11 +736,14 @@ DivProblem<T> make_div_problem(const DivCase& c) {
           yv = -0.5 * unit(rng);
         }
       }
-      pr.y.push_back(encode<T>(yv));
+      pr.x[r * c.cols + j] = encode<T>(lx[static_cast<size_t>(j)]);
+      pr.y[r * c.cols + j] = encode<T>(yv);
     }
   }
-  const int64_t ng = c.per_row ? c.rows : c.rows * c.cols;
-  for (int64_t i = 0; i < ng; ++i) pr.grad.push_back(static_cast<acc_t<T>>(4 * unit(rng) - 2));
+  pr.grad = Buffer<acc_t<T>>(c.per_row ? c.rows : c.rows * c.cols);
+  for (int64_t i = 0; i < pr.grad.size(); ++i) {
+    pr.grad[i] = static_cast<acc_t<T>>(4 * unit(rng) - 2);
+  }
   return pr;
 }
 
@@ -907,7 +757,7 @@ struct DivRef {
 // kl.h: loss = y (log y - x) for y > 0 and 0 otherwise (exp(y) (y - x) for log_target);
 // dL/dx = -y, dL/dy = log y + 1 - x (or -exp(y) and exp(y) (y - x + 1)), 0 where y <= 0.
 template <typename T>
-DivRef div_reference(const DivProblem<T>& pr) {
+DivRef div_reference(const KLDivProblem<T>& pr) {
   const int64_t R = pr.p.rows;
   const int64_t C = pr.p.cols;
   DivRef ref;
@@ -962,7 +812,7 @@ struct DivOut {
 // Without all_output_subsets only the forward call writing both losses runs (elem_only and
 // rows_only stay empty).
 template <typename T>
-DivOut<T> run_div(const DivProblem<T>& pr, bool all_output_subsets = true) {
+DivOut<T> run_div(const KLDivProblem<T>& pr, bool all_output_subsets = true) {
   using A = acc_t<T>;
   const size_t R = static_cast<size_t>(pr.p.rows);
   const size_t n = static_cast<size_t>(pr.p.rows * pr.p.cols);
@@ -972,20 +822,19 @@ DivOut<T> run_div(const DivProblem<T>& pr, bool all_output_subsets = true) {
   out.rows.assign(R, nan);
   out.x_grad.assign(n, encode<T>(kNaN));
   out.y_grad.assign(n, encode<T>(kNaN));
-  kl_div_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), out.elem.data(), out.rows.data());
+  fwd_cpu(pr.p, pr.inputs(), out.elem.data(), out.rows.data());
   if (all_output_subsets) {
     out.elem_only.assign(n, nan);
     out.rows_only.assign(R, nan);
-    kl_div_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), out.elem_only.data(), nullptr);
-    kl_div_fwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), nullptr, out.rows_only.data());
+    fwd_cpu(pr.p, pr.inputs(), out.elem_only.data(), nullptr);
+    fwd_cpu(pr.p, pr.inputs(), nullptr, out.rows_only.data());
   }
-  kl_div_bwd_cpu<T>(pr.p, pr.x.data(), pr.y.data(), pr.grad.data(), pr.per_row, out.x_grad.data(),
-                    out.y_grad.data());
+  bwd_cpu(pr.p, pr.inputs(), pr.grad.data(), pr.per_row, out.x_grad.data(), out.y_grad.data());
   return out;
 }
 
 template <typename T>
-::testing::AssertionResult div_matches_reference(const DivProblem<T>& pr, const DivOut<T>& out) {
+::testing::AssertionResult div_matches_reference(const KLDivProblem<T>& pr, const DivOut<T>& out) {
   const DivRef ref = div_reference(pr);
   const Precision pc = precision<T>();
   const LD units = kDivUnits * pc.u;
@@ -1016,47 +865,26 @@ void check_div_case(const DivCase& c) {
   EXPECT_TRUE(div_matches_reference(pr, run_div(pr)));
 }
 
-struct DivKernel {
-  std::string name;
-  void (*check)(const DivCase&);
-};
-
-std::ostream& operator<<(std::ostream& os, const DivKernel& k) { return os << k.name; }
-
-template <typename T>
-DivKernel div_kernel() {
-  return {type_name<T>(), &check_div_case<T>};
-}
-
-const DivKernel kDivKernels[] = {div_kernel<float>(), div_kernel<double>(), div_kernel<fp16>(),
-                                 div_kernel<bf16>()};
+const auto kDivKernels = kernels<DivCase, TypeNames>(
+    FloatTypeList{}, [](auto type) { return &check_div_case<typename decltype(type)::type>; });
 
 const DivCase kDivCases[] = {
-    {"per_row", 64, 37, false, true},
-    {"elementwise", 64, 37, false, false},
-    {"log_target_per_row", 64, 37, true, true},
-    {"log_target_elementwise", 64, 37, true, false},
-    {"odd_41x1271", 41, 1271, false, false},
-    {"odd_41x1271_log_target", 41, 1271, true, true},
-    {"one_element_log_target", 1, 1, true, true},
-    {"one_row_17", 1, 17, true, false},
+    DivCase("per_row", 64, 37).grad_per_row(),
+    DivCase("elementwise", 64, 37),
+    DivCase("log_target_per_row", 64, 37).log_targets().grad_per_row(),
+    DivCase("log_target_elementwise", 64, 37).log_targets(),
+    DivCase("odd_41x1271", 41, 1271),
+    DivCase("odd_41x1271_log_target", 41, 1271).log_targets().grad_per_row(),
+    DivCase("one_element_log_target", 1, 1).log_targets().grad_per_row(),
+    DivCase("one_row_17", 1, 17).log_targets(),
 };
 
-using DivCaseAndKernel = std::tuple<DivCase, DivKernel>;
-
-class KLDiv : public ::testing::TestWithParam<DivCaseAndKernel> {};
-
-TEST_P(KLDiv, MatchReference) { std::get<1>(GetParam()).check(std::get<0>(GetParam())); }
-
-INSTANTIATE_TEST_SUITE_P(KL, KLDiv,
-                         ::testing::Combine(::testing::ValuesIn(kDivCases),
-                                            ::testing::ValuesIn(kDivKernels)),
-                         CaseKernelName());
+PO_CASE_KERNEL_SUITE(KL, KLDiv, DivCase, kDivCases, kDivKernels);
 
 // A NaN input x at a positive label makes that loss term, its row sum and dL/dy NaN; dL/dx = -y
 // does not involve x and stays finite, and a NaN x under a zero label gives 0 (the term is 0).
 TYPED_TEST(KLEveryType, KLDivNaNInputPoisonsOnlyItsTermAndRow) {
-  auto pr = make_div_problem<TypeParam>({"nan", 6, 37, false, false});
+  auto pr = make_div_problem<TypeParam>(DivCase("nan", 6, 37));
   const int64_t C = pr.p.cols;
   pr.y[2 * C + 5] = encode<TypeParam>(0.25);
   pr.x[2 * C + 5] = encode<TypeParam>(kNaN);
@@ -1076,19 +904,13 @@ TYPED_TEST(KLEveryType, KLDivNaNInputPoisonsOnlyItsTermAndRow) {
 // elementwise upstream gradient for fp32 and fp16, log-targets with a per-row one for fp64 and
 // bf16.
 TYPED_TEST(KLEveryType, KLDivThreadCountDoesNotChangeBits) {
-  const bool log_target = type_slot<TypeParam>() % 2 == 1;
-  auto pr = make_div_problem<TypeParam>({"threads", 461, 1009, log_target, log_target});
-  pr.p.num_threads = 1;
-  const auto one = run_div(pr, false);
-  for (int threads : {2, 3, 7}) {
-    SCOPED_TRACE("num_threads = " + std::to_string(threads));
-    pr.p.num_threads = threads;
-    const auto many = run_div(pr, false);
-    EXPECT_TRUE(same_bits(one.elem, many.elem));
-    EXPECT_TRUE(same_bits(one.rows, many.rows));
-    EXPECT_TRUE(same_bits(one.x_grad, many.x_grad));
-    EXPECT_TRUE(same_bits(one.y_grad, many.y_grad));
-  }
+  using O = DivOut<TypeParam>;
+  DivCase c("threads", 461, 1009);
+  if (type_slot<TypeParam>() % 2 == 1) c.log_targets().grad_per_row();
+  auto pr = make_div_problem<TypeParam>(c);
+  const auto one_forward = [](const auto& q) { return run_div(q, false); };
+  expect_same_bits_for_any_thread_count(pr, one_forward, &O::elem, &O::rows, &O::x_grad,
+                                        &O::y_grad);
 }
 
 }  // namespace

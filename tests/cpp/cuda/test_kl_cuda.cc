@@ -26,31 +26,14 @@
 #include "cuda_runtime.h"
 #include "dtypes.h"
 #include "emu_test_util.h"
-#include "kl.h"
+#include "kl_cases.h"
 #include "test_util.h"
 
 namespace paddle_ops {
 namespace {
 
-using emu_test::Buffer;
-using emu_test::close_all;
-using emu_test::dims;
-using emu_test::grad_tol;
-using emu_test::kernel_launches;
-using emu_test::loss_tol;
-using emu_test::on_device;
-using emu_test::test_stream;
-using emu_test::Tol;
-using emu_test::unwritten;
-using test_util::encode;
-using test_util::FloatTypes;
-using test_util::LD;
-using test_util::same_bits;
-using test_util::TypeNames;
-using test_util::value;
-
-constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+using namespace emu_test;
+using namespace test_util;
 
 // The launch shapes of cuda/rows.cuh that a case is written for.
 enum class Path { kThread, kWarp, kBlock };
@@ -80,22 +63,6 @@ enum class Path { kThread, kWarp, kBlock };
 // ------------------------------------------------------------------------------------------------
 // kl_logits
 
-std::string mode_name(KLMode m) {
-  switch (m) {
-    case KLMode::kForward:
-      return "forward";
-    case KLMode::kReverse:
-      return "reverse";
-    case KLMode::kJSD:
-      return "jsd";
-    case KLMode::kEntropy:
-      return "entropy";
-  }
-  return "unknown";
-}
-
-constexpr KLMode kModes[] = {KLMode::kForward, KLMode::kReverse, KLMode::kJSD, KLMode::kEntropy};
-
 enum class Index { kNone, kInt32, kInt64 };
 
 // Special logits written over the random ones (rows as in test_kl.cc's masked problem; rows past
@@ -109,92 +76,41 @@ enum class Index { kNone, kInt32, kInt64 };
 //   kNaN: a NaN student logit in row 1 (its last class) and a NaN teacher logit in row 2.
 enum class Special { kNone, kMasks, kOneSided, kNaN };
 
-struct LogitsCase {
-  std::string name;
-  int64_t outer;
-  int64_t classes;
-  int64_t inner;
-  Path path;
-  unsigned block_threads = 0;  // kBlock: the forward's block size this case is for (0: any)
-  double temperature = 1.0;
-  double beta = 0.5;
+struct LogitsCase : LaunchCase<LogitsCase, Path>, KLLogitsOptions<LogitsCase> {
   Index index = Index::kNone;
-  int64_t ignore_index = -100;
   Special special = Special::kNone;
   bool null_loss_grad = false;
   std::vector<KLMode> modes{std::begin(kModes), std::end(kModes)};
   bool subsets = true;  // also each gradient alone
   bool reverse = true;  // also in the reverse fiber order (in one of the modes)
-  // Elements into their buffers: s, t, and both gradients.
-  int64_t s_offset = 0;
-  int64_t t_offset = 0;
-  int64_t grad_offset = 0;
 
+  // The offsets (LaunchCase) are those of s, t, and both gradients; block_threads is the
+  // forward's block size.
   LogitsCase(std::string n, int64_t o, int64_t c, int64_t i, Path p)
-      : name(std::move(n)), outer(o), classes(c), inner(i), path(p) {}
-  LogitsCase& temp(double t) {
-    temperature = t;
-    return *this;
-  }
-  LogitsCase& jsd_beta(double b) {
-    beta = b;
-    return *this;
-  }
+      : LaunchCase(std::move(n), p), KLLogitsOptions(o, c, i) {}
   LogitsCase& ignore(Index kind, int64_t value) {
     index = kind;
-    ignore_index = value;
+    options.ignore_index = value;
     return *this;
   }
-  LogitsCase& with(Special s) {
-    special = s;
-    return *this;
-  }
-  LogitsCase& offsets(int64_t s, int64_t t, int64_t grads) {
-    s_offset = s;
-    t_offset = t;
-    grad_offset = grads;
-    return *this;
-  }
-  LogitsCase& threads(unsigned n) {
-    block_threads = n;
-    return *this;
-  }
+  LogitsCase& with(Special s) { return set_option<LogitsCase>(*this, &LogitsCase::special, s); }
   LogitsCase& no_loss_grad() {
-    null_loss_grad = true;
-    return *this;
+    return set_option<LogitsCase>(*this, &LogitsCase::null_loss_grad, true);
   }
   LogitsCase& only(KLMode m) {
     modes = {m};
     return *this;
   }
   LogitsCase& both_gradients_only() {
-    subsets = false;
-    return *this;
+    return set_option<LogitsCase>(*this, &LogitsCase::subsets, false);
   }
   LogitsCase& forward_order_only() {
-    reverse = false;
-    return *this;
+    return set_option<LogitsCase>(*this, &LogitsCase::reverse, false);
   }
 };
 
-template <typename T>
-struct LogitsProblem {
-  using A = acc_t<T>;
-  KLParams p;
-  Buffer<T> s;
-  Buffer<T> t;  // empty (nullptr) for kEntropy
-  Buffer<int32_t> index32;
-  Buffer<int64_t> index64;
-  Buffer<A> loss_grad;  // [rows], uniform in [-2, 2]; empty (nullptr) for null_loss_grad
-
-  bool teacher() const { return p.mode != KLMode::kEntropy; }
-  int64_t off(int64_t r, int64_t j) const {
-    return ((r / p.inner) * p.classes + j) * p.inner + r % p.inner;
-  }
-};
-
-template <typename T>
-void apply_special(const LogitsCase& c, LogitsProblem<T>& pr) {
+template <typename T, typename I>
+void apply_special(const LogitsCase& c, KLLogitsProblem<T, I>& pr) {
   const int64_t C = pr.p.classes;
   const bool teacher = pr.teacher();
   const T inf = encode<T>(-kInf);
@@ -238,18 +154,13 @@ void apply_special(const LogitsCase& c, LogitsProblem<T>& pr) {
   }
 }
 
-template <typename T>
-LogitsProblem<T> make_logits_problem(const LogitsCase& c, KLMode mode) {
+// The row index is of type I, and empty (nullptr) for Index::kNone.
+template <typename T, typename I>
+KLLogitsProblem<T, I> make_logits_problem(const LogitsCase& c, KLMode mode) {
   using A = acc_t<T>;
-  LogitsProblem<T> pr;
+  KLLogitsProblem<T, I> pr;
   KLParams& p = pr.p;
-  p.outer = c.outer;
-  p.classes = c.classes;
-  p.inner = c.inner;
-  p.mode = mode;
-  p.temperature = c.temperature;
-  p.beta = c.beta;
-  p.ignore_index = c.ignore_index;
+  p = c.params(mode);
   const int64_t rows = p.rows();
   const int64_t n = rows * p.classes;
   const uint32_t seed = static_cast<uint32_t>(n * 7 + rows);
@@ -257,7 +168,7 @@ LogitsProblem<T> make_logits_problem(const LogitsCase& c, KLMode mode) {
   std::normal_distribution<double> noise(0.0, 1.5);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   std::uniform_int_distribution<int64_t> any_class(0, p.classes > 0 ? p.classes - 1 : 0);
-  pr.s = Buffer<T>(n, c.s_offset);
+  pr.s = Buffer<T>(n, c.x_offset);
   emu_test::fill_normal(pr.s, seed + 1);
   // The teacher correlated with the student, as in distillation (and test_kl.cc): divergences of
   // order 1. Independent rows of N(0, 9) logits diverge by 10 to 20 nats, where the fp32 rounding
@@ -265,19 +176,17 @@ LogitsProblem<T> make_logits_problem(const LogitsCase& c, KLMode mode) {
   // and exceeds the gradient tolerance on both launchers wherever that difference cancels (seen:
   // exact 0.0935737, CPU 0.0935796, device 0.0935688; the table allows 2.9e-6).
   if (pr.teacher()) {
-    pr.t = Buffer<T>(n, c.t_offset);
+    pr.t = Buffer<T>(n, c.y_offset);
     for (int64_t i = 0; i < n; ++i) {
       pr.t[i] = encode<T>(0.6 * static_cast<double>(value(pr.s[i])) + noise(gen));
     }
   }
   // Every third row (row 1, 4, ...) has ignore_index; with a positive ignore_index, rows that
   // draw it as a class are dropped too.
-  pr.index32 = Buffer<int32_t>(c.index == Index::kInt32 ? rows : 0);
-  pr.index64 = Buffer<int64_t>(c.index == Index::kInt64 ? rows : 0);
+  pr.index = Buffer<I>(c.index == Index::kNone ? 0 : rows);
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t v = r % 3 == 1 ? c.ignore_index : any_class(gen);
-    if (c.index == Index::kInt32) pr.index32[r] = static_cast<int32_t>(v);
-    if (c.index == Index::kInt64) pr.index64[r] = v;
+    const int64_t v = r % 3 == 1 ? c.options.ignore_index : any_class(gen);
+    if (c.index != Index::kNone) pr.index[r] = static_cast<I>(v);
   }
   pr.loss_grad = Buffer<A>(c.null_loss_grad ? 0 : rows);
   for (int64_t r = 0; r < pr.loss_grad.size(); ++r) {
@@ -287,54 +196,45 @@ LogitsProblem<T> make_logits_problem(const LogitsCase& c, KLMode mode) {
   return pr;
 }
 
-// Outputs start as NaN so that an entry a launcher leaves unwritten shows up.
+// Outputs start unwritten<>() so that an entry a launcher leaves alone shows up. s_grad and
+// t_grad come from one call (t_grad requested in every mode: kEntropy writes zeros), s_only with
+// t_grad = nullptr and t_only with s_grad = nullptr.
 template <typename T>
 struct LogitsOut {
   using A = acc_t<T>;
-  Buffer<A> loss;
-  Buffer<A> stats;
-  Buffer<T> s_grad;  // with t_grad in one call
-  Buffer<T> t_grad;  // requested in every mode (kEntropy writes zeros)
-  Buffer<T> s_only;  // t_grad = nullptr
-  Buffer<T> t_only;  // s_grad = nullptr
+  Buffer<A> loss, stats;
+  Buffer<T> s_grad, t_grad, s_only, t_only;
 
   LogitsOut(int64_t rows, int64_t n, int64_t grad_offset)
-      : loss(rows),
-        stats(rows * kKLStats),
-        s_grad(n, grad_offset),
-        t_grad(n, grad_offset),
-        s_only(n, grad_offset),
-        t_only(n, grad_offset) {
-    loss.fill(unwritten<A>());
-    stats.fill(unwritten<A>());
-    for (Buffer<T>* b : {&s_grad, &t_grad, &s_only, &t_only}) b->fill(unwritten<T>());
-  }
+      : loss(unwritten_buffer<A>(rows)),
+        stats(unwritten_buffer<A>(rows * kKLStats)),
+        s_grad(unwritten_buffer<T>(n, grad_offset)),
+        t_grad(unwritten_buffer<T>(n, grad_offset)),
+        s_only(unwritten_buffer<T>(n, grad_offset)),
+        t_only(unwritten_buffer<T>(n, grad_offset)) {}
 };
 
 // Forward, then backward with both gradients and (with `subsets`) with each alone, on the CPU or
 // the emulated GPU. Device runs check every call's status and stream, and the forward's and the
 // backward's launch shapes against the case's path.
 template <typename T, typename I>
-LogitsOut<T> run_logits(const LogitsCase& c, const LogitsProblem<T>& pr, const I* index,
-                        bool device, bool subsets) {
+LogitsOut<T> run_logits(const LogitsCase& c, const KLLogitsProblem<T, I>& pr, bool device,
+                        bool subsets) {
   const KLParams& p = pr.p;
-  LogitsOut<T> out(p.rows(), p.rows() * p.classes, c.grad_offset);
-  const T* s = pr.s.data();
-  const T* t = pr.t.data();
+  LogitsOut<T> out(p.rows(), p.rows() * p.classes, c.out_offset);
+  const KLLogitsInputs<T, I> in = pr.inputs();
   const auto* g = pr.loss_grad.data();
   if (!device) {
-    kl_logits_fwd_cpu<T, I>(p, s, t, index, out.loss.data(), out.stats.data());
-    kl_logits_bwd_cpu<T, I>(p, s, t, index, out.stats.data(), g, out.s_grad.data(),
-                            out.t_grad.data());
+    fwd_cpu(p, in, out.loss.data(), out.stats.data());
+    bwd_cpu(p, in, out.stats.data(), g, out.s_grad.data(), out.t_grad.data());
     if (subsets) {
-      kl_logits_bwd_cpu<T, I>(p, s, t, index, out.stats.data(), g, out.s_only.data(), nullptr);
-      kl_logits_bwd_cpu<T, I>(p, s, t, index, out.stats.data(), g, nullptr, out.t_only.data());
+      bwd_cpu(p, in, out.stats.data(), g, out.s_only.data(), nullptr);
+      bwd_cpu(p, in, out.stats.data(), g, nullptr, out.t_only.data());
     }
     return out;
   }
   EXPECT_TRUE(on_device("kl_logits_fwd_cuda", [&] {
-    return kl_logits_fwd_cuda<T, I>(p, s, t, index, out.loss.data(), out.stats.data(),
-                                    test_stream());
+    return fwd_cuda(p, in, out.loss.data(), out.stats.data(), test_stream());
   }));
   const std::vector<cuda_emu::Launch> fwd = kernel_launches();
   if (p.rows() > 0 && p.classes > 0) {
@@ -344,8 +244,8 @@ LogitsOut<T> run_logits(const LogitsCase& c, const LogitsProblem<T>& pr, const I
     }
   }
   EXPECT_TRUE(on_device("kl_logits_bwd_cuda", [&] {
-    return kl_logits_bwd_cuda<T, I>(p, s, t, index, out.stats.data(), g, out.s_grad.data(),
-                                    out.t_grad.data(), test_stream());
+    return bwd_cuda(p, in, out.stats.data(), g, out.s_grad.data(), out.t_grad.data(),
+                    test_stream());
   }));
   const std::vector<cuda_emu::Launch> bwd = kernel_launches();
   if (g == nullptr) {
@@ -364,12 +264,10 @@ LogitsOut<T> run_logits(const LogitsCase& c, const LogitsProblem<T>& pr, const I
   }
   if (subsets) {
     EXPECT_TRUE(on_device("kl_logits_bwd_cuda (s_grad only)", [&] {
-      return kl_logits_bwd_cuda<T, I>(p, s, t, index, out.stats.data(), g, out.s_only.data(),
-                                      nullptr, test_stream());
+      return bwd_cuda(p, in, out.stats.data(), g, out.s_only.data(), nullptr, test_stream());
     }));
     EXPECT_TRUE(on_device("kl_logits_bwd_cuda (t_grad only)", [&] {
-      return kl_logits_bwd_cuda<T, I>(p, s, t, index, out.stats.data(), g, nullptr,
-                                      out.t_only.data(), test_stream());
+      return bwd_cuda(p, in, out.stats.data(), g, nullptr, out.t_only.data(), test_stream());
     }));
   }
   return out;
@@ -387,65 +285,44 @@ void expect_close(const LogitsOut<T>& dev, const LogitsOut<T>& cpu, bool subsets
   EXPECT_TRUE(close_all("t_grad(alone)", dev.t_only, cpu.t_only, grad_tol<T>()));
 }
 
-// The position of T in FloatTypes.
-template <typename T>
-int type_slot() {
-  if constexpr (std::is_same<T, float>::value) {
-    return 0;
-  } else if constexpr (std::is_same<T, double>::value) {
-    return 1;
-  } else if constexpr (std::is_same<T, fp16>::value) {
-    return 2;
-  } else {
-    return 3;
-  }
-}
-
+// The case in `mode` with a row index of type I.
 template <typename T, typename I>
-void check_logits(const LogitsCase& c, const LogitsProblem<T>& pr, const I* index, bool reverse) {
-  const LogitsOut<T> cpu = run_logits<T, I>(c, pr, index, false, c.subsets);
-  const LogitsOut<T> dev = run_logits<T, I>(c, pr, index, true, c.subsets);
+void check_logits(const LogitsCase& c, KLMode mode, bool reverse) {
+  const KLLogitsProblem<T, I> pr = make_logits_problem<T, I>(c, mode);
+  const LogitsOut<T> cpu = run_logits(c, pr, false, c.subsets);
+  const LogitsOut<T> dev = run_logits(c, pr, true, c.subsets);
   expect_close(dev, cpu, c.subsets);
   if (!reverse) return;
   // The reduction trees are fixed by the launch shape, so the order in which a block's threads
   // run between barriers cannot change a bit; it would where a barrier is missing, and two
   // threads writing one element would leave the other's value.
   LogitsOut<T> rev(0, 0, 0);
-  emu_test::in_order(cuda_emu::Order::kReverse,
-                     [&] { rev = run_logits<T, I>(c, pr, index, true, false); });
-  EXPECT_TRUE(same_bits(rev.loss.values(), dev.loss.values()));
-  EXPECT_TRUE(same_bits(rev.stats.values(), dev.stats.values()));
-  EXPECT_TRUE(same_bits(rev.s_grad.values(), dev.s_grad.values()));
-  EXPECT_TRUE(same_bits(rev.t_grad.values(), dev.t_grad.values()));
+  in_order(cuda_emu::Order::kReverse, [&] { rev = run_logits(c, pr, true, false); });
+  using O = LogitsOut<T>;
+  expect_same_bits(rev, dev, &O::loss, &O::stats, &O::s_grad, &O::t_grad);
 }
 
 template <typename T>
 void check_logits_case(const LogitsCase& c) {
   for (KLMode mode : c.modes) {
     SCOPED_TRACE(c.name + " " + mode_name(mode));
-    const LogitsProblem<T> pr = make_logits_problem<T>(c, mode);
     // The kernels' barriers and shuffles are the same in every mode, so one mode per case (a
     // different one per type) also runs in the reverse fiber order.
     const bool reverse =
         c.reverse && mode == c.modes[static_cast<size_t>(type_slot<T>()) % c.modes.size()];
     switch (c.index) {
       case Index::kNone:
-        check_logits<T, int64_t>(c, pr, nullptr, reverse);
+      case Index::kInt64:
+        check_logits<T, int64_t>(c, mode, reverse);
         break;
       case Index::kInt32:
-        check_logits<T, int32_t>(c, pr, pr.index32.data(), reverse);
-        break;
-      case Index::kInt64:
-        check_logits<T, int64_t>(c, pr, pr.index64.data(), reverse);
+        check_logits<T, int32_t>(c, mode, reverse);
         break;
     }
   }
 }
 
-template <typename T>
-class KlLogitsCuda : public ::testing::Test {};
-
-TYPED_TEST_SUITE(KlLogitsCuda, FloatTypes, TypeNames);
+PO_TYPED_TEST_SUITE(KlLogitsCuda, FloatTypes, TypeNames);
 
 // A thread per row: the class axis in the middle, rows `inner` elements apart.
 TYPED_TEST(KlLogitsCuda, ThreadPerRow) {
@@ -606,32 +483,26 @@ TYPED_TEST(KlLogitsCuda, NullLossGradWithNonFiniteRows) {
   }
 }
 
+// The parameters of `outer` rows of `classes` classes in `mode`, every option at its default.
+KLParams rows_of(int64_t outer, int64_t classes, KLMode mode) {
+  KLParams p;
+  p.outer = outer;
+  p.classes = classes;
+  p.mode = mode;
+  return p;
+}
+
 // No rows: nothing to compute, nothing launched, nothing written.
 TYPED_TEST(KlLogitsCuda, NoRows) {
   using T = TypeParam;
   using A = acc_t<T>;
   for (KLMode mode : kModes) {
     SCOPED_TRACE(mode_name(mode));
-    KLParams p;
-    p.outer = 0;
-    p.classes = 5;
-    p.mode = mode;
-    Buffer<A> sentinel(1);
-    sentinel.fill(static_cast<A>(7));
-    Buffer<T> grad(1);
-    grad.fill(encode<T>(7));
-    EXPECT_TRUE(on_device("kl_logits_fwd_cuda", [&] {
-      return kl_logits_fwd_cuda<T, int64_t>(p, nullptr, nullptr, nullptr, sentinel.data(),
-                                            sentinel.data(), test_stream());
-    }));
-    EXPECT_TRUE(cuda_emu::log().empty());
-    EXPECT_TRUE(on_device("kl_logits_bwd_cuda", [&] {
-      return kl_logits_bwd_cuda<T, int64_t>(p, nullptr, nullptr, nullptr, nullptr, nullptr,
-                                            grad.data(), grad.data(), test_stream());
-    }));
-    EXPECT_TRUE(cuda_emu::log().empty());
-    EXPECT_EQ(sentinel[0], static_cast<A>(7));
-    EXPECT_EQ(value(grad[0]), 7);
+    const KLParams p = rows_of(0, 5, mode);
+    const KLLogitsInputs<T, int64_t> none;
+    expect_nothing_launched<T>(
+        [&](A* acc) { return fwd_cuda(p, none, acc, acc, test_stream()); },
+        [&](T* grad) { return bwd_cuda(p, none, nullptr, nullptr, grad, grad, test_stream()); });
   }
 }
 
@@ -641,16 +512,13 @@ TYPED_TEST(KlLogitsCuda, RowsOfNoClasses) {
   using T = TypeParam;
   for (KLMode mode : kModes) {
     SCOPED_TRACE(mode_name(mode));
-    KLParams p;
-    p.outer = 3;
-    p.classes = 0;
-    p.mode = mode;
+    const KLParams p = rows_of(3, 0, mode);
     LogitsOut<T> cpu(3, 0, 0);
     LogitsOut<T> dev(3, 0, 0);
-    kl_logits_fwd_cpu<T, int64_t>(p, nullptr, nullptr, nullptr, cpu.loss.data(), cpu.stats.data());
+    const KLLogitsInputs<T, int64_t> none;
+    fwd_cpu(p, none, cpu.loss.data(), cpu.stats.data());
     EXPECT_TRUE(on_device("kl_logits_fwd_cuda", [&] {
-      return kl_logits_fwd_cuda<T, int64_t>(p, nullptr, nullptr, nullptr, dev.loss.data(),
-                                            dev.stats.data(), test_stream());
+      return fwd_cuda(p, none, dev.loss.data(), dev.stats.data(), test_stream());
     }));
     EXPECT_TRUE(close_all("loss", dev.loss, cpu.loss, loss_tol<T>()));
     EXPECT_TRUE(close_all("stats", dev.stats, cpu.stats, loss_tol<T>()));
@@ -660,66 +528,15 @@ TYPED_TEST(KlLogitsCuda, RowsOfNoClasses) {
 // ------------------------------------------------------------------------------------------------
 // kl_div
 
-struct DivCase {
-  std::string name;
-  int64_t rows;
-  int64_t cols;
-  Path path;                   // the row sums' launch (kWarp or kBlock)
-  unsigned block_threads = 0;  // kBlock: the block size this case is for (0: any)
-  bool log_target = false;
-  bool per_row = false;  // upstream gradient [rows] instead of [rows, cols]
+// path: the row sums' launch (kWarp or kBlock). The offsets (RowsCase) are those of x, y and
+// every output (losses and gradients); sums_only runs only the forward with loss_elem = nullptr.
+struct DivCase : RowsCase<DivCase, Path>, KLDivOptions<DivCase> {
   bool null_grad = false;
   bool specials = false;
-  // Only the row sums (the forward with loss_elem = nullptr): for long rows, whose flat
-  // elementwise loops (a thread per element, one element each) the other cases cover.
-  bool sums_only = false;
-  // Elements into their buffers: x, y, and every output (losses and gradients).
-  int64_t x_offset = 0;
-  int64_t y_offset = 0;
-  int64_t out_offset = 0;
 
-  DivCase(std::string n, int64_t r, int64_t c, Path p)
-      : name(std::move(n)), rows(r), cols(c), path(p) {}
-  DivCase& log_targets() {
-    log_target = true;
-    return *this;
-  }
-  DivCase& grad_per_row() {
-    per_row = true;
-    return *this;
-  }
-  DivCase& no_grad() {
-    null_grad = true;
-    return *this;
-  }
-  DivCase& with_specials() {
-    specials = true;
-    return *this;
-  }
-  DivCase& row_sums_only() {
-    sums_only = true;
-    return *this;
-  }
-  DivCase& offsets(int64_t x, int64_t y, int64_t out) {
-    x_offset = x;
-    y_offset = y;
-    out_offset = out;
-    return *this;
-  }
-  DivCase& threads(unsigned n) {
-    block_threads = n;
-    return *this;
-  }
-};
-
-template <typename T>
-struct DivProblem {
-  using A = acc_t<T>;
-  KLDivParams p;
-  bool per_row = false;
-  Buffer<T> x;     // log-probabilities
-  Buffer<T> y;     // probabilities (15% zeros, 5% negative) or log-probabilities
-  Buffer<A> grad;  // [rows] or [rows, cols], uniform in [-2, 2]; empty (nullptr) for null_grad
+  DivCase(std::string n, int64_t r, int64_t c, Path p) : RowsCase(std::move(n), r, c, p) {}
+  DivCase& no_grad() { return set_option<DivCase>(*this, &DivCase::null_grad, true); }
+  DivCase& with_specials() { return set_option<DivCase>(*this, &DivCase::specials, true); }
 };
 
 // x: a log-softmax of N(0, 2) logits per row; y likewise for log_target, else its softmax with
@@ -727,12 +544,10 @@ struct DivProblem {
 // 1 holds a NaN x at a positive and at a zero label, row 2 an x of -inf at a positive label and
 // a y of -inf, and row 0 a NaN label.
 template <typename T>
-DivProblem<T> make_div_problem(const DivCase& c) {
+KLDivProblem<T> make_div_problem(const DivCase& c) {
   using A = acc_t<T>;
-  DivProblem<T> pr;
-  pr.p.rows = c.rows;
-  pr.p.cols = c.cols;
-  pr.p.log_target = c.log_target;
+  KLDivProblem<T> pr;
+  pr.p = KLDivParams{c.rows, c.cols, c.log_target, 0};
   pr.per_row = c.per_row;
   const int64_t n = c.rows * c.cols;
   pr.x = Buffer<T>(n, c.x_offset);
@@ -740,21 +555,9 @@ DivProblem<T> make_div_problem(const DivCase& c) {
   std::mt19937 gen(static_cast<uint32_t>(n * 3 + c.rows));
   std::normal_distribution<double> normal(0.0, 2.0);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
-  auto log_softmax = [&]() {
-    std::vector<double> v(static_cast<size_t>(c.cols));
-    double m = -kInf;
-    for (double& e : v) {
-      e = normal(gen);
-      m = std::max(m, e);
-    }
-    double s = 0;
-    for (double e : v) s += std::exp(e - m);
-    for (double& e : v) e -= m + std::log(s);
-    return v;
-  };
   for (int64_t r = 0; r < c.rows; ++r) {
-    const std::vector<double> lx = log_softmax();
-    const std::vector<double> ly = log_softmax();
+    const std::vector<double> lx = log_softmax_row(gen, normal, c.cols);
+    const std::vector<double> ly = log_softmax_row(gen, normal, c.cols);
     for (int64_t j = 0; j < c.cols; ++j) {
       const size_t k = static_cast<size_t>(j);
       double yv = c.log_target ? ly[k] : std::exp(ly[k]);
@@ -788,7 +591,7 @@ struct DivExact {
 };
 
 template <typename T>
-DivExact div_exact(const DivProblem<T>& pr) {
+DivExact div_exact(const KLDivProblem<T>& pr) {
   const int64_t R = pr.p.rows;
   const int64_t C = pr.p.cols;
   DivExact ex;
@@ -844,56 +647,48 @@ template <typename E>
   return m.result();
 }
 
+// elem and rows come from one call, elem_only with loss_rows = nullptr (the flat loop) and
+// rows_only with loss_elem = nullptr; x_grad and y_grad from one call, x_only and y_only alone.
 template <typename T>
 struct DivOut {
   using A = acc_t<T>;
-  Buffer<A> elem;  // with rows in one call
-  Buffer<A> rows;
-  Buffer<A> elem_only;  // loss_rows = nullptr: the flat loop
-  Buffer<A> rows_only;  // loss_elem = nullptr
-  Buffer<T> x_grad;     // with y_grad in one call
-  Buffer<T> y_grad;
-  Buffer<T> x_only;
-  Buffer<T> y_only;
+  Buffer<A> elem, rows, elem_only, rows_only;
+  Buffer<T> x_grad, y_grad, x_only, y_only;
 
   DivOut(int64_t r, int64_t n, int64_t offset)
-      : elem(n, offset),
-        rows(r, offset),
-        elem_only(n, offset),
-        rows_only(r, offset),
-        x_grad(n, offset),
-        y_grad(n, offset),
-        x_only(n, offset),
-        y_only(n, offset) {
-    for (Buffer<A>* b : {&elem, &rows, &elem_only, &rows_only}) b->fill(unwritten<A>());
-    for (Buffer<T>* b : {&x_grad, &y_grad, &x_only, &y_only}) b->fill(unwritten<T>());
-  }
+      : elem(unwritten_buffer<A>(n, offset)),
+        rows(unwritten_buffer<A>(r, offset)),
+        elem_only(unwritten_buffer<A>(n, offset)),
+        rows_only(unwritten_buffer<A>(r, offset)),
+        x_grad(unwritten_buffer<T>(n, offset)),
+        y_grad(unwritten_buffer<T>(n, offset)),
+        x_only(unwritten_buffer<T>(n, offset)),
+        y_only(unwritten_buffer<T>(n, offset)) {}
 };
 
 // Every launcher call of a case (with `subsets`, also each output alone), or only the row sums.
 template <typename T>
-DivOut<T> run_div(const DivCase& c, const DivProblem<T>& pr, bool device, bool subsets) {
+DivOut<T> run_div(const DivCase& c, const KLDivProblem<T>& pr, bool device, bool subsets) {
   const KLDivParams& p = pr.p;
   DivOut<T> out(p.rows, p.rows * p.cols, c.out_offset);
-  const T* x = pr.x.data();
-  const T* y = pr.y.data();
+  const KLDivInputs<T> in = pr.inputs();
   const auto* g = pr.grad.data();
   const bool all = !c.sums_only;
   if (!device) {
-    kl_div_fwd_cpu<T>(p, x, y, nullptr, out.rows_only.data());
+    fwd_cpu(p, in, nullptr, out.rows_only.data());
     if (all) {
-      kl_div_fwd_cpu<T>(p, x, y, out.elem.data(), out.rows.data());
-      kl_div_bwd_cpu<T>(p, x, y, g, c.per_row, out.x_grad.data(), out.y_grad.data());
+      fwd_cpu(p, in, out.elem.data(), out.rows.data());
+      bwd_cpu(p, in, g, c.per_row, out.x_grad.data(), out.y_grad.data());
     }
     if (all && subsets) {
-      kl_div_fwd_cpu<T>(p, x, y, out.elem_only.data(), nullptr);
-      kl_div_bwd_cpu<T>(p, x, y, g, c.per_row, out.x_only.data(), nullptr);
-      kl_div_bwd_cpu<T>(p, x, y, g, c.per_row, nullptr, out.y_only.data());
+      fwd_cpu(p, in, out.elem_only.data(), nullptr);
+      bwd_cpu(p, in, g, c.per_row, out.x_only.data(), nullptr);
+      bwd_cpu(p, in, g, c.per_row, nullptr, out.y_only.data());
     }
     return out;
   }
   EXPECT_TRUE(on_device("kl_div_fwd_cuda (row sums only)", [&] {
-    return kl_div_fwd_cuda<T>(p, x, y, nullptr, out.rows_only.data(), test_stream());
+    return fwd_cuda(p, in, nullptr, out.rows_only.data(), test_stream());
   }));
   const std::vector<cuda_emu::Launch> sums = kernel_launches();
   EXPECT_EQ(sums.size(), 1u);
@@ -902,7 +697,7 @@ DivOut<T> run_div(const DivCase& c, const DivProblem<T>& pr, bool device, bool s
   }
   if (!all) return out;
   EXPECT_TRUE(on_device("kl_div_fwd_cuda", [&] {
-    return kl_div_fwd_cuda<T>(p, x, y, out.elem.data(), out.rows.data(), test_stream());
+    return fwd_cuda(p, in, out.elem.data(), out.rows.data(), test_stream());
   }));
   // The flat elementwise loop, then the row sums.
   const std::vector<cuda_emu::Launch> both = kernel_launches();
@@ -911,18 +706,17 @@ DivOut<T> run_div(const DivCase& c, const DivProblem<T>& pr, bool device, bool s
     EXPECT_EQ(both[0].block.x, 256u) << dims(both[0]);
   }
   EXPECT_TRUE(on_device("kl_div_bwd_cuda", [&] {
-    return kl_div_bwd_cuda<T>(p, x, y, g, c.per_row, out.x_grad.data(), out.y_grad.data(),
-                              test_stream());
+    return bwd_cuda(p, in, g, c.per_row, out.x_grad.data(), out.y_grad.data(), test_stream());
   }));
   if (!subsets) return out;
   EXPECT_TRUE(on_device("kl_div_fwd_cuda (elementwise only)", [&] {
-    return kl_div_fwd_cuda<T>(p, x, y, out.elem_only.data(), nullptr, test_stream());
+    return fwd_cuda(p, in, out.elem_only.data(), nullptr, test_stream());
   }));
   EXPECT_TRUE(on_device("kl_div_bwd_cuda (x_grad only)", [&] {
-    return kl_div_bwd_cuda<T>(p, x, y, g, c.per_row, out.x_only.data(), nullptr, test_stream());
+    return bwd_cuda(p, in, g, c.per_row, out.x_only.data(), nullptr, test_stream());
   }));
   EXPECT_TRUE(on_device("kl_div_bwd_cuda (y_grad only)", [&] {
-    return kl_div_bwd_cuda<T>(p, x, y, g, c.per_row, nullptr, out.y_only.data(), test_stream());
+    return bwd_cuda(p, in, g, c.per_row, nullptr, out.y_only.data(), test_stream());
   }));
   return out;
 }
@@ -930,7 +724,7 @@ DivOut<T> run_div(const DivCase& c, const DivProblem<T>& pr, bool device, bool s
 template <typename T>
 void check_div_case(const DivCase& c) {
   SCOPED_TRACE(c.name);
-  const DivProblem<T> pr = make_div_problem<T>(c);
+  const KLDivProblem<T> pr = make_div_problem<T>(c);
   const DivExact ex = div_exact(pr);
   const DivOut<T> cpu = run_div(c, pr, false, true);
   const DivOut<T> dev = run_div(c, pr, true, true);
@@ -956,10 +750,7 @@ void check_div_case(const DivCase& c) {
   EXPECT_TRUE(same_bits(rev.y_grad.values(), dev.y_grad.values()));
 }
 
-template <typename T>
-class KlDivCuda : public ::testing::Test {};
-
-TYPED_TEST_SUITE(KlDivCuda, FloatTypes, TypeNames);
+PO_TYPED_TEST_SUITE(KlDivCuda, FloatTypes, TypeNames);
 
 // Row sums by a warp per row (up to 2048 columns), for both target kinds and both upstream
 // gradient layouts.
@@ -1030,24 +821,11 @@ TYPED_TEST(KlDivCuda, SpecialValuesAndMissingGradient) {
 TYPED_TEST(KlDivCuda, NoRows) {
   using T = TypeParam;
   using A = acc_t<T>;
-  KLDivParams p;
-  p.rows = 0;
-  p.cols = 5;
-  Buffer<A> sentinel(1);
-  sentinel.fill(static_cast<A>(7));
-  Buffer<T> grad(1);
-  grad.fill(encode<T>(7));
-  EXPECT_TRUE(on_device("kl_div_fwd_cuda", [&] {
-    return kl_div_fwd_cuda<T>(p, nullptr, nullptr, sentinel.data(), sentinel.data(), test_stream());
-  }));
-  EXPECT_TRUE(cuda_emu::log().empty());
-  EXPECT_TRUE(on_device("kl_div_bwd_cuda", [&] {
-    return kl_div_bwd_cuda<T>(p, nullptr, nullptr, nullptr, true, grad.data(), grad.data(),
-                              test_stream());
-  }));
-  EXPECT_TRUE(cuda_emu::log().empty());
-  EXPECT_EQ(sentinel[0], static_cast<A>(7));
-  EXPECT_EQ(value(grad[0]), 7);
+  const KLDivParams p{0, 5, false, 0};
+  const KLDivInputs<T> none;
+  expect_nothing_launched<T>(
+      [&](A* acc) { return fwd_cuda(p, none, acc, acc, test_stream()); },
+      [&](T* grad) { return bwd_cuda(p, none, nullptr, true, grad, grad, test_stream()); });
 }
 
 // Rows of no columns sum to 0 (kl.h: each row's sum goes to loss_rows), as the CPU launcher
@@ -1055,17 +833,14 @@ TYPED_TEST(KlDivCuda, NoRows) {
 TYPED_TEST(KlDivCuda, RowsOfNoColumnsSumToZero) {
   using T = TypeParam;
   using A = acc_t<T>;
-  KLDivParams p;
-  p.rows = 4;
-  p.cols = 0;
-  Buffer<A> cpu(4);
-  Buffer<A> dev(4);
-  cpu.fill(unwritten<A>());
-  dev.fill(unwritten<A>());
-  kl_div_fwd_cpu<T>(p, nullptr, nullptr, nullptr, cpu.data());
+  const KLDivParams p{4, 0, false, 0};
+  Buffer<A> cpu = unwritten_buffer<A>(4);
+  Buffer<A> dev = unwritten_buffer<A>(4);
+  const KLDivInputs<T> none;
+  fwd_cpu(p, none, nullptr, cpu.data());
   for (int64_t r = 0; r < 4; ++r) EXPECT_EQ(cpu[r], 0) << "CPU row " << r;
   EXPECT_TRUE(on_device("kl_div_fwd_cuda", [&] {
-    return kl_div_fwd_cuda<T>(p, nullptr, nullptr, nullptr, dev.data(), test_stream());
+    return fwd_cuda(p, none, nullptr, dev.data(), test_stream());
   }));
   EXPECT_TRUE(close_all("loss_rows", dev, cpu, loss_tol<T>()));
 }
