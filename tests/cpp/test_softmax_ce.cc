@@ -23,25 +23,15 @@
 #include "ce_math.h"
 #include "cpu/isa.h"
 #include "dtypes.h"
-#include "softmax_ce.h"
+#include "softmax_ce_cases.h"
 #include "test_util.h"
 
 namespace paddle_ops {
 namespace {
 
-using test_util::bits32;
-using test_util::CaseKernelName;
-using test_util::encode;
-using test_util::f32;
-using test_util::HardLabelPairs;
-using test_util::LD;
-using test_util::Mismatches;
-using test_util::same_bits;
-using test_util::type_name;
-using test_util::value;
+using namespace test_util;
 
-constexpr LD kInf = std::numeric_limits<LD>::infinity();
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr LD kInfLD = std::numeric_limits<LD>::infinity();
 
 // The kernels run for the instruction set CTest asks for (PADDLE_OPS_CPU_ISA), or a lower one when
 // this CPU lacks it: the runs registered per ISA really test different code.
@@ -72,36 +62,25 @@ LD exp_rel_error(float x) {
 
 TEST(ExpF32, EvenlySpacedSweepOfItsRange) {
   constexpr int kPoints = 1 << 21;  // spacing 8e-5 over [-87, 88]
-  LD worst = 0;
-  float worst_x = 0;
+  WorstError worst;
   for (int i = 0; i <= kPoints; ++i) {
     const float x = static_cast<float>(-87.0 + 175.0 * i / kPoints);
-    const LD err = exp_rel_error(x);
-    if (!(err <= worst)) {
-      worst = err;
-      worst_x = x;
-    }
+    worst.add(x, exp_rel_error(x));
   }
-  EXPECT_LT(worst, kExpRelTol) << "at x = " << worst_x;
+  EXPECT_LT(worst.err, kExpRelTol) << "at x = " << worst.at;
 }
 
 // Every 997th fp32 bit pattern of [-87, 88]: the evenly spaced sweep skips the tiny magnitudes,
 // where exp(x) = 1 + x hinges on the reduction staying exact.
 TEST(ExpF32, BitPatternSweepOfItsRange) {
   const std::pair<float, float> ranges[] = {{0.0f, 88.0f}, {-0.0f, -87.0f}};
-  LD worst = 0;
-  float worst_x = 0;
+  WorstError worst;
   for (const auto& [from, to] : ranges) {
     for (uint32_t b = bits32(from); b <= bits32(to); b += 997) {
-      const float x = f32(b);
-      const LD err = exp_rel_error(x);
-      if (!(err <= worst)) {
-        worst = err;
-        worst_x = x;
-      }
+      worst.add(f32(b), exp_rel_error(f32(b)));
     }
   }
-  EXPECT_LT(worst, kExpRelTol) << "at x = " << worst_x;
+  EXPECT_LT(worst.err, kExpRelTol) << "at x = " << worst.at;
 }
 
 // Every fp32 value around both ends of the range: above ln(FLT_MAX) = 88.7228391 the result must
@@ -189,95 +168,32 @@ Tol tolerance<bf16>() {
 }
 
 // A problem description; the data are drawn from a fixed seed.
-struct Case {
+struct Case : SoftmaxCEOptions<Case> {
   std::string name;
-  int64_t outer = 1;
-  int64_t classes = 1;
-  int64_t inner = 1;
-  int64_t ignore_index = -100;
   double ignore_fraction = 0;  // hard labels: share of rows labelled ignore_index
-  double label_smoothing = 0;
-  double z_loss = 0;
-  bool use_softmax = true;
-  bool weights = false;
-  bool random_grad = false;   // upstream gradient uniform in [-2, 2] instead of 1
-  double mask_fraction = 0;   // share of non-target logits set to -inf
-  int64_t mask_prefix = 0;    // classes [0, mask_prefix) are -inf in every row (targets after)
-  bool unnormalised = false;  // soft labels: each row's target sums to U(0.25, 2), not 1
+  bool random_grad = false;    // upstream gradient uniform in [-2, 2] instead of 1
+  double mask_fraction = 0;    // share of non-target logits set to -inf
+  int64_t mask_prefix = 0;     // classes [0, mask_prefix) are -inf in every row (targets after)
+  bool unnormalised = false;   // soft labels: each row's target sums to U(0.25, 2), not 1
 
   Case(std::string n, int64_t o, int64_t c, int64_t i = 1)
-      : name(std::move(n)), outer(o), classes(c), inner(i) {}
+      : SoftmaxCEOptions(o, c, i), name(std::move(n)) {}
   Case& ignore(int64_t index, double fraction) {
-    ignore_index = index;
+    options.ignore_index = index;
     ignore_fraction = fraction;
     return *this;
   }
-  Case& smoothing(double eps) {
-    label_smoothing = eps;
-    return *this;
-  }
-  Case& zloss(double z) {
-    z_loss = z;
-    return *this;
-  }
-  Case& probabilities() {
-    use_softmax = false;
-    return *this;
-  }
-  Case& weighted() {
-    weights = true;
-    return *this;
-  }
-  Case& upstream() {
-    random_grad = true;
-    return *this;
-  }
-  Case& masked(double fraction) {
-    mask_fraction = fraction;
-    return *this;
-  }
-  Case& masked_prefix(int64_t n) {
-    mask_prefix = n;
-    return *this;
-  }
-  Case& not_summing_to_one() {
-    unnormalised = true;
-    return *this;
-  }
-};
-
-std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
-
-// Offset of (row r, class j) in an [outer, classes, inner] tensor.
-int64_t at(const SoftmaxCEParams& p, int64_t r, int64_t j) {
-  const int64_t o = r / p.inner;
-  const int64_t i = r % p.inner;
-  return (o * p.classes + j) * p.inner + i;
-}
-
-template <typename T, typename L>
-struct Problem {
-  using A = acc_t<T>;
-  SoftmaxCEParams p;
-  std::vector<T> logits;     // [outer, classes, inner]
-  std::vector<L> label;      // hard: [rows]; soft: [outer, classes, inner]
-  std::vector<A> weight;     // [classes] or empty
-  std::vector<A> loss_grad;  // [rows]
-
-  const A* weight_ptr() const { return weight.empty() ? nullptr : weight.data(); }
+  Case& upstream() { return set_option<Case>(*this, &Case::random_grad, true); }
+  Case& masked(double fraction) { return set_option<Case>(*this, &Case::mask_fraction, fraction); }
+  Case& masked_prefix(int64_t n) { return set_option<Case>(*this, &Case::mask_prefix, n); }
+  Case& not_summing_to_one() { return set_option<Case>(*this, &Case::unnormalised, true); }
 };
 
 template <typename T, typename L>
-Problem<T, L> make_problem(const Case& c) {
-  Problem<T, L> pr;
+SoftmaxCEProblem<T, L> make_problem(const Case& c) {
+  SoftmaxCEProblem<T, L> pr;
   SoftmaxCEParams& p = pr.p;
-  p.outer = c.outer;
-  p.classes = c.classes;
-  p.inner = c.inner;
-  p.ignore_index = c.ignore_index;
-  p.label_smoothing = c.label_smoothing;
-  p.z_loss = c.z_loss;
-  p.use_softmax = c.use_softmax;
+  p = c.options;
   p.num_threads = 2;  // the determinism tests vary this
   const int64_t rows = p.rows();
   const int64_t C = p.classes;
@@ -287,8 +203,8 @@ Problem<T, L> make_problem(const Case& c) {
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   std::uniform_int_distribution<int64_t> target(c.mask_prefix, C - 1);
 
-  pr.logits.resize(static_cast<size_t>(rows * C));
-  pr.label.resize(static_cast<size_t>(kHard<L> ? rows : rows * C));
+  pr.logits = Buffer<T>(rows * C);
+  pr.label = Buffer<L>(kHard<L> ? rows : rows * C);
   std::vector<double> x(static_cast<size_t>(C));
   for (int64_t r = 0; r < rows; ++r) {
     // The target (hard label, or the one class a soft target surely puts mass on) is never masked.
@@ -297,7 +213,7 @@ Problem<T, L> make_problem(const Case& c) {
       const bool masked = j != y && (j < c.mask_prefix || unit(rng) < c.mask_fraction);
       x[j] = masked ? -std::numeric_limits<double>::infinity() : normal(rng);
     }
-    if (!c.use_softmax) {
+    if (!c.options.use_softmax) {
       // Probabilities: a softmax of N(0, 1) logits, at least ~1e-3 for the small class counts
       // used, so 1/p stays far from fp16's overflow.
       double s = 0;
@@ -307,10 +223,10 @@ Problem<T, L> make_problem(const Case& c) {
       }
       for (double& v : x) v /= s;
     }
-    for (int64_t j = 0; j < C; ++j) pr.logits[at(p, r, j)] = encode<T>(x[j]);
+    for (int64_t j = 0; j < C; ++j) pr.set_logit(r, j, x[j]);
 
     if constexpr (kHard<L>) {
-      pr.label[r] = static_cast<L>(unit(rng) < c.ignore_fraction ? c.ignore_index : y);
+      pr.label[r] = static_cast<L>(unit(rng) < c.ignore_fraction ? c.options.ignore_index : y);
     } else {
       // Soft targets: zero on masked classes and on ~20% of the others, random elsewhere,
       // scaled to sum to 1 (or to a random total).
@@ -322,15 +238,16 @@ Problem<T, L> make_problem(const Case& c) {
         s += q[j];
       }
       const double total = c.unnormalised ? 0.25 + 1.75 * unit(rng) : 1.0;
-      for (int64_t j = 0; j < C; ++j) pr.label[at(p, r, j)] = encode<L>(q[j] * total / s);
+      for (int64_t j = 0; j < C; ++j) pr.label[pr.at(r, j)] = encode<L>(q[j] * total / s);
     }
   }
   if (c.weights) {
-    for (int64_t j = 0; j < C; ++j)
-      pr.weight.push_back(static_cast<acc_t<T>>(0.5 + 1.5 * unit(rng)));
+    pr.weight = Buffer<acc_t<T>>(C);
+    for (int64_t j = 0; j < C; ++j) pr.weight[j] = static_cast<acc_t<T>>(0.5 + 1.5 * unit(rng));
   }
+  pr.loss_grad = Buffer<acc_t<T>>(rows);
   for (int64_t r = 0; r < rows; ++r) {
-    pr.loss_grad.push_back(static_cast<acc_t<T>>(c.random_grad ? 4 * unit(rng) - 2 : 1.0));
+    pr.loss_grad[r] = static_cast<acc_t<T>>(c.random_grad ? 4 * unit(rng) - 2 : 1.0);
   }
   return pr;
 }
@@ -343,7 +260,7 @@ struct Reference {
 };
 
 template <typename T, typename L>
-Reference reference(const Problem<T, L>& pr) {
+Reference reference(const SoftmaxCEProblem<T, L>& pr) {
   const SoftmaxCEParams& p = pr.p;
   const int64_t rows = p.rows();
   const int64_t C = p.classes;
@@ -351,7 +268,7 @@ Reference reference(const Problem<T, L>& pr) {
   ref.grad.resize(static_cast<size_t>(rows * C));
   std::vector<LD> x(static_cast<size_t>(C)), q(static_cast<size_t>(C));
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < C; ++j) x[j] = value(pr.logits[at(p, r, j)]);
+    for (int64_t j = 0; j < C; ++j) x[j] = pr.logit(r, j);
     bool ignored = false;
     if constexpr (kHard<L>) {
       const int64_t y = pr.label[r];
@@ -362,10 +279,10 @@ Reference reference(const Problem<T, L>& pr) {
                (j == y ? 1 - static_cast<LD>(p.label_smoothing) : 0);
       }
     } else {
-      for (int64_t j = 0; j < C; ++j) q[j] = value(pr.label[at(p, r, j)]);
+      for (int64_t j = 0; j < C; ++j) q[j] = value(pr.label[pr.at(r, j)]);
     }
     LD w = ignored ? 0 : 1;
-    if (!ignored && !pr.weight.empty()) {
+    if (!ignored && pr.weight.size() > 0) {
       w = 0;
       for (int64_t j = 0; j < C; ++j) w += q[j] * pr.weight[j];
     }
@@ -374,23 +291,23 @@ Reference reference(const Problem<T, L>& pr) {
 
     LD lse = 0;
     if (p.use_softmax) {
-      LD m = -kInf;
+      LD m = -kInfLD;
       bool nan = false;
       for (int64_t j = 0; j < C; ++j) {
         nan = nan || std::isnan(x[j]);
         m = std::max(m, x[j]);
       }
       LD s = 0;
-      for (int64_t j = 0; j < C && m > -kInf; ++j) s += std::exp(x[j] - m);
-      lse = nan ? std::numeric_limits<LD>::quiet_NaN() : (m == -kInf ? -kInf : m + std::log(s));
+      for (int64_t j = 0; j < C && m > -kInfLD; ++j) s += std::exp(x[j] - m);
+      lse = nan ? std::numeric_limits<LD>::quiet_NaN() : (m == -kInfLD ? -kInfLD : m + std::log(s));
     }
     const LD g = pr.loss_grad[r];
     const LD z = p.z_loss;
     LD loss = 0;
     if (ignored) {
       loss = 0;
-    } else if (p.use_softmax && lse == -kInf) {
-      loss = kInf;  // every class has probability 0, the target included
+    } else if (p.use_softmax && lse == -kInfLD) {
+      loss = kInfLD;  // every class has probability 0, the target included
     } else {
       LD ce = 0;
       for (int64_t j = 0; j < C; ++j) {
@@ -398,7 +315,7 @@ Reference reference(const Problem<T, L>& pr) {
       }
       loss = w * (ce + z * lse * lse);
     }
-    const bool zero_grad = ignored || (p.use_softmax && lse == -kInf);
+    const bool zero_grad = ignored || (p.use_softmax && lse == -kInfLD);
     for (int64_t j = 0; j < C; ++j) {
       LD d = 0;
       if (zero_grad) {
@@ -408,7 +325,7 @@ Reference reference(const Problem<T, L>& pr) {
       } else {
         d = q[j] != 0 ? -g * w * q[j] / x[j] : 0;
       }
-      ref.grad[at(p, r, j)] = d;
+      ref.grad[pr.at(r, j)] = d;
     }
     ref.loss.push_back(loss);
     ref.lse.push_back(lse);
@@ -434,7 +351,7 @@ struct Outputs {
 
 // Outputs start as NaN so that an entry the kernels fail to write shows up.
 template <typename T, typename L>
-Outputs<T> run_kernels(const Problem<T, L>& pr, bool with_loss_grad = true) {
+Outputs<T> run_kernels(const SoftmaxCEProblem<T, L>& pr, bool with_loss_grad = true) {
   const int64_t rows = pr.p.rows();
   const auto nan = static_cast<acc_t<T>>(kNaN);
   Outputs<T> out{std::vector<acc_t<T>>(static_cast<size_t>(rows), nan),
@@ -442,18 +359,17 @@ Outputs<T> run_kernels(const Problem<T, L>& pr, bool with_loss_grad = true) {
                  std::vector<acc_t<T>>(static_cast<size_t>(rows), nan),
                  std::vector<T>(static_cast<size_t>(rows * pr.p.classes), encode<T>(kNaN)),
                  {}};
-  out.status = softmax_ce_fwd_cpu<T, L>(pr.p, pr.logits.data(), pr.label.data(), pr.weight_ptr(),
-                                        out.loss.data(), out.lse.data(), out.row_weight.data());
+  out.status = fwd_cpu(pr.p, pr.inputs(), out.loss.data(), out.lse.data(), out.row_weight.data());
   if (out.status.ok()) {
-    softmax_ce_bwd_cpu<T, L>(pr.p, pr.logits.data(), pr.label.data(), pr.weight_ptr(),
-                             out.lse.data(), with_loss_grad ? pr.loss_grad.data() : nullptr,
-                             out.grad.data());
+    bwd_cpu(pr.p, pr.inputs(), out.lse.data(), with_loss_grad ? pr.loss_grad.data() : nullptr,
+            out.grad.data());
   }
   return out;
 }
 
 template <typename T, typename L>
-::testing::AssertionResult matches_reference(const Problem<T, L>& pr, const Outputs<T>& out) {
+::testing::AssertionResult matches_reference(const SoftmaxCEProblem<T, L>& pr,
+                                             const Outputs<T>& out) {
   if (!out.status.ok()) {
     return ::testing::AssertionFailure()
            << "bad label " << out.status.bad_label << " in row " << out.status.bad_row;
@@ -469,7 +385,7 @@ template <typename T, typename L>
     m.check("row_weight", r, out.row_weight[r], ref.row_weight[r],
             tol.loss_rel * std::fabs(ref.row_weight[r]));
     for (int64_t j = 0; j < pr.p.classes; ++j) {
-      const int64_t k = at(pr.p, r, j);
+      const int64_t k = pr.at(r, j);
       m.check("grad", k, value(out.grad[k]), ref.grad[k],
               tol.grad_rel * std::fabs(ref.grad[k]) + tol.grad_abs * ref.grad_scale[r] +
                   tol.grad_floor);
@@ -498,35 +414,31 @@ std::string kernel_name() {
   }
 }
 
-struct Kernel {
-  std::string name;
-  void (*check)(const Case&);
+struct KernelNames {
+  template <typename P>
+  static std::string GetName(int) {
+    return kernel_name<typename P::first_type, typename P::second_type>();
+  }
 };
 
-std::ostream& operator<<(std::ostream& os, const Kernel& k) { return os << k.name; }
+// (logits type, soft label type) of every soft-label kernel.
+using SoftLabelPairList =
+    TypeList<std::pair<float, float>, std::pair<double, double>, std::pair<fp16, fp16>,
+             std::pair<fp16, float>, std::pair<bf16, bf16>, std::pair<bf16, float>>;
 
-template <typename T, typename L>
-Kernel kernel() {
-  return {kernel_name<T, L>(), &check_case<T, L>};
+template <typename Pairs>
+std::vector<Kernel<Case>> kernels_of(Pairs pairs) {
+  return kernels<Case, KernelNames>(pairs, [](auto type) {
+    using P = typename decltype(type)::type;
+    return &check_case<typename P::first_type, typename P::second_type>;
+  });
 }
 
-const std::vector<Kernel> kHardKernels = {kernel<float, int32_t>(),  kernel<float, int64_t>(),
-                                          kernel<double, int32_t>(), kernel<double, int64_t>(),
-                                          kernel<fp16, int32_t>(),   kernel<fp16, int64_t>(),
-                                          kernel<bf16, int32_t>(),   kernel<bf16, int64_t>()};
-
-const std::vector<Kernel> kSoftKernels = {kernel<float, float>(), kernel<double, double>(),
-                                          kernel<fp16, fp16>(),   kernel<fp16, float>(),
-                                          kernel<bf16, bf16>(),   kernel<bf16, float>()};
-
-using CaseAndKernel = std::tuple<Case, Kernel>;
+const auto kHardKernels = kernels_of(HardLabelPairList{});
+const auto kSoftKernels = kernels_of(SoftLabelPairList{});
 
 // ------------------------------------------------------------------------------------------------
 // Table-driven comparisons with the reference
-
-class HardLabels : public ::testing::TestWithParam<CaseAndKernel> {};
-
-TEST_P(HardLabels, MatchReference) { std::get<1>(GetParam()).check(std::get<0>(GetParam())); }
 
 const Case kHardCases[] = {
     Case("basic", 64, 37),
@@ -552,14 +464,7 @@ const Case kHardCases[] = {
     Case("masked_first_two_blocks", 4, 4200).masked_prefix(4100).zloss(1e-2),
 };
 
-INSTANTIATE_TEST_SUITE_P(SoftmaxCE, HardLabels,
-                         ::testing::Combine(::testing::ValuesIn(kHardCases),
-                                            ::testing::ValuesIn(kHardKernels)),
-                         CaseKernelName());
-
-class SoftLabels : public ::testing::TestWithParam<CaseAndKernel> {};
-
-TEST_P(SoftLabels, MatchReference) { std::get<1>(GetParam()).check(std::get<0>(GetParam())); }
+PO_CASE_KERNEL_SUITE(SoftmaxCE, HardLabels, Case, kHardCases, kHardKernels);
 
 const Case kSoftCases[] = {
     Case("basic", 64, 37),
@@ -577,32 +482,13 @@ const Case kSoftCases[] = {
     Case("masked_first_two_blocks", 4, 4200).masked_prefix(4100).zloss(1e-2),
 };
 
-INSTANTIATE_TEST_SUITE_P(SoftmaxCE, SoftLabels,
-                         ::testing::Combine(::testing::ValuesIn(kSoftCases),
-                                            ::testing::ValuesIn(kSoftKernels)),
-                         CaseKernelName());
+PO_CASE_KERNEL_SUITE(SoftmaxCE, SoftLabels, Case, kSoftCases, kSoftKernels);
 
 // ------------------------------------------------------------------------------------------------
 // Properties checked for every instantiation
 
-template <typename P>
-class EveryKernel : public ::testing::Test {};
-
-struct KernelNames {
-  template <typename P>
-  static std::string GetName(int) {
-    return kernel_name<typename P::first_type, typename P::second_type>();
-  }
-};
-
-using AllKernels =
-    ::testing::Types<std::pair<float, int32_t>, std::pair<float, int64_t>,
-                     std::pair<double, int32_t>, std::pair<double, int64_t>,
-                     std::pair<fp16, int32_t>, std::pair<fp16, int64_t>, std::pair<bf16, int32_t>,
-                     std::pair<bf16, int64_t>, std::pair<float, float>, std::pair<double, double>,
-                     std::pair<fp16, fp16>, std::pair<fp16, float>, std::pair<bf16, bf16>,
-                     std::pair<bf16, float>>;
-TYPED_TEST_SUITE(EveryKernel, AllKernels, KernelNames);
+using AllKernels = decltype(gtest_types(concat(HardLabelPairList{}, SoftLabelPairList{})));
+PO_TYPED_TEST_SUITE(EveryKernel, AllKernels, KernelNames);
 
 // An upstream gradient that never arrived (nullptr) is zero: the whole gradient is written as 0.
 TYPED_TEST(EveryKernel, NullLossGradGivesZeroGradient) {
@@ -620,18 +506,17 @@ template <typename T, typename L>
 void check_fully_masked_row(double z_loss) {
   auto pr = make_problem<T, L>(Case("fully_masked", 4, 2053).zloss(z_loss).weighted());
   const int64_t C = pr.p.classes;
-  const T neg_inf = encode<T>(-std::numeric_limits<double>::infinity());
-  for (int64_t j = 0; j < C; ++j) pr.logits[at(pr.p, 1, j)] = neg_inf;
+  for (int64_t j = 0; j < C; ++j) pr.set_logit(1, j, -kInf);
   if constexpr (kHard<L>) {
     for (int64_t j = 0; j < C; ++j) {
-      if (j != pr.label[2]) pr.logits[at(pr.p, 2, j)] = neg_inf;
+      if (j != pr.label[2]) pr.set_logit(2, j, -kInf);
     }
   }
   const auto out = run_kernels(pr);
   ASSERT_TRUE(out.status.ok());
-  EXPECT_EQ(value(out.lse[1]), -kInf);
-  EXPECT_EQ(value(out.loss[1]), kInf);
-  for (int64_t j = 0; j < C; ++j) ASSERT_EQ(value(out.grad[at(pr.p, 1, j)]), 0) << "class " << j;
+  EXPECT_EQ(value(out.lse[1]), -kInfLD);
+  EXPECT_EQ(value(out.loss[1]), kInfLD);
+  for (int64_t j = 0; j < C; ++j) ASSERT_EQ(value(out.grad[pr.at(1, j)]), 0) << "class " << j;
   EXPECT_TRUE(matches_reference(pr, out));
 }
 
@@ -649,7 +534,7 @@ TYPED_TEST(EveryKernel, NaNLogitPoisonsOnlyItsRow) {
   using T = typename TypeParam::first_type;
   using L = typename TypeParam::second_type;
   auto pr = make_problem<T, L>(Case("nan", 4, 2053).weighted().zloss(1e-2));
-  pr.logits[at(pr.p, 2, 2050)] = encode<T>(kNaN);
+  pr.set_logit(2, 2050, kNaN);
   const auto out = run_kernels(pr);
   ASSERT_TRUE(out.status.ok());
   EXPECT_TRUE(std::isnan(out.loss[2]));
@@ -665,20 +550,10 @@ TYPED_TEST(EveryKernel, NaNLogitPoisonsOnlyItsRow) {
 // gives fewer rows than the 7 threads asked for.
 template <typename T, typename L>
 void check_thread_determinism(const Case& c) {
+  using O = Outputs<T>;
   auto pr = make_problem<T, L>(c);
-  pr.p.num_threads = 1;
-  const auto one = run_kernels(pr);
-  ASSERT_TRUE(one.status.ok());
-  for (int threads : {2, 3, 7}) {
-    SCOPED_TRACE("num_threads = " + std::to_string(threads));
-    pr.p.num_threads = threads;
-    const auto many = run_kernels(pr);
-    ASSERT_TRUE(many.status.ok());
-    EXPECT_TRUE(same_bits(one.loss, many.loss));
-    EXPECT_TRUE(same_bits(one.lse, many.lse));
-    EXPECT_TRUE(same_bits(one.row_weight, many.row_weight));
-    EXPECT_TRUE(same_bits(one.grad, many.grad));
-  }
+  const auto both = [](const auto& q) { return run_kernels(q); };
+  expect_same_bits_for_any_thread_count(pr, both, &O::loss, &O::lse, &O::row_weight, &O::grad);
 }
 
 TYPED_TEST(EveryKernel, ThreadCountDoesNotChangeBitsManyRows) {
@@ -729,13 +604,12 @@ const BadLabels kBadLabels[] = {
 
 template <typename T, typename L>
 void check_bad_labels(const BadLabels& b) {
-  Problem<T, L> pr = make_problem<T, L>(Case("bad", 8, 5));
+  SoftmaxCEProblem<T, L> pr = make_problem<T, L>(Case("bad", 8, 5));
   pr.p.ignore_index = b.ignore_index;
   for (size_t r = 0; r < b.labels.size(); ++r) pr.label[r] = static_cast<L>(b.labels[r]);
   const acc_t<T> sentinel = static_cast<acc_t<T>>(-12345.0);
   std::vector<acc_t<T>> loss(8, sentinel), lse(8, sentinel), row_weight(8, sentinel);
-  const SoftmaxCEStatus s = softmax_ce_fwd_cpu<T, L>(
-      pr.p, pr.logits.data(), pr.label.data(), nullptr, loss.data(), lse.data(), row_weight.data());
+  const SoftmaxCEStatus s = fwd_cpu(pr.p, pr.inputs(), loss.data(), lse.data(), row_weight.data());
   EXPECT_FALSE(s.ok());
   EXPECT_EQ(s.bad_row, b.bad_row);
   EXPECT_EQ(s.bad_label, b.bad_label);
@@ -758,10 +632,7 @@ INSTANTIATE_TEST_SUITE_P(SoftmaxCE, BadLabel, ::testing::ValuesIn(kBadLabels),
                          });
 
 // Every hard-label instantiation, with label values that fit in 32 bits.
-template <typename P>
-class HardKernel : public ::testing::Test {};
-
-TYPED_TEST_SUITE(HardKernel, HardLabelPairs, KernelNames);
+PO_TYPED_TEST_SUITE(HardKernel, HardLabelPairs, KernelNames);
 
 TYPED_TEST(HardKernel, ReportsFirstBadRowAndWritesNothing) {
   using T = typename TypeParam::first_type;
@@ -813,9 +684,9 @@ void check_shards(const ShardCase& sc) {
     s.term.assign(static_cast<size_t>(rows), nan);
     s.lse.assign(static_cast<size_t>(rows), nan);
     s.row_weight.assign(static_cast<size_t>(rows), nan);
-    const SoftmaxCEStatus st = softmax_ce_fwd_cpu<T, L>(s.p, s.logits.data(), pr.label.data(),
-                                                        nullptr, s.term.data(), s.lse.data(),
-                                                        s.row_weight.data());
+    const SoftmaxCEInputs<T, L> in{s.logits.data(), pr.label.data(), nullptr};
+    const SoftmaxCEStatus st =
+        fwd_cpu(s.p, in, s.term.data(), s.lse.data(), s.row_weight.data());
     ASSERT_TRUE(st.ok()) << "shard " << k << ": bad label " << st.bad_label;
     shards.push_back(std::move(s));
   }
@@ -824,18 +695,18 @@ void check_shards(const ShardCase& sc) {
   Mismatches m;
   std::vector<A> lse(static_cast<size_t>(rows));
   for (int64_t r = 0; r < rows; ++r) {
-    LD top = -kInf;
+    LD top = -kInfLD;
     for (const Shard& s : shards) top = std::max(top, static_cast<LD>(s.lse[r]));
     LD sum = 0, term = 0;
     for (const Shard& s : shards) {
-      if (top > -kInf) sum += std::exp(static_cast<LD>(s.lse[r]) - top);
+      if (top > -kInfLD) sum += std::exp(static_cast<LD>(s.lse[r]) - top);
       term += s.term[r];
     }
-    const LD full_lse = top == -kInf ? -kInf : top + std::log(sum);
+    const LD full_lse = top == -kInfLD ? -kInfLD : top + std::log(sum);
     const LD w = shards[0].row_weight[r];
     LD loss = 0;
     if (w != 0) {
-      loss = full_lse == -kInf ? kInf
+      loss = full_lse == -kInfLD ? kInfLD
                                : w * (full_lse - term + static_cast<LD>(whole.z_loss) * full_lse *
                                                             full_lse);
     }
@@ -848,8 +719,8 @@ void check_shards(const ShardCase& sc) {
   // Backward of every shard with the whole row's lse: its columns of the whole gradient.
   for (const Shard& s : shards) {
     std::vector<T> grad(s.logits.size(), encode<T>(kNaN));
-    softmax_ce_bwd_cpu<T, L>(s.p, s.logits.data(), pr.label.data(), nullptr, lse.data(),
-                             pr.loss_grad.data(), grad.data());
+    const SoftmaxCEInputs<T, L> in{s.logits.data(), pr.label.data(), nullptr};
+    bwd_cpu(s.p, in, lse.data(), pr.loss_grad.data(), grad.data());
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t j = 0; j < s.p.classes; ++j) {
         const int64_t k = r * C + s.p.shard.offset + j;
@@ -862,9 +733,7 @@ void check_shards(const ShardCase& sc) {
   EXPECT_TRUE(m.result());
 }
 
-template <typename P>
-class ShardKernel : public ::testing::Test {};
-TYPED_TEST_SUITE(ShardKernel, HardLabelPairs, KernelNames);
+PO_TYPED_TEST_SUITE(ShardKernel, HardLabelPairs, KernelNames);
 
 const ShardCase kShardCases[] = {
     // Uneven slices, one of a single class.
@@ -897,21 +766,19 @@ TYPED_TEST(ShardKernel, ShardsCombineToTheWholeRow) {
 TYPED_TEST(ShardKernel, LabelsAreCheckedAgainstTheTotal) {
   using T = typename TypeParam::first_type;
   using L = typename TypeParam::second_type;
-  Problem<T, L> pr = make_problem<T, L>(Case("shard_labels", 4, 5));
+  SoftmaxCEProblem<T, L> pr = make_problem<T, L>(Case("shard_labels", 4, 5));
   pr.p.shard.offset = 5;
   pr.p.shard.total = 12;
   std::vector<acc_t<T>> term(4), lse(4), row_weight(4);
+  const auto forward = [&] {
+    return fwd_cpu(pr.p, pr.inputs(), term.data(), lse.data(), row_weight.data());
+  };
   for (const int64_t y : {0, 4, 5, 11}) {
-    std::fill(pr.label.begin(), pr.label.end(), static_cast<L>(y));
-    const SoftmaxCEStatus s = softmax_ce_fwd_cpu<T, L>(pr.p, pr.logits.data(), pr.label.data(),
-                                                       nullptr, term.data(), lse.data(),
-                                                       row_weight.data());
-    EXPECT_TRUE(s.ok()) << "label " << y;
+    pr.label.fill(static_cast<L>(y));
+    EXPECT_TRUE(forward().ok()) << "label " << y;
   }
   pr.label[2] = static_cast<L>(12);
-  const SoftmaxCEStatus s = softmax_ce_fwd_cpu<T, L>(pr.p, pr.logits.data(), pr.label.data(),
-                                                     nullptr, term.data(), lse.data(),
-                                                     row_weight.data());
+  const SoftmaxCEStatus s = forward();
   EXPECT_EQ(s.bad_row, 2);
   EXPECT_EQ(s.bad_label, 12);
 }

@@ -19,125 +19,76 @@
 #include <vector>
 
 #include "dtypes.h"
-#include "softmax_ce.h"
+#include "softmax_ce_cases.h"
 #include "test_util.h"
 
 namespace paddle_ops {
 namespace {
 
-using test_util::CaseKernelName;
-using test_util::encode;
-using test_util::HardLabelPairs;
-using test_util::LD;
-using test_util::Mismatches;
-using test_util::PairNames;
-using test_util::same_bits;
-using test_util::type_name;
-using test_util::value;
-
-constexpr double kInfD = std::numeric_limits<double>::infinity();
-constexpr double kNaND = std::numeric_limits<double>::quiet_NaN();
+using namespace test_util;
 
 // A problem; logits are scale * N(0, 1) + offset, drawn from a fixed seed.
-struct StatsCase {
+struct StatsCase : SoftmaxCEOptions<StatsCase> {
   std::string name;
-  int64_t outer = 1;
-  int64_t classes = 1;
-  int64_t inner = 1;
   double offset = 0;
   double scale = 2;
   double ignore_fraction = 0;
   double mask_fraction = 0;  // share of logits set to -inf (labels may be masked too)
-  double label_smoothing = 0;
-  double z_loss = 0;
-  bool weights = false;
   int num_threads = 2;
 
   StatsCase(std::string n, int64_t o, int64_t c, int64_t i = 1)
-      : name(std::move(n)), outer(o), classes(c), inner(i) {}
-  StatsCase& shifted(double v) {
-    offset = v;
-    return *this;
-  }
+      : SoftmaxCEOptions(o, c, i), name(std::move(n)) {}
+  StatsCase& shifted(double v) { return set_option<StatsCase>(*this, &StatsCase::offset, v); }
   StatsCase& ignore(double fraction) {
-    ignore_fraction = fraction;
-    return *this;
+    return set_option<StatsCase>(*this, &StatsCase::ignore_fraction, fraction);
   }
   StatsCase& masked(double fraction) {
-    mask_fraction = fraction;
-    return *this;
+    return set_option<StatsCase>(*this, &StatsCase::mask_fraction, fraction);
   }
-  StatsCase& all_options() {
-    label_smoothing = 0.1;
-    z_loss = 1e-3;
-    weights = true;
-    return *this;
-  }
-  StatsCase& threads(int n) {
-    num_threads = n;
-    return *this;
-  }
-};
-
-std::ostream& operator<<(std::ostream& os, const StatsCase& c) { return os << c.name; }
-
-template <typename T, typename L>
-struct StatsProblem {
-  using A = acc_t<T>;
-  SoftmaxCEParams p;
-  std::vector<T> logits;  // [outer, classes, inner]
-  std::vector<L> label;   // [rows]
-  std::vector<A> weight;  // [classes] or empty
-
-  int64_t at(int64_t r, int64_t j) const {
-    return ((r / p.inner) * p.classes + j) * p.inner + r % p.inner;
-  }
-  LD x(int64_t r, int64_t j) const { return value(logits[at(r, j)]); }
-  void set(int64_t r, int64_t j, double v) { logits[at(r, j)] = encode<T>(v); }
-  const A* weight_ptr() const { return weight.empty() ? nullptr : weight.data(); }
+  StatsCase& all_options() { return smoothing(0.1).zloss(1e-3).weighted(); }
+  StatsCase& threads(int n) { return set_option<StatsCase>(*this, &StatsCase::num_threads, n); }
 };
 
 // The reference arg-max: the first index of the largest non-NaN logit; 0 when there is none.
 template <typename T, typename L>
-int64_t reference_argmax(const StatsProblem<T, L>& pr, int64_t r) {
+int64_t reference_argmax(const SoftmaxCEProblem<T, L>& pr, int64_t r) {
   int64_t best = -1;
   for (int64_t j = 0; j < pr.p.classes; ++j) {
-    const LD v = pr.x(r, j);
+    const LD v = pr.logit(r, j);
     if (std::isnan(v)) continue;
-    if (best < 0 || v > pr.x(r, best)) best = j;
+    if (best < 0 || v > pr.logit(r, best)) best = j;
   }
   return best < 0 ? 0 : best;
 }
 
 template <typename T, typename L>
-StatsProblem<T, L> make_problem(const StatsCase& c) {
-  StatsProblem<T, L> pr;
+SoftmaxCEProblem<T, L> make_problem(const StatsCase& c) {
+  SoftmaxCEProblem<T, L> pr;
   SoftmaxCEParams& p = pr.p;
-  p.outer = c.outer;
-  p.classes = c.classes;
-  p.inner = c.inner;
-  p.label_smoothing = c.label_smoothing;
-  p.z_loss = c.z_loss;
+  p = c.options;
   p.num_threads = c.num_threads;
   const int64_t rows = p.rows();
-  std::mt19937_64 rng(0x57a75u + static_cast<uint64_t>(c.classes));
+  const int64_t C = p.classes;
+  std::mt19937_64 rng(0x57a75u + static_cast<uint64_t>(C));
   std::normal_distribution<double> normal(0.0, 1.0);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
-  std::uniform_int_distribution<int64_t> klass(0, c.classes - 1);
-  pr.logits.resize(static_cast<size_t>(rows * c.classes));
+  std::uniform_int_distribution<int64_t> klass(0, C - 1);
+  pr.logits = Buffer<T>(rows * C);
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < c.classes; ++j) {
-      pr.set(r, j, unit(rng) < c.mask_fraction ? -kInfD : c.offset + c.scale * normal(rng));
+    for (int64_t j = 0; j < C; ++j) {
+      pr.set_logit(r, j, unit(rng) < c.mask_fraction ? -kInf : c.offset + c.scale * normal(rng));
     }
   }
   // Half the labels are the row's arg-max (so that both outcomes occur), the rest random.
+  pr.label = Buffer<L>(rows);
   for (int64_t r = 0; r < rows; ++r) {
     int64_t y = unit(rng) < 0.5 ? reference_argmax(pr, r) : klass(rng);
     if (unit(rng) < c.ignore_fraction) y = p.ignore_index;
-    pr.label.push_back(static_cast<L>(y));
+    pr.label[r] = static_cast<L>(y);
   }
   if (c.weights) {
-    for (int64_t j = 0; j < c.classes; ++j) pr.weight.push_back(static_cast<acc_t<T>>(0.5 + unit(rng)));
+    pr.weight = Buffer<acc_t<T>>(C);
+    for (int64_t j = 0; j < C; ++j) pr.weight[j] = static_cast<acc_t<T>>(0.5 + unit(rng));
   }
   return pr;
 }
@@ -149,7 +100,7 @@ struct StatsReference {
 
 // Entropy from a two-pass softmax: 0 for a row of -inf only, NaN when a NaN or +inf is present.
 template <typename T, typename L>
-StatsReference reference(const StatsProblem<T, L>& pr) {
+StatsReference reference(const SoftmaxCEProblem<T, L>& pr) {
   StatsReference ref;
   const int64_t C = pr.p.classes;
   for (int64_t r = 0; r < pr.p.rows(); ++r) {
@@ -158,7 +109,7 @@ StatsReference reference(const StatsProblem<T, L>& pr) {
     bool poisoned = false;
     LD m = -std::numeric_limits<LD>::infinity();
     for (int64_t j = 0; j < C; ++j) {
-      const LD v = pr.x(r, j);
+      const LD v = pr.logit(r, j);
       poisoned = poisoned || std::isnan(v) || v == std::numeric_limits<LD>::infinity();
       if (v > m) m = v;
     }
@@ -171,11 +122,11 @@ StatsReference reference(const StatsProblem<T, L>& pr) {
       continue;
     }
     LD s = 0;
-    for (int64_t j = 0; j < C; ++j) s += std::exp(pr.x(r, j) - m);
+    for (int64_t j = 0; j < C; ++j) s += std::exp(pr.logit(r, j) - m);
     const LD lse = m + std::log(s);
     LD h = 0;
     for (int64_t j = 0; j < C; ++j) {
-      const LD lp = pr.x(r, j) - lse;
+      const LD lp = pr.logit(r, j) - lse;
       if (lp != -std::numeric_limits<LD>::infinity()) h -= std::exp(lp) * lp;
     }
     ref.entropy.push_back(h);
@@ -192,15 +143,15 @@ struct StatsOutputs {
 
 // Outputs start as NaN (entropy) and 'x' (correct) so that an entry left unwritten shows up.
 template <typename T, typename L>
-StatsOutputs<T> run_stats(const StatsProblem<T, L>& pr) {
+StatsOutputs<T> run_stats(const SoftmaxCEProblem<T, L>& pr) {
   const auto rows = static_cast<size_t>(pr.p.rows());
-  const auto nan = static_cast<acc_t<T>>(kNaND);
+  const auto nan = static_cast<acc_t<T>>(kNaN);
   StatsOutputs<T> out{std::vector<acc_t<T>>(rows, nan), std::vector<acc_t<T>>(rows, nan),
                       std::vector<acc_t<T>>(rows, nan), std::vector<acc_t<T>>(rows, nan),
                       std::vector<char>(rows, 'x'), {}};
-  out.status = softmax_ce_fwd_stats_cpu<T, L>(
-      pr.p, pr.logits.data(), pr.label.data(), pr.weight_ptr(), out.loss.data(), out.lse.data(),
-      out.row_weight.data(), reinterpret_cast<bool*>(out.correct.data()), out.entropy.data());
+  out.status = fwd_stats_cpu(pr.p, pr.inputs(), out.loss.data(), out.lse.data(),
+                             out.row_weight.data(), reinterpret_cast<bool*>(out.correct.data()),
+                             out.entropy.data());
   return out;
 }
 
@@ -212,15 +163,14 @@ LD entropy_tol() {
 }
 
 template <typename T, typename L>
-void check_case(const StatsProblem<T, L>& pr) {
+void check_case(const SoftmaxCEProblem<T, L>& pr) {
   const StatsOutputs<T> out = run_stats(pr);
   ASSERT_TRUE(out.status.ok()) << "bad label " << out.status.bad_label;
   // The loss outputs are the plain forward's, bit for bit.
   const auto rows = static_cast<size_t>(pr.p.rows());
   std::vector<acc_t<T>> loss(rows), lse(rows), row_weight(rows);
-  const SoftmaxCEStatus plain = softmax_ce_fwd_cpu<T, L>(
-      pr.p, pr.logits.data(), pr.label.data(), pr.weight_ptr(), loss.data(), lse.data(),
-      row_weight.data());
+  const SoftmaxCEStatus plain =
+      fwd_cpu(pr.p, pr.inputs(), loss.data(), lse.data(), row_weight.data());
   ASSERT_TRUE(plain.ok());
   EXPECT_TRUE(same_bits(loss, out.loss));
   EXPECT_TRUE(same_bits(lse, out.lse));
@@ -242,23 +192,10 @@ void check_stats_case(const StatsCase& c) {
   check_case(make_problem<T, L>(c));
 }
 
-struct StatsKernel {
-  std::string name;
-  void (*check)(const StatsCase&);
-};
-
-std::ostream& operator<<(std::ostream& os, const StatsKernel& k) { return os << k.name; }
-
-template <typename T, typename L>
-StatsKernel stats_kernel() {
-  return {type_name<T>() + "_" + type_name<L>(), &check_stats_case<T, L>};
-}
-
-const std::vector<StatsKernel> kStatsKernels = {
-    stats_kernel<float, int32_t>(),  stats_kernel<float, int64_t>(),
-    stats_kernel<double, int32_t>(), stats_kernel<double, int64_t>(),
-    stats_kernel<fp16, int32_t>(),   stats_kernel<fp16, int64_t>(),
-    stats_kernel<bf16, int32_t>(),   stats_kernel<bf16, int64_t>()};
+const auto kStatsKernels = kernels<StatsCase, PairNames>(HardLabelPairList{}, [](auto type) {
+  using P = typename decltype(type)::type;
+  return &check_stats_case<typename P::first_type, typename P::second_type>;
+});
 
 const StatsCase kStatsCases[] = {
     StatsCase("basic", 64, 37),
@@ -281,24 +218,12 @@ const StatsCase kStatsCases[] = {
     StatsCase("classes_70001_split", 3, 70001).threads(7),
 };
 
-using CaseAndStatsKernel = std::tuple<StatsCase, StatsKernel>;
-
-class Stats : public ::testing::TestWithParam<CaseAndStatsKernel> {};
-
-TEST_P(Stats, MatchReference) { std::get<1>(GetParam()).check(std::get<0>(GetParam())); }
-
-INSTANTIATE_TEST_SUITE_P(SoftmaxCE, Stats,
-                         ::testing::Combine(::testing::ValuesIn(kStatsCases),
-                                            ::testing::ValuesIn(kStatsKernels)),
-                         CaseKernelName());
+PO_CASE_KERNEL_SUITE(SoftmaxCE, Stats, StatsCase, kStatsCases, kStatsKernels);
 
 // ------------------------------------------------------------------------------------------------
 // Properties checked for every hard-label instantiation
 
-template <typename P>
-class StatsKernels : public ::testing::Test {};
-
-TYPED_TEST_SUITE(StatsKernels, HardLabelPairs, PairNames);
+PO_TYPED_TEST_SUITE(StatsKernels, HardLabelPairs, PairNames);
 
 // Equal maxima: the first one is the arg-max, within one vector, across blocks of 2048 and across
 // chunks of 32768 classes, also when the chunks of a row run on different threads.
@@ -317,7 +242,7 @@ TYPED_TEST(StatsKernels, TiesGoToTheFirstIndex) {
         {7, 8, 9, 2047},  // a run, then the end of the first block
     };
     for (int64_t r = 0; r < 6; ++r) {
-      for (int64_t j : tied[static_cast<size_t>(r)]) pr.set(r, j, 50.0);
+      for (int64_t j : tied[static_cast<size_t>(r)]) pr.set_logit(r, j, 50.0);
       const int64_t y = r % 2 == 0 ? reference_argmax(pr, r) : tied[static_cast<size_t>(r)].back();
       pr.label[static_cast<size_t>(r)] = static_cast<L>(y);
     }
@@ -336,15 +261,15 @@ TYPED_TEST(StatsKernels, SpecialRows) {
   auto pr = make_problem<T, L>(StatsCase("special", 8, 2053));
   const int64_t C = pr.p.classes;
   for (int64_t j = 0; j < C; ++j) {
-    pr.set(0, j, -kInfD);
-    pr.set(1, j, -kInfD);
-    pr.set(3, j, kNaND);
-    pr.set(5, j, j == 2050 ? 1.5 : -kInfD);
-    pr.set(6, j, j % 3 == 0 ? kNaND : -kInfD);
+    pr.set_logit(0, j, -kInf);
+    pr.set_logit(1, j, -kInf);
+    pr.set_logit(3, j, kNaN);
+    pr.set_logit(5, j, j == 2050 ? 1.5 : -kInf);
+    pr.set_logit(6, j, j % 3 == 0 ? kNaN : -kInf);
   }
-  pr.set(2, 2049, kNaND);
-  pr.set(4, 7, kInfD);
-  pr.set(4, 2052, kInfD);
+  pr.set_logit(2, 2049, kNaN);
+  pr.set_logit(4, 7, kInf);
+  pr.set_logit(4, 2052, kInf);
   const L labels[] = {0, 4, static_cast<L>(reference_argmax(pr, 2)), 0, 7, 2050, 1, 3};
   for (int64_t r = 0; r < 8; ++r) pr.label[static_cast<size_t>(r)] = labels[r];
   const StatsOutputs<T> out = run_stats(pr);
@@ -368,22 +293,13 @@ TYPED_TEST(StatsKernels, SpecialRows) {
 TYPED_TEST(StatsKernels, ThreadCountDoesNotChangeBits) {
   using T = typename TypeParam::first_type;
   using L = typename TypeParam::second_type;
+  using O = StatsOutputs<T>;
   for (const StatsCase& c : {StatsCase("many_rows", 461, 1009).all_options().ignore(0.1),
                              StatsCase("few_rows", 5, 100003).masked(0.2)}) {
     SCOPED_TRACE(c.name);
     auto pr = make_problem<T, L>(c);
-    pr.p.num_threads = 1;
-    const auto one = run_stats(pr);
-    ASSERT_TRUE(one.status.ok());
-    for (int threads : {2, 3, 7}) {
-      SCOPED_TRACE("num_threads = " + std::to_string(threads));
-      pr.p.num_threads = threads;
-      const auto many = run_stats(pr);
-      EXPECT_TRUE(same_bits(one.loss, many.loss));
-      EXPECT_TRUE(same_bits(one.lse, many.lse));
-      EXPECT_TRUE(same_bits(one.correct, many.correct));
-      EXPECT_TRUE(same_bits(one.entropy, many.entropy));
-    }
+    expect_same_bits_for_any_thread_count(pr, run_stats<T, L>, &O::loss, &O::lse, &O::correct,
+                                          &O::entropy);
   }
 }
 

@@ -25,7 +25,6 @@
 #include <vector>
 
 #include "dtypes.h"
-#include "positional_launchers.h"
 
 namespace paddle_ops {
 namespace test_util {

@@ -23,36 +23,16 @@
 
 #include "cuda_runtime.h"
 #include "emu_test_util.h"
-#include "softmax_ce.h"
+#include "softmax_ce_cases.h"
 #include "test_util.h"
 
 namespace paddle_ops {
 namespace {
 
-using emu_test::all_on_test_stream;
-using emu_test::Buffer;
-using emu_test::close_all;
-using emu_test::fill_normal;
-using emu_test::grad_tol;
-using emu_test::loss_tol;
-using emu_test::test_stream;
-using test_util::encode;
-using test_util::LD;
-using test_util::same_bits;
+using namespace emu_test;
+using namespace test_util;
 
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr double kInf = std::numeric_limits<double>::infinity();
-
-template <typename T>
-class SoftmaxCECuda : public ::testing::Test {};
-TYPED_TEST_SUITE(SoftmaxCECuda, test_util::FloatTypes, test_util::TypeNames);
-
-// Where each buffer starts: 0 keeps the 16-byte alignment of the heap block, 1 misaligns it.
-struct Offsets {
-  int64_t logits = 0;
-  int64_t label = 0;
-  int64_t out = 0;
-};
+PO_TYPED_TEST_SUITE(SoftmaxCECuda, test_util::FloatTypes, test_util::TypeNames);
 
 SoftmaxCEParams shape(int64_t outer, int64_t classes, int64_t inner = 1) {
   SoftmaxCEParams p;
@@ -72,24 +52,20 @@ Buffer<T> logits(const SoftmaxCEParams& p, uint32_t seed, int64_t offset = 0) {
 // Positive values around 1 / classes, the inputs of use_softmax = false.
 template <typename T>
 Buffer<T> probabilities(const SoftmaxCEParams& p, uint32_t seed, int64_t offset = 0) {
-  Buffer<T> x(p.rows() * p.classes, offset);
-  std::mt19937 gen(seed);
   std::uniform_real_distribution<double> u(0.5, 1.5);
-  for (int64_t i = 0; i < x.size(); ++i) x[i] = encode<T>(u(gen) / static_cast<double>(p.classes));
-  return x;
+  return drawn<T>(p.rows() * p.classes, offset, seed, [&](std::mt19937& gen, int64_t) {
+    return encode<T>(u(gen) / static_cast<double>(p.classes));
+  });
 }
 
 // Class indices of p's rows; every `ignore_every`-th row (from row 0) gets p.ignore_index.
 template <typename L>
 Buffer<L> hard_labels(const SoftmaxCEParams& p, uint32_t seed, int ignore_every = 0,
                       int64_t offset = 0) {
-  Buffer<L> y(p.rows(), offset);
-  std::mt19937 gen(seed);
   std::uniform_int_distribution<int64_t> pick(0, p.label_classes() - 1);
-  for (int64_t r = 0; r < p.rows(); ++r) {
-    y[r] = static_cast<L>(ignore_every > 0 && r % ignore_every == 0 ? p.ignore_index : pick(gen));
-  }
-  return y;
+  return drawn<L>(p.rows(), offset, seed, [&](std::mt19937& gen, int64_t r) {
+    return static_cast<L>(ignore_every > 0 && r % ignore_every == 0 ? p.ignore_index : pick(gen));
+  });
 }
 
 // Soft labels laid out like the logits, as tests/gpu draws them: each row the softmax of N(0, 1)
@@ -120,38 +96,31 @@ Buffer<L> soft_labels(const SoftmaxCEParams& p, uint32_t seed, int64_t offset = 
 
 template <typename A>
 Buffer<A> class_weight(int64_t classes, uint32_t seed) {
-  Buffer<A> w(classes);
-  std::mt19937 gen(seed);
   std::uniform_real_distribution<double> u(0.5, 2.0);
-  for (int64_t j = 0; j < classes; ++j) w[j] = static_cast<A>(u(gen));
-  return w;
+  return drawn<A>(classes, 0, seed,
+                  [&](std::mt19937& gen, int64_t) { return static_cast<A>(u(gen)); });
 }
 
 // Per-row upstream gradients of both signs, |g| in [0.5, 2].
 template <typename A>
 Buffer<A> upstream(int64_t rows, uint32_t seed) {
-  Buffer<A> g(rows);
-  std::mt19937 gen(seed);
   std::uniform_real_distribution<double> u(0.5, 2.0);
-  for (int64_t r = 0; r < rows; ++r) g[r] = static_cast<A>(r % 4 == 1 ? -u(gen) : u(gen));
-  return g;
+  return drawn<A>(rows, 0, seed, [&](std::mt19937& gen, int64_t r) {
+    return static_cast<A>(r % 4 == 1 ? -u(gen) : u(gen));
+  });
 }
 
-// An output buffer before a launch: every element emu_test::unwritten (a marked NaN).
-template <typename E>
-Buffer<E> nan_filled(int64_t n, int64_t offset) {
-  Buffer<E> b(n, offset);
-  b.fill(emu_test::unwritten<E>());
-  return b;
+// The launchers' inputs: logits x, labels y and the class weights (nullptr: none).
+template <typename T, typename L>
+SoftmaxCEInputs<T, L> inputs_of(const Buffer<T>& x, const Buffer<L>& y,
+                                const Buffer<acc_t<T>>* weight = nullptr) {
+  return {x.data(), y.data(), weight == nullptr ? nullptr : weight->data()};
 }
 
 // The CUDA forward and backward outputs of one run.
 template <typename T>
 struct CudaRun {
-  using A = acc_t<T>;
-  Buffer<A> loss;
-  Buffer<A> lse;
-  Buffer<A> row_weight;
+  Buffer<acc_t<T>> loss, lse, row_weight;
   Buffer<T> grad;
 };
 
@@ -179,20 +148,17 @@ struct CudaRun {
 }
 
 template <typename T, typename L>
-CudaRun<T> run_cuda(const SoftmaxCEParams& p, const Buffer<T>& x, const Buffer<L>& y,
-                    const acc_t<T>* w, const Buffer<acc_t<T>>& g, int64_t out_offset) {
+CudaRun<T> run_cuda(const SoftmaxCEParams& p, const SoftmaxCEInputs<T, L>& in,
+                    const Buffer<acc_t<T>>& g, int64_t out_offset) {
   using A = acc_t<T>;
   const int64_t rows = p.rows();
-  CudaRun<T> r{nan_filled<A>(rows, out_offset), nan_filled<A>(rows, out_offset),
-               nan_filled<A>(rows, out_offset), nan_filled<T>(rows * p.classes, out_offset)};
+  CudaRun<T> r{unwritten_buffer<A>(rows, out_offset), unwritten_buffer<A>(rows, out_offset),
+               unwritten_buffer<A>(rows, out_offset),
+               unwritten_buffer<T>(rows * p.classes, out_offset)};
   cuda_emu::clear_log();
-  EXPECT_EQ(softmax_ce_fwd_cuda(p, x.data(), y.data(), w, r.loss.data(), r.lse.data(),
-                                r.row_weight.data(), test_stream()),
-            0)
+  EXPECT_EQ(fwd_cuda(p, in, r.loss.data(), r.lse.data(), r.row_weight.data(), test_stream()), 0)
       << cuda_emu::last_failure();
-  EXPECT_EQ(softmax_ce_bwd_cuda(p, x.data(), y.data(), w, r.lse.data(), g.data(), r.grad.data(),
-                                test_stream()),
-            0)
+  EXPECT_EQ(bwd_cuda(p, in, r.lse.data(), g.data(), r.grad.data(), test_stream()), 0)
       << cuda_emu::last_failure();
   EXPECT_TRUE(all_on_test_stream());
   if (rows > 0 && p.classes > 0) {
@@ -208,17 +174,16 @@ void check(const SoftmaxCEParams& p, const Buffer<T>& x, const Buffer<L>& y,
            const Buffer<acc_t<T>>* weight, int64_t out_offset = 0) {
   using A = acc_t<T>;
   const int64_t rows = p.rows();
-  const A* w = weight == nullptr ? nullptr : weight->data();
+  const SoftmaxCEInputs<T, L> in = inputs_of(x, y, weight);
   Buffer<A> loss(rows);
   Buffer<A> lse(rows);
   Buffer<A> rw(rows);
-  ASSERT_TRUE(
-      softmax_ce_fwd_cpu(p, x.data(), y.data(), w, loss.data(), lse.data(), rw.data()).ok());
+  ASSERT_TRUE(fwd_cpu(p, in, loss.data(), lse.data(), rw.data()).ok());
   const Buffer<A> g = upstream<A>(rows, 99);
   Buffer<T> grad(rows * p.classes);
-  softmax_ce_bwd_cpu(p, x.data(), y.data(), w, lse.data(), g.data(), grad.data());
+  bwd_cpu(p, in, lse.data(), g.data(), grad.data());
 
-  const CudaRun<T> c = run_cuda(p, x, y, w, g, out_offset);
+  const CudaRun<T> c = run_cuda(p, in, g, out_offset);
   EXPECT_TRUE(close_all("loss", c.loss, loss, loss_tol<T>()));
   EXPECT_TRUE(close_all("lse", c.lse, lse, loss_tol<T>()));
   EXPECT_TRUE(close_all("row_weight", c.row_weight, rw, loss_tol<T>()));
@@ -226,12 +191,10 @@ void check(const SoftmaxCEParams& p, const Buffer<T>& x, const Buffer<L>& y,
 
   std::unique_ptr<CudaRun<T>> back;
   emu_test::in_order(cuda_emu::Order::kReverse, [&] {
-    back = std::make_unique<CudaRun<T>>(run_cuda(p, x, y, w, g, out_offset));
+    back = std::make_unique<CudaRun<T>>(run_cuda(p, in, g, out_offset));
   });
-  EXPECT_TRUE(same_bits(back->loss.values(), c.loss.values()));
-  EXPECT_TRUE(same_bits(back->lse.values(), c.lse.values()));
-  EXPECT_TRUE(same_bits(back->row_weight.values(), c.row_weight.values()));
-  EXPECT_TRUE(same_bits(back->grad.values(), c.grad.values()));
+  using O = CudaRun<T>;
+  expect_same_bits(*back, c, &O::loss, &O::lse, &O::row_weight, &O::grad);
 }
 
 struct ShapeCase {
@@ -257,17 +220,10 @@ TYPED_TEST(SoftmaxCECuda, EmptyBatchLaunchesNothing) {
   using T = TypeParam;
   using A = acc_t<T>;
   const SoftmaxCEParams p = shape(0, 10);
-  Buffer<T> x;
-  Buffer<int64_t> y;
-  cuda_emu::clear_log();
-  const int fwd = softmax_ce_fwd_cuda<T, int64_t>(p, x.data(), y.data(), nullptr, nullptr, nullptr,
-                                                  nullptr, test_stream());
-  const int bwd = softmax_ce_bwd_cuda<T, int64_t>(p, x.data(), y.data(), nullptr,
-                                                  static_cast<const A*>(nullptr), nullptr, nullptr,
-                                                  test_stream());
-  EXPECT_EQ(fwd, 0);
-  EXPECT_EQ(bwd, 0);
-  EXPECT_TRUE(cuda_emu::log().empty());
+  const SoftmaxCEInputs<T, int64_t> none;
+  expect_nothing_launched<T>(
+      [&](A* acc) { return fwd_cuda(p, none, acc, acc, acc, test_stream()); },
+      [&](T* grad) { return bwd_cuda(p, none, nullptr, nullptr, grad, test_stream()); });
 }
 
 TYPED_TEST(SoftmaxCECuda, Int32LabelsWithIgnoredRows) {
@@ -439,9 +395,7 @@ TYPED_TEST(SoftmaxCECuda, PaddleQuirks) {
   Buffer<A> loss(p.rows());
   Buffer<A> lse(p.rows());
   Buffer<A> rw(p.rows());
-  ASSERT_TRUE(softmax_ce_fwd_cpu(p, xm.data(), y.data(), static_cast<const A*>(nullptr),
-                                 loss.data(), lse.data(), rw.data())
-                  .ok());
+  ASSERT_TRUE(fwd_cpu(p, inputs_of(xm, y), loss.data(), lse.data(), rw.data()).ok());
   EXPECT_TRUE(std::isnan(static_cast<double>(loss[2])));  // row 2 is all -inf, label counted
   check(p, logits<T>(p, 8), soft_labels<T>(p, 9), nullptr);
 
@@ -457,9 +411,7 @@ TYPED_TEST(SoftmaxCECuda, PaddleQuirks) {
   }
   p.label_smoothing = 0.0;
   check(p, prob, soft_labels<T>(p, 9), nullptr);
-  ASSERT_TRUE(softmax_ce_fwd_cpu(p, prob.data(), y.data(), static_cast<const A*>(nullptr),
-                                 loss.data(), lse.data(), rw.data())
-                  .ok());
+  ASSERT_TRUE(fwd_cpu(p, inputs_of(prob, y), loss.data(), lse.data(), rw.data()).ok());
   EXPECT_EQ(static_cast<double>(loss[3]), static_cast<double>(static_cast<A>(1e20)));
 }
 
@@ -479,8 +431,8 @@ TYPED_TEST(SoftmaxCECuda, OutOfRangeLabelGivesANaNRowOnly) {
     y[bad_rows[0]] = s.classes;
     y[bad_rows[1]] = -1;
     const Buffer<A> g = upstream<A>(p.rows(), 99);
-    const CudaRun<T> bad = run_cuda(p, x, y, nullptr, g, 0);
-    const CudaRun<T> good = run_cuda(p, x, valid, nullptr, g, 0);
+    const CudaRun<T> bad = run_cuda(p, inputs_of(x, y), g, 0);
+    const CudaRun<T> good = run_cuda(p, inputs_of(x, valid), g, 0);
     for (int64_t r = 0; r < p.rows(); ++r) {
       const bool is_bad = r == bad_rows[0] || r == bad_rows[1];
       if (is_bad) {
@@ -516,18 +468,14 @@ TYPED_TEST(SoftmaxCECuda, NullUpstreamGradientGivesZeros) {
     x[3] = encode<T>(kNaN);
     Buffer<int64_t> y = hard_labels<int64_t>(p, 45);
     y[1] = p.classes;
-    Buffer<acc_t<T>> lse = nan_filled<acc_t<T>>(p.rows(), 0);
-    Buffer<acc_t<T>> loss = nan_filled<acc_t<T>>(p.rows(), 0);
-    Buffer<acc_t<T>> rw = nan_filled<acc_t<T>>(p.rows(), 0);
-    ASSERT_EQ(softmax_ce_fwd_cuda(p, x.data(), y.data(), static_cast<const acc_t<T>*>(nullptr),
-                                  loss.data(), lse.data(), rw.data(), test_stream()),
-              0);
-    Buffer<T> grad = nan_filled<T>(p.rows() * p.classes, 0);
+    Buffer<acc_t<T>> lse = unwritten_buffer<acc_t<T>>(p.rows());
+    Buffer<acc_t<T>> loss = unwritten_buffer<acc_t<T>>(p.rows());
+    Buffer<acc_t<T>> rw = unwritten_buffer<acc_t<T>>(p.rows());
+    const SoftmaxCEInputs<T, int64_t> in = inputs_of(x, y);
+    ASSERT_EQ(fwd_cuda(p, in, loss.data(), lse.data(), rw.data(), test_stream()), 0);
+    Buffer<T> grad = unwritten_buffer<T>(p.rows() * p.classes);
     cuda_emu::clear_log();
-    ASSERT_EQ(softmax_ce_bwd_cuda(p, x.data(), y.data(), static_cast<const acc_t<T>*>(nullptr),
-                                  lse.data(), static_cast<const acc_t<T>*>(nullptr), grad.data(),
-                                  test_stream()),
-              0);
+    ASSERT_EQ(bwd_cuda(p, in, lse.data(), nullptr, grad.data(), test_stream()), 0);
     EXPECT_TRUE(all_on_test_stream());
     int64_t nonzero = 0;
     for (int64_t i = 0; i < grad.size(); ++i) {
@@ -611,27 +559,24 @@ struct StatsRun {
 };
 
 template <typename T, typename L>
-StatsRun<T> run_stats_cuda(const SoftmaxCEParams& p, const Buffer<T>& x, const Buffer<L>& y,
-                           const acc_t<T>* w) {
+StatsRun<T> run_stats_cuda(const SoftmaxCEParams& p, const SoftmaxCEInputs<T, L>& in) {
   using A = acc_t<T>;
   const int64_t rows = p.rows();
-  StatsRun<T> r{nan_filled<A>(rows, 0),
-                nan_filled<A>(rows, 0),
-                nan_filled<A>(rows, 0),
+  StatsRun<T> r{unwritten_buffer<A>(rows, 0),
+                unwritten_buffer<A>(rows, 0),
+                unwritten_buffer<A>(rows, 0),
                 std::unique_ptr<bool[]>(new bool[static_cast<std::size_t>(rows > 0 ? rows : 1)]),
-                nan_filled<A>(rows, 0),
+                unwritten_buffer<A>(rows, 0),
                 A(-1),
                 A(-1),
                 -1};
   cuda_emu::clear_log();
-  EXPECT_EQ(softmax_ce_fwd_stats_cuda(p, x.data(), y.data(), w, r.loss.data(), r.lse.data(),
-                                      r.row_weight.data(), r.correct.get(), r.entropy.data(),
-                                      test_stream()),
+  EXPECT_EQ(fwd_stats_cuda(p, in, r.loss.data(), r.lse.data(), r.row_weight.data(),
+                           r.correct.get(), r.entropy.data(), test_stream()),
             0)
       << cuda_emu::last_failure();
-  const int means =
-      softmax_ce_stats_means_cuda<A, L>(p, y.data(), r.correct.get(), r.entropy.data(), &r.accuracy,
-                                        &r.mean_entropy, &r.count, test_stream());
+  const int means = stats_means_cuda(p, in.label, r.correct.get(), r.entropy.data(), &r.accuracy,
+                                     &r.mean_entropy, &r.count, test_stream());
   EXPECT_EQ(means, 0) << cuda_emu::last_failure();
   EXPECT_TRUE(all_on_test_stream());
   return r;
@@ -645,10 +590,10 @@ void check_stats(const SoftmaxCEParams& p, const Buffer<T>& x, const Buffer<L>& 
                  const Buffer<acc_t<T>>* weight, bool bad = false) {
   using A = acc_t<T>;
   const int64_t rows = p.rows();
-  const A* w = weight == nullptr ? nullptr : weight->data();
-  const StatsRun<T> c = run_stats_cuda(p, x, y, w);
+  const SoftmaxCEInputs<T, L> in = inputs_of(x, y, weight);
+  const StatsRun<T> c = run_stats_cuda(p, in);
   const Buffer<A> g = upstream<A>(rows, 99);
-  const CudaRun<T> plain = run_cuda(p, x, y, w, g, 0);
+  const CudaRun<T> plain = run_cuda(p, in, g, 0);
   EXPECT_TRUE(same_bits(c.loss.values(), plain.loss.values()));
   EXPECT_TRUE(same_bits(c.lse.values(), plain.lse.values()));
   EXPECT_TRUE(same_bits(c.row_weight.values(), plain.row_weight.values()));
@@ -672,8 +617,8 @@ void check_stats(const SoftmaxCEParams& p, const Buffer<T>& x, const Buffer<L>& 
     Buffer<A> rw(rows);
     Buffer<A> entropy(rows);
     std::unique_ptr<bool[]> correct(new bool[static_cast<std::size_t>(rows > 0 ? rows : 1)]);
-    ASSERT_TRUE(softmax_ce_fwd_stats_cpu(p, x.data(), y.data(), w, loss.data(), lse.data(),
-                                         rw.data(), correct.get(), entropy.data())
+    ASSERT_TRUE(fwd_stats_cpu(p, in, loss.data(), lse.data(), rw.data(), correct.get(),
+                              entropy.data())
                     .ok());
     EXPECT_TRUE(close_all("loss", c.loss, loss, loss_tol<T>()));
     EXPECT_TRUE(close_all("entropy", c.entropy, entropy, loss_tol<T>()));
@@ -698,7 +643,7 @@ void check_stats(const SoftmaxCEParams& p, const Buffer<T>& x, const Buffer<L>& 
 
   std::unique_ptr<StatsRun<T>> back;
   emu_test::in_order(cuda_emu::Order::kReverse,
-                     [&] { back = std::make_unique<StatsRun<T>>(run_stats_cuda(p, x, y, w)); });
+                     [&] { back = std::make_unique<StatsRun<T>>(run_stats_cuda(p, in)); });
   EXPECT_TRUE(same_bits(back->entropy.values(), c.entropy.values()));
   EXPECT_TRUE(same_bits(back->loss.values(), c.loss.values()));
   EXPECT_TRUE(same_bits(std::vector<A>{back->mean_entropy}, std::vector<A>{c.mean_entropy}));
@@ -809,8 +754,8 @@ TYPED_TEST(SoftmaxCECuda, StatsEveryRowIgnoredAndEmptyBatch) {
   A accuracy = -1;
   A mean_entropy = -1;
   int64_t count = -1;
-  const int means = softmax_ce_stats_means_cuda<A, int64_t>(p, nullptr, nullptr, nullptr, &accuracy,
-                                                            &mean_entropy, &count, test_stream());
+  const int means = stats_means_cuda<A, int64_t>(p, nullptr, nullptr, nullptr, &accuracy,
+                                                 &mean_entropy, &count, test_stream());
   EXPECT_EQ(means, 0) << cuda_emu::last_failure();
   EXPECT_EQ(accuracy, A(0));
   EXPECT_EQ(mean_entropy, A(0));
@@ -826,21 +771,15 @@ TYPED_TEST(SoftmaxCECuda, StatsRefuseProbabilitiesShardsAndEmptyRows) {
   const Buffer<int64_t> y = hard_labels<int64_t>(p, 43);
   Buffer<A> out(4);
   bool correct[4] = {};
-  EXPECT_EQ(
-      softmax_ce_fwd_stats_cuda(p, x.data(), y.data(), static_cast<const A*>(nullptr), out.data(),
-                                out.data(), out.data(), correct, out.data(), test_stream()),
-      static_cast<int>(cudaErrorInvalidValue));
+  const auto stats_forward = [&](const SoftmaxCEParams& q) {
+    return fwd_stats_cuda(q, inputs_of(x, y), out.data(), out.data(), out.data(), correct,
+                          out.data(), test_stream());
+  };
+  EXPECT_EQ(stats_forward(p), static_cast<int>(cudaErrorInvalidValue));
   p.use_softmax = true;
   p.shard.total = 20;
-  EXPECT_EQ(
-      softmax_ce_fwd_stats_cuda(p, x.data(), y.data(), static_cast<const A*>(nullptr), out.data(),
-                                out.data(), out.data(), correct, out.data(), test_stream()),
-      static_cast<int>(cudaErrorInvalidValue));
-  const SoftmaxCEParams no_classes = shape(4, 0);
-  EXPECT_EQ(softmax_ce_fwd_stats_cuda(no_classes, x.data(), y.data(),
-                                      static_cast<const A*>(nullptr), out.data(), out.data(),
-                                      out.data(), correct, out.data(), test_stream()),
-            static_cast<int>(cudaErrorInvalidValue));
+  EXPECT_EQ(stats_forward(p), static_cast<int>(cudaErrorInvalidValue));
+  EXPECT_EQ(stats_forward(shape(4, 0)), static_cast<int>(cudaErrorInvalidValue));
 }
 
 }  // namespace
