@@ -34,35 +34,31 @@ std::string hex(uint32_t v) {
   return buf;
 }
 
-// IEEE binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits. Subnormals are m * 2^-24.
-double fp16_value(uint16_t h) {
-  const int e = (h >> 10) & 0x1f;
-  const int m = h & 0x3ff;
+// A 16-bit pattern of 1 sign bit (the top one), `exponent_bits` exponent bits (bias
+// 2^(exponent_bits - 1) - 1) and `mantissa_bits` mantissa bits: normals are (2^mantissa_bits + m)
+// 2^(e - bias - mantissa_bits), subnormals m 2^(1 - bias - mantissa_bits), an all-ones exponent
+// inf (m = 0) or NaN.
+double value_of_fields(uint16_t h, int exponent_bits, int mantissa_bits) {
+  const int bias = (1 << (exponent_bits - 1)) - 1;
+  const int max_e = (1 << exponent_bits) - 1;
+  const int e = (h >> mantissa_bits) & max_e;
+  const int m = h & ((1 << mantissa_bits) - 1);
   double v;
-  if (e == 0x1f) {
+  if (e == max_e) {
     v = m == 0 ? std::numeric_limits<double>::infinity() : std::numeric_limits<double>::quiet_NaN();
   } else if (e == 0) {
-    v = std::ldexp(m, -24);
+    v = std::ldexp(m, 1 - bias - mantissa_bits);
   } else {
-    v = std::ldexp(m + 1024, e - 25);
+    v = std::ldexp(m + (1 << mantissa_bits), e - bias - mantissa_bits);
   }
   return (h & 0x8000) ? -v : v;
 }
 
-// bfloat16: 1 sign, 8 exponent (bias 127), 7 mantissa bits. Subnormals are m * 2^-133.
-double bf16_value(uint16_t h) {
-  const int e = (h >> 7) & 0xff;
-  const int m = h & 0x7f;
-  double v;
-  if (e == 0xff) {
-    v = m == 0 ? std::numeric_limits<double>::infinity() : std::numeric_limits<double>::quiet_NaN();
-  } else if (e == 0) {
-    v = std::ldexp(m, -133);
-  } else {
-    v = std::ldexp(m + 128, e - 134);
-  }
-  return (h & 0x8000) ? -v : v;
-}
+// IEEE binary16: 5 exponent bits (bias 15), 10 mantissa bits; subnormals are m * 2^-24.
+double fp16_value(uint16_t h) { return value_of_fields(h, 5, 10); }
+
+// bfloat16: 8 exponent bits (bias 127), 7 mantissa bits; subnormals are m * 2^-133.
+double bf16_value(uint16_t h) { return value_of_fields(h, 8, 7); }
 
 bool fp16_is_nan(uint16_t h) { return (h & 0x7c00) == 0x7c00 && (h & 0x03ff) != 0; }
 bool bf16_is_nan(uint16_t h) { return (h & 0x7f80) == 0x7f80 && (h & 0x007f) != 0; }

@@ -20,9 +20,10 @@
 namespace paddle_ops {
 namespace {
 
-using test_util::LD;
 using test_util::bits32;
 using test_util::f32;
+using test_util::LD;
+using test_util::WorstError;
 
 constexpr float kInfF = std::numeric_limits<float>::infinity();
 constexpr float kNaNF = std::numeric_limits<float>::quiet_NaN();
@@ -59,17 +60,12 @@ TEST(VectorExp, BitPatternSweepOfTheNormalRange) {
   for (const auto& [from, to] : {std::pair<float, float>{0.0f, 88.7f}, {-0.0f, -87.3f}}) {
     const auto x = bit_sweep(from, to, 331);
     const auto y = exp_of(x);
-    LD worst = 0;
-    float worst_x = 0;
+    WorstError worst;
     for (size_t i = 0; i < x.size(); ++i) {
       const LD want = std::exp(static_cast<LD>(x[i]));
-      const LD err = std::fabs(y[i] - want) / want;
-      if (!(err <= worst)) {
-        worst = err;
-        worst_x = x[i];
-      }
+      worst.add(x[i], std::fabs(y[i] - want) / want);
     }
-    EXPECT_LT(worst, kExpRelTol) << "at x = " << worst_x << " (" << x.size() << " values)";
+    EXPECT_LT(worst.err, kExpRelTol) << "at x = " << worst.at << " (" << x.size() << " values)";
   }
 }
 
@@ -103,33 +99,40 @@ TEST(VectorExp, EveryValueNearTheEndsOfTheRange) {
   EXPECT_EQ(failures, 0);
 }
 
-TEST(VectorExp, SpecialValuesInEveryLane) {
-  const std::vector<float> special = {0.0f, -0.0f, -kInfF, kInfF, 100.0f, -200.0f, kNaNF,
-                                      f32(0x7f800001u)};
-  // Each special value at every position of a 37-element array of ones.
-  for (size_t k = 0; k < special.size(); ++k) {
+// Each special value v at every position of a 37-element array of `fill`: expect(v, f's value
+// there, position), and every other lane still f(fill) = rest.
+template <typename Expect>
+void check_every_lane(std::vector<float> (*f)(const std::vector<float>&), float fill, float rest,
+                      const std::vector<float>& special, Expect expect) {
+  for (const float v : special) {
     for (size_t pos = 0; pos < 37; ++pos) {
-      std::vector<float> x(37, 1.0f);
-      x[pos] = special[k];
-      const auto y = exp_of(x);
-      const float got = y[pos];
-      const float v = special[k];
-      if (std::isnan(v)) {
-        EXPECT_TRUE(std::isnan(got)) << pos;
-      } else if (v == 0.0f) {
-        EXPECT_EQ(got, 1.0f) << pos;
-      } else if (v > 0) {
-        EXPECT_EQ(got, kInfF) << pos;
-      } else {
-        EXPECT_EQ(got, 0.0f) << pos;
-      }
+      std::vector<float> x(37, fill);
+      x[pos] = v;
+      const auto y = f(x);
+      expect(v, y[pos], pos);
       for (size_t j = 0; j < x.size(); ++j) {
         if (j != pos) {
-          ASSERT_FLOAT_EQ(y[j], 2.71828183f) << "lane " << j << " disturbed";
+          ASSERT_FLOAT_EQ(y[j], rest) << "lane " << j << " disturbed";
         }
       }
     }
   }
+}
+
+TEST(VectorExp, SpecialValuesInEveryLane) {
+  const std::vector<float> special = {0.0f, -0.0f, -kInfF, kInfF, 100.0f, -200.0f, kNaNF,
+                                      f32(0x7f800001u)};
+  check_every_lane(exp_of, 1.0f, 2.71828183f, special, [](float v, float got, size_t pos) {
+    if (std::isnan(v)) {
+      EXPECT_TRUE(std::isnan(got)) << pos;
+    } else if (v == 0.0f) {
+      EXPECT_EQ(got, 1.0f) << pos;
+    } else if (v > 0) {
+      EXPECT_EQ(got, kInfF) << pos;
+    } else {
+      EXPECT_EQ(got, 0.0f) << pos;
+    }
+  });
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -140,18 +143,15 @@ TEST(VectorExp, SpecialValuesInEveryLane) {
 constexpr LD kLogRelTol = 2.5e-7L;
 
 void check_log_sweep(const std::vector<float>& x, const std::vector<float>& y, const char* what) {
-  LD worst = 0;
-  float worst_x = 0;
+  WorstError worst;
   for (size_t i = 0; i < x.size(); ++i) {
     const LD want = std::log(static_cast<LD>(x[i]));
     // log(1) = 0 must be exact; elsewhere a relative bound.
-    const LD err = want == 0 ? std::fabs(static_cast<LD>(y[i])) : std::fabs(y[i] - want) / std::fabs(want);
-    if (!(err <= worst)) {
-      worst = err;
-      worst_x = x[i];
-    }
+    worst.add(x[i], want == 0 ? std::fabs(static_cast<LD>(y[i]))
+                              : std::fabs(y[i] - want) / std::fabs(want));
   }
-  EXPECT_LT(worst, kLogRelTol) << what << ": at x = " << worst_x << " (" << x.size() << " values)";
+  EXPECT_LT(worst.err, kLogRelTol) << what << ": at x = " << worst.at << " (" << x.size()
+                                   << " values)";
 }
 
 TEST(VectorLog, BitPatternSweepOfEveryPositiveFloat) {
@@ -169,31 +169,19 @@ TEST(VectorLog, EveryValueAroundOne) {
 
 TEST(VectorLog, SpecialValuesInEveryLane) {
   const std::vector<float> special = {0.0f, -0.0f, -1.0f, -kInfF, kInfF, kNaNF, 1.0f, kDenormMin};
-  for (size_t k = 0; k < special.size(); ++k) {
-    for (size_t pos = 0; pos < 37; ++pos) {
-      std::vector<float> x(37, 2.0f);
-      x[pos] = special[k];
-      const auto y = log_of(x);
-      const float got = y[pos];
-      const float v = special[k];
-      if (std::isnan(v) || v < 0) {
-        EXPECT_TRUE(std::isnan(got)) << v << " at " << pos;
-      } else if (v == 0.0f) {
-        EXPECT_EQ(got, -kInfF) << pos;
-      } else if (std::isinf(v)) {
-        EXPECT_EQ(got, kInfF) << pos;
-      } else if (v == 1.0f) {
-        EXPECT_EQ(got, 0.0f) << pos;
-      } else {
-        EXPECT_NEAR(got, -103.278929903431851f, 1e-4f) << pos;  // log(2^-149)
-      }
-      for (size_t j = 0; j < x.size(); ++j) {
-        if (j != pos) {
-          ASSERT_FLOAT_EQ(y[j], 0.693147181f) << "lane " << j << " disturbed";
-        }
-      }
+  check_every_lane(log_of, 2.0f, 0.693147181f, special, [](float v, float got, size_t pos) {
+    if (std::isnan(v) || v < 0) {
+      EXPECT_TRUE(std::isnan(got)) << v << " at " << pos;
+    } else if (v == 0.0f) {
+      EXPECT_EQ(got, -kInfF) << pos;
+    } else if (std::isinf(v)) {
+      EXPECT_EQ(got, kInfF) << pos;
+    } else if (v == 1.0f) {
+      EXPECT_EQ(got, 0.0f) << pos;
+    } else {
+      EXPECT_NEAR(got, -103.278929903431851f, 1e-4f) << pos;  // log(2^-149)
     }
-  }
+  });
 }
 
 // The scalar log_f32 of the strided paths: same algorithm, same bound, same special values.
@@ -233,14 +221,17 @@ std::vector<float> store_sweep() {
   return x;
 }
 
-TEST(VectorStore, Bf16MatchesFromFloatBitForBit) {
+// store() of every value of store_sweep(): ok(x, its 16 bits, from_float's bits) for each; the
+// first few failures are reported.
+template <typename H, typename Ok>
+void check_store(void (*store)(const float*, H*, int64_t), Ok ok) {
   const auto x = store_sweep();
-  std::vector<bf16> y(x.size());
-  to_bf16_cpu(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  std::vector<H> y(x.size());
+  store(x.data(), y.data(), static_cast<int64_t>(x.size()));
   int failures = 0;
   for (size_t i = 0; i < x.size(); ++i) {
-    const uint16_t want = from_float<bf16>(x[i]).bits;
-    if (y[i].bits != want && ++failures < 5) {
+    const uint16_t want = from_float<H>(x[i]).bits;
+    if (!ok(x[i], y[i].bits, want) && ++failures < 5) {
       ADD_FAILURE() << std::hex << "fp32 0x" << bits32(x[i]) << " -> 0x" << y[i].bits
                     << ", want 0x" << want;
     }
@@ -248,24 +239,16 @@ TEST(VectorStore, Bf16MatchesFromFloatBitForBit) {
   EXPECT_EQ(failures, 0) << x.size() << " values";
 }
 
+TEST(VectorStore, Bf16MatchesFromFloatBitForBit) {
+  check_store(to_bf16_cpu, [](float, uint16_t got, uint16_t want) { return got == want; });
+}
+
+// NaN payloads may differ between the hardware conversion and from_float; both must be NaN.
 TEST(VectorStore, Fp16MatchesFromFloatBitForBit) {
-  const auto x = store_sweep();
-  std::vector<fp16> y(x.size());
-  to_fp16_cpu(x.data(), y.data(), static_cast<int64_t>(x.size()));
-  int failures = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    const uint16_t want = from_float<fp16>(x[i]).bits;
-    // NaN payloads may differ between the hardware conversion and from_float; both must be NaN.
-    const bool nan = std::isnan(x[i]);
-    const bool ok = nan ? ((y[i].bits & 0x7c00) == 0x7c00 && (y[i].bits & 0x3ff) != 0 &&
-                           (y[i].bits & 0x8000) == (want & 0x8000))
-                        : y[i].bits == want;
-    if (!ok && ++failures < 5) {
-      ADD_FAILURE() << std::hex << "fp32 0x" << bits32(x[i]) << " -> 0x" << y[i].bits
-                    << ", want 0x" << want;
-    }
-  }
-  EXPECT_EQ(failures, 0) << x.size() << " values";
+  check_store(to_fp16_cpu, [](float x, uint16_t got, uint16_t want) {
+    if (!std::isnan(x)) return got == want;
+    return (got & 0x7c00) == 0x7c00 && (got & 0x3ff) != 0 && (got & 0x8000) == (want & 0x8000);
+  });
 }
 
 }  // namespace

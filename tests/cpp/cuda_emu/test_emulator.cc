@@ -204,19 +204,21 @@ __global__ void bounded_kernel(int declared, int* out) {
 
 TEST(CudaEmu, BlocksLargerThanTheKernelsLaunchBoundsFail) {
   std::vector<int> out(512, 0);
-  bounded_kernel | cuda_emu::Config(1, 64) | cuda_emu::KernelArgs(64, out.data());
-  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << cuda_emu::last_failure();
-  bounded_kernel | cuda_emu::Config(1, 128) | cuda_emu::KernelArgs(64, out.data());
-  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
-  EXPECT_NE(cuda_emu::last_failure().find("__launch_bounds__(64)"), std::string::npos)
-      << cuda_emu::last_failure();
+  // A block of `threads` with launch bound `bound` (0: none) launches, or fails naming `why`.
+  const auto launch = [&](unsigned threads, int bound, const char* why) {
+    bounded_kernel | cuda_emu::Config(1, threads) | cuda_emu::KernelArgs(bound, out.data());
+    if (why == nullptr) {
+      EXPECT_EQ(cudaGetLastError(), cudaSuccess) << cuda_emu::last_failure();
+      return;
+    }
+    EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
+    EXPECT_NE(cuda_emu::last_failure().find(why), std::string::npos) << cuda_emu::last_failure();
+  };
+  launch(64, 64, nullptr);
+  launch(128, 64, "__launch_bounds__(64)");
   // no bound: 256 threads launch whatever the register count, 512 may not
-  bounded_kernel | cuda_emu::Config(1, 256) | cuda_emu::KernelArgs(0, out.data());
-  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << cuda_emu::last_failure();
-  bounded_kernel | cuda_emu::Config(1, 512) | cuda_emu::KernelArgs(0, out.data());
-  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
-  EXPECT_NE(cuda_emu::last_failure().find("without __launch_bounds__"), std::string::npos)
-      << cuda_emu::last_failure();
+  launch(256, 0, nullptr);
+  launch(512, 0, "without __launch_bounds__");
 }
 
 namespace {
