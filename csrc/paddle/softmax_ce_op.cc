@@ -127,13 +127,13 @@ std::vector<paddle::Tensor> forward(const paddle::Tensor& x, const paddle::Tenso
   SoftmaxCEParams p =
       make_params(x.shape(), axis, ignore_index, label_smoothing, z_loss, use_softmax);
   check_inputs(x, label, weight, p);
-  const R reduction = apply_reduction_attr(reduction_attr, p, x);
   if (stats) {
     PO_CHECK(!is_float_dtype(label.dtype()),
              "return_stats needs hard labels (class indices), got soft labels of dtype ",
              phi::DataTypeToString(label.dtype()));
     PO_CHECK(use_softmax, "return_stats needs use_softmax=True (the input holds probabilities)");
   }
+  const R reduction = apply_reduction_attr(reduction_attr, p, x);
   const auto out_shape = drop_axis(x.shape(), axis);
   const auto stat = acc_dtype(x.dtype());
   const auto& place = x.place();
