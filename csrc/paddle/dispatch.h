@@ -227,10 +227,6 @@ void launch(const paddle::Tensor& x, const char* op, CpuFn&& cpu, CudaFn&& cuda)
   cpu();
 }
 
-// An upstream gradient that was never produced (only an auxiliary output was used) arrives
-// uninitialised: the kernels then treat it as zero (nullptr) instead of reading it. It is the one
-// input of a grad kernel that does not come from the forward op, whose inputs were checked there,
-// so it is checked to be on the device of `x`.
 // Runs NAME_cpu(args), or NAME_cuda(args, stream) for a GPU tensor x (launch above).
 #define PO_LAUNCH(x, op, name, args)   \
   ::paddle_ops::launch(                \
@@ -254,6 +250,10 @@ void launch(const paddle::Tensor& x, const char* op, CpuFn&& cpu, CudaFn&& cuda)
         return name##_cuda(po_args, po_stream);                                   \
       })
 
+// An upstream gradient that was never produced (only an auxiliary output was used) arrives
+// uninitialised: the kernels then treat it as zero (nullptr) instead of reading it. It is the one
+// input of a grad kernel that does not come from the forward op, whose inputs were checked there,
+// so it is checked to be on the device of `x`.
 template <typename A>
 const A* upstream_grad(const paddle::Tensor& grad, int64_t expected_numel,
                        const paddle::Tensor& x) {
@@ -342,15 +342,15 @@ inline std::vector<int64_t> drop_axis(const std::vector<int64_t>& shape, int64_t
 
 }  // namespace paddle_ops
 
-// Registers the raising double-grad op of forward op `op`, whose differentiable inputs are the
-// quoted names after `name` (a namespace-scope constexpr char array naming the op for the user).
 // An op's kernel and its InferShape and InferDtype functions, named f, f##Shape and f##Dtype.
 #define PO_KERNEL_FNS(f)                                                               \
   SetKernelFn(PD_KERNEL(f)).SetInferShapeFn(PD_INFER_SHAPE(f##Shape)).SetInferDtypeFn( \
       PD_INFER_DTYPE(f##Dtype))
 
+// Registers the raising double-grad op of forward op `op`, whose differentiable inputs (one, two
+// or four) are the quoted names after `name` (a namespace-scope constexpr char array naming the
+// op for the user).
 #define PO_GG(input) paddle::Grad(paddle::Grad(input))
-// The double-grad op of a loss with one, two or four differentiable inputs.
 #define PO_T2 paddle_ops::TensorRef, paddle_ops::TensorRef
 #define PO_S2 paddle_ops::Shape, paddle_ops::Shape
 #define PO_D2 paddle_ops::DType, paddle_ops::DType

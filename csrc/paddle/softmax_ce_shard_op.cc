@@ -10,7 +10,8 @@
 // Backward paddle_ops_softmax_ce_shard_bwd(X, Label, LSE, RowGrad) -> XGrad
 //   LSE     the rows' full log-sum-exp (over all total_classes), RowGrad the upstream gradient of
 //           each row's loss, both [rows] in the accumulation dtype; XGrad: X's columns of the full
-//           gradient, X's shape and dtype.#include <vector>
+//           gradient, X's shape and dtype.
+#include <vector>
 
 #include "paddle/extension.h"
 
