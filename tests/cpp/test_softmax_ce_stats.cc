@@ -326,5 +326,57 @@ TYPED_TEST(StatsKernels, EmptyBatch) {
   EXPECT_TRUE(out.entropy.empty());
 }
 
+// The reductions the op takes on the CPU and the statistics' means, from [rows] values written
+// here; expectations worked out by hand.
+TEST(SoftmaxCEHost, Reductions) {
+  const std::vector<double> loss = {1.5, 2.0, 0.0, 4.5};
+  const std::vector<double> weight = {1.0, 0.5, 0.0, 2.0};
+  using R = SoftmaxCEReduction;
+  EXPECT_EQ(softmax_ce_reduce_cpu(loss.data(), weight.data(), 4, R::kSum), 8.0);
+  EXPECT_EQ(softmax_ce_reduce_cpu(loss.data(), weight.data(), 4, R::kMean), 8.0 / 3.5);
+  EXPECT_EQ(softmax_ce_reduce_cpu(loss.data(), weight.data(), 4, R::kMeanAll), 2.0);
+  EXPECT_EQ(softmax_ce_divisor_cpu(weight.data(), 4, R::kMean), 3.5);
+  EXPECT_EQ(softmax_ce_divisor_cpu(weight.data(), 4, R::kSum), 1.0);
+  // Every row weighted 0: the mean divides by 1 (Paddle's 0); no rows: the sum and mean are 0,
+  // the mean over every row 0 / 0.
+  const std::vector<float> zero_w = {0.0f, 0.0f};
+  const std::vector<float> some = {3.0f, 0.0f};
+  EXPECT_EQ(softmax_ce_reduce_cpu(some.data(), zero_w.data(), 2, R::kMean), 3.0f);
+  EXPECT_EQ(softmax_ce_reduce_cpu(some.data(), zero_w.data(), 0, R::kSum), 0.0f);
+  EXPECT_EQ(softmax_ce_reduce_cpu(some.data(), zero_w.data(), 0, R::kMean), 0.0f);
+  EXPECT_TRUE(std::isnan(softmax_ce_reduce_cpu(some.data(), zero_w.data(), 0, R::kMeanAll)));
+}
+
+TEST(SoftmaxCEHost, StatsMeansCountOnlyRowsThatAreNotIgnored) {
+  const std::vector<int64_t> label = {2, -100, 0, 1, -100};
+  const bool correct[] = {true, true, false, true, true};
+  const std::vector<float> entropy = {0.5f, 9.0f, 1.0f, 1.5f, 9.0f};
+  float accuracy = -1.0f;
+  float mean_entropy = -1.0f;
+  int64_t count = -1;
+  SoftmaxCEMeansArgs<float, int64_t> a;
+  a.p.outer = 5;
+  a.p.classes = 3;
+  a.label = label.data();
+  a.correct = correct;
+  a.entropy = entropy.data();
+  a.accuracy = &accuracy;
+  a.mean_entropy = &mean_entropy;
+  a.count = &count;
+  softmax_ce_stats_means_cpu(a);
+  EXPECT_EQ(count, 3);
+  EXPECT_FLOAT_EQ(accuracy, 2.0f / 3.0f);
+  EXPECT_FLOAT_EQ(mean_entropy, 1.0f);
+  // No counted row: both means 0.
+  a.p.ignore_index = 1;
+  a.p.outer = 1;
+  const int64_t ignored[] = {1};
+  a.label = ignored;
+  softmax_ce_stats_means_cpu(a);
+  EXPECT_EQ(count, 0);
+  EXPECT_EQ(accuracy, 0.0f);
+  EXPECT_EQ(mean_entropy, 0.0f);
+}
+
 }  // namespace
 }  // namespace paddle_ops
