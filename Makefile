@@ -1,6 +1,7 @@
 # make demo   - install everything into .venv, build, run the demo (examples/demo.py)
 # make test   - install, build, run the Python tests and the C++ tests of the CPU kernels
-#               (ASan + UBSan, once per instruction set the CPU has); about 10 minutes on 2 cores
+#               (ASan + UBSan, once per instruction set: base, avx2, avx512; on a CPU without
+#               one, its run repeats the level below)
 # make check  - the whole C++ matrix: the CPU suite per instruction set, the CUDA kernels on the
 #               CPU emulator (both ASan + UBSan) and check-cuda; .ci/run runs it after make test
 # make check-cuda - compile and link the CUDA extension (sm_80, sm_90) without a GPU; skipped
@@ -113,12 +114,10 @@ else
 	fi
 endif
 
-# The issue-5 targets: cross-entropy (all its target shapes), KL from logits at [512, 8000], and
-# BCE with logits and focal loss at [4096, 1000] and [8192, 80]; the whole KL family (10-15
-# minutes) is `benchmarks/bench_kl.py` without options. Issue 8: the fused linear cross-entropy
-# at N=8192, H=1024, V=32000 against F.linear + cross_entropy (about 5 minutes: the matmuls), and
-# the vocabulary-parallel cross-entropy on 2 processes against 1. Issue 20: peak memory of two
-# training loops at the default settings against Paddle's.
+# The cross-entropy targets, KL from logits at [512, 8000] (the whole KL family, 10-15 minutes, is
+# `benchmarks/bench_kl.py` without options), BCE and focal loss, the fused linear cross-entropy
+# against F.linear + cross_entropy, the vocabulary-parallel cross-entropy on 2 processes against
+# 1, and the peak memory of two training loops against Paddle's.
 bench: build
 	$(PY) benchmarks/bench_softmax_ce.py
 	$(PY) benchmarks/bench_kl.py --ops kl_logits --shapes 512x8000 --dtypes float32

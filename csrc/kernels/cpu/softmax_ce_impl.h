@@ -1,5 +1,5 @@
 // CPU kernels of the fused softmax cross-entropy (formulas in softmax_ce.h), compiled once per
-// instruction set: kernels_cpu_{base,avx2,avx512}.cc define PO_CPU_ISA and include this file
+// instruction set: kernels_{base,avx2,avx512}.cc define PO_CPU_ISA and include this file
 // with their own -m flags, and cpu/launchers.cc picks one at run time (cpu/isa.h).
 //
 // Everything defined here lives in namespace paddle_ops::PO_CPU_ISA, so the per-ISA copies never

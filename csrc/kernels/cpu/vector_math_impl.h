@@ -1,4 +1,4 @@
-// Per-ISA copies of the array functions in cpu/vector_math.h (included by kernels_cpu_<isa>.cc).
+// Per-ISA copies of the array functions in cpu/vector_math.h (included by cpu/kernels_<isa>.cc).
 #pragma once
 
 #ifndef PO_CPU_ISA
