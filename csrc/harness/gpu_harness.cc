@@ -464,7 +464,7 @@ void set_row_block_threads(int threads) {
 PYBIND11_MODULE(paddle_ops_gpu_harness, m) {
   using namespace paddle_ops;
   m.doc() = "paddle_ops CUDA launchers on raw device pointers (no Paddle needed)";
-  m.attr("KL_STATS") = kKLStats;
+  m.attr("KL_STATS") = static_cast<int>(kKLStats);
   m.def("softmax_ce_fwd", &softmax_ce_fwd);
   m.def("softmax_ce_bwd", &softmax_ce_bwd);
   m.def("softmax_ce_fwd_stats", &softmax_ce_fwd_stats);
