@@ -3,7 +3,8 @@
 #               (ASan + UBSan, once per instruction set: base, avx2, avx512; on a CPU without
 #               one, its run repeats the level below)
 # make check  - the whole C++ matrix: the CPU suite per instruction set, the CUDA kernels on the
-#               CPU emulator (both ASan + UBSan) and check-cuda; .ci/run runs it after make test
+#               CPU emulator (both ASan + UBSan), check-cuda and check-harness; .ci/run runs it
+#               after make test
 # make check-cuda - compile and link the CUDA extension (sm_80, sm_90) without a GPU; skipped
 #               when nvcc is missing
 # make bench  - run the benchmarks and update benchmarks/results.csv
@@ -20,14 +21,15 @@ STAMP := $(VENV)/.installed
 JOBS ?= 2
 CPP_BUILD := build/cpp-sanitize
 CUDA_CHECK := build/cuda-check
+HARNESS_BUILD := build/harness
 # Found as setup.py finds it: $CUDA_HOME/bin, $CUDA_PATH/bin, then PATH.
 NVCC := $(firstword $(wildcard $(addsuffix /bin/nvcc,$(CUDA_HOME) $(CUDA_PATH))) \
                     $(shell command -v nvcc))
 
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: all venv build demo test check test-cpp test-cuda-emu test-py check-cuda cpp-build \
-	bench clean
+.PHONY: all venv build demo test check test-cpp test-cuda-emu test-py check-cuda check-harness \
+	cpp-build bench clean
 
 all: build
 
@@ -61,6 +63,7 @@ check:
 	$(call stage,C++ tests,test-cpp)
 	$(call stage,CUDA emulator tests,test-cuda-emu)
 	$(call stage,check-cuda,check-cuda)
+	$(call stage,check-harness,check-harness)
 
 test-py: build
 	$(PY) -m pytest tests -q
@@ -112,6 +115,20 @@ else
 	if [ -n "$$undefined" ]; then \
 	  echo "check-cuda: left to Paddle's GPU build:"; echo "$$undefined" | sed 's/^/  /'; \
 	fi
+endif
+
+# The pybind11 harness over the CUDA launchers that benchmarks/gpu/check.sh builds on a GPU
+# machine, built here for sm_90 and imported without a GPU: tests/gpu/harness_smoke.py runs its
+# module init and argument checks, launching nothing. Skipped when nvcc is missing.
+check-harness: $(STAMP)
+ifeq ($(NVCC),)
+	@echo "check-harness: skipped, nvcc not found (set CUDA_HOME or put nvcc on PATH)"
+else
+	$(VENV)/bin/cmake -S . -B $(HARNESS_BUILD) -DPADDLE_OPS_BUILD_HARNESS=ON \
+	  -DPADDLE_OPS_BUILD_TESTS=OFF -DPADDLE_OPS_CUDA_ARCHS=90 -DCMAKE_CUDA_COMPILER=$(NVCC) \
+	  -DPython3_EXECUTABLE=$(CURDIR)/$(PY) -Dpybind11_DIR=$$($(PY) -m pybind11 --cmakedir)
+	$(VENV)/bin/cmake --build $(HARNESS_BUILD) --target paddle_ops_gpu_harness -j $(JOBS)
+	PYTHONPATH=$(HARNESS_BUILD) $(PY) tests/gpu/harness_smoke.py
 endif
 
 # The cross-entropy targets, KL from logits at [512, 8000] (the whole KL family, 10-15 minutes, is
