@@ -51,6 +51,8 @@ struct BinaryParams {
 // pos_weight are laid out as the params say (nullptr for kNone), in the accumulation type.
 template <typename T>
 struct BinaryFwdArgs {
+  using Elem = T;
+  using Acc = acc_t<T>;
   BinaryParams p;
   const T* logit = nullptr;              // [rows, cols]
   const T* label = nullptr;              // [rows, cols]
@@ -65,6 +67,8 @@ struct BinaryFwdArgs {
 // treated as zero. logit_grad: [rows, cols], written completely.
 template <typename T>
 struct BinaryBwdArgs {
+  using Elem = T;
+  using Acc = acc_t<T>;
   BinaryParams p;
   const T* logit = nullptr;
   const T* label = nullptr;

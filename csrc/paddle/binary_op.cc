@@ -120,7 +120,7 @@ std::vector<paddle::Tensor> BinaryForward(const paddle::Tensor& x, const paddle:
   auto out = paddle::empty(out_shape, acc_dtype(x.dtype()), x.place());
   if (p.rows == 0) return {out};
   with_binary_args<BinaryFwdArgs>(p, x, label, weight, pos_weight, [&](auto& a) {
-    using T = std::remove_const_t<std::remove_pointer_t<decltype(a.logit)>>;
+    using T = typename std::decay_t<decltype(a)>::Elem;
     point(reduce_rows ? a.loss_rows : a.loss_elem, out);
     PO_LAUNCH_WITH_WORKSPACE(x, "binary forward", binary_fwd, a,
                              reduce_rows ? binary_fwd_cuda_workspace<T>(p) : 0);
@@ -140,7 +140,7 @@ std::vector<paddle::Tensor> BinaryBackward(const paddle::Tensor& x, const paddle
   auto grad = alloc_grad(x);
   if (p.rows == 0) return {grad};
   with_binary_args<BinaryBwdArgs>(p, x, label, weight, pos_weight, [&](auto& a) {
-    using A = std::remove_const_t<std::remove_pointer_t<decltype(a.grad)>>;
+    using A = typename std::decay_t<decltype(a)>::Acc;
     a.grad = upstream_grad<A>(loss_grad, reduce_rows ? p.rows : p.rows * p.cols, x);
     a.per_row = reduce_rows;
     point(a.logit_grad, grad);
