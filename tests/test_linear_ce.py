@@ -262,3 +262,85 @@ _y = paddle.zeros([4], "int64")
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def weighted_linear_ce_ref(h, w, y, b, row_weight, reduction, g, transpose, **opts):
+    """float64 reference with each row's loss times row_weight (None: 1) and, for transpose, a
+    [V, H] weight: (loss, dh, dw in w's layout, db). 'mean' divides by the non-ignored rows'
+    weight sum."""
+    w_hv = w.T if transpose else w
+    rw = np.ones(y.shape) if row_weight is None else row_weight
+    kept = (y != -100).astype(np.float64)
+    den = max((kept * rw).sum(), 1.0) if reduction == "mean" else 1.0
+    row_grad = (np.asarray(g) if reduction == "none" else np.full(y.shape, g)) * rw / den
+    rows, dh, dw, db = linear_ce_ref(h, w_hv, y, b, reduction="none", grad_out=row_grad, **opts)
+    loss = rows * rw if reduction == "none" else (rows * rw).sum() / den
+    return loss, dh, (dw.T if transpose else dw), db
+
+
+@dtype_config_reduction(DTYPE_IDS, ["plain", "everything"], REDUCTIONS)
+@pytest.mark.parametrize("transpose,weighted", [(True, False), (False, True), (True, True)])
+def test_transposed_weight_and_row_weight_match_float64_reference(dtype_id, config, reduction,
+                                                                   transpose, weighted):
+    dtype, (latol, lrtol), (gatol, grtol) = TOLERANCES[dtype_id]
+    h, w, b, y, opts = make_case(CONFIGS[config], seed=7)
+    if transpose:
+        w = np.ascontiguousarray(w.T)
+    rng = np.random.default_rng(8)
+    # A loss mask with fractional entries, zeros on some kept rows and ones on some ignored ones.
+    rw = np.where(rng.random(ROWS) < 0.25, 0.0, rng.uniform(0.2, 1.5, ROWS)) if weighted else None
+    g = upstream(reduction, y.shape)
+    ht, wt = leaf(h, dtype), leaf(w, dtype)
+    bt = None if b is None else leaf(b, dtype)
+    loss = POF.linear_cross_entropy(
+        ht, wt, paddle.to_tensor(y), bias=bt, reduction=reduction, chunk_size=8,
+        transpose_weight=transpose,
+        row_weight=None if rw is None else paddle.to_tensor(rw, "float32"), **opts)
+    backward_with(loss, g)
+    ref = weighted_linear_ce_ref(rounded(h, dtype), rounded(w, dtype), y,
+                                 None if b is None else rounded(b, dtype),
+                                 None if rw is None else rounded(rw, "float32"), reduction, g,
+                                 transpose, **opts)
+    np.testing.assert_allclose(as64(loss), ref[0], atol=latol, rtol=lrtol)
+    for name, t, want in zip(("input", "weight", "bias"), (ht, wt, bt), ref[1:]):
+        if t is not None:
+            assert list(t.grad.shape) == list(t.shape), name
+            np.testing.assert_allclose(as64(t.grad), want, atol=gatol, rtol=grtol, err_msg=name)
+
+
+def test_row_weight_is_a_constant_and_weights_the_static_program_too():
+    """row_weight gets no gradient; a to_static function gives the dygraph value."""
+    h, w, b, y, _ = make_case(CONFIGS["ignore"], seed=3)
+    rw = paddle.to_tensor(np.linspace(0, 1, ROWS), "float32")
+    rw.stop_gradient = False
+    ht, wt = leaf(h, "float32"), leaf(w.T.copy(), "float32")
+    args = dict(transpose_weight=True, row_weight=rw)
+    eager = POF.linear_cross_entropy(ht, wt, paddle.to_tensor(y), **args)
+    eager.backward()
+    assert rw.grad is None
+
+    def loss_fn(a, c, d):
+        return POF.linear_cross_entropy(a, c, d, **args)
+
+    got = paddle.jit.to_static(loss_fn, full_graph=True)(ht.detach(), wt.detach(),
+                                                          paddle.to_tensor(y))
+    np.testing.assert_allclose(got.numpy(), eager.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: POF.linear_cross_entropy(_h(), _w(), _y, transpose_weight=True), ValueError,
+     r"weight shape \[6, 5\] does not fit input shape \[4, 6\]: expected \[num_classes, 6\]"),
+    (lambda: POF.linear_cross_entropy(_h(), _w((5, 6)), _y, transpose_weight=1), TypeError,
+     r"transpose_weight must be a bool, got int"),
+    (lambda: POF.linear_cross_entropy(_h(), _w((5, 6)), _y, transpose_weight=True,
+                                      bias=paddle.zeros([6])), ValueError,
+     r"bias shape \[6\] must be \[5\]"),
+    (lambda: POF.linear_cross_entropy(_h(), _w(), _y, row_weight=paddle.ones([3])), ValueError,
+     r"row_weight shape \[3\] must be the label's \[4\]"),
+    (lambda: POF.linear_cross_entropy(_h(), _w(), _y, row_weight=paddle.ones([4], "int64")),
+     TypeError, r"row_weight must have a floating dtype"),
+], ids=["transposed_shape", "transpose_not_bool", "transposed_bias", "row_weight_shape",
+        "row_weight_int"])
+def test_bad_transpose_or_row_weight(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()

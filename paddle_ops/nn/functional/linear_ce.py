@@ -64,11 +64,11 @@ def _as(t, dtype):
     return t if t is None or _checks.dtype_name(t) == dtype else t.astype(dtype)
 
 
-def _logits(x, weight, bias, compute):
+def _logits(x, weight, bias, compute, transpose):
     """One chunk's logits in the compute dtype (x: the chunk's rows, weight and bias already in
-    the compute dtype)."""
+    the compute dtype; transpose: the weight is [V, H])."""
     x = _as(x, compute)
-    out = paddle.matmul(x, weight)
+    out = paddle.matmul(x, weight, transpose_y=transpose)
     if bias is not None:
         out.add_(bias)
     return x, out
@@ -76,24 +76,27 @@ def _logits(x, weight, bias, compute):
 
 class _Grads:
     """Accumulates the gradients of the chunks: input rows (in the compute dtype, cast once at the
-    end), the weight and the bias (summed over chunks in the compute dtype, fp32 for 16-bit)."""
+    end), the weight and the bias (summed over chunks in the compute dtype, fp32 for 16-bit).
+    transpose: the weight is [V, H] (its gradient g^T x instead of x^T g)."""
 
-    def __init__(self, need_x, need_w, need_b):
+    def __init__(self, need_x, need_w, need_b, transpose=False):
         self.need_x, self.need_w, self.need_b = need_x, need_w, need_b
+        self.transpose = transpose
         self.x_parts = []
         self.w = None
         self.b = None
 
     def add(self, x, weight, dlogits):
         if self.need_x:
-            self.x_parts.append(paddle.matmul(dlogits, weight, transpose_y=True))
+            self.x_parts.append(paddle.matmul(dlogits, weight, transpose_y=not self.transpose))
         if self.need_w:
-            # addmm_ adds x^T g into the accumulator in place: a matmul then add_ would hold a
-            # second [H, V] tensor (as large as the weight) at every chunk.
+            # addmm_ adds the product into the accumulator in place: a matmul then add_ would
+            # hold a second tensor as large as the weight at every chunk.
+            a, b = (dlogits, x) if self.transpose else (x, dlogits)
             if self.w is None:
-                self.w = paddle.matmul(x, dlogits, transpose_x=True)
+                self.w = paddle.matmul(a, b, transpose_x=True)
             else:
-                self.w.addmm_(x.T, dlogits)
+                self.w.addmm_(a.T, b)
         if self.need_b:
             db = paddle.sum(dlogits, axis=0)
             self.b = db if self.b is None else self.b.add_(db)
@@ -112,34 +115,43 @@ class _Grads:
         return gx, gw, gb
 
 
-def _eager(x, weight, bias, label, cfg):
+def _mean_denominator(label, row_weight, ignore_index, compute):
+    """The 'mean' divisor: the non-ignored rows' count (or row_weight sum), 1 where it is 0."""
+    kept = (label != ignore_index).astype(compute)
+    count = paddle.sum(kept if row_weight is None else kept * row_weight)
+    return paddle.where(count == 0, paddle.ones_like(count), count)
+
+
+def _eager(x, weight, bias, label, row_weight, cfg):
     """The chunked forward without autograd: the loss (reduced to a scalar for mean/sum) and, for
     mean/sum, the gradients for an upstream gradient of 1 (None where not needed), computed while
-    each chunk's logits exist."""
-    ignore_index, eps, z_loss, reduction, n_chunk, compute, need = cfg
+    each chunk's logits exist. row_weight: None or [N] in the compute dtype."""
+    ignore_index, eps, z_loss, reduction, n_chunk, compute, need, transpose = cfg
     rows = x.shape[0]
-    classes = weight.shape[1]
+    classes = weight.shape[0 if transpose else 1]
     wc, bc = _as(weight, compute), _as(bias, compute)
     eps_attr = _checks.double_attr(eps)
     z_attr = _checks.double_attr(z_loss)
     eager = reduction != "none" and any(need)
-    grads = _Grads(*need)
+    grads = _Grads(*need, transpose=transpose)
     den = None
     if reduction == "mean":
-        count = paddle.sum((label != ignore_index).astype(compute))
-        den = paddle.where(count == 0, paddle.ones_like(count), count)
+        den = _mean_denominator(label, row_weight, ignore_index, compute)
     losses = []
     for a in range(0, rows, n_chunk):
         b = min(rows, a + n_chunk)
-        xc, logits = _logits(x[a:b], wc, bc, compute)
+        xc, logits = _logits(x[a:b], wc, bc, compute, transpose)
         yc = label[a:b]
         loss, lse, _ = _ops.softmax_ce(logits, yc, None, 1, ignore_index, eps_attr, z_attr,
                                        True, 0)
+        if row_weight is not None:
+            loss = loss * row_weight[a:b]
         losses.append(loss)
         if not eager:
             continue
-        # Upstream gradient 1 of the reduced loss reaches each row as 1 (sum) or 1/den (mean).
-        row_grad = paddle.ones([b - a], compute)
+        # Upstream gradient 1 of the reduced loss reaches each row as its weight (1 without
+        # row_weight), divided by den for mean.
+        row_grad = paddle.ones([b - a], compute) if row_weight is None else row_weight[a:b]
         if den is not None:
             row_grad = row_grad / den
         dlogits = _ops.softmax_ce_shard_bwd(logits, yc, lse, row_grad, ignore_index, eps_attr,
@@ -154,40 +166,54 @@ def _eager(x, weight, bias, label, cfg):
     return loss, (grads.results(x, wc, bc, compute) if eager else None)
 
 
-def _recorded_rows(x, weight, bias, label, cfg):
+def _recorded_rows(x, weight, bias, label, row_weight, cfg):
     """reduction='none' with gradients: each row's upstream gradient is known only in backward,
     so the chunks run as recorded Paddle ops and the fused cross-entropy op; each chunk's logits
     are kept for backward (the memory of the unfused composition)."""
-    ignore_index, eps, z_loss, _, n_chunk, compute, _ = cfg
+    ignore_index, eps, z_loss, _, n_chunk, compute, _, transpose = cfg
     wc, bc = _as(weight, compute), _as(bias, compute)
     losses = []
     # An empty batch still runs one (empty) chunk, so that the gradients are zeros, not None.
     for a in range(0, max(x.shape[0], 1), n_chunk):
         xc = x[a:a + n_chunk]
-        logits = paddle.matmul(_as(xc, compute), wc)
+        logits = paddle.matmul(_as(xc, compute), wc, transpose_y=transpose)
         if bc is not None:
             logits = logits + bc
         loss, _, _ = _ops.softmax_ce(logits, label[a:a + n_chunk], None, 1, ignore_index,
                                      _checks.double_attr(eps), _checks.double_attr(z_loss), True,
                                      0)
+        if row_weight is not None:
+            loss = loss * row_weight[a:a + n_chunk]
         losses.append(loss)
     return paddle.concat(losses) if losses else paddle.zeros([0], compute)
 
 
-def _static(input, weight, label, bias, ignore_index, reduction, label_smoothing, z_loss):
+def _static(input, weight, label, bias, row_weight, ignore_index, reduction, label_smoothing,
+            z_loss, transpose):
     """In a static program (paddle.jit.to_static, jit.save) the logits are one matmul and the fused
     cross-entropy op follows: the same values, without the chunking (row counts are not known
     while the program is built)."""
     compute = _compute_dtype(input)
-    logits = paddle.matmul(_as(input, compute), _as(weight, compute))
+    logits = paddle.matmul(_as(input, compute), _as(weight, compute), transpose_y=transpose)
     if bias is not None:
         logits = logits + _as(bias, compute)
-    return cross_entropy(logits, label, ignore_index=ignore_index, reduction=reduction,
+    if row_weight is None:
+        return cross_entropy(logits, label, ignore_index=ignore_index, reduction=reduction,
+                             label_smoothing=label_smoothing, z_loss=z_loss)
+    loss = cross_entropy(logits, label, ignore_index=ignore_index, reduction='none',
                          label_smoothing=label_smoothing, z_loss=z_loss)
+    weight_rows = _as(row_weight, compute).reshape(loss.shape)
+    loss = loss * weight_rows
+    if reduction == 'none':
+        return loss
+    if reduction == 'sum':
+        return paddle.sum(loss)
+    flat = label.reshape(loss.shape)
+    return paddle.sum(loss) / _mean_denominator(flat, weight_rows, ignore_index, compute)
 
 
 def _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, ignore_index,
-                chunk_size, chunk_budget_mb):
+                chunk_size, chunk_budget_mb, transpose_weight, row_weight):
     _checks.check_float(input, "input")
     _checks.check_float(weight, "weight")
     _checks.check_tensor(label, "label")
@@ -198,21 +224,27 @@ def _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, 
         raise ValueError(f"input must be [..., H] with at least two dimensions (rows and the "
                          f"hidden size), got shape {shape}")
     hidden = shape[-1]
-    if len(weight.shape) != 2 or weight.shape[0] != hidden:
+    if not isinstance(transpose_weight, bool):
+        raise TypeError(f"transpose_weight must be a bool, got {type(transpose_weight).__name__}")
+    hidden_axis = 1 if transpose_weight else 0
+    if len(weight.shape) != 2 or weight.shape[hidden_axis] != hidden:
+        expected = "[num_classes, {0}] (transpose_weight=True: an embedding's or an LM head's " \
+            "[vocab, hidden] layout)" if transpose_weight else "[{0}, num_classes] " \
+            "(paddle.nn.Linear's [in, out] layout; pass transpose_weight=True for a " \
+            "[num_classes, hidden] weight)"
         raise ValueError(f"weight shape {list(weight.shape)} does not fit input shape {shape}: "
-                         f"expected [{hidden}, num_classes] (paddle.nn.Linear's [in, out] "
-                         "layout; a [num_classes, hidden] weight must be transposed)")
-    if weight.shape[1] < 1:
-        raise ValueError(f"weight must have at least one class (column), got shape "
-                         f"{list(weight.shape)}")
+                         f"expected {expected.format(hidden)}")
+    classes = weight.shape[1 - hidden_axis]
+    if classes < 1:
+        raise ValueError(f"weight must have at least one class, got shape {list(weight.shape)}")
     if _checks.dtype_name(weight) != _checks.dtype_name(input):
         raise TypeError(f"weight dtype {_checks.dtype_name(weight)} must equal the input's "
                         f"dtype {_checks.dtype_name(input)}")
     if bias is not None:
         _checks.check_float(bias, "bias")
-        if list(bias.shape) != [weight.shape[1]]:
-            raise ValueError(f"bias shape {list(bias.shape)} must be [{weight.shape[1]}] (one "
-                             "per class)")
+        if list(bias.shape) != [classes]:
+            raise ValueError(f"bias shape {list(bias.shape)} must be [{classes}] (one per "
+                             "class)")
         if _checks.dtype_name(bias) != _checks.dtype_name(input):
             raise TypeError(f"bias dtype {_checks.dtype_name(bias)} must equal the input's dtype "
                             f"{_checks.dtype_name(input)}")
@@ -224,6 +256,12 @@ def _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, 
             or _checks.dims_match(list(label.shape), rows_shape + [1])):
         raise ValueError(f"label shape {list(label.shape)} does not fit input shape {shape}: "
                          f"expected {rows_shape} or {rows_shape + [1]}")
+    if row_weight is not None:
+        _checks.check_float(row_weight, "row_weight")
+        if not (_checks.dims_match(list(row_weight.shape), list(label.shape))
+                or _checks.dims_match(list(row_weight.shape), rows_shape)):
+            raise ValueError(f"row_weight shape {list(row_weight.shape)} must be the label's "
+                             f"{list(label.shape)} (one weight per row)")
     _checks.option(label_smoothing, "label_smoothing", 0.0, 1.0)
     _checks.in_acc_range(_checks.option(z_loss, "z_loss", 0.0), "z_loss", input)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
@@ -236,13 +274,14 @@ def _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, 
 @unified
 def linear_cross_entropy(input, weight, label, bias=None, ignore_index=-100, reduction='mean',
                          label_smoothing=0.0, z_loss=0.0, name=None, *, chunk_size=None,
-                         chunk_budget_mb=None):
+                         chunk_budget_mb=None, transpose_weight=False, row_weight=None):
     r"""``cross_entropy(paddle.nn.functional.linear(input, weight, bias), label)`` computed in
     chunks of rows, so that the ``[N, V]`` logits never exist.
 
     Args:
         input: hidden states ``[..., H]``, float32/float64/float16/bfloat16.
-        weight: ``[H, V]`` (``paddle.nn.Linear(H, V).weight``), the input's dtype.
+        weight: ``[H, V]`` (``paddle.nn.Linear(H, V).weight``), the input's dtype; ``[V, H]``
+            with ``transpose_weight=True``.
         label: int32/int64 class indices of shape ``input.shape[:-1]`` (or with a trailing 1).
         bias: optional ``[V]``, the input's dtype.
         ignore_index, reduction, label_smoothing: as ``cross_entropy`` (``mean`` over the
@@ -251,6 +290,11 @@ def linear_cross_entropy(input, weight, label, bias=None, ignore_index=-100, red
         chunk_size: keyword-only; rows per chunk. Default: as many as fit ``chunk_budget_mb``.
         chunk_budget_mb: keyword-only; memory for one chunk's logits and their gradient
             (``2 * V`` fp32 values per row, fp64 for fp64 inputs), default 128 MiB.
+        transpose_weight: keyword-only; the weight is ``[V, H]`` (an embedding table, a tied or
+            PaddleFormers LM head) and is used as it is, without a transposed copy.
+        row_weight: keyword-only; a float tensor of the label's shape multiplying each row's
+            loss (a loss mask), taken as a constant (no gradient). With it ``mean`` divides by
+            the sum of the non-ignored rows' weights.
 
     Returns:
         The loss, float32 (float64 for float64 inputs): a scalar for ``mean``/``sum``, the label's
@@ -260,26 +304,29 @@ def linear_cross_entropy(input, weight, label, bias=None, ignore_index=-100, red
         input's dtype.
     """
     _check_args(input, weight, label, bias, reduction, label_smoothing, z_loss, ignore_index,
-                chunk_size, chunk_budget_mb)
+                chunk_size, chunk_budget_mb, transpose_weight, row_weight)
     if not paddle.in_dynamic_mode():
-        return _static(input, weight, label, bias, ignore_index, reduction, label_smoothing,
-                       z_loss)
+        return _static(input, weight, label, bias, row_weight, ignore_index, reduction,
+                       label_smoothing, z_loss, transpose_weight)
     compute = _compute_dtype(input)
     label_shape = list(label.shape)
     if _checks.dtype_name(label) not in _checks.INDEX_DTYPES:
         label = label.astype("int64")
     x = _checks.contiguous(input).reshape([-1, input.shape[-1]])
     y = _checks.contiguous(label).reshape([-1])
-    n_chunk = chunk_rows(x.shape[0], weight.shape[1], compute, chunk_size, chunk_budget_mb)
+    rw = None if row_weight is None else _as(row_weight.detach(), compute).reshape([-1])
+    classes = weight.shape[0 if transpose_weight else 1]
+    n_chunk = chunk_rows(x.shape[0], classes, compute, chunk_size, chunk_budget_mb)
     enabled = paddle.is_grad_enabled()
     need = tuple(enabled and t is not None and not t.stop_gradient for t in (input, weight, bias))
-    cfg = (ignore_index, float(label_smoothing), float(z_loss), reduction, n_chunk, compute, need)
+    cfg = (ignore_index, float(label_smoothing), float(z_loss), reduction, n_chunk, compute, need,
+           transpose_weight)
     if reduction == "none" and any(need):
-        loss = _recorded_rows(x, _checks.contiguous(weight), _checks.contiguous(bias), y, cfg)
+        loss = _recorded_rows(x, _checks.contiguous(weight), _checks.contiguous(bias), y, rw, cfg)
         return loss.reshape(label_shape)
     with paddle.no_grad():
         loss, grads = _eager(x.detach(), weight.detach(),
-                             None if bias is None else bias.detach(), y, cfg)
+                             None if bias is None else bias.detach(), y, rw, cfg)
     if reduction == "none":
         return loss.reshape(label_shape)
     if grads is not None:
