@@ -1,0 +1,1 @@
+"""Integrations with libraries built on Paddle: ``paddle_ops.integrations.paddleformers``."""
