@@ -6,14 +6,25 @@ Replaced while patched (Paddle 3.3.1 names):
   softmax_with_cross_entropy, kl_div, binary_cross_entropy_with_logits, sigmoid_focal_loss;
 - ``forward`` of ``paddle.nn.CrossEntropyLoss``, ``KLDivLoss`` and ``BCEWithLogitsLoss`` (the
   classes themselves stay, so isinstance checks and existing instances keep working). paddle.nn
-  has no other loss layer that one of these functions computes.
+  has no other loss layer that one of these functions computes;
+- ``forward`` of fleet's vocabulary-parallel ``ParallelCrossEntropy`` (one class, bound as
+  ``paddle.distributed.fleet.meta_parallel.ParallelCrossEntropy``, ``...fleet.layers.mpu.`` and
+  ``...mpu.mp_layers.``; Paddle 3.3.1 has no CPU kernel for it). It calls
+  paddle_ops.distributed.parallel_cross_entropy over the layer's model_parallel_group (None:
+  every process) with its ignore_index, classes split evenly across the group's ranks, and keeps
+  fleet's results: per-row loss of the label's shape with a trailing 1, in the logits' dtype
+  (float32 where AMP runs fleet's op in float32), 0 for ignored rows, None on a process that is
+  not a member of the group (fleet's Group.is_member(): also any group of one). Dygraph only:
+  static programs and paddle.jit.to_static's graphs get fleet's forward (a call that to_static's
+  default mode then runs in dygraph reaches paddle_ops).
 
 Every original lives in ``_ORIGINALS`` keyed by (owner, attribute), so unpatch() puts back the very
 same objects. A call goes to Paddle's original, with one warning per (function, reason), when
 paddle_ops has no kernel for it (tensors on a device other than the CPU and, in a CUDA build, a
-GPU), when paddle_ops would compute something else than Paddle (see the
-`_*_fallback` functions), or when paddle_ops rejects the arguments with TypeError/ValueError and
-Paddle accepts them. If Paddle rejects them too, Paddle's exception is raised, as without patching.
+GPU), when paddle_ops would compute something else than Paddle (the `*_reason` checks of each
+patched function), when it takes arguments outside Paddle's signature, or when paddle_ops rejects
+the arguments with TypeError/ValueError and Paddle accepts them. If Paddle rejects them too,
+Paddle's exception is raised, as without patching.
 """
 
 import contextlib
@@ -24,10 +35,14 @@ import warnings
 import paddle
 import paddle.nn.functional as _F
 import paddle.nn.functional.loss as _F_loss
+from paddle.distributed.fleet import meta_parallel as _fleet_meta_parallel
+from paddle.distributed.fleet.layers import mpu as _fleet_mpu
+from paddle.distributed.fleet.layers.mpu import mp_layers as _fleet_mp_layers
 from paddle.jit.marker import unified
 from paddle.utils.decorator_utils import ParamAliasDecorator
 
 from . import _checks as _POF_checks
+from .distributed import parallel_ce as _POD_parallel_ce
 from .nn import functional as _POF
 from .nn.functional import softmax_ce as _POF_softmax_ce
 
@@ -69,10 +84,11 @@ def _device_reason(x):
     return f"tensors on {place} (no paddle_ops kernel there)"
 
 
-def _dispatch(name, reason, run_ops, args, kwargs):
+def _dispatch(name, reason, run_ops, args, kwargs, original=None):
     """Runs paddle_ops (run_ops()) unless `reason` says why not; falls back to Paddle's original
-    on a reason or on a TypeError/ValueError from paddle_ops that Paddle does not share."""
-    original = _original(name)
+    (`original`, default Paddle's function `name`) on a reason or on a TypeError/ValueError from
+    paddle_ops that Paddle does not share."""
+    original = _original(name) if original is None else original
     if reason is not None:
         _warn_once(name, reason)
         return original(*args, **kwargs)
@@ -355,6 +371,101 @@ _LAYERS = {"CrossEntropyLoss": _ce_forward, "KLDivLoss": _kl_forward,
 _PADDLE_FORWARDS = {name: getattr(paddle.nn, name).__dict__["forward"] for name in _LAYERS}
 
 
+# fleet's vocabulary-parallel cross-entropy layer, under each name it is imported by (one class
+# in Paddle 3.3.1; a distinct class behind one of these names would be patched as well).
+_FLEET_PCE_CLASSES = list({id(c): c for c in (
+    _fleet_meta_parallel.ParallelCrossEntropy, _fleet_mpu.ParallelCrossEntropy,
+    _fleet_mp_layers.ParallelCrossEntropy)}.values())
+_FLEET_FORWARDS = {cls: cls.__dict__["forward"] for cls in _FLEET_PCE_CLASSES}
+
+
+def _fleet_group(layer):
+    """The group fleet's layer computes over: its model_parallel_group, where None means every
+    process (fleet's ring 0). parallel_cross_entropy would read None as fleet's model-parallel
+    group, so the global group is passed instead."""
+    group = layer.model_parallel_group
+    if group is None and paddle.distributed.is_initialized():
+        from paddle.distributed import collective
+        group = collective._get_global_group()
+    return group
+
+
+def _amp_runs_in_float32(op_type):
+    """Whether dygraph AMP (paddle.amp.auto_cast; Paddle enables it on GPUs only) runs Paddle's op
+    `op_type` in float32: AMP is on and the op is on its black list (c_softmax_with_cross_entropy
+    is by default: 16-bit logits are cast to float32 and the loss is float32)."""
+    if not paddle.is_autocast_enabled():
+        return False
+    return op_type in paddle.base.framework._dygraph_tracer()._get_amp_op_list()[1]
+
+
+def _fleet_parallel_ce(layer, input, label):
+    """fleet's ParallelCrossEntropy.forward on paddle_ops: per-row loss of the label's shape with
+    a trailing 1, 0 for rows labelled layer.ignore_index, in fleet's dtype: the logits' (paddle_ops
+    returns float32 for 16-bit logits), or float32 where AMP runs fleet's op in float32."""
+    loss = _POD_parallel_ce.parallel_cross_entropy(
+        input, label, group=_fleet_group(layer), ignore_index=layer.ignore_index,
+        reduction='none')
+    if len(loss.shape) == len(input.shape) - 1:
+        loss = loss.unsqueeze(-1)
+    if loss.dtype == input.dtype or _amp_runs_in_float32("c_softmax_with_cross_entropy"):
+        return loss
+    return loss.astype(input.dtype)
+
+
+@unified
+def _fleet_ce_call(name, original, signature, layer, args, kwargs):
+    """The patched forward of fleet's ParallelCrossEntropy: paddle_ops unless a reason or a
+    TypeError/ValueError from paddle_ops sends the call to fleet's `original`. All of it in one
+    function marked as a Paddle API, so that paddle.jit.to_static (SOT) calls it as one in static
+    mode rather than tracing into it."""
+    if not paddle.in_dynamic_mode():
+        return _fleet_ce(name, original, signature, layer, args, kwargs)
+    # Dygraph, but perhaps inside paddle.jit.to_static (SOT) after it gave up on a graph, where
+    # its frame hook would translate each function called from here: run them as plain Python.
+    hook = paddle.framework.core.set_eval_frame(None)
+    try:
+        return _fleet_ce(name, original, signature, layer, args, kwargs)
+    finally:
+        paddle.framework.core.set_eval_frame(hook)
+
+
+def _fleet_ce(name, original, signature, layer, args, kwargs):
+    """_fleet_ce_call's work: fleet's None for a process outside the group, else paddle_ops or,
+    with one warning per reason, fleet's forward."""
+    try:
+        bound = signature.bind(layer, *args, **kwargs).arguments
+    except TypeError:
+        bound = None
+    if bound is None:
+        reason = "arguments that fleet's forward(input, label) does not take"
+    else:
+        group = layer.model_parallel_group
+        if group is not None and not group.is_member():
+            return None     # as fleet: a process outside the group (or a group of one) gets None
+        reason = ((None if paddle.in_dynamic_mode() else
+                   "static mode (paddle_ops.distributed.parallel_cross_entropy runs in dygraph "
+                   "mode only)")
+                  or _device_reason(bound["input"]))
+    return _dispatch(name, reason,
+                     lambda: _fleet_parallel_ce(layer, bound["input"], bound["label"]),
+                     (layer,) + tuple(args), kwargs, original=original)
+
+
+def _fleet_forward(cls):
+    """A forward for fleet's ParallelCrossEntropy (class `cls`) with fleet's signature."""
+    original = _FLEET_FORWARDS[cls]
+    signature = inspect.signature(original)
+    name = f"{cls.__module__}.{cls.__qualname__}.forward"
+
+    @functools.wraps(original)
+    def patched_forward(self, *args, **kwargs):
+        return _fleet_ce_call(name, original, signature, self, args, kwargs)
+
+    patched_forward.__signature__ = signature
+    return patched_forward
+
+
 def is_patched():
     """Whether patch() is in effect."""
     return bool(_ORIGINALS)
@@ -380,11 +491,15 @@ def patch(corrected=False):
     for layer_name in _LAYERS:
         cls = getattr(paddle.nn, layer_name)
         _ORIGINALS[(cls, "forward")] = cls.__dict__["forward"]
+    for cls in _FLEET_PCE_CLASSES:
+        _ORIGINALS[(cls, "forward")] = cls.__dict__["forward"]
     for name, function in _FUNCTIONS.items():
         for owner in _FUNCTION_OWNERS:
             setattr(owner, name, function)
     for layer_name, forward in _LAYERS.items():
         setattr(getattr(paddle.nn, layer_name), "forward", _layer_forward(layer_name, forward))
+    for cls in _FLEET_PCE_CLASSES:
+        setattr(cls, "forward", _fleet_forward(cls))
 
 
 def unpatch():

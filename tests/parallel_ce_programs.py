@@ -6,6 +6,9 @@ float64 reference). Each rank writes rank<r>.json into the directory given as th
 {case: [problems]} (an empty list is a pass). Nothing is asserted here, so that a failing case
 never leaves the other rank waiting in a collective.
 
+The fleet_* cases run fleet's own ParallelCrossEntropy layer under paddle_ops.patch() (Paddle
+3.3.1 has no CPU kernel for it) against Paddle's single-process cross_entropy on the whole logits.
+
     python -m paddle.distributed.launch --nproc_per_node 2 tests/parallel_ce_programs.py OUT_DIR
 """
 
@@ -22,6 +25,8 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 import paddle.distributed as dist  # noqa: E402
 from paddle.distributed import fleet  # noqa: E402
+# Bound before paddle_ops.patch() runs, as model code binds it: it must still see the patch.
+from paddle.distributed.fleet.layers.mpu import ParallelCrossEntropy as MpuParallelCE  # noqa: E402
 
 import paddle_ops  # noqa: E402
 import paddle_ops.nn.functional as POF  # noqa: E402
@@ -156,6 +161,111 @@ def run_case(cfg, seed, rank, layer=False):
     return problems
 
 
+# fleet's ParallelCrossEntropy under patch(): dtype id, classes per rank, label shape [rows] or
+# [rows, 1]. Every case has ignored (-100) rows.
+FLEET_CASES = {
+    "fleet_patched_f32_label_rows": dict(dtype="f32", classes=24, label_1=False),
+    "fleet_patched_f32_label_rows_1": dict(dtype="f32", classes=24, label_1=True),
+    "fleet_patched_bf16_label_rows": dict(dtype="bf16", classes=200, label_1=False),
+    "fleet_patched_bf16_label_rows_1": dict(dtype="bf16", classes=200, label_1=True),
+}
+# Loss tolerances (atol, rtol) where the loss is in the logits' dtype: one rounding of the loss.
+FLEET_LOSS_TOL = {"f32": TOLERANCES["f32"][1], "bf16": (1e-6, 2 ** -8)}
+FLEET_ORIGINAL_FORWARD = fleet.meta_parallel.ParallelCrossEntropy.__dict__["forward"]
+
+
+def fleet_reference(cfg, seed):
+    """The problem and Paddle's own (unpatched) single-process cross_entropy on the whole logits:
+    (x, label [rows] or [rows, 1], upstream [rows, 1], loss [rows, 1], gradient [rows, 2C]), the
+    16-bit logits and upstream rounded first and fed to Paddle in float32 (Paddle 3.3.1 has no
+    16-bit CPU kernel for it)."""
+    dtype = TOLERANCES[cfg["dtype"]][0]
+    rng = np.random.default_rng(seed)
+    rows, classes = ROWS, 2 * cfg["classes"]
+    x = rounded(rng.normal(0, 3, (rows, classes)), dtype)
+    y = rng.integers(0, classes, rows)
+    y[rng.random(rows) < 0.3] = -100
+    y[0] = -100
+    g = rounded(rng.uniform(-2, 2, (rows, 1)), dtype)
+    whole = leaf(x, "float32")
+    ref = paddle.nn.functional.cross_entropy(whole, paddle.to_tensor(y[:, None]),
+                                             reduction="none")
+    paddle.autograd.backward([ref], [paddle.to_tensor(g, dtype="float32")])
+    label = y[:, None] if cfg["label_1"] else y
+    return x, label, g, as64(ref), as64(whole.grad)
+
+
+def run_fleet_layer(layer, cfg, rank, problem):
+    """Problems of fleet's layer on this rank's half of the logits against the reference."""
+    dtype, _, bwd_tol = TOLERANCES[cfg["dtype"]]
+    x, label, g, ref_loss, ref_grad = problem
+    begin, end = rank * cfg["classes"], (rank + 1) * cfg["classes"]
+    local = leaf(x[:, begin:end], dtype)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = layer(local, paddle.to_tensor(label))
+    problems = [f"warning: {w.message}" for w in caught if "paddle_ops" in str(w.message)]
+    if loss is None:
+        return problems + ["the layer returned None"]
+    if loss.dtype != local.dtype:
+        problems.append(f"loss dtype {loss.dtype}, expected the logits' {local.dtype}")
+    if list(loss.shape) != list(ref_loss.shape):
+        problems.append(f"loss shape {list(loss.shape)}, expected {list(ref_loss.shape)}")
+        return problems
+    paddle.autograd.backward([loss], [paddle.to_tensor(g, dtype=loss.dtype)])
+    got = as64(loss)
+    ignored = np.reshape(label, -1) == -100
+    if np.any(got[ignored] != 0):
+        problems.append(f"ignored rows' loss {got[ignored].ravel().tolist()}, expected 0")
+    problems += compare("loss vs Paddle's cross_entropy", got, ref_loss,
+                        FLEET_LOSS_TOL[cfg["dtype"]])
+    if local.grad is None:
+        return problems + ["no gradient reached the logits"]
+    if local.grad.dtype != local.dtype:
+        problems.append(f"gradient dtype {local.grad.dtype}, expected {local.dtype}")
+    problems += compare("grad vs Paddle's cross_entropy", as64(local.grad),
+                        ref_grad[:, begin:end], bwd_tol)
+    return problems
+
+
+def run_fleet_cases(rank):
+    """{case: problems}: fleet's ParallelCrossEntropy built before paddle_ops.patch() and one
+    built after it (through a name bound before it), each against Paddle's cross_entropy;
+    then unpatch() puts fleet's forward back, which on CPU has no kernel."""
+    results = {}
+    before = fleet.meta_parallel.ParallelCrossEntropy()
+    problems = {name: fleet_reference(cfg, 200 + i)
+                for i, (name, cfg) in enumerate(FLEET_CASES.items())}
+    paddle_ops.patch()
+    try:
+        after = MpuParallelCE()
+        for name, cfg in FLEET_CASES.items():
+            try:
+                results[name] = [f"built before patch(): {p}" for p in run_fleet_layer(
+                    before, cfg, rank, problems[name])]
+                results[name] += [f"built after patch(): {p}" for p in run_fleet_layer(
+                    after, cfg, rank, problems[name])]
+            except Exception:  # noqa: BLE001
+                results[name] = [traceback.format_exc()]
+        patched_forward = fleet.meta_parallel.ParallelCrossEntropy.__dict__["forward"]
+    finally:
+        paddle_ops.unpatch()
+    restored = []
+    if patched_forward is FLEET_ORIGINAL_FORWARD:
+        restored.append("patch() left fleet's forward in place")
+    for cls in (fleet.meta_parallel.ParallelCrossEntropy, MpuParallelCE):
+        if cls.__dict__["forward"] is not FLEET_ORIGINAL_FORWARD:
+            restored.append(f"after unpatch() {cls} has forward {cls.__dict__['forward']}")
+    try:
+        before(leaf(np.zeros((3, 4)), "float32"), paddle.to_tensor([0, 1, -100]))
+        restored.append("fleet's own forward computed on CPU: expected its missing-kernel error")
+    except RuntimeError as e:
+        if "c_softmax_with_cross_entropy" not in str(e):
+            restored.append(f"fleet's own forward raised {e}")
+    results["fleet_unpatch_restores_forward"] = restored
+    return results
+
+
 def main(out_dir):
     strategy = fleet.DistributedStrategy()
     strategy.hybrid_configs = {"dp_degree": 1, "mp_degree": 2, "pp_degree": 1}
@@ -184,6 +294,10 @@ def main(out_dir):
         results["explicit_group"] = [] if a.item() == b.item() else [f"{a.item()} != {b.item()}"]
     except Exception:  # noqa: BLE001
         results["explicit_group"] = [traceback.format_exc()]
+    try:
+        results.update(run_fleet_cases(rank))
+    except Exception:  # noqa: BLE001
+        results["fleet_unpatch_restores_forward"] = [traceback.format_exc()]
     x, y, _ = make_problem(UNEVEN_DEFAULT, 7)
     begin, end = shard_of(UNEVEN_DEFAULT, rank)
     try:

@@ -2,7 +2,9 @@
 
 1. Two processes (`paddle.distributed.launch`, gloo on CPU, fleet's model-parallel group): each
    rank holds a slice of the classes; loss and gradient slices match the single-process
-   cross_entropy on the whole logits and the float64 reference (tests/parallel_ce_programs.py).
+   cross_entropy on the whole logits and the float64 reference (tests/parallel_ce_programs.py);
+   under paddle_ops.patch(), fleet's own ParallelCrossEntropy (built before and after patching)
+   matches Paddle's single-process cross_entropy, and unpatch() restores fleet's forward.
 2. In one process: the class-shard ops on three uneven slices, combined as the distributed layer
    combines them, against the float64 reference; the world-size-1 path against cross_entropy;
    bad input.
@@ -56,7 +58,8 @@ def two_process_results(tmp_path_factory):
 
 
 EXPECTED_CASES = list(parallel_ce_programs.CASES) + ["layer_drop_in", "explicit_group",
-                                                      "uneven_default_raises"]
+                                                      "uneven_default_raises"] + list(
+    parallel_ce_programs.FLEET_CASES) + ["fleet_unpatch_restores_forward"]
 
 
 @pytest.mark.parametrize("rank", [0, 1])
