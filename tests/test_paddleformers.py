@@ -438,3 +438,42 @@ def test_trainer_trains_the_applied_model_as_the_unpatched_one(tmp_path, fused_c
     got = train(True)
     assert len(got) == 3 and fused_calls
     np.testing.assert_allclose(got, want, rtol=LOSS_RTOL)
+
+
+@pytest.fixture(scope="module")
+def tensor_parallel_results(tmp_path_factory):
+    """Runs tests/paddleformers_tp_programs.py on 2 processes once; {rank: parsed JSON}."""
+    import json
+    import os
+    import subprocess
+    import sys
+    tests = os.path.dirname(os.path.abspath(__file__))
+    out = tmp_path_factory.mktemp("paddleformers_tp")
+    env = dict(os.environ, PADDLE_OPS_NUM_THREADS="1", PYTHONPATH=os.path.dirname(tests)
+               + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+         "--log_dir", str(out / "log"), os.path.join(tests, "paddleformers_tp_programs.py"),
+         str(out)], capture_output=True, text=True, timeout=600, env=env, cwd=str(out))
+    logs = "".join(f"\n--- workerlog.{r} ---\n" + (out / "log" / f"workerlog.{r}").read_text()[-3000:]
+                   for r in range(2) if (out / "log" / f"workerlog.{r}").exists())
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + logs
+    results = {}
+    for r in range(2):
+        with open(out / f"rank{r}.json") as f:
+            results[r] = json.load(f)
+    return results
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+@pytest.mark.parametrize("check", ["patched", "applied", "applied_eval",
+                                   "applied_gradients_match_patched"])
+def test_tensor_parallel_llama_on_two_processes(tensor_parallel_results, check, rank):
+    """patch() serves fleet's ParallelCrossEntropy in a tensor-parallel PaddleFormers Llama, and
+    apply() its vocabulary-parallel fused loss: both against unpatched Paddle on the gathered
+    LM head (see tests/paddleformers_tp_programs.py)."""
+    got = tensor_parallel_results[rank]
+    assert got["world_size"] == 2
+    assert "reference" not in got["results"], got["results"]["reference"]
+    assert check in got["results"], f"rank {rank} did not run {check}"
+    assert got["results"][check] == [], "\n".join(got["results"][check])

@@ -234,9 +234,8 @@ def _loss_func_forward(loss_func):
     from .. import _patch
     if type(loss_func) is paddle.nn.CrossEntropyLoss:
         return _patch._layer_forward("CrossEntropyLoss", _patch._ce_forward)
-    fleet_forward = getattr(_patch, "fleet_parallel_ce_forward", None)
-    if fleet_forward is not None and type(loss_func).__name__ == "ParallelCrossEntropy":
-        return fleet_forward
+    if type(loss_func) in _patch._FLEET_PCE_CLASSES:
+        return _patch._fleet_forward(type(loss_func))
     return None
 
 
