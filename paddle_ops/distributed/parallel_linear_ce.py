@@ -56,7 +56,7 @@ import paddle
 import paddle.distributed as dist
 
 from .. import _checks, _ops
-from ..nn.functional.linear_ce import _as, _compute_dtype, chunk_rows
+from ..nn.functional.linear_ce import _as, _compute_dtype, _Grads, chunk_rows
 from . import parallel_ce
 
 _NAME = "parallel_linear_cross_entropy"
@@ -192,40 +192,6 @@ class _Head:
         return out if self.b is None else out + self.b
 
 
-class _Grads:
-    """Accumulates the chunks' gradients in the compute dtype: the input rows (this rank's part),
-    the weight shard (in place, either layout) and the bias."""
-
-    def __init__(self, need_x, need_w, need_b):
-        self.need_x, self.need_w, self.need_b = need_x, need_w, need_b
-        self.x_parts, self.w, self.b = [], None, None
-
-    def add(self, xc, head, dlogits):
-        if self.need_x:
-            self.x_parts.append(paddle.matmul(dlogits, head.w, transpose_y=not head.transpose))
-        if self.need_w:
-            # In place (addmm_): a matmul then add_ would hold a second weight-sized tensor.
-            a, b = (dlogits, xc) if head.transpose else (xc, dlogits)
-            if self.w is None:
-                self.w = paddle.matmul(a, b, transpose_x=True)
-            else:
-                self.w.addmm_(a.T, b)
-        if self.need_b:
-            db = paddle.sum(dlogits, axis=0)
-            self.b = db if self.b is None else self.b.add_(db)
-
-    def results(self, rows, hidden, head, compute):
-        gx = gw = gb = None
-        if self.need_x:
-            gx = paddle.concat(self.x_parts) if self.x_parts else paddle.zeros([rows, hidden],
-                                                                               compute)
-        if self.need_w:
-            gw = self.w if self.w is not None else paddle.zeros(head.w.shape, compute)
-        if self.need_b:
-            gb = self.b if self.b is not None else paddle.zeros(head.b.shape, compute)
-        return gx, gw, gb
-
-
 def _parallel_linear_ce(x, weight, bias, label, row_weight, label_shape, need, cfg):
     rows, hidden = x.shape
     eps_attr, z_attr = _checks.double_attr(cfg.eps), _checks.double_attr(cfg.z)
@@ -291,7 +257,8 @@ def _parallel_linear_ce(x, weight, bias, label, row_weight, label_shape, need, c
             row_grad = row_grad / den * nonzero.astype(cfg.compute)
         grads = None
         if second_pass:
-            acc = _Grads(need_x, need_w and eager_wb, need_b and eager_wb)
+            acc = _Grads(need_x, need_w and eager_wb, need_b and eager_wb,
+                         transpose=cfg.transpose)
             for i, (a, b) in enumerate(spans):
                 xc = _as(xd[a:b], cfg.compute)
                 logits = kept[i].detach() if kept else head.logits(xc)
@@ -299,8 +266,8 @@ def _parallel_linear_ce(x, weight, bias, label, row_weight, label_shape, need, c
                                                     row_grad[a:b], cfg.ignore_index, eps_attr,
                                                     z_attr, cfg.offset, cfg.total)
                 del logits
-                acc.add(xc, head, dlogits)
-            grads = acc.results(rows, hidden, head, cfg.compute)
+                acc.add(xc, head.w, dlogits)
+            grads = acc.results(xd, head.w, head.b, cfg.compute)
             if need_x and cfg.nranks > 1 and rows > 0:
                 dist.all_reduce(grads[0], group=cfg.group)
     if cfg.reduction != "none":
