@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -89,3 +91,19 @@ def test_bench_parallel_ce_smoke(tmp_path):
     got = {(r["provider"], r["mode"], r["shape"]) for r in rows}
     assert got == {(p, m, "64x200") for p in ("paddle_ops", "paddle_ops_2proc")
                    for m in ("fwd", "full")}
+
+
+def test_bench_paddleformers_smoke(tmp_path):
+    # A tiny Llama (2 x 64 tokens, vocabulary 1000), every variant in its own process: 3 steps.
+    pytest.importorskip("paddleformers")
+    proc, rows = run_bench("bench_paddleformers.py", tmp_path, "--quick",
+                           ops=("paddleformers_llama",))
+    got = {(r["provider"], r["mode"], r["dtype"], r["shape"]) for r in rows}
+    assert got == {(v, "loop", "float32", "2x64x32x1000")
+                   for v in ("unpatched", "patch", "apply", "pf_fused_head")}
+    assert all(float(r["peak_mb"]) >= 0 for r in rows)
+    # The run exits non-zero if patch or apply disagree with unpatched; these lines show that
+    # each fused path ran.
+    assert "apply: every training call returned logits=None: True" in proc.stdout
+    assert "fused_head_and_loss_fn ran 3 times, the whole logits' calc_lm_head_logits 0 times" \
+        in proc.stdout
