@@ -16,6 +16,11 @@ weights and batches:
 
 - ``unpatched``: PaddleFormers as installed: ``lm_head`` writes the [4096, 32000] logits and
   ``CriterionLayer`` runs ``paddle.nn.CrossEntropyLoss(reduction='none')`` on them.
+- ``unpatched_threads``: the same with Paddle's CPU math (its matmuls) on as many threads as
+  paddle_ops' kernels use (``paddle.base.core.set_num_threads(paddle_ops.get_num_threads())``;
+  Paddle's default is ``FLAGS_paddle_num_threads=1``). paddle_ops runs the fused head's matmuls
+  with its own thread count (``_runtime.matmul_threads``), so this row tells how much of
+  ``apply``'s time comes from the threads and how much from the fusion.
 - ``patch``: ``paddle_ops.patch()`` before the model is built, so that the criterion's
   ``CrossEntropyLoss`` is paddle_ops' (Paddle's numbers); the logits still exist.
 - ``apply``: ``paddle_ops.integrations.paddleformers.apply(model)``: the training call hands the
@@ -59,7 +64,7 @@ benchmarks/results.csv (op ``paddleformers_llama``, mode ``loop``, gbps empty).
     python benchmarks/bench_paddleformers.py            # about 13 minutes on 2 cores
     python benchmarks/bench_paddleformers.py --quick    # a tiny model: a smoke run (~15 s)
 
-Threads are Paddle's and paddle_ops' defaults. Needs paddleformers (tested with 1.2.0).
+Threads are Paddle's and paddle_ops' defaults, except in ``unpatched_threads``. Needs paddleformers (tested with 1.2.0).
 """
 
 import argparse
@@ -80,7 +85,7 @@ import numpy as np  # noqa: E402
 
 OP = "paddleformers_llama"
 REFERENCE = "unpatched"
-VARIANTS = (REFERENCE, "patch", "apply", "pf_fused_head")
+VARIANTS = (REFERENCE, "unpatched_threads", "patch", "apply", "pf_fused_head")
 SEED = 0
 LR = 1e-3
 IGNORE = -100
@@ -136,6 +141,9 @@ def run_variant(variant, cfg, steps, warmup, grads_path):
     if variant == "patch":
         import paddle_ops
         paddle_ops.patch()
+    if variant == "unpatched_threads":
+        import paddle_ops
+        paddle.base.core.set_num_threads(paddle_ops.get_num_threads())
     config = LlamaConfig(vocab_size=cfg["vocab"], hidden_size=cfg["hidden"],
                          intermediate_size=cfg["intermediate"],
                          num_hidden_layers=cfg["layers"], num_attention_heads=cfg["heads"],

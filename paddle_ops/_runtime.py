@@ -5,10 +5,13 @@ Paddle loaded, through ctypes; loading a library twice by path returns the same 
 settings are the ones the ops use.
 """
 
+import contextlib
 import ctypes
 import os
 import re
 import warnings
+
+import paddle
 
 from . import _ops
 
@@ -54,6 +57,28 @@ def set_num_threads(num_threads):
 def get_num_threads():
     """The number of CPU threads the kernels use now (see set_num_threads)."""
     return int(_lib.paddle_ops_get_num_threads())
+
+
+@contextlib.contextmanager
+def matmul_threads(x):
+    """Within the block, Paddle's CPU matmuls use paddle_ops' thread count when x is on the CPU
+    and that count exceeds Paddle's own (the flag FLAGS_paddle_num_threads, 1 by default): the
+    fused LM head's matmuls are part of a paddle_ops op. Paddle's setting is put back after;
+    its matmul results do not depend on the thread count (each thread computes whole output
+    blocks)."""
+    if not (paddle.in_dynamic_mode() and x.place.is_cpu_place()):
+        yield
+        return
+    own = paddle.get_flags(["FLAGS_paddle_num_threads"])["FLAGS_paddle_num_threads"]
+    threads = get_num_threads()
+    if threads <= own:
+        yield
+        return
+    paddle.base.core.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        paddle.base.core.set_num_threads(own)
 
 
 def get_cpu_isa():

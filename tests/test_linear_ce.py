@@ -344,3 +344,27 @@ def test_row_weight_is_a_constant_and_weights_the_static_program_too():
 def test_bad_transpose_or_row_weight(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_the_chunk_matmuls_run_on_paddle_ops_threads_then_paddles_again(monkeypatch, threads):
+    """The fused head's matmuls use paddle_ops' thread count where it exceeds Paddle's
+    FLAGS_paddle_num_threads (1 by default), and Paddle's count is set back after the call; the
+    value does not depend on it."""
+    import paddle_ops
+    own = paddle.get_flags(["FLAGS_paddle_num_threads"])["FLAGS_paddle_num_threads"]
+    calls = []
+    real = paddle.base.core.set_num_threads
+    monkeypatch.setattr(paddle.base.core, "set_num_threads",
+                        lambda n: (calls.append(n), real(n))[1])
+    h, w, b, y, _ = make_case(CONFIGS["plain"], seed=11)
+    before = paddle_ops.get_num_threads()
+    paddle_ops.set_num_threads(threads)
+    try:
+        loss = POF.linear_cross_entropy(leaf(h, "float32"), leaf(w, "float32"),
+                                        paddle.to_tensor(y))
+    finally:
+        paddle_ops.set_num_threads(before)
+    assert calls == ([threads, own] if threads > own else [])
+    ref = linear_ce_ref(h, w, y)[0]
+    np.testing.assert_allclose(loss.numpy(), ref, rtol=1e-5)

@@ -55,7 +55,7 @@ import re
 import paddle
 import paddle.distributed as dist
 
-from .. import _checks, _ops
+from .. import _checks, _ops, _runtime
 from ..nn.functional.linear_ce import _as, _compute_dtype, _Grads, chunk_rows
 from . import parallel_ce
 
@@ -205,7 +205,7 @@ def _parallel_linear_ce(x, weight, bias, label, row_weight, label_shape, need, c
     spans = [(a, min(rows, a + cfg.n_chunk)) for a in range(0, rows, cfg.n_chunk)]
     kept = []
     head_rec = _Head(weight, bias, cfg) if recorded else None
-    with paddle.no_grad():
+    with paddle.no_grad(), _runtime.matmul_threads(x):
         head = (head_rec.detached() if recorded
                 else _Head(weight.detach(), None if bias is None else bias.detach(), cfg))
         xd = x.detach()

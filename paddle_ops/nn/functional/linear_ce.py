@@ -32,7 +32,7 @@ cross-entropy op.
 import paddle
 from paddle.jit.marker import unified
 
-from ... import _checks, _ops
+from ... import _checks, _ops, _runtime
 from .softmax_ce import cross_entropy
 
 # Default memory budget for one chunk's logits and their gradient, in MiB: 524 rows at V = 32000,
@@ -324,7 +324,7 @@ def linear_cross_entropy(input, weight, label, bias=None, ignore_index=-100, red
     if reduction == "none" and any(need):
         loss = _recorded_rows(x, _checks.contiguous(weight), _checks.contiguous(bias), y, rw, cfg)
         return loss.reshape(label_shape)
-    with paddle.no_grad():
+    with paddle.no_grad(), _runtime.matmul_threads(x):
         loss, grads = _eager(x.detach(), weight.detach(),
                              None if bias is None else bias.detach(), y, rw, cfg)
     if reduction == "none":
