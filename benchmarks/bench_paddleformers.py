@@ -21,6 +21,8 @@ weights and batches:
   Paddle's default is ``FLAGS_paddle_num_threads=1``). paddle_ops runs the fused head's matmuls
   with its own thread count (``_runtime.matmul_threads``), so this row tells how much of
   ``apply``'s time comes from the threads and how much from the fusion.
+- ``apply_threads``: ``apply`` with Paddle's CPU math on the same threads as in
+  ``unpatched_threads`` (the whole model's matmuls, not only the head's).
 - ``patch``: ``paddle_ops.patch()`` before the model is built, so that the criterion's
   ``CrossEntropyLoss`` is paddle_ops' (Paddle's numbers); the logits still exist.
 - ``apply``: ``paddle_ops.integrations.paddleformers.apply(model)``: the training call hands the
@@ -85,7 +87,7 @@ import numpy as np  # noqa: E402
 
 OP = "paddleformers_llama"
 REFERENCE = "unpatched"
-VARIANTS = (REFERENCE, "unpatched_threads", "patch", "apply", "pf_fused_head")
+VARIANTS = (REFERENCE, "unpatched_threads", "patch", "apply", "apply_threads", "pf_fused_head")
 SEED = 0
 LR = 1e-3
 IGNORE = -100
@@ -101,7 +103,7 @@ GRAD_TOL = 1e-4   # max over parameters of max|g - g_ref| / max|g_ref| at step 0
 APPLY_PEAK_RATIO = 0.30
 APPLY_TIME_RATIO = 0.8
 # Variants whose loss and gradients are paddle_ops' contract: a miss fails the run.
-CHECKED = ("patch", "apply")
+CHECKED = ("patch", "apply", "apply_threads")
 
 
 def shape_of(cfg):
@@ -141,7 +143,7 @@ def run_variant(variant, cfg, steps, warmup, grads_path):
     if variant == "patch":
         import paddle_ops
         paddle_ops.patch()
-    if variant == "unpatched_threads":
+    if variant.endswith("_threads"):
         import paddle_ops
         paddle.base.core.set_num_threads(paddle_ops.get_num_threads())
     config = LlamaConfig(vocab_size=cfg["vocab"], hidden_size=cfg["hidden"],
@@ -159,7 +161,7 @@ def run_variant(variant, cfg, steps, warmup, grads_path):
         digest.update(p.numpy().tobytes())
 
     fused_calls, fallback_calls = [0], [0]
-    if variant == "apply":
+    if variant in ("apply", "apply_threads"):
         from paddle_ops.integrations import paddleformers as po_pf
         po_pf.apply(model)
     elif variant == "pf_fused_head":
@@ -203,8 +205,9 @@ def run_variant(variant, cfg, steps, warmup, grads_path):
         times.append((t1 - t0 + time.perf_counter() - t2) * 1e3)
     if warmup < steps:
         meter.__exit__(None, None, None)
-    if variant == "apply" and not all(logits_none):
-        raise RuntimeError("apply: a training call returned logits (the fused path did not run)")
+    if variant in ("apply", "apply_threads") and not all(logits_none):
+        raise RuntimeError(f"{variant}: a training call returned logits (the fused path did not "
+                           "run)")
     if variant == "pf_fused_head" and (fused_calls[0] != steps or fallback_calls[0]):
         raise RuntimeError(f"pf_fused_head: in {steps} steps fused_head_and_loss_fn ran "
                            f"{fused_calls[0]} times and the whole logits' calc_lm_head_logits "
@@ -292,7 +295,7 @@ def main(argv=None):
     pf_version = importlib.metadata.version("paddleformers")
     ours = harness.git_version(paddle_ops.__version__, library=paddle_ops.LIBRARY_PATH)
     theirs = f"paddle {paddle.__version__} paddleformers {pf_version}"
-    versions = {v: (f"{ours} {theirs}" if v in ("patch", "apply") else theirs) for v in variants}
+    versions = {v: (f"{ours} {theirs}" if v in CHECKED else theirs) for v in variants}
     shape = shape_of(cfg)
     print(f"{OP}: device {device}; {ours}; {theirs}")
     print(f"  shape batch x seq x hidden x vocab {harness.shape_str(shape)}, "

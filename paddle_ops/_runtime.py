@@ -59,17 +59,34 @@ def get_num_threads():
     return int(_lib.paddle_ops_get_num_threads())
 
 
+def _mkl_threads_getter():
+    """MKL's mkl_get_max_threads from the MKL that Paddle's CPU build loads (its matmuls' thread
+    count, which paddle.base.core.set_num_threads sets), or None where there is none."""
+    path = os.path.join(os.path.dirname(paddle.__file__), "libs", "libmklml_intel.so")
+    try:
+        getter = ctypes.CDLL(path).mkl_get_max_threads
+    except (OSError, AttributeError):
+        return None
+    getter.argtypes = []
+    getter.restype = ctypes.c_int
+    return getter
+
+
+_MKL_THREADS = _mkl_threads_getter()
+
+
 @contextlib.contextmanager
 def matmul_threads(x):
     """Within the block, Paddle's CPU matmuls use paddle_ops' thread count when x is on the CPU
-    and that count exceeds Paddle's own (the flag FLAGS_paddle_num_threads, 1 by default): the
-    fused LM head's matmuls are part of a paddle_ops op. Paddle's setting is put back after;
-    its matmul results do not depend on the thread count (each thread computes whole output
-    blocks)."""
-    if not (paddle.in_dynamic_mode() and x.place.is_cpu_place()):
+    and that count exceeds the one they use now (MKL's, 1 by default: Paddle's
+    FLAGS_paddle_num_threads): the fused LM head's matmuls are part of a paddle_ops op. The
+    count is set back after. Nothing changes where MKL's count cannot be read (a Paddle build
+    without MKL). Matmul results do not depend on the thread count (each thread computes whole
+    output blocks)."""
+    if _MKL_THREADS is None or not (paddle.in_dynamic_mode() and x.place.is_cpu_place()):
         yield
         return
-    own = paddle.get_flags(["FLAGS_paddle_num_threads"])["FLAGS_paddle_num_threads"]
+    own = _MKL_THREADS()
     threads = get_num_threads()
     if threads <= own:
         yield

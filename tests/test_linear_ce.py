@@ -6,6 +6,8 @@ the unfused path it replaces, paddle.nn.functional.linear + paddle_ops cross_ent
 forward and backward (input, weight and bias gradients), with chunks that do not divide the rows.
 """
 
+import os
+
 import numpy as np
 import paddle
 import pytest
@@ -348,11 +350,14 @@ def test_bad_transpose_or_row_weight(call, exc, match):
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_the_chunk_matmuls_run_on_paddle_ops_threads_then_paddles_again(monkeypatch, threads):
-    """The fused head's matmuls use paddle_ops' thread count where it exceeds Paddle's
-    FLAGS_paddle_num_threads (1 by default), and Paddle's count is set back after the call; the
-    value does not depend on it."""
+    """The fused head's matmuls use paddle_ops' thread count where it exceeds the count Paddle's
+    matmuls use now (1 by default), and that count is set back after the call, also when the user
+    set it; the value does not depend on it."""
     import paddle_ops
-    own = paddle.get_flags(["FLAGS_paddle_num_threads"])["FLAGS_paddle_num_threads"]
+    from paddle_ops import _runtime
+    if _runtime._MKL_THREADS is None:
+        pytest.skip("Paddle's CPU build loads no MKL here")
+    own = _runtime._MKL_THREADS()
     calls = []
     real = paddle.base.core.set_num_threads
     monkeypatch.setattr(paddle.base.core, "set_num_threads",
@@ -368,3 +373,25 @@ def test_the_chunk_matmuls_run_on_paddle_ops_threads_then_paddles_again(monkeypa
     assert calls == ([threads, own] if threads > own else [])
     ref = linear_ce_ref(h, w, y)[0]
     np.testing.assert_allclose(loss.numpy(), ref, rtol=1e-5)
+
+
+def test_a_math_thread_count_the_user_set_is_kept():
+    """A count set with paddle.base.core.set_num_threads (not reflected in Paddle's flag) is
+    what Paddle's matmuls use again after the call."""
+    import paddle_ops
+    from paddle_ops import _runtime
+    if _runtime._MKL_THREADS is None or (os.cpu_count() or 1) < 2:
+        pytest.skip("Paddle's CPU build loads no MKL here, or one core")
+    own = _runtime._MKL_THREADS()
+    before = paddle_ops.get_num_threads()
+    h, w, b, y, _ = make_case(CONFIGS["plain"], seed=12)
+    try:
+        # MKL caps the count at the cores (2 here): the user's 2 against paddle_ops' 2 and 1.
+        for user, ours in ((2, 2), (2, 1)):
+            paddle.base.core.set_num_threads(user)
+            paddle_ops.set_num_threads(ours)
+            POF.linear_cross_entropy(leaf(h, "float32"), leaf(w, "float32"), paddle.to_tensor(y))
+            assert _runtime._MKL_THREADS() == user
+    finally:
+        paddle_ops.set_num_threads(before)
+        paddle.base.core.set_num_threads(own)
