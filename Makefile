@@ -2,9 +2,9 @@
 # make test   - install, build, run the Python tests and the C++ tests of the CPU kernels
 #               (ASan + UBSan, once per instruction set: base, avx2, avx512; on a CPU without
 #               one, its run repeats the level below)
-# make check  - the whole C++ matrix: the CPU suite per instruction set, the CUDA kernels on the
-#               CPU emulator (both ASan + UBSan), check-cuda and check-harness; .ci/run runs it
-#               after make test
+# make check  - the full matrix: the benchmark scripts' smoke runs, the CPU suite per
+#               instruction set, the CUDA kernels on the CPU emulator (both ASan + UBSan),
+#               check-cuda and check-harness; .ci/run runs it after make test
 # make check-cuda - compile and link the CUDA extension (sm_80, sm_90) without a GPU; skipped
 #               when nvcc is missing
 # make bench  - run the benchmarks and update benchmarks/results.csv
@@ -28,15 +28,15 @@ NVCC := $(firstword $(wildcard $(addsuffix /bin/nvcc,$(CUDA_HOME) $(CUDA_PATH)))
 
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: all venv build demo test check test-cpp test-cuda-emu test-py check-cuda check-harness \
-	cpp-build bench clean
+.PHONY: all venv build demo test check test-cpp test-cuda-emu test-py test-bench-smoke check-cuda \
+	check-harness cpp-build bench clean
 
 all: build
 
 $(STAMP): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-compile -r requirements-dev.txt
 	touch $@
 
 venv: $(STAMP)
@@ -60,13 +60,18 @@ test:
 	$(call stage,C++ tests,test-cpp)
 
 check:
+	$(call stage,benchmark smoke tests,test-bench-smoke)
 	$(call stage,C++ tests,test-cpp)
 	$(call stage,CUDA emulator tests,test-cuda-emu)
 	$(call stage,check-cuda,check-cuda)
 	$(call stage,check-harness,check-harness)
 
 test-py: build
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --ignore=tests/test_benchmarks.py
+
+# Each benchmark script run at a tiny size into a scratch CSV (tests/test_benchmarks.py).
+test-bench-smoke: build
+	$(PY) -m pytest tests/test_benchmarks.py -q
 
 # One CMake build (ASan + UBSan) for the CPU suite and the emulated CUDA suite; each target
 # builds only its own executable.

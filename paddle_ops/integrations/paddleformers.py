@@ -36,11 +36,15 @@ import paddle
 
 # The causal-LM classes whose forward hands lm_head's output to the criterion unchanged, each
 # checked by tests/test_paddleformers.py against the unpatched model (loss and every parameter's
-# gradient): (module under paddleformers.transformers, class name). PaddleFormers 1.2.0's Qwen2,
-# Qwen3 and the MoE models other than GPT-OSS import paddlefleet, which has no CPU wheel, so they
-# are not verified here.
+# gradient): (module under paddleformers.transformers, class name). In PaddleFormers 1.2.0
+# Qwen2ForCausalLM and Qwen3ForCausalLM build paddlefleet GPT models (another structure, not
+# served); the LMHead + CriterionLayer ones are Qwen2/Qwen3ForCausalLMDeprecated, whose modules
+# import only where paddlefleet does (the tests stand in for its provider, which those classes do
+# not use). The MoE models other than GPT-OSS import paddlefleet too and are not verified.
 VERIFIED_CLASSES = (
     ("llama.modeling", "LlamaForCausalLM"),
+    ("qwen2.modeling", "Qwen2ForCausalLMDeprecated"),
+    ("qwen3.modeling", "Qwen3ForCausalLMDeprecated"),
     ("phi3.modeling", "Phi3ForCausalLM"),
     ("gemma3_text.modeling", "Gemma3ForCausalLM"),
     ("ernie4_5.modeling", "Ernie4_5ForCausalLM"),
