@@ -1,7 +1,7 @@
 # make demo   - install everything into .venv, build, run the demo (examples/demo.py)
 # make test   - install, build, run the Python tests and the C++ tests of the CPU kernels
-#               (ASan + UBSan, once per instruction set: base, avx2, avx512; on a CPU without
-#               one, its run repeats the level below)
+#               (ASan + UBSan, once per instruction set: base, avx2, avx512; AVX-512 only on a
+#               CPU that has it, elsewhere its run would repeat avx2's)
 # make check  - the full matrix: the benchmark scripts' smoke runs, the CPU suite per
 #               instruction set, the CUDA kernels on the CPU emulator (both ASan + UBSan),
 #               check-cuda and check-harness; .ci/run runs it after make test
@@ -36,7 +36,7 @@ all: build
 $(STAMP): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 venv: $(STAMP)

@@ -45,11 +45,18 @@ PO_DECLARE_ISA(avx2)
 PO_DECLARE_ISA(avx512)
 #undef PO_DECLARE_ISA
 
-// return ISA::fn(args...) for the ISA chosen at run time.
+// return ISA::fn(args...) for the ISA chosen at run time. A build without the AVX-512 copy
+// (PADDLE_OPS_NO_AVX512_KERNELS: the C++ test build on a CPU that cannot run it) uses avx2 there.
+#ifdef PADDLE_OPS_NO_AVX512_KERNELS
+#define PO_AVX512_CASE(fn, ...) case CpuIsa::kAvx512:
+#else
+#define PO_AVX512_CASE(fn, ...) \
+  case CpuIsa::kAvx512:         \
+    return avx512::fn(__VA_ARGS__);
+#endif
 #define PO_CPU_DISPATCH(fn, ...)             \
   switch (cpu_isa()) {                       \
-    case CpuIsa::kAvx512:                    \
-      return avx512::fn(__VA_ARGS__);        \
+    PO_AVX512_CASE(fn, __VA_ARGS__)          \
     case CpuIsa::kAvx2:                      \
       return avx2::fn(__VA_ARGS__);          \
     default:                                 \
