@@ -38,6 +38,7 @@ def _stand_in_for_paddlefleet():
 _stand_in_for_paddlefleet()
 from paddleformers.nn.criterion.interface import CriterionLayer  # noqa: E402
 
+import helpers  # noqa: E402
 import paddle_ops  # noqa: E402
 from paddle_ops.integrations import paddleformers as po_pf  # noqa: E402
 
@@ -465,26 +466,8 @@ def test_trainer_trains_the_applied_model_as_the_unpatched_one(tmp_path, fused_c
 @pytest.fixture(scope="module")
 def tensor_parallel_results(tmp_path_factory):
     """Runs tests/paddleformers_tp_programs.py on 2 processes once; {rank: parsed JSON}."""
-    import json
-    import os
-    import subprocess
-    import sys
-    tests = os.path.dirname(os.path.abspath(__file__))
-    out = tmp_path_factory.mktemp("paddleformers_tp")
-    env = dict(os.environ, PADDLE_OPS_NUM_THREADS="1", PYTHONPATH=os.path.dirname(tests)
-               + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-         "--log_dir", str(out / "log"), os.path.join(tests, "paddleformers_tp_programs.py"),
-         str(out)], capture_output=True, text=True, timeout=600, env=env, cwd=str(out))
-    logs = "".join(f"\n--- workerlog.{r} ---\n" + (out / "log" / f"workerlog.{r}").read_text()[-3000:]
-                   for r in range(2) if (out / "log" / f"workerlog.{r}").exists())
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + logs
-    results = {}
-    for r in range(2):
-        with open(out / f"rank{r}.json") as f:
-            results[r] = json.load(f)
-    return results
+    return helpers.two_process_results("paddleformers_tp_programs.py",
+                                       tmp_path_factory.mktemp("paddleformers_tp"), timeout=600)
 
 
 @pytest.mark.parametrize("rank", [0, 1])

@@ -23,6 +23,7 @@ import paddle_ops
 import paddle_ops.nn.functional as POF
 from paddle_ops import _checks, _ops
 from paddle_ops.distributed import parallel_ce
+import helpers
 from helpers import bad_input_test
 from reference import TOLERANCES, as64, backward_with, leaf, rounded, softmax_ce_ref
 
@@ -37,24 +38,8 @@ DTYPE_IDS = list(TOLERANCES)
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     """Runs tests/parallel_ce_programs.py on 2 processes once; {rank: parsed rank<r>.json}."""
-    out = tmp_path_factory.mktemp("parallel_ce")
-    env = dict(os.environ, PADDLE_OPS_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep +
-               os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-         "--log_dir", str(out / "log"), os.path.join(TESTS, "parallel_ce_programs.py"), str(out)],
-        capture_output=True, text=True, timeout=300, env=env, cwd=str(out))
-    logs = ""
-    for r in range(2):
-        path = out / "log" / f"workerlog.{r}"
-        if path.exists():
-            logs += f"\n--- workerlog.{r} ---\n" + path.read_text()[-3000:]
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + logs
-    results = {}
-    for r in range(2):
-        with open(out / f"rank{r}.json") as f:
-            results[r] = json.load(f)
-    return results
+    return helpers.two_process_results("parallel_ce_programs.py",
+                                       tmp_path_factory.mktemp("parallel_ce"))
 
 
 EXPECTED_CASES = list(parallel_ce_programs.CASES) + ["layer_drop_in", "explicit_group",

@@ -11,9 +11,7 @@ cross-entropy.
    no_grad.
 """
 
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -22,11 +20,11 @@ import pytest
 
 import paddle_ops.nn.functional as POF
 from paddle_ops.distributed import parallel_linear_cross_entropy as plce
+import helpers
 from helpers import bad_input_test
 from reference import TOLERANCES, as64, backward_with, leaf, rounded
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(TESTS)
 sys.path.insert(0, TESTS)
 import parallel_linear_ce_programs as programs  # noqa: E402
 
@@ -34,25 +32,8 @@ import parallel_linear_ce_programs as programs  # noqa: E402
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     """Runs tests/parallel_linear_ce_programs.py on 2 processes once; {rank: rank<r>.json}."""
-    out = tmp_path_factory.mktemp("parallel_linear_ce")
-    env = dict(os.environ, PADDLE_OPS_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep +
-               os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-         "--log_dir", str(out / "log"), os.path.join(TESTS, "parallel_linear_ce_programs.py"),
-         str(out)],
-        capture_output=True, text=True, timeout=300, env=env, cwd=str(out))
-    logs = ""
-    for r in range(2):
-        path = out / "log" / f"workerlog.{r}"
-        if path.exists():
-            logs += f"\n--- workerlog.{r} ---\n" + path.read_text()[-3000:]
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + logs
-    results = {}
-    for r in range(2):
-        with open(out / f"rank{r}.json") as f:
-            results[r] = json.load(f)
-    return results
+    return helpers.two_process_results("parallel_linear_ce_programs.py",
+                                       tmp_path_factory.mktemp("parallel_linear_ce"))
 
 
 EXPECTED_CASES = list(programs.CASES) + ["explicit_group", "no_grad", "uneven_split_raises"]
