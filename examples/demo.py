@@ -37,11 +37,12 @@ Nothing is downloaded. What runs:
    term alone, forward, on a few rows of it (Paddle's CPU log_softmax is too slow for more).
 
 It prints progress while it runs, then a table (loss agreement, step time, peak memory), writes
-both monitors to one CSV (``--out`` with the suffix ``.csv``) and draws the PNG from them with
-``paddle_ops.monitor.plot_runs``: loss, accuracy and entropy of both runs, and the loss
-differences. It exits with
-status 1 when the two implementations' losses on the same logits differ by more than fp32
-rounding allows (checked at the first step, at once, and at every step).
+both monitors to one CSV (``--out`` with the suffix ``.csv``) and, with the optional visualdl
+package, to VisualDL logs (``<out>_visualdl/<run>``, shown by ``visualdl --logdir``), and draws
+the PNG from them with ``paddle_ops.monitor.plot_runs``: loss, accuracy and entropy of both runs,
+and the loss differences. It exits with status 1 when the two implementations' losses on the
+same logits differ by more than fp32 rounding allows (checked at the first step, at once, and at
+every step).
 """
 
 import argparse
@@ -636,12 +637,19 @@ def _run(cfg, out, workers):
     _plot(out, monitors, teacher_loss, cfg)
     csv_path = os.path.splitext(out)[0] + ".csv"
     runs_to_csv(csv_path, monitors)
+    # Each run's curves as a VisualDL log too, one subdirectory per run (optional package).
+    vdl_dir = os.path.splitext(out)[0] + "_visualdl"
+    try:
+        for impl in IMPLS:
+            monitors[impl].to_visualdl(os.path.join(vdl_dir, impl))
+    except ImportError:
+        vdl_dir = None
     hist = {impl: {n: monitors[impl].history(n)[1] for n in monitors[impl].names}
             for impl in IMPLS}
-    return _report(cfg, hist, peak, samples, head, out, csv_path)
+    return _report(cfg, hist, peak, samples, head, out, csv_path, vdl_dir)
 
 
-def _report(cfg, hist, peak, samples, head, out, csv_path):
+def _report(cfg, hist, peak, samples, head, out, csv_path, vdl_dir):
     la, lb = (np.array(hist[impl]["loss"]) for impl in IMPLS)
     runs = np.abs(la - lb)
     same = np.maximum(np.abs(la - hist["paddle"]["other_loss"]),
@@ -729,6 +737,11 @@ def _report(cfg, hist, peak, samples, head, out, csv_path):
 
     print(f"\nplot: {os.path.abspath(out)}")
     print(f"curves (both runs, every step): {os.path.abspath(csv_path)}")
+    if vdl_dir is None:
+        print("VisualDL logs: not written (pip install visualdl to get them)")
+    else:
+        print(f"VisualDL logs (one run per subdirectory): visualdl --logdir "
+              f"{os.path.abspath(vdl_dir)}")
     if failed:
         print(f"FAILED: a loss differs between paddle and paddle_ops on the same logits beyond "
               f"fp32 rounding (relative {STEP0_RTOL:g})", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Training curves without an extra pass over the logits: the loss, accuracy and prediction entropy
 that ``cross_entropy(..., return_stats=True)`` computes in its fused forward, recorded per step,
-written to CSV and drawn as a PNG.
+written to CSV, drawn as a PNG, or written to a VisualDL log (``to_visualdl``).
 
 Plain training loop::
 
@@ -28,7 +28,7 @@ import numbers
 import numpy as np
 import paddle
 
-__all__ = ["TrainingMonitor", "StatsCallback", "plot_runs", "runs_to_csv"]
+__all__ = ["TrainingMonitor", "StatsCallback", "plot_runs", "runs_to_csv", "VISUALDL_PREFIX"]
 
 
 def _scalar(value, name):
@@ -46,6 +46,30 @@ def _scalar(value, name):
         return float(value.reshape(()))
     raise TypeError(f"{name} must be a number or a one-element tensor, got "
                     f"{type(value).__name__}")
+
+
+# Tag prefix of paddle_ops' scalars in VisualDL (paddle.callbacks.VisualDL writes 'train/...').
+VISUALDL_PREFIX = "paddle_ops/"
+
+
+def _log_writer_class():
+    """visualdl.LogWriter (ImportError naming the package when it is missing)."""
+    try:
+        from visualdl import LogWriter
+    except ImportError as e:
+        raise ImportError("paddle_ops.monitor: writing VisualDL logs needs the optional visualdl "
+                          f"package (pip install visualdl): {e}") from e
+    return LogWriter
+
+
+def _log_writer(logdir):
+    return _log_writer_class()(logdir=str(logdir))
+
+
+def _write_row(writer, row, prefix):
+    for name, value in row.items():
+        if name != "step":
+            writer.add_scalar(tag=prefix + name, value=value, step=row["step"])
 
 
 class TrainingMonitor:
@@ -113,6 +137,16 @@ class TrainingMonitor:
         """One panel per name (default: all), value against step, stacked with a shared step
         axis; written as a PNG with matplotlib's Agg backend. Returns the path."""
         return plot_runs(path, {None: self}, names=names, title=title)
+
+    def to_visualdl(self, logdir, prefix=VISUALDL_PREFIX):
+        """Writes every recorded value as a VisualDL scalar (tag ``prefix + name``, at its step)
+        into a new log file in ``logdir``, which ``visualdl --logdir LOGDIR`` shows beside
+        Paddle's own curves. Needs the optional ``visualdl`` package. Returns ``logdir``."""
+        with _log_writer(logdir) as writer:
+            for row in self._rows:
+                _write_row(writer, row, prefix)
+        return logdir
+
 
 
 def _check_runs(runs):
@@ -217,11 +251,15 @@ class StatsCallback(paddle.callbacks.Callback):
     puts ``accuracy`` and ``entropy`` into the evaluation's logs unless those keys are taken, so
     that ``paddle.callbacks.EarlyStopping(monitor='accuracy')`` listed after this callback can
     stop on them (``'loss'`` works as usual). With ``csv_path`` / ``png_path`` the curves are
-    written when training ends. Steps count training batches across epochs and ``fit`` calls.
-    Dygraph only (the statistics are read as values after each batch).
+    written when training ends. With ``visualdl_dir`` every recorded row is also written, as it
+    is recorded, to a VisualDL log there (tags ``paddle_ops/<name>``; the optional ``visualdl``
+    package, checked when the callback is made), so the curves appear in VisualDL during
+    training, beside those of ``paddle.callbacks.VisualDL``. Steps count training batches across
+    epochs and ``fit`` calls. Dygraph only (the statistics are read as values after each batch).
     """
 
-    def __init__(self, loss_layer, monitor=None, csv_path=None, png_path=None):
+    def __init__(self, loss_layer, monitor=None, csv_path=None, png_path=None,
+                 visualdl_dir=None):
         super().__init__()
         if not getattr(loss_layer, "keep_stats", False):
             raise ValueError("loss_layer must keep its statistics: pass the "
@@ -231,6 +269,10 @@ class StatsCallback(paddle.callbacks.Callback):
         self.monitor = TrainingMonitor() if monitor is None else monitor
         self.csv_path = csv_path
         self.png_path = png_path
+        self.visualdl_dir = visualdl_dir
+        self._writer = None
+        if visualdl_dir is not None:
+            _log_writer_class()     # without visualdl: fails here, not mid-training
         self._step = 0
         self._eval = None
         self._logged = set()
@@ -242,9 +284,17 @@ class StatsCallback(paddle.callbacks.Callback):
                                "batch (is it the loss passed to Model.prepare?)")
         return stats
 
+    def _visualdl(self, row):
+        if self.visualdl_dir is None:
+            return
+        if self._writer is None:
+            self._writer = _log_writer(self.visualdl_dir)
+        _write_row(self._writer, row, VISUALDL_PREFIX)
+        self._writer.flush()
+
     def on_train_batch_end(self, step, logs=None):
         loss = (logs or {}).get("loss")
-        self.monitor.record(self._step, loss=loss, stats=self._stats())
+        self._visualdl(self.monitor.record(self._step, loss=loss, stats=self._stats()))
         self._step += 1
 
     def on_eval_begin(self, logs=None):
@@ -267,8 +317,9 @@ class StatsCallback(paddle.callbacks.Callback):
             return
         rows = acc["rows"] or 1.0
         means = {k: acc[k] / rows for k in ("loss", "accuracy", "entropy")}
-        self.monitor.record(max(self._step - 1, 0), eval_loss=means["loss"],
-                            eval_accuracy=means["accuracy"], eval_entropy=means["entropy"])
+        row = self.monitor.record(max(self._step - 1, 0), eval_loss=means["loss"],
+                                  eval_accuracy=means["accuracy"], eval_entropy=means["entropy"])
+        self._visualdl({"step": row["step"], **{f"eval_{k}": v for k, v in means.items()}})
         for key in ("accuracy", "entropy"):
             # paddle.Model passes one logs dict to every evaluation, so a key set here before
             # is ours to update; one set by anything else (a metric's name) is left alone.
@@ -277,6 +328,9 @@ class StatsCallback(paddle.callbacks.Callback):
                 self._logged.add(key)
 
     def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self.csv_path and len(self.monitor):
             self.monitor.to_csv(self.csv_path)
         if self.png_path and len(self.monitor):

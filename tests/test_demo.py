@@ -4,6 +4,7 @@ The demo trains the same student twice, with Paddle's losses and with paddle_ops
 table; these tests read that table.
 """
 
+import csv
 import os
 import re
 import subprocess
@@ -191,3 +192,21 @@ def test_wrong_loss_fails_loudly(tmp_path):
                  str(tmp_path / "x.png")], cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "FAILED: the first losses differ beyond fp32 rounding" in proc.stderr
+
+
+def test_visualdl_logs_hold_the_monitors_curves(quick):
+    """The demo writes each run's curves to VisualDL and says where to view them."""
+    pytest.importorskip("visualdl")
+    from visualdl import LogReader
+    out, png = quick
+    logdir = str(png.with_name(png.stem + "_visualdl"))
+    assert f"visualdl --logdir {logdir}" in out
+    csv_rows = list(csv.DictReader(open(png.with_suffix(".csv"))))
+    for run in ("paddle", "paddle_ops"):
+        files = os.listdir(os.path.join(logdir, run))
+        assert len(files) == 1
+        reader = LogReader(file_path=os.path.join(logdir, run, files[0]))
+        losses = [r.value for r in reader.get_data("scalar", "paddle_ops/loss")]
+        want = [float(r["loss"]) for r in csv_rows if r["run"] == run and r["loss"]]
+        np.testing.assert_allclose(losses, want, rtol=1e-6)
+        assert "paddle_ops/accuracy" in reader.get_tags()["scalar"]

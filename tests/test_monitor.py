@@ -213,3 +213,60 @@ def test_bad_input(name):
     call, exc, match = BAD_INPUTS[name]
     with pytest.raises(exc, match=match):
         call(TrainingMonitor())
+
+
+def read_visualdl(logdir):
+    """{tag: [(step, value)]} of the scalars in the one VisualDL log file in logdir."""
+    import os
+    from visualdl import LogReader
+    files = [f for f in os.listdir(logdir) if f.startswith("vdlrecords")]
+    assert len(files) == 1, files
+    reader = LogReader(file_path=os.path.join(str(logdir), files[0]))
+    return {tag: [(r.id, r.value) for r in reader.get_data("scalar", tag)]
+            for tag in reader.get_tags().get("scalar", [])}
+
+
+def test_monitor_writes_every_scalar_to_visualdl(tmp_path):
+    pytest.importorskip("visualdl")
+    monitor = TrainingMonitor()
+    for step in range(4):
+        monitor.record(step, loss=1.0 / (step + 1), lr=0.1 * step)
+    monitor.record(3, kl=0.25)      # extends step 3's row
+    assert monitor.to_visualdl(tmp_path / "vdl") == tmp_path / "vdl"
+    got = read_visualdl(tmp_path / "vdl")
+    assert sorted(got) == ["paddle_ops/kl", "paddle_ops/loss", "paddle_ops/lr"]
+    for name in ("loss", "lr", "kl"):
+        steps, values = monitor.history(name)
+        assert [s for s, _ in got["paddle_ops/" + name]] == steps
+        # VisualDL stores float32.
+        np.testing.assert_allclose([v for _, v in got["paddle_ops/" + name]], values, rtol=1e-7)
+
+
+def test_model_fit_writes_visualdl_beside_paddles_callback(tmp_path):
+    """StatsCallback(visualdl_dir=...) next to paddle.callbacks.VisualDL in Model.fit: its log
+    holds the monitor's curves, step by step, and Paddle's own log is written as usual."""
+    pytest.importorskip("visualdl")
+    train, val = Blobs(64, 2), Blobs(32, 3)
+    loss_layer = paddle_ops.nn.CrossEntropyLoss(keep_stats=True)
+    model, _ = make_model(loss_layer)
+    cb = StatsCallback(loss_layer, visualdl_dir=str(tmp_path / "ours"))
+    theirs = paddle.callbacks.VisualDL(log_dir=str(tmp_path / "paddle"))
+    model.fit(train, val, batch_size=16, epochs=2, shuffle=False, verbose=0,
+              callbacks=[cb, theirs])
+    got = read_visualdl(tmp_path / "ours")
+    assert {"paddle_ops/loss", "paddle_ops/accuracy", "paddle_ops/entropy",
+            "paddle_ops/eval_accuracy"} <= set(got)
+    for name in ("loss", "accuracy", "entropy", "eval_accuracy", "eval_entropy"):
+        steps, values = cb.monitor.history(name)
+        assert [s for s, _ in got["paddle_ops/" + name]] == steps
+        np.testing.assert_allclose([v for _, v in got["paddle_ops/" + name]], values, rtol=1e-6)
+    assert any(t.startswith("train/") for t in read_visualdl(tmp_path / "paddle"))
+
+
+def test_visualdl_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "visualdl", None)
+    with pytest.raises(ImportError, match="needs the optional visualdl package"):
+        TrainingMonitor().to_visualdl(tmp_path)
+    with pytest.raises(ImportError, match="pip install visualdl"):
+        StatsCallback(paddle_ops.nn.CrossEntropyLoss(keep_stats=True), visualdl_dir=tmp_path)
