@@ -59,6 +59,7 @@ _CONSTANT_INPUTS = {
     "paddle_ops_backprop_link": (1,),
     "paddle_ops_kl_logits": (2,),
     "paddle_ops_softmax_entropy": (),
+    "paddle_ops_softmax": (),
     "paddle_ops_kl_div": (),
     "paddle_ops_binary": (1, 2, 3),
     "paddle_ops_gaussian_kl": (),

@@ -6,3 +6,4 @@
 #include "cpu/kl_impl.h"
 #include "cpu/vector_math_impl.h"
 #include "cpu/softmax_ce_impl.h"
+#include "cpu/softmax_impl.h"

@@ -7,6 +7,7 @@
 #include "cpu/isa.h"
 #include "gaussian_kl.h"
 #include "kl.h"
+#include "softmax.h"
 #include "softmax_ce.h"
 
 namespace paddle_ops {
@@ -19,6 +20,10 @@ namespace paddle_ops {
   SoftmaxCEStatus softmax_ce_fwd_stats_cpu(const SoftmaxCEFwdArgs<T, L>& a);     \
   template <typename T, typename L>                                              \
   void softmax_ce_bwd_cpu(const SoftmaxCEBwdArgs<T, L>& a);                      \
+  template <typename T>                                                          \
+  void softmax_fwd_cpu(const SoftmaxFwdArgs<T>& a);                              \
+  template <typename T>                                                          \
+  void softmax_bwd_cpu(const SoftmaxBwdArgs<T>& a);                              \
   template <typename T, typename I>                                              \
   void kl_logits_fwd_cpu(const KLLogitsFwdArgs<T, I>& a);                        \
   template <typename T, typename I>                                              \

@@ -5,6 +5,7 @@
 #include "cpu/kernels_isa.h"
 #include "gaussian_kl.h"
 #include "kl.h"
+#include "softmax.h"
 #include "softmax_ce.h"
 
 namespace paddle_ops {
@@ -84,6 +85,25 @@ PO_SOFTMAX_CE_INSTANTIATE_ALL
   template void softmax_ce_stats_means_cpu(const SoftmaxCEMeansArgs<A, int64_t>&);
 PO_INSTANTIATE_SOFTMAX_CE_HOST(float)
 PO_INSTANTIATE_SOFTMAX_CE_HOST(double)
+
+// ---- softmax.h ----
+
+template <typename T>
+void softmax_fwd_cpu(const SoftmaxFwdArgs<T>& a) {
+  PO_CPU_DISPATCH(softmax_fwd_cpu, a)
+}
+
+template <typename T>
+void softmax_bwd_cpu(const SoftmaxBwdArgs<T>& a) {
+  if (a.y_grad == nullptr) {
+    const int64_t n = a.p.rows() * a.p.classes;
+    for (int64_t i = 0; i < n; ++i) a.x_grad[i] = from_acc<T>(0);
+    return;
+  }
+  PO_CPU_DISPATCH(softmax_bwd_cpu, a)
+}
+
+PO_SOFTMAX_INSTANTIATE_ALL
 
 // ---- kl.h ----
 
