@@ -4,6 +4,11 @@ Replaced while patched (Paddle 3.3.1 names):
 
 - ``paddle.nn.functional.X`` and ``paddle.nn.functional.loss.X`` for X in cross_entropy,
   softmax_with_cross_entropy, kl_div, binary_cross_entropy_with_logits, sigmoid_focal_loss;
+- ``paddle.nn.functional.X`` and ``paddle.nn.functional.activation.X`` for X in softmax and
+  log_softmax, with the -64 clip of Paddle's CPU kernels on the CPU (paddle_ops.nn.functional.
+  softmax's docstring). paddle.nn.Softmax, Softmax2D and LogSoftmax call these through
+  paddle.nn.functional, so they are served without patching them. Not patched: the in-place
+  ``softmax_``, the Tensor method ``x.softmax()`` and ``paddle.softmax`` (PyTorch's signature);
 - ``forward`` of ``paddle.nn.CrossEntropyLoss``, ``KLDivLoss`` and ``BCEWithLogitsLoss`` (the
   classes themselves stay, so isinstance checks and existing instances keep working). paddle.nn
   has no other loss layer that one of these functions computes;
@@ -34,19 +39,20 @@ import warnings
 
 import paddle
 import paddle.nn.functional as _F
+import paddle.nn.functional.activation as _F_activation
 import paddle.nn.functional.loss as _F_loss
 from paddle.distributed.fleet import meta_parallel as _fleet_meta_parallel
 from paddle.distributed.fleet.layers import mpu as _fleet_mpu
 from paddle.distributed.fleet.layers.mpu import mp_layers as _fleet_mp_layers
 from paddle.jit.marker import unified
-from paddle.utils.decorator_utils import ParamAliasDecorator
+from paddle.utils.decorator_utils import ParamAliasDecorator, softmax_param_alias
 
 from . import _checks as _POF_checks
 from .distributed import parallel_ce as _POD_parallel_ce
 from .nn import functional as _POF
+from .nn.functional import activation as _POF_activation
 from .nn.functional import softmax_ce as _POF_softmax_ce
 
-_FUNCTION_OWNERS = (_F, _F_loss)
 _ORIGINALS = {}
 _WARNED = set()
 # patch(corrected=True): paddle_ops' own semantics where they differ from Paddle's results.
@@ -326,8 +332,43 @@ def sigmoid_focal_loss(logit, label, normalizer=None, alpha=0.25, gamma=2.0, red
         (logit, label, normalizer, alpha, gamma, reduction, name), kwargs)
 
 
+def _paddle_clips(x):
+    """Whether Paddle's softmax kernel for x clips x - max at -64, as its CPU kernels do (unless
+    patch(corrected=True)). In dygraph x's place tells; a static program is built for the place
+    Paddle runs it on, its expected place (paddle.set_device)."""
+    if _STATE["corrected"]:
+        return False
+    if paddle.in_dynamic_mode() and isinstance(x, paddle.Tensor):
+        return x.place.is_cpu_place()
+    return paddle.framework._current_expected_place().is_cpu_place()
+
+
+@unified
+@softmax_param_alias
+def softmax(x, axis=-1, dtype=None, name=None, *, out=None, **kwargs):
+    reason = _extra_kwargs_reason(kwargs) or _device_reason(x)
+    return _dispatch(
+        "softmax", reason,
+        lambda: _POF_activation._write_out(
+            _POF_activation._run(x, axis, dtype, False, _paddle_clips(x)), out),
+        (x, axis, dtype, name), dict(kwargs, **({} if out is None else {"out": out})))
+
+
+@unified
+def log_softmax(x, axis=-1, dtype=None, name=None, **kwargs):
+    reason = _extra_kwargs_reason(kwargs) or _device_reason(x)
+    return _dispatch(
+        "log_softmax", reason,
+        lambda: _POF_activation._run(x, axis, dtype, True, _paddle_clips(x)),
+        (x, axis, dtype, name), kwargs)
+
+
 _FUNCTIONS = {f.__name__: f for f in (cross_entropy, softmax_with_cross_entropy, kl_div,
-                                      binary_cross_entropy_with_logits, sigmoid_focal_loss)}
+                                      binary_cross_entropy_with_logits, sigmoid_focal_loss,
+                                      softmax, log_softmax)}
+# The modules each function is replaced in (paddle.nn.functional re-exports both submodules').
+_FUNCTION_OWNERS = {name: (_F, _F_activation if name in ("softmax", "log_softmax") else _F_loss)
+                    for name in _FUNCTIONS}
 # Paddle's objects as found when paddle_ops was imported: fallbacks call these, so a patched
 # function that someone kept a reference to still works after unpatch().
 _PADDLE = {name: _F.__dict__[name] for name in _FUNCTIONS}
@@ -486,7 +527,7 @@ def patch(corrected=False):
     if is_patched():
         return
     for name in _FUNCTIONS:
-        for owner in _FUNCTION_OWNERS:
+        for owner in _FUNCTION_OWNERS[name]:
             _ORIGINALS[(owner, name)] = owner.__dict__[name]
     for layer_name in _LAYERS:
         cls = getattr(paddle.nn, layer_name)
@@ -494,7 +535,7 @@ def patch(corrected=False):
     for cls in _FLEET_PCE_CLASSES:
         _ORIGINALS[(cls, "forward")] = cls.__dict__["forward"]
     for name, function in _FUNCTIONS.items():
-        for owner in _FUNCTION_OWNERS:
+        for owner in _FUNCTION_OWNERS[name]:
             setattr(owner, name, function)
     for layer_name, forward in _LAYERS.items():
         setattr(getattr(paddle.nn, layer_name), "forward", _layer_forward(layer_name, forward))

@@ -7,7 +7,7 @@ from .gaussian import gaussian_kl
 from .kl import (jensen_shannon_with_logits, kl_div, kl_div_with_logits,
                  softmax_entropy)
 from .linear_ce import linear_cross_entropy
-from .softmax import log_softmax, softmax
+from .activation import log_softmax, softmax
 from .softmax_ce import CrossEntropyStats, cross_entropy, softmax_with_cross_entropy
 
 __all__ = ["cross_entropy", "softmax_with_cross_entropy", "kl_div", "kl_div_with_logits",

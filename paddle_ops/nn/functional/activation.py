@@ -1,5 +1,5 @@
-r"""Softmax and log-softmax: drop-in replacements for paddle.nn.functional.softmax and
-log_softmax.
+r"""Softmax and log-softmax (paddle.nn.functional.activation's): drop-in replacements for
+paddle.nn.functional.softmax and log_softmax.
 
 Along ``axis``, with :math:`m = \max_j x_j` and :math:`s = \sum_j e^{x_j - m}`:
 
