@@ -519,3 +519,43 @@ def backward_with(loss, grad_out):
     loss's shape and dtype."""
     g = paddle.to_tensor(np.asarray(grad_out, np.float64).reshape(loss.shape), dtype=loss.dtype)
     paddle.autograd.backward([loss], [g])
+
+
+# ---- softmax and log_softmax ----
+
+def softmax_ref(x, axis=-1, log=False, clip=False, grad_out=None, y=None):
+    """softmax (log=False) or log_softmax of x along axis in float64, and the gradient for the
+    upstream gradient grad_out (x's shape), or None without one. A row holding NaN or +inf, or
+    only -inf, is NaN throughout (Paddle's result). clip: Paddle's CPU kernels' clip of x - max at
+    -64 (the sum s is formed from the unclipped values, softmax.h). The gradient is that of the
+    output: dx = y (g - sum g y) or g - exp(y) sum g, from y (default: the output computed here;
+    pass the kernel's own rounded output for 16-bit outputs, whose backward reads them)."""
+    x = np.asarray(x, np.float64)
+    shape = x.shape
+    if x.size == 0:
+        return x.copy(), (None if grad_out is None else np.zeros_like(x))
+    if x.ndim == 0:
+        x = x.reshape(1)
+        axis = 0
+    X, moved = _class_rows(x, axis)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = np.isnan(X).any(1) | np.isposinf(X).any(1) | (X == -np.inf).all(1)
+        Xs = np.where(bad[:, None], 0.0, X)
+        m = Xs.max(1, keepdims=True) if Xs.shape[1] else np.zeros((Xs.shape[0], 1))
+        d = Xs - m
+        s = np.exp(d).sum(1, keepdims=True)
+        dc = np.maximum(d, -64.0) if clip else d
+        out = dc - np.log(s) if log else np.exp(dc) / s
+    out[bad] = np.nan
+    out = _from_class_rows(out, moved, axis).reshape(shape)
+    if grad_out is None:
+        return out, None
+    yv = out if y is None else np.asarray(y, np.float64)
+    Y, _ = _class_rows(yv.reshape(x.shape), axis)
+    G, _ = _class_rows(np.asarray(grad_out, np.float64).reshape(x.shape), axis)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if log:
+            dx = G - np.exp(Y) * G.sum(1, keepdims=True)
+        else:
+            dx = Y * (G - (G * Y).sum(1, keepdims=True))
+    return out, _from_class_rows(dx, moved, axis).reshape(shape)
