@@ -64,6 +64,13 @@ def _soft(name):
     return _seeded(name, lambda rng, rows: {"x": _logits(rng, rows), "q": _probs(rng, rows)})
 
 
+def _weighted(name):
+    """Logits and fixed weights of the output: the loss sum(w * softmax(x)) gives softmax and
+    log_softmax an upstream gradient other than 1."""
+    return _seeded(name, lambda rng, rows: {
+        "x": _logits(rng, rows), "w": rng.normal(0, 1, (rows, CLASSES)).astype("float32")})
+
+
 def _teacher(rng, rows):
     s = _logits(rng, rows)
     return {"s": s, "t": (0.6 * s + rng.normal(0, 1, s.shape)).astype("float32")}
@@ -182,6 +189,16 @@ CASES = {
     "linear_cross_entropy": Case(_linear, lambda h, w, y: POF.linear_cross_entropy(h, w, y),
                                  lambda h, w, y: F.cross_entropy(paddle.matmul(h, w), y),
                                  ("h", "w")),
+    "softmax": Case(_weighted("softmax"), lambda x, w: (POF.softmax(x) * w).sum(),
+                    lambda x, w: (F.softmax(x) * w).sum(), ("x",)),
+    "log_softmax": Case(_weighted("log_softmax"), lambda x, w: (POF.log_softmax(x, 1) * w).sum(),
+                        lambda x, w: (F.log_softmax(x, 1) * w).sum(), ("x",)),
+    "layer_Softmax": Case(_weighted("layer_softmax"),
+                          lambda x, w: (paddle_ops.nn.Softmax()(x) * w).sum(),
+                          lambda x, w: (paddle.nn.Softmax()(x) * w).sum(), ("x",)),
+    "layer_LogSoftmax": Case(_weighted("layer_log_softmax"),
+                             lambda x, w: (paddle_ops.nn.LogSoftmax()(x) * w).sum(),
+                             lambda x, w: (paddle.nn.LogSoftmax()(x) * w).sum(), ("x",)),
     "layer_CrossEntropyLoss": Case(_hard("layer_ce"),
                                    lambda x, y: paddle_ops.nn.CrossEntropyLoss()(x, y),
                                    lambda x, y: paddle.nn.CrossEntropyLoss()(x, y), ("x",)),
@@ -216,6 +233,15 @@ CASES = {
         _binary("p_bce"), lambda z, t: F.binary_cross_entropy_with_logits(z, t), ("z",)),
     "patched_sigmoid_focal_loss": _patched(_binary("p_focal"),
                                            lambda z, t: F.sigmoid_focal_loss(z, t), ("z",)),
+    "patched_softmax": _patched(_weighted("p_softmax"), lambda x, w: (F.softmax(x) * w).sum(),
+                                ("x",)),
+    "patched_log_softmax": _patched(_weighted("p_log_softmax"),
+                                    lambda x, w: (F.log_softmax(x, -1) * w).sum(), ("x",)),
+    "patched_layer_Softmax": _patched(_weighted("p_layer_softmax"),
+                                      lambda x, w: (paddle.nn.Softmax()(x) * w).sum(), ("x",)),
+    "patched_layer_LogSoftmax": _patched(_weighted("p_layer_log_softmax"),
+                                         lambda x, w: (paddle.nn.LogSoftmax()(x) * w).sum(),
+                                         ("x",)),
     "patched_layer_CrossEntropyLoss": _patched(_hard("p_layer_ce"),
                                                lambda x, y: paddle.nn.CrossEntropyLoss()(x, y),
                                                ("x",)),
