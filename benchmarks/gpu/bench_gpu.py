@@ -18,6 +18,9 @@ Cases (--quick: 1024 rows instead of 8192, fewer repetitions):
   sigmoid_focal  fp32 [8192, 8192], alpha 0.25, gamma 2, reduction 'mean': ours as for BCE;
               torch = torchvision.ops.sigmoid_focal_loss when torchvision is installed, else the
               same formula composed from torch ops (sigmoid, BCE with logits, pow, mean).
+  softmax, log_softmax  fp32 and bf16 [256, 32000] and [16384, 1000] (fixed shapes), along the
+              last axis, backward with a random upstream gradient: ours = harness forward, and
+              backward from its y; torch = torch.softmax / torch.log_softmax with autograd.
 Modes fwd / bwd / full, timed with CUDA events after warm-up: median with p20/p80 (ms). Every
 case is first checked on its first rows against the float64 reference of tests/gpu (ours) and
 against torch's own result, so a broken build is never timed.
@@ -410,6 +413,68 @@ class Bench:
         print(f"  {loss} baseline: {name}")
         return torch_loss
 
+    # ---- softmax / log_softmax ----
+
+    def softmax_case(self, op, dtype_name, shape):
+        torch = self.torch
+        ops = self.ops
+        dtype = getattr(torch, dtype_name)
+        log = op == "log_softmax"
+        rows, classes = shape
+        g = torch.Generator(device="cuda").manual_seed(5)
+        x = (torch.randn(shape, generator=g, device="cuda") * 3).to(dtype)
+        gy = (torch.rand(shape, generator=g, device="cuda") * 4 - 2).to(dtype)
+        torch_op = torch.log_softmax if log else torch.softmax
+
+        self.check_softmax(x, gy, log, dtype_name)
+
+        def ours_fwd(_):
+            return ops.softmax_fwd(x, log=log)
+
+        def ours_bwd(y):
+            return ops.softmax_bwd(y, gy, log=log)
+
+        xl = x.detach().requires_grad_(True)
+
+        def torch_fwd(_):
+            xl.grad = None
+            return torch_op(xl, -1)
+
+        def torch_bwd(y):
+            y.backward(gy)
+            return xl.grad
+
+        # Ideal traffic: forward reads x and writes y; backward reads y and g and writes dx.
+        n = rows * classes * x.element_size()
+        nbytes = {"fwd": 2 * n, "bwd": 3 * n, "full": 5 * n}
+        return self.modes(op, dtype_name, shape, nbytes, ours_fwd, ours_bwd, torch_fwd,
+                          torch_bwd)
+
+    def check_softmax(self, x, gy, log, dtype_name):
+        """Ours on the first rows against float64 (torch's op forward, softmax.h's formula on our
+        y backward), and our whole forward against torch's own in the same dtype."""
+        torch = self.torch
+        ops = self.ops
+        dtype_id = {"float32": "f32", "bfloat16": "bf16"}[dtype_name]
+        _, _, tol = self.tol[dtype_id]
+        name = "log_softmax" if log else "softmax"
+        torch_op = torch.log_softmax if log else torch.softmax
+        y = ops.softmax_fwd(x, log=log)
+        dx = ops.softmax_bwd(y, gy, log=log)
+        k = CHECK_ROWS
+        y64, g64 = y[:k].double(), gy[:k].double()
+        if log:
+            want_dx = g64 - torch.exp(y64) * g64.sum(-1, keepdim=True)
+        else:
+            want_dx = y64 * (g64 - (g64 * y64).sum(-1, keepdim=True))
+        torch.testing.assert_close(y64, torch_op(x[:k].double(), -1), atol=tol[0], rtol=tol[1],
+                                   msg=lambda m: f"{name} y vs reference: {m}")
+        torch.testing.assert_close(dx[:k].double(), want_dx, atol=tol[0], rtol=tol[1],
+                                   msg=lambda m: f"{name} dx vs reference: {m}")
+        # Both rounded once to the dtype from fp32: at most one ulp apart.
+        torch.testing.assert_close(y.double(), torch_op(x, -1).double(), atol=tol[0],
+                                   rtol=2 * tol[1], msg=lambda m: f"{name} y vs torch: {m}")
+
     # ---- block-size sweep ----
 
     def sweep(self, op, dtype_name, shape, threads=(64, 128, 256, 512, 1024)):
@@ -524,6 +589,8 @@ def main(argv=None):
              ("bce_logits", "bfloat16", (rows_n, 8192)),
              ("bce_logits", "float32", (rows_n // 2, 1000)),
              ("sigmoid_focal", "float32", (rows_n, 8192))]
+    cases += [(op, dtype_name, shape) for op in ("softmax", "log_softmax")
+              for shape in ((256, 32000), (16384, 1000)) for dtype_name in ("float32", "bfloat16")]
     if args.sweep:
         cases += [("sweep softmax_ce", "bfloat16", (rows_n, 128256)),
                   ("sweep softmax_ce", "float32", (rows_n, 32000)),
@@ -547,6 +614,8 @@ def main(argv=None):
                 results += bench.stats_case(dtype_name, shape)
             elif op == "kl_logits":
                 results += bench.kl_case(dtype_name, shape)
+            elif op in ("softmax", "log_softmax"):
+                results += bench.softmax_case(op, dtype_name, shape)
             else:
                 results += bench.binary_case(op, dtype_name, shape)
             print(f"checked and timed {label}")

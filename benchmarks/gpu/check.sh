@@ -62,7 +62,7 @@ print('harness', h.__file__, 'KL_STATS', h.KL_STATS,
       'binary workspace for 1 x 100003 fp32:', h.binary_fwd_workspace('float32', 1, 100003),
       'gaussian_kl workspace for 8 x 70001 bf16:', h.gaussian_kl_fwd_workspace('bfloat16', 8, 70001))
 for name in ('softmax_ce_fwd_stats', 'softmax_ce_shard_fwd', 'softmax_ce_shard_bwd',
-             'gaussian_kl_fwd', 'gaussian_kl_bwd'):
+             'gaussian_kl_fwd', 'gaussian_kl_bwd', 'softmax_fwd', 'softmax_bwd'):
     assert hasattr(h, name), 'harness lacks ' + name"
 end "preflight" $?
 

@@ -18,6 +18,7 @@
 #include "binary.h"
 #include "gaussian_kl.h"
 #include "kl.h"
+#include "softmax.h"
 #include "softmax_ce.h"
 
 namespace py = pybind11;
@@ -450,6 +451,46 @@ int gaussian_kl_bwd(const std::string& dtype, int64_t rows, int64_t cols, std::u
   });
 }
 
+SoftmaxParams softmax_params(int64_t outer, int64_t classes, int64_t inner, bool log_softmax,
+                             bool paddle_quirks) {
+  if (outer < 0 || classes < 0 || inner < 0) {
+    throw std::invalid_argument("negative outer (" + std::to_string(outer) + "), classes (" +
+                                std::to_string(classes) + ") or inner (" + std::to_string(inner) +
+                                ")");
+  }
+  SoftmaxParams p;
+  p.outer = outer;
+  p.classes = classes;
+  p.inner = inner;
+  p.kind = log_softmax ? SoftmaxKind::kLogSoftmax : SoftmaxKind::kSoftmax;
+  p.paddle_quirks = paddle_quirks;
+  return p;
+}
+
+// Softmax (or log-softmax) of x [outer, classes, inner] along classes into y, both of `dtype`.
+int softmax_fwd(const std::string& dtype, int64_t outer, int64_t classes, int64_t inner,
+                bool log_softmax, bool paddle_quirks, std::uintptr_t x, std::uintptr_t y,
+                std::uintptr_t stream) {
+  const SoftmaxParams p = softmax_params(outer, classes, inner, log_softmax, paddle_quirks);
+  return dispatch_float(dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    const SoftmaxFwdArgs<T> a{p, ptr<const T>(x), ptr<T>(y)};
+    return softmax_fwd_cuda(a, stream_of(stream));
+  });
+}
+
+// x_grad from the forward's y and the upstream gradient y_grad (0: zero), all of `dtype`.
+int softmax_bwd(const std::string& dtype, int64_t outer, int64_t classes, int64_t inner,
+                bool log_softmax, std::uintptr_t y, std::uintptr_t y_grad, std::uintptr_t x_grad,
+                std::uintptr_t stream) {
+  const SoftmaxParams p = softmax_params(outer, classes, inner, log_softmax, false);
+  return dispatch_float(dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    const SoftmaxBwdArgs<T> a{p, ptr<const T>(y), ptr<const T>(y_grad), ptr<T>(x_grad)};
+    return softmax_bwd_cuda(a, stream_of(stream));
+  });
+}
+
 // The block-per-row size for the benchmark's sweep (softmax_ce.h); 0 = from the shape.
 void set_row_block_threads(int threads) {
   if (set_cuda_row_block_threads(threads) != 0) {
@@ -480,5 +521,7 @@ PYBIND11_MODULE(paddle_ops_gpu_harness, m) {
   m.def("gaussian_kl_fwd_workspace", &gaussian_kl_fwd_workspace);
   m.def("gaussian_kl_fwd", &gaussian_kl_fwd);
   m.def("gaussian_kl_bwd", &gaussian_kl_bwd);
+  m.def("softmax_fwd", &softmax_fwd);
+  m.def("softmax_bwd", &softmax_bwd);
   m.def("set_row_block_threads", &set_row_block_threads);
 }

@@ -47,7 +47,7 @@ struct SoftmaxParams {
 };
 
 // Pointers of one launch (host memory for _cpu, device memory for _cuda); every tensor is
-// [outer, classes, inner] in T, contiguous.
+// [outer, classes, inner] in T, contiguous. Outputs must not overlap inputs (no in-place call).
 template <typename T>
 struct SoftmaxFwdArgs {
   using Acc = acc_t<T>;

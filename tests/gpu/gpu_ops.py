@@ -489,3 +489,32 @@ def skip_unless_ready(pytest):
     if os.environ.get("PADDLE_OPS_GPU_REQUIRED"):
         raise RuntimeError(f"GPU tests required but cannot run: {reason}")
     pytest.skip(reason, allow_module_level=True)
+
+
+def softmax_fwd(x, axis=-1, log=False, paddle_quirks=False, out=None):
+    """softmax (log=False) or log_softmax (log=True) of x along `axis` (csrc/kernels/softmax.h),
+    in x's dtype and shape. paddle_quirks: Paddle's CPU clip of x - max at -64, on the outputs
+    only. `out`, when given, is the (contiguous, possibly misaligned) tensor written."""
+    _logits("x", x)
+    outer, classes, inner, _ = layout(x, axis)
+    if out is None:
+        out = torch.empty_like(x)
+    _check("out", out, (x.dtype,), x.device, shape=x.shape)
+    _call("softmax_fwd", FLOAT_NAMES[x.dtype], outer, classes, inner, bool(log),
+          bool(paddle_quirks), _ptr(x), _ptr(out), _stream())
+    return out
+
+
+def softmax_bwd(y, y_grad, axis=-1, log=False, out=None):
+    """The input's gradient from the forward's output y and the upstream gradient y_grad (y's
+    dtype and shape; None is zero), in y's dtype and shape: softmax y (g - sum_k g_k y_k),
+    log_softmax g - exp(y) sum_k g_k, along `axis`. `out` as for softmax_fwd."""
+    _logits("y", y)
+    _check("y_grad", y_grad, (y.dtype,), y.device, shape=y.shape)
+    outer, classes, inner, _ = layout(y, axis)
+    if out is None:
+        out = torch.empty_like(y)
+    _check("out", out, (y.dtype,), y.device, shape=y.shape)
+    _call("softmax_bwd", FLOAT_NAMES[y.dtype], outer, classes, inner, bool(log), _ptr(y),
+          _ptr(y_grad), _ptr(out), _stream())
+    return out

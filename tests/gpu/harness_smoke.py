@@ -9,7 +9,8 @@ import paddle_ops_gpu_harness as h
 
 LAUNCHERS = ("softmax_ce_fwd", "softmax_ce_bwd", "softmax_ce_fwd_stats", "softmax_ce_shard_fwd",
              "softmax_ce_shard_bwd", "kl_logits_fwd", "kl_logits_bwd", "kl_div_fwd", "kl_div_bwd",
-             "binary_fwd", "binary_bwd", "gaussian_kl_fwd", "gaussian_kl_bwd")
+             "binary_fwd", "binary_bwd", "gaussian_kl_fwd", "gaussian_kl_bwd", "softmax_fwd",
+             "softmax_bwd")
 
 
 def raises(fn, *args, match):
