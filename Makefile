@@ -137,12 +137,15 @@ else
 endif
 
 # The cross-entropy targets, KL from logits at [512, 8000] (the whole KL family, 10-15 minutes, is
-# `benchmarks/bench_kl.py` without options), BCE and focal loss, the fused linear cross-entropy
-# against F.linear + cross_entropy, the vocabulary-parallel cross-entropy on 2 processes against
-# 1, and the peak memory of two training loops against Paddle's.
+# `benchmarks/bench_kl.py` without options), softmax and log_softmax against Paddle's and a
+# distillation loss under patched() (about 10 minutes, most of it Paddle's quadratic CPU
+# log_softmax at [256, 32000]), BCE and focal loss, the fused linear cross-entropy against
+# F.linear + cross_entropy, the vocabulary-parallel cross-entropy on 2 processes against 1, and
+# the peak memory of two training loops against Paddle's.
 bench: build
 	$(PY) benchmarks/bench_softmax_ce.py
 	$(PY) benchmarks/bench_kl.py --ops kl_logits --shapes 512x8000 --dtypes float32
+	$(PY) benchmarks/bench_softmax.py
 	$(PY) benchmarks/bench_binary.py
 	$(PY) benchmarks/bench_linear_ce.py
 	$(PY) benchmarks/bench_parallel_ce.py

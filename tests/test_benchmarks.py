@@ -64,6 +64,32 @@ def test_bench_kl_smoke(tmp_path):
     assert all(float(r["gbps"]) > 0 for r in rows)
 
 
+def test_bench_softmax_smoke(tmp_path):
+    # The --quick configurations: Paddle's log_softmax (quadratic in the class count on CPU)
+    # only at 1000 and 2000 classes, a few seconds in all.
+    ops = ("log_softmax", "softmax", "distill")
+    proc, rows = run_bench("bench_softmax.py", tmp_path, "--quick", "--no-plot", ops=ops)
+    modes = ("fwd", "bwd", "full")
+    # Paddle in float32 only (no CPU bfloat16 softmax or log_softmax); distill's paddle_ops side
+    # is Paddle's expression under paddle_ops.patched().
+    expected = {("log_softmax", p, m, "float32", s) for p in ("paddle_ops", "paddle")
+                for m in modes for s in ("64x1000", "64x2000")}
+    expected |= {("log_softmax", "paddle_ops", m, "bfloat16", "64x1000") for m in modes}
+    expected |= {("softmax", p, m, "float32", s) for p in ("paddle_ops", "paddle") for m in modes
+                 for s in ("64x1000", "1024x100")}
+    expected |= {("softmax", "paddle_ops", m, "bfloat16", s) for m in modes
+                 for s in ("64x1000", "1024x100")}
+    expected |= {("distill", p, m, "float32", "64x1000") for p in ("paddle_ops+patched", "paddle")
+                 for m in modes}
+    got = {(r["op"], r["provider"], r["mode"], r["dtype"], r["shape"]) for r in rows}
+    assert got == expected
+    assert len(rows) == len(expected)
+    assert all(float(r["gbps"]) > 0 for r in rows)
+    # The targets are those of the full shapes: listed, not measured, in a --quick run.
+    assert "Targets met: 0 of 4" in proc.stdout
+    assert "under paddle_ops.patched() >= 100x unpatched Paddle | not run" in proc.stdout
+
+
 def test_bench_binary_smoke(tmp_path):
     ops = ("bce_logits", "sigmoid_focal")
     _, rows = run_bench("bench_binary.py", tmp_path, "--shapes", "64x80", "--no-plot", ops=ops)
