@@ -6,9 +6,9 @@
 // pass that reads the row again, from cache for rows up to a few hundred KB, and writes the output
 // once. Backward: one read of the output and its upstream gradient for the row's sum, a second
 // from cache, and one write of the gradient. Contiguous rows of fp32, fp16 and bf16 run on fp32
-// vectors. With fewer rows than threads a row is split into chunks across threads (the chunks'
-// log-sum-exp states or sums merged in chunk order, then the chunks written in parallel), so the
-// results do not depend on the thread count.
+// vectors. With fewer rows than threads and rows longer than one chunk (split_rows), a row is
+// split into chunks across threads (the chunks' log-sum-exp states or sums merged in chunk order,
+// then the chunks written in parallel); the results do not depend on the thread count.
 #pragma once
 
 #ifndef PO_CPU_ISA
