@@ -17,9 +17,9 @@
 // log_softmax -inf.
 //
 // Paddle's quirk (paddle_quirks = true, what paddle_ops.patch() asks for on the CPU): Paddle's CPU
-// kernels clip d_j from below at -64 (its ValueClip) before the exponential and in the log-softmax, so an
-// entry more than 64 below the row's max gets exp(-64) / s and -64 - log s instead of its own
-// value (a masked -inf entry included). The clip applies to the outputs only: s is summed from the
+// kernels clip d_j from below at -64 (its ValueClip) before the exponential and in the
+// log-softmax, so an entry more than 64 below the row's max gets exp(-64) / s and -64 - log s
+// instead of its own value (a masked -inf entry included). The clip applies to the outputs only: s is summed from the
 // unclipped d_j, which differs from Paddle's sum by less than C exp(-64) = C 1.6e-28 of s >= 1.
 #pragma once
 
