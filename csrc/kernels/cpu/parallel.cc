@@ -95,9 +95,11 @@ void parallel_for(int64_t n, int64_t cost_per_item, int num_threads, RangeFn fn,
 void advise_first_write(void* p, int64_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHuge = uintptr_t{1} << 21;
-  // glibc serves blocks from 32 MB up with a fresh mmap (its largest mmap threshold), so those are
-  // the buffers whose first write page-faults; smaller ones may be reused heap memory.
-  constexpr int64_t kMinBytes = int64_t{32} << 20;
+  // glibc serves blocks above 32 MiB (its largest mmap threshold) with a fresh mmap every time,
+  // and smaller ones with a fresh mmap until a freed block raised the threshold past them: such
+  // buffers page-fault on their first write. Below 4 MiB a buffer holds at most one whole huge
+  // page, too little to be worth a system call.
+  constexpr int64_t kMinBytes = int64_t{4} << 20;
   if (p == nullptr || bytes < kMinBytes) return;
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) & ~(kHuge - 1);

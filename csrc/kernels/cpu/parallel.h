@@ -38,7 +38,7 @@ void parallel_for(int64_t n, int64_t cost_per_item, int num_threads, const F& f)
 // A hint that [p, p + bytes) is about to be written in full for the first time: on Linux, asks
 // for transparent huge pages on its 2 MB-aligned interior (madvise MADV_HUGEPAGE), which makes
 // the first write faster (one page fault per 2 MB instead of per 4 KB; docs/performance.md).
-// Does nothing below 32 MB or off Linux; never fails.
+// Does nothing below 4 MiB or off Linux; never fails.
 void advise_first_write(void* p, int64_t bytes);
 
 }  // namespace paddle_ops
