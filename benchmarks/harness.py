@@ -585,7 +585,11 @@ def _to_csv_row(row: dict) -> dict:
     out = {k: row.get(k, "") for k in COLUMNS}
     for k in ("p50_ms", "p20_ms", "p80_ms"):
         out[k] = _fmt(out[k], 3)
-    out["gbps"] = _fmt(out["gbps"], 2)
+    # Two decimals, or three significant digits where those would read 0.00, so that a slow
+    # baseline (Paddle's quadratic log_softmax: 0.003 GB/s) keeps a value the log plot can draw.
+    gbps = out["gbps"]
+    small = gbps not in ("", None) and 0 < abs(float(gbps)) < 0.005
+    out["gbps"] = f"{float(gbps):.3g}" if small else _fmt(gbps, 2)
     out["peak_mb"] = _fmt(out["peak_mb"], 1)
     return out
 
