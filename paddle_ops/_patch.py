@@ -6,7 +6,7 @@ Replaced while patched (Paddle 3.3.1 names):
   softmax_with_cross_entropy, kl_div, binary_cross_entropy_with_logits, sigmoid_focal_loss;
 - ``paddle.nn.functional.X`` and ``paddle.nn.functional.activation.X`` for X in softmax and
   log_softmax, with the -64 clip of Paddle's CPU kernels on the CPU (paddle_ops.nn.functional.
-  softmax's docstring). paddle.nn.Softmax, Softmax2D and LogSoftmax call these through
+  activation's docstring). paddle.nn.Softmax, Softmax2D and LogSoftmax call these through
   paddle.nn.functional, so they are served without patching them. Not patched: the in-place
   ``softmax_``, the Tensor method ``x.softmax()`` and ``paddle.softmax`` (PyTorch's signature);
 - ``forward`` of ``paddle.nn.CrossEntropyLoss``, ``KLDivLoss`` and ``BCEWithLogitsLoss`` (the

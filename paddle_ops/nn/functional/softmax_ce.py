@@ -30,6 +30,7 @@ from paddle.jit.marker import unified
 from paddle.utils.decorator_utils import ParamAliasDecorator
 
 from ... import _checks, _ops
+from . import activation as _activation
 
 
 class CrossEntropyStats(NamedTuple):
@@ -305,14 +306,12 @@ def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-10
     """Paddle's ``softmax_with_cross_entropy``: per-position loss with the class axis kept (size 1).
 
     ``numeric_stable_mode`` is accepted for compatibility; the kernel is always max-shifted.
-    With ``return_softmax=True`` the softmax is computed by ``paddle.nn.functional.softmax`` in
-    fp32 (one extra pass, only when asked for) and, unlike Paddle's, carries gradient.
+    With ``return_softmax=True`` the softmax is computed by paddle_ops' ``softmax`` (fp32
+    accumulation, one extra pass, only when asked for) and, unlike Paddle's, carries gradient.
     """
     loss, _, _, _, axis, _ = _softmax_ce(logits, label, None, ignore_index, soft_label, axis,
                                          True, 0.0, 0.0)
     loss = loss.unsqueeze(axis)
     if not return_softmax:
         return loss
-    stat = _checks.acc_dtype(logits)
-    softmax = paddle.nn.functional.softmax(logits.astype(stat), axis=axis).astype(logits.dtype)
-    return loss, softmax
+    return loss, _activation.softmax(logits, axis=axis)
