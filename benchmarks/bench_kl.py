@@ -287,34 +287,10 @@ def build_cases(op, spec, shape, dtype, tensors, provs, versions):
 # Command line
 
 
-def _unique_shapes(configs):
-    seen = []
-    for _, shape, _ in configs:
-        if shape not in seen:
-            seen.append(shape)
-    return seen
-
-
-def select_configs(configs, ops, shapes, dtypes):
-    """[(op, shape, dtype)] to run: the table's entries for `ops`; `shapes` (from --shapes)
-    replaces each op's shapes, its dtypes being all those the table gives the op, and `dtypes`
-    (from --dtypes) replaces the dtypes."""
-    out = []
-    for op in ops:
-        entries = [(shape, ds) for o, shape, ds in configs if o == op]
-        if shapes is not None:
-            op_dtypes = tuple(dict.fromkeys(d for _, ds in entries for d in ds))
-            entries = [(shape, op_dtypes) for shape in shapes]
-        for shape, ds in entries:
-            for dtype in (dtypes or ds):
-                out.append((op, shape, dtype))
-    return out
-
-
 def main(argv=None):
     parser = harness.make_parser(
         "KL family on CPU: paddle_ops against Paddle's built-in kl_div and compositions of "
-        "Paddle ops, same run.", _unique_shapes(DEFAULT_CONFIGS), _unique_shapes(QUICK_CONFIGS))
+        "Paddle ops, same run.", harness.unique_shapes(DEFAULT_CONFIGS), harness.unique_shapes(QUICK_CONFIGS))
     parser.set_defaults(png=RESULTS_PNG)
     parser.add_argument("--ops", type=harness.comma_list, default=list(SPECS),
                         help=f"comma-separated (default {','.join(SPECS)})")
@@ -330,7 +306,7 @@ def main(argv=None):
     harness.check_choices(parser, "op", args.ops, SPECS)
     harness.check_choices(parser, "dtype", args.dtypes, harness.ITEMSIZE)
     harness.check_shapes(parser, user_shapes, "rows x classes")
-    configs = select_configs(QUICK_CONFIGS if args.quick else DEFAULT_CONFIGS, args.ops,
+    configs = harness.select_configs(QUICK_CONFIGS if args.quick else DEFAULT_CONFIGS, args.ops,
                              user_shapes, args.dtypes)
 
     device, versions, bw = harness.start_paddle_ops_run("kl family")

@@ -893,6 +893,31 @@ def check_targets(targets: list, rows: list, bw: dict) -> str:
 # Command line
 
 
+def unique_shapes(configs) -> list:
+    """The shapes of a [(op, shape, dtypes)] table, each once, in order."""
+    seen = []
+    for _, shape, _ in configs:
+        if shape not in seen:
+            seen.append(shape)
+    return seen
+
+
+def select_configs(configs, ops, shapes, dtypes) -> list:
+    """[(op, shape, dtype)] to run from a [(op, shape, dtypes)] table: the table's entries for
+    `ops`; `shapes` (from --shapes) replaces each op's shapes, its dtypes being all those the
+    table gives the op, and `dtypes` (from --dtypes) replaces the dtypes."""
+    out = []
+    for op in ops:
+        entries = [(shape, ds) for o, shape, ds in configs if o == op]
+        if shapes is not None:
+            op_dtypes = tuple(dict.fromkeys(d for _, ds in entries for d in ds))
+            entries = [(shape, op_dtypes) for shape in shapes]
+        for shape, ds in entries:
+            for dtype in (dtypes or ds):
+                out.append((op, shape, dtype))
+    return out
+
+
 def make_parser(description: str, default_shapes, quick_shapes) -> argparse.ArgumentParser:
     """The options every bench script shares. --quick switches to `quick_shapes` and a smaller
     time budget (a CI smoke run); --shapes overrides either set."""

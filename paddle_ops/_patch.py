@@ -5,8 +5,8 @@ Replaced while patched (Paddle 3.3.1 names):
 - ``paddle.nn.functional.X`` and ``paddle.nn.functional.loss.X`` for X in cross_entropy,
   softmax_with_cross_entropy, kl_div, binary_cross_entropy_with_logits, sigmoid_focal_loss;
 - ``paddle.nn.functional.X`` and ``paddle.nn.functional.activation.X`` for X in softmax and
-  log_softmax, with the -64 clip of Paddle's CPU kernels on the CPU (paddle_ops.nn.functional.
-  activation's docstring). paddle.nn.Softmax, Softmax2D and LogSoftmax call these through
+  log_softmax, with the -64 clip of Paddle's CPU kernels and its float32 softmax's numbers for
+  rows without a finite max on the CPU (paddle_ops.nn.functional.activation's docstring). paddle.nn.Softmax, Softmax2D and LogSoftmax call these through
   paddle.nn.functional, so they are served without patching them. Not patched: the in-place
   ``softmax_``, the Tensor method ``x.softmax()`` and ``paddle.softmax`` (PyTorch's signature);
 - ``forward`` of ``paddle.nn.CrossEntropyLoss``, ``KLDivLoss`` and ``BCEWithLogitsLoss`` (the
@@ -332,6 +332,21 @@ def sigmoid_focal_loss(logit, label, normalizer=None, alpha=0.25, gamma=2.0, red
         (logit, label, normalizer, alpha, gamma, reduction, name), kwargs)
 
 
+def _as_plain_python(fn, *args):
+    """fn(*args). In dygraph that may be inside paddle.jit.to_static (SOT) after it gave up on a
+    graph, where its frame hook would translate each function called from here (and its
+    translation of _device_reason fails in Paddle 3.3.1); the hook is off while fn runs, so it
+    runs as plain Python. Static mode needs no such care. (No closure is passed: SOT may
+    simulate the caller, and it hands a closure's cells over wrongly.)"""
+    if not paddle.in_dynamic_mode():
+        return fn(*args)
+    hook = paddle.framework.core.set_eval_frame(None)
+    try:
+        return fn(*args)
+    finally:
+        paddle.framework.core.set_eval_frame(hook)
+
+
 def _paddle_clips(x):
     """Whether Paddle's softmax kernel for x clips x - max at -64, as its CPU kernels do (unless
     patch(corrected=True)). In dygraph x's place tells; a static program is built for the place
@@ -343,24 +358,35 @@ def _paddle_clips(x):
     return paddle.framework._current_expected_place().is_cpu_place()
 
 
-@unified
 @softmax_param_alias
 def softmax(x, axis=-1, dtype=None, name=None, *, out=None, **kwargs):
-    reason = _extra_kwargs_reason(kwargs) or _device_reason(x)
+    return _softmax_call(False, x, axis, dtype, name, out, kwargs)
+
+
+def log_softmax(x, axis=-1, dtype=None, name=None, **kwargs):
+    return _softmax_call(True, x, axis, dtype, name, None, kwargs)
+
+
+@unified
+def _softmax_call(log, x, axis, dtype, name, out, kwargs):
+    """The patched softmax (log=False) or log_softmax: paddle_ops unless a reason or a
+    TypeError/ValueError sends the call to Paddle's. One function marked as a Paddle API, which
+    paddle.jit.to_static (SOT) calls as one instead of tracing into it (its translation of what
+    this calls fails in Paddle 3.3.1), run as plain Python (_as_plain_python)."""
+    return _as_plain_python(_softmax_dispatch, log, x, axis, dtype, name, out, kwargs)
+
+
+def _softmax_dispatch(log, x, axis, dtype, name, out, kwargs):
+    if log:
+        return _dispatch(
+            "log_softmax", _extra_kwargs_reason(kwargs) or _device_reason(x),
+            lambda: _POF_activation._run(x, axis, dtype, True, _paddle_clips(x)),
+            (x, axis, dtype, name), kwargs)
     return _dispatch(
-        "softmax", reason,
+        "softmax", _extra_kwargs_reason(kwargs) or _device_reason(x),
         lambda: _POF_activation._write_out(
             _POF_activation._run(x, axis, dtype, False, _paddle_clips(x)), out),
         (x, axis, dtype, name), dict(kwargs, **({} if out is None else {"out": out})))
-
-
-@unified
-def log_softmax(x, axis=-1, dtype=None, name=None, **kwargs):
-    reason = _extra_kwargs_reason(kwargs) or _device_reason(x)
-    return _dispatch(
-        "log_softmax", reason,
-        lambda: _POF_activation._run(x, axis, dtype, True, _paddle_clips(x)),
-        (x, axis, dtype, name), kwargs)
 
 
 _FUNCTIONS = {f.__name__: f for f in (cross_entropy, softmax_with_cross_entropy, kl_div,
@@ -460,15 +486,7 @@ def _fleet_ce_call(name, original, signature, layer, args, kwargs):
     TypeError/ValueError from paddle_ops sends the call to fleet's `original`. All of it in one
     function marked as a Paddle API, so that paddle.jit.to_static (SOT) calls it as one in static
     mode rather than tracing into it."""
-    if not paddle.in_dynamic_mode():
-        return _fleet_ce(name, original, signature, layer, args, kwargs)
-    # Dygraph, but perhaps inside paddle.jit.to_static (SOT) after it gave up on a graph, where
-    # its frame hook would translate each function called from here: run them as plain Python.
-    hook = paddle.framework.core.set_eval_frame(None)
-    try:
-        return _fleet_ce(name, original, signature, layer, args, kwargs)
-    finally:
-        paddle.framework.core.set_eval_frame(hook)
+    return _as_plain_python(_fleet_ce, name, original, signature, layer, args, kwargs)
 
 
 def _fleet_ce(name, original, signature, layer, args, kwargs):

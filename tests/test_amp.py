@@ -258,8 +258,9 @@ def static_amp():
 
 def test_op_names_for_the_amp_lists():
     assert {"paddle_ops_softmax_ce", "paddle_ops_softmax_ce_stats", "paddle_ops_kl_logits",
-            "paddle_ops_kl_div", "paddle_ops_softmax_entropy", "paddle_ops_binary",
-            "paddle_ops_gaussian_kl", "paddle_ops_gaussian_kl_std", "paddle_ops_softmax_ce_shard",
+            "paddle_ops_kl_div", "paddle_ops_softmax_entropy", "paddle_ops_softmax",
+            "paddle_ops_binary", "paddle_ops_gaussian_kl", "paddle_ops_gaussian_kl_std",
+            "paddle_ops_softmax_ce_shard",
             "paddle_ops_softmax_ce_shard_bwd", "paddle_ops_softmax_ce_shard_link",
             "paddle_ops_backprop_link"} == set(paddle_ops._ops.OPS)
 

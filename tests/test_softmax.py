@@ -138,8 +138,6 @@ def test_matches_paddle_where_paddle_does_not_clip(dtype_id, kind, config):
 @pytest.mark.parametrize("dtype_id", PADDLE_DTYPE_IDS)
 def test_patched_gives_paddles_numbers(dtype_id, kind, config):
     """Under patch(): Paddle's values, shapes, dtypes and gradients, its -64 clip included."""
-    if (dtype_id, kind, config) == ("f32", "softmax", "nonfinite"):
-        pytest.skip("the documented difference: test_rows_without_a_finite_max_stay_nan")
     dtype, _, tol = TOLERANCES[dtype_id]
     x64 = logits(config)
     g = upstream_like(x64)
@@ -153,28 +151,57 @@ def test_patched_gives_paddles_numbers(dtype_id, kind, config):
         assert_close_to_paddle(got, paddle_got, want, tol, what)
 
 
-@pytest.mark.parametrize("row,classes", [("all -inf", 8), ("+inf", 9), ("NaN", 16)])
-def test_rows_without_a_finite_max_stay_nan(row, classes):
-    """The one known difference from Paddle under patch(): Paddle 3.3.1's float32 CPU softmax
-    (not log_softmax, not float64) with 8 or more classes runs a SIMD path that returns numbers
-    for such rows on this AVX2 host: 1 / C for +inf rows, and for all -inf rows when C is a
-    multiple of 8; a NaN entry gets exp(-64) / s or makes the row uniform, by position. Its
-    other kernels give NaN. paddle_ops gives NaN for every such row, the result of Paddle's
-    float64 and log_softmax kernels."""
-    x = np.zeros((2, classes))
-    x[1] = -np.inf if row == "all -inf" else 0.0
-    if row != "all -inf":
-        x[1, 3] = np.inf if row == "+inf" else np.nan
+def paddle_simd_softmax(row):
+    """Paddle 3.3.1's float32 CPU softmax of one row (csrc/kernels/softmax.h, "Paddle's float32
+    softmax"), in float64 from its steps: the max by '<' from the first element, x - max, the
+    clip at -64 (a vector max over whole blocks of 8, which maps NaN to -64; a compare that keeps
+    NaN over the rest), exp and normalisation."""
+    m = row[0]
+    for v in row[1:]:
+        if m < v:
+            m = v
+    with np.errstate(invalid="ignore"):
+        d = row - m
+    end = len(row) - len(row) % 8 if len(row) >= 8 else 0
+    clipped = np.where(d > -64, d, -64.0)[:end].tolist() + [
+        -64.0 if v < -64 else v for v in d[end:]]
+    e = np.exp(np.array(clipped))
+    return e / e.sum()
+
+
+ROWS_WITHOUT_FINITE_MAX = {
+    "all_-inf": lambda c: np.full(c, -np.inf),
+    "+inf_first": lambda c: np.r_[np.inf, np.zeros(c - 1)],
+    "+inf_last": lambda c: np.r_[np.zeros(c - 1), np.inf],
+    "nan_first": lambda c: np.r_[np.nan, np.arange(c - 1.0)],
+    "nan_middle": lambda c: np.r_[np.arange(c // 2 * 1.0), np.nan, np.arange(c - c // 2 - 1.0)],
+    "nan_last": lambda c: np.r_[np.arange(c - 1.0), np.nan],
+    "all_nan": lambda c: np.full(c, np.nan),
+}
+
+
+@pytest.mark.parametrize("classes", [1, 7, 8, 9, 16, 17, 1000])
+@pytest.mark.parametrize("row", list(ROWS_WITHOUT_FINITE_MAX))
+def test_patched_float32_softmax_rows_without_a_finite_max_as_paddle(row, classes):
+    """Paddle's float32 CPU softmax returns numbers for some rows that have no finite max or hold
+    NaN (its SIMD path: uniform rows, exp(-64) / s for a NaN); the patched softmax gives the same
+    (checked against Paddle and against the step-by-step model above), paddle_ops' API NaN."""
+    if row.startswith("nan_middle") and classes == 1:
+        pytest.skip("no middle in one class")
+    bad = ROWS_WITHOUT_FINITE_MAX[row](classes)
+    x = np.stack([np.linspace(-1, 1, classes), bad])
     t = paddle.to_tensor(x, dtype="float32")
-    theirs = F.softmax(t).numpy()[1]
-    assert np.isfinite(theirs).all()
-    if row != "NaN":
-        np.testing.assert_allclose(theirs, np.full(classes, 1.0 / classes), rtol=1e-6)
-    assert np.isnan(F.softmax(t.astype("float64")).numpy()[1]).all()
+    theirs = F.softmax(t).numpy().astype(np.float64)
+    want = paddle_simd_softmax(bad.astype(np.float32).astype(np.float64))
+    np.testing.assert_allclose(theirs[1], want, rtol=1e-6, atol=1e-30, equal_nan=True)
     with paddle_ops.patched():
-        y = F.softmax(t).numpy()
-    assert np.isnan(y[1]).all()
-    np.testing.assert_allclose(y[0], np.full(classes, 1.0 / classes), rtol=1e-6)
+        ours = F.softmax(t).numpy().astype(np.float64)
+        # log_softmax and float64 keep NaN there, in Paddle and in paddle_ops alike.
+        assert np.isnan(F.log_softmax(t).numpy()[1]).all()
+        assert np.isnan(F.softmax(t.astype("float64")).numpy()[1]).all()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-30, equal_nan=True)
+    assert np.isnan(POF.softmax(t).numpy()[1]).all()
+    assert np.isnan(F.softmax(t.astype("float64")).numpy()[1]).all()
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -21,6 +21,16 @@
 // log-softmax, so an entry more than 64 below the row's max gets exp(-64) / s and -64 - log s
 // instead of its own value (a masked -inf entry included). The clip applies to the outputs only: s is summed from the
 // unclipped d_j, which differs from Paddle's sum by less than C exp(-64) = C 1.6e-28 of s >= 1.
+//
+// Paddle's float32 softmax (paddle_quirks, float32, softmax, inner = 1; CPU launchers only):
+// Paddle's CPU kernel for it returns numbers for rows that have no finite max or hold NaN, where
+// the rules above give NaN: its max is the first element unless a later one compares greater (a
+// NaN first element is the max), d_j = x_j - max is clipped at -64 by an 8-lane vector max that
+// turns NaN into -64 over the whole blocks of 8 (none when C < 8) and by a compare that keeps NaN
+// over the rest, and y_j = exp(d_j) / sum_k exp(d_k). So an all -inf row with C a multiple of 8
+// is uniform 1 / C, a row with +inf is uniform when every +inf lies in the blocks, and a NaN in
+// the blocks gets exp(-64) / s. Such rows are computed that way; rows with a finite max and no
+// NaN are the same under both descriptions.
 #pragma once
 
 #include <cstdint>

@@ -514,6 +514,11 @@ TYPED_TEST(SoftmaxEveryType, RowsWithoutAFiniteMaxAreNaN) {
         SCOPED_TRACE(shape.name + " " + kind_name(kind) + (quirks ? " paddle_quirks" : ""));
         SoftmaxCase c = SoftmaxCase(shape).of_kind(kind);
         if (quirks) c.quirks();
+        // Paddle's float32 softmax gives these rows numbers: PaddleFloat32SoftmaxRows below.
+        if (quirks && std::is_same<T, float>::value && kind == SoftmaxKind::kSoftmax &&
+            c.options.inner == 1) {
+          continue;
+        }
         const auto clean = make_problem<T>(c);
         auto pr = clean;
         const int64_t C = pr.p.classes;
@@ -550,6 +555,71 @@ TYPED_TEST(SoftmaxEveryType, RowsWithoutAFiniteMaxAreNaN) {
           EXPECT_TRUE(matches_reference(pr, out));
         });
       }
+    }
+  }
+}
+
+// softmax.h, "Paddle's float32 softmax": with paddle_quirks, float32 softmax rows that have no
+// finite max or hold NaN follow Paddle's SIMD steps, written out here in long double: the max by
+// '<' from the first element, d = x - max, the clip at -64 that maps NaN to -64 over whole blocks
+// of 8 and keeps NaN over the rest, exp(d) / sum. Row 0 is plain and must keep its bits.
+LD paddle_simd_clip(LD d, bool in_blocks) {
+  if (in_blocks) return d > -64 ? d : -64;
+  return d < -64 ? -64 : d;
+}
+
+std::vector<LD> paddle_simd_softmax(const std::vector<float>& x) {
+  const int64_t C = static_cast<int64_t>(x.size());
+  LD m = x[0];
+  for (int64_t j = 1; j < C; ++j) {
+    if (m < x[j]) m = x[j];
+  }
+  const int64_t blocks_end = C >= 8 ? C - C % 8 : 0;
+  std::vector<LD> e(x.size());
+  LD sum = 0;
+  for (int64_t j = 0; j < C; ++j) {
+    e[j] = std::exp(paddle_simd_clip(static_cast<LD>(x[j]) - m, j < blocks_end));
+    sum += e[j];
+  }
+  for (LD& v : e) v /= sum;
+  return e;
+}
+
+TEST(SoftmaxPaddleQuirks, PaddleFloat32SoftmaxRows) {
+  for (int64_t C : {1, 7, 8, 9, 16, 17, 1000}) {
+    for (int bad = 0; bad < 6; ++bad) {
+      SCOPED_TRACE("classes " + std::to_string(C) + " bad row " + std::to_string(bad));
+      const auto clean_problem = make_problem<float>(SoftmaxCase("paddle_rows", 2, C).quirks());
+      auto pr = clean_problem;
+      for (int64_t j = 0; j < C; ++j) {
+        const double plain = static_cast<double>(j % 5);
+        switch (bad) {
+          case 0: pr.set_x(1, j, -kInf); break;                       // all -inf
+          case 1: pr.set_x(1, j, j == 0 ? kInf : plain); break;       // +inf first
+          case 2: pr.set_x(1, j, j == C - 1 ? kInf : plain); break;   // +inf last
+          case 3: pr.set_x(1, j, j == 0 ? kNaN : plain); break;       // NaN first
+          case 4: pr.set_x(1, j, j == C / 2 ? kNaN : plain); break;   // NaN in the middle
+          default: pr.set_x(1, j, j == C - 1 ? kNaN : plain); break;  // NaN last
+        }
+      }
+      std::vector<float> row(static_cast<size_t>(C));
+      for (int64_t j = 0; j < C; ++j) row[j] = pr.x[pr.off(1, j)];
+      const std::vector<LD> want = paddle_simd_softmax(row);
+      for_each_isa([&] {
+        const auto out = run_softmax(pr);
+        const auto clean = run_softmax(clean_problem);
+        for (int64_t j = 0; j < C; ++j) {
+          const LD got = value(out.y[static_cast<size_t>(pr.off(1, j))]);
+          if (std::isnan(want[j])) {
+            EXPECT_TRUE(std::isnan(got)) << "class " << j;
+          } else {
+            // float32 exp and sum: a few ulp of the value.
+            EXPECT_NEAR(got, want[j], 4e-6L * want[j] + 1e-38L) << "class " << j;
+          }
+          EXPECT_TRUE(same_bits(std::vector<float>{out.y[static_cast<size_t>(pr.off(0, j))]},
+                                std::vector<float>{clean.y[static_cast<size_t>(pr.off(0, j))]}));
+        }
+      });
     }
   }
 }

@@ -62,11 +62,61 @@ struct SoftmaxRows {
     const auto yr = out(y, r);
     const A m = st.m;
     const A c = st.c;
+    if (paddle_simd_row(st)) {
+      // The whole row at once, by the thread that has its first chunk.
+      if (begin == 0) write_paddle_simd_row(xr, yr);
+      return;
+    }
     if (p.log()) {
       row_map<kVec>(begin, end, yr, [&](auto at) { return shifted(at(xr), m) - c; });
     } else {
       row_map<kVec>(begin, end, yr, [&](auto at) { return vexp(shifted(at(xr), m)) * c; });
     }
+  }
+
+  // Whether row r is one that Paddle's float32 CPU softmax computes on its SIMD path with a
+  // result other than NaN (softmax.h, "Paddle's float32 softmax"): paddle_quirks, float32
+  // softmax of contiguous rows, and a row whose max or sum is not finite (x - x is 0 only for
+  // finite x).
+  bool paddle_simd_row(const Stats& st) const {
+    if constexpr (kContig && sizeof(T) == 4 && sizeof(A) == 4) {
+      return p.paddle_quirks && !p.log() && !(st.m - st.m == A(0) && st.c - st.c == A(0));
+    }
+    return false;
+  }
+
+  // Paddle's float32 CPU softmax of one row, step by step (softmax.h): its max (the first
+  // element unless a later one compares greater, so a NaN first element is the max), d = x - m,
+  // the clip at -64 of the whole blocks of 8 by a vector max that turns NaN into -64 and of the
+  // rest by a compare that keeps NaN, then exp(d) / sum with the sum in Paddle's order (8 lane
+  // sums over the blocks, combined pairwise, then the rest in order; below 8 classes in order),
+  // so that a uniform row comes out as Paddle's to an ulp or two.
+  template <typename Row, typename Out>
+  void write_paddle_simd_row(const Row& x, const Out& y) const {
+    const int64_t C = p.classes;
+    A m = x[0];
+    for (int64_t j = 1; j < C; ++j) {
+      if (m < x[j]) m = x[j];
+    }
+    const int64_t blocks_end = C >= 8 ? C - C % 8 : 0;
+    const A lo = static_cast<A>(kPaddleSoftmaxClip);
+    auto term = [&](int64_t j) {
+      const A d = x[j] - m;
+      return exp_acc(j < blocks_end ? (d > lo ? d : lo) : (d < lo ? lo : d));
+    };
+    A sum = 0;
+    if (blocks_end == 0) {
+      sum = term(0);
+      for (int64_t j = 1; j < C; ++j) sum += term(j);
+    } else {
+      A lane[8] = {};
+      for (int64_t j = 0; j < blocks_end; ++j) lane[j % 8] += term(j);
+      sum = ((lane[0] + lane[1]) + (lane[4] + lane[5])) +
+            ((lane[2] + lane[3]) + (lane[6] + lane[7]));
+      for (int64_t j = blocks_end; j < C; ++j) sum += term(j);
+    }
+    const A inv = A(1) / sum;
+    for (int64_t j = 0; j < C; ++j) y.set(j, term(j) * inv);
   }
 
   // The backward's row sum over [begin, end): sum g y (softmax) or sum g (log_softmax).

@@ -18,8 +18,9 @@ NaN. A ``-inf`` entry of another row gives probability 0 and log-probability ``-
 
 Paddle's CPU kernels clip :math:`x_j - m` at -64, so an entry more than 64 below its row's
 maximum gets probability :math:`e^{-64}/s` and log-probability :math:`-64 - \log s`; these
-functions do not (the correct values, listed in the README's deviations), and
-``paddle_ops.patch()`` reproduces the clip on the CPU.
+functions do not (the correct values; docs/numerics.md). ``paddle_ops.patch()`` reproduces the
+clip on the CPU, and the numbers Paddle's float32 CPU softmax returns for rows without a finite
+maximum or with NaN.
 """
 
 import operator

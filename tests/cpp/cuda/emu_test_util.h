@@ -77,6 +77,31 @@ inline std::string dims(const std::vector<cuda_emu::Launch>& launches) {
   return s;
 }
 
+// The launch shapes of cuda/rows.cuh's row kernels (pick_rows) that a case is written for.
+enum class Path { kThread, kWarp, kBlock };
+
+// Whether launch l is the row kernel of `path` for `rows` rows: a thread per row in blocks of
+// 256, a warp per row in blocks of 4 warps, or a block (64 to 1024 threads) per row; `threads`,
+// when not 0, is the block size a kBlock case is for.
+inline ::testing::AssertionResult is_row_launch(const cuda_emu::Launch& l, Path path,
+                                                int64_t rows, unsigned threads) {
+  bool ok = false;
+  switch (path) {
+    case Path::kThread:
+      ok = l.block.x == 256 && l.grid.x == static_cast<unsigned>((rows + 255) / 256);
+      break;
+    case Path::kWarp:
+      ok = l.block.x == 128 && l.grid.x == static_cast<unsigned>((rows + 3) / 4);
+      break;
+    case Path::kBlock:
+      ok = l.grid.x == static_cast<unsigned>(rows) && l.block.x >= 64 && l.block.x <= 1024 &&
+           (threads == 0 || l.block.x == threads);
+      break;
+  }
+  if (ok) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "not the launch of this case's path: " << dims(l);
+}
+
 // The row-sum launches of cuda/elementwise.cuh's plan_rows (binary losses, Gaussian KL) that a
 // case is written for.
 enum class Rows { kLanes1, kLanes8, kLanes32, kBlock, kSplit };
