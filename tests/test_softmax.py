@@ -19,6 +19,17 @@ import paddle_ops.nn.functional as POF
 from helpers import bad_input_test
 from reference import TOLERANCES, as64, leaf, rounded, softmax_ref
 
+# patch() runs Paddle's own kernel for small float32/float64 dygraph calls (the same numbers,
+# faster there); the tests of the patched functions below check paddle_ops' kernel at every size.
+PADDLE_FASTER_BELOW = dict(paddle_ops._patch._PADDLE_FASTER_BELOW)
+
+
+@pytest.fixture(autouse=True)
+def patched_calls_run_paddle_ops(monkeypatch):
+    monkeypatch.setattr(paddle_ops._patch, "_PADDLE_FASTER_BELOW",
+                        {"softmax": 0, "log_softmax": 0})
+
+
 DTYPE_IDS = list(TOLERANCES)
 PADDLE_DTYPE_IDS = ["f64", "f32"]  # Paddle 3.3.1 has no fp16/bf16 CPU softmax kernels
 KINDS = {"softmax": (POF.softmax, False), "log_softmax": (POF.log_softmax, True)}
@@ -45,6 +56,10 @@ CONFIGS = {
 }
 # The configurations whose values Paddle's CPU kernels compute without their clip.
 UNCLIPPED = [c for c in CONFIGS if c not in ("masked", "wide", "nonfinite")]
+# (kind, config) pairs compared with Paddle: all but log_softmax at 70001 classes, where Paddle's
+# quadratic kernel takes seconds a call (those results are checked against float64 above).
+PADDLE_CASES = [(k, c) for k in KINDS for c in CONFIGS
+                if not (k == "log_softmax" and c == "classes70001")]
 
 
 def logits(config, seed=0):
@@ -119,8 +134,7 @@ def test_matches_float64_reference(dtype_id, kind, config):
     assert_close(dx, want_dx, tol, "gradient")
 
 
-@pytest.mark.parametrize("config", UNCLIPPED)
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind,config", [(k, c) for k, c in PADDLE_CASES if c in UNCLIPPED])
 @pytest.mark.parametrize("dtype_id", PADDLE_DTYPE_IDS)
 def test_matches_paddle_where_paddle_does_not_clip(dtype_id, kind, config):
     dtype, _, tol = TOLERANCES[dtype_id]
@@ -133,8 +147,7 @@ def test_matches_paddle_where_paddle_does_not_clip(dtype_id, kind, config):
         assert_close_to_paddle(got, paddle_got, want, tol, what)
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind,config", PADDLE_CASES)
 @pytest.mark.parametrize("dtype_id", PADDLE_DTYPE_IDS)
 def test_patched_gives_paddles_numbers(dtype_id, kind, config):
     """Under patch(): Paddle's values, shapes, dtypes and gradients, its -64 clip included."""
@@ -447,3 +460,27 @@ def test_patched_raises_paddles_error_where_paddle_raises(call):
 def test_numpy_integer_axis_is_an_int():
     x = paddle.to_tensor(logits("axis1"), dtype="float32")
     np.testing.assert_array_equal(POF.softmax(x, np.int64(1)).numpy(), POF.softmax(x, 1).numpy())
+
+
+@pytest.mark.parametrize("call,shape,dtype,ours", [
+    ("softmax", (32, 10), "float32", False),
+    ("softmax", (256, 1000), "float32", True),
+    ("softmax", (32, 10), "bfloat16", True),       # Paddle has no CPU kernel for it
+    ("log_softmax", (32, 10), "float64", False),
+    ("log_softmax", (4, 1000), "float32", True),    # Paddle's is quadratic in the classes
+    ("log_softmax", (256, 8), "float32", False),
+])
+def test_small_patched_calls_run_paddles_kernel(monkeypatch, call, shape, dtype, ours):
+    """Under patch(), dygraph float32/float64 calls below the sizes where a custom op's dispatch
+    costs more than Paddle's whole kernel run Paddle's (the same numbers); the others paddle_ops'."""
+    monkeypatch.setattr(paddle_ops._patch, "_PADDLE_FASTER_BELOW", PADDLE_FASTER_BELOW)
+    calls = []
+    real = paddle_ops._ops.softmax
+    monkeypatch.setattr(paddle_ops._ops, "softmax", lambda *a: calls.append(1) or real(*a))
+    x = leaf(np.random.default_rng(2).normal(0, 2, shape), dtype)
+    with paddle_ops.patched():
+        y = getattr(F, call)(x)
+        y.backward(paddle.ones_like(y))
+    assert bool(calls) == ours
+    if dtype != "bfloat16":
+        np.testing.assert_allclose(y.numpy(), PADDLE_FNS[call](x).numpy(), rtol=1e-6, atol=1e-7)
