@@ -325,12 +325,7 @@ def main(argv=None):
         rows += harness.run_cases(build_cases(op, spec, shape, dtype, tensors, provs, versions),
                                   args, device)
         del tensors
-    code = harness.finish(args, rows, bw, PLOT_OP, TARGETS)
-    if skipped:
-        print("\nNo paddle row (not timed):")
-        for line in skipped:
-            print(f"- {line}")
-    return code
+    return harness.finish(args, rows, bw, PLOT_OP, TARGETS, skipped)
 
 
 if __name__ == "__main__":

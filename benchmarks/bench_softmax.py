@@ -412,12 +412,7 @@ def main(argv=None):
             build_cases(op, spec, shape, dtype, tensors, grad_out, provs, versions), run_args,
             device)
         del tensors, grad_out
-    code = harness.finish(args, rows, bw, PLOT_OP, TARGETS)
-    if skipped:
-        print("\nNo paddle row (not timed):")
-        for line in skipped:
-            print(f"- {line}")
-    return code
+    return harness.finish(args, rows, bw, PLOT_OP, TARGETS, skipped)
 
 
 if __name__ == "__main__":

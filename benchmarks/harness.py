@@ -973,10 +973,12 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def finish(args: argparse.Namespace, rows: list, bw: dict, op: str, targets=()) -> int:
+def finish(args: argparse.Namespace, rows: list, bw: dict, op: str, targets=(),
+           skipped=()) -> int:
     """Measures the bandwidth again (keeping the best of that and `bw`, taken at the start), stores
     the run's rows and the bandwidth rows, prints the table and the `targets` measured on this
-    run, draws the plot and, with --compare, checks for regressions. Returns the exit code."""
+    run, draws the plot, with --compare checks for regressions, and lists the configurations
+    `skipped` for the baseline (one line each). Returns the exit code."""
     bw = best_bandwidth(bw, measure_bandwidth())
     reference, source = committed_rows(args.csv)
     if reference is None:
@@ -992,6 +994,11 @@ def finish(args: argparse.Namespace, rows: list, bw: dict, op: str, targets=()) 
     print(f"\nUpserted {len(rows)} rows into {args.csv}")
     if not args.no_plot:
         print(f"Plot: {plot(args.csv, args.png, op=op, device=device)}")
+    code = 0
     if args.compare:
-        return 0 if compare(rows, reference, args.threshold, source) else 1
-    return 0
+        code = 0 if compare(rows, reference, args.threshold, source) else 1
+    if skipped:
+        print("\nNo paddle row (not timed):")
+        for line in skipped:
+            print(f"- {line}")
+    return code

@@ -399,9 +399,10 @@ def _paddle_is_faster(log, x, axis, dtype):
     size = math.prod(shape)
     if not log:
         return size < _PADDLE_FASTER_BELOW["softmax"]
-    if not isinstance(axis, int) or isinstance(axis, bool) or not -len(shape) <= axis < len(shape):
+    try:
+        classes = shape[_POF_checks.normalize_axis(axis, len(shape))]
+    except (TypeError, ValueError):
         return False
-    classes = shape[axis] if shape else 1
     return size * classes < _PADDLE_FASTER_BELOW["log_softmax"]
 
 

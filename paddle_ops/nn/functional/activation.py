@@ -26,6 +26,7 @@ maximum or with NaN.
 import operator
 
 import paddle
+from paddle.base.data_feeder import convert_dtype
 from paddle.jit.marker import unified
 from paddle.utils.decorator_utils import softmax_param_alias
 
@@ -45,9 +46,10 @@ def _axis(x, axis):
 
 
 def _run(x, axis, dtype, log, paddle_quirks=False):
-    """The op on x (cast to dtype first when given, as Paddle does)."""
+    """The op on x (cast to dtype first when given and not x's, as Paddle does; a cast to x's own
+    dtype would only copy it)."""
     _checks.check_tensor(x, "x")
-    if dtype is not None:
+    if dtype is not None and convert_dtype(dtype) != convert_dtype(x.dtype):
         x = x.astype(dtype)
     _checks.check_float(x, "x")
     return _ops.softmax(_checks.contiguous(x), _axis(x, axis), log, paddle_quirks)
